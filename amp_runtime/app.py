@@ -1,0 +1,78 @@
+"""The Quart-Trio app factory: mounts each family's blueprint and the shared error handling."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from .core.http import Api, ApiError, error_response, render_coded
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger("amp_runtime.http")
+
+
+def api_families() -> list[Api]:
+    """Every API family, in the order `/openapi` lists them."""
+    from .durable.routes import api as durable_api
+    from .jobs.routes import api as jobs_api
+    from .meta_routes import api as meta_api
+    from .registry.reporting import api as reporting_api
+    from .registry.routes import api as registry_api
+    from .tasks.routes import api as tasks_api
+
+    return [tasks_api, registry_api, reporting_api, jobs_api, durable_api, meta_api]
+
+
+def create_app(runtime: "Runtime") -> QuartTrio:
+    app = QuartTrio("amp_runtime")
+    app.runtime = runtime  # type: ignore[attr-defined]
+    app.config["MAX_CONTENT_LENGTH"] = runtime.config.http.max_body_bytes
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.url_map.strict_slashes = False
+
+    families = api_families()
+    for family in families:
+        app.register_blueprint(family.blueprint)
+    app.families = families  # type: ignore[attr-defined]
+
+    def family_for(path: str) -> Api | None:
+        for family in families:
+            if any(path.startswith(prefix) for prefix in family.prefixes):
+                return family
+        return None
+
+    def render(err: ApiError) -> Response:
+        family = family_for(request.path)
+        return error_response(err, family.render_error if family else render_coded)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        code = {
+            404: "NOT_FOUND",
+            405: "METHOD_NOT_ALLOWED",
+            413: "PAYLOAD_TOO_LARGE",
+            400: "BAD_REQUEST",
+        }.get(exc.code or 500, "HTTP_ERROR")
+        message = {
+            404: f"no route for {request.method} {request.path}",
+            405: f"method {request.method} is not allowed on {request.path}",
+            413: f"request body over the limit of {runtime.config.http.max_body_bytes} bytes",
+        }.get(exc.code or 500, exc.description or "error")
+        return render(ApiError(exc.code or 500, code, message))
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return render(ApiError(500, "INTERNAL_ERROR", "internal server error"))
+
+    return app
+
+
+STATIC_DIR = Path(__file__).parent / "static"

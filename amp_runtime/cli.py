@@ -1,0 +1,130 @@
+"""`amp-runtime serve | bench | --version`.
+
+Exit codes: 0 after a clean drain, 2 for a configuration or startup problem the user can fix
+(bad config, data dir, store in use, unsafe bind), 1 for a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import Config, ConfigError, load_config, parse_bind
+
+LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+class StartupError(Exception):
+    """A problem to report in one line with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amp-runtime",
+        description="A single-process job and task runtime: worker slots, jobs, durable workers, "
+        "a worker registry, all behind one HTTP server.",
+    )
+    parser.add_argument("--version", action="version", version=f"amp-runtime {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server (Ctrl-C drains and exits)")
+    serve.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml if present)")
+    serve.add_argument("--bind", metavar="HOST:PORT", help="listen address (default 127.0.0.1:1610)")
+    serve.add_argument("--data-dir", metavar="DIR", help="where the DuckDB store lives (default ./data)")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow binding a non-loopback address without [auth] api_key",
+    )
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    flags: dict[str, dict] = {}
+    if args.bind:
+        flags.setdefault("server", {})["bind"] = args.bind
+    if args.data_dir:
+        flags.setdefault("server", {})["data_dir"] = args.data_dir
+    config = load_config(args.config, overrides=flags)
+    host, _ = parse_bind(config.server.bind)
+    if not config.auth.api_key and not host.startswith(LOOPBACK) and not args.insecure:
+        raise StartupError(
+            f"refusing to listen on {config.server.bind} without an API key: set [auth] api_key "
+            "in the config file or AMP_AUTH_API_KEY in the environment, or pass --insecure"
+        )
+    return config
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import trio
+
+    from .core.store import StoreError
+    from .runtime import Runtime
+
+    try:
+        config = resolve_config(args)
+    except (ConfigError, StartupError) as exc:
+        print(f"amp-runtime: {exc}", file=sys.stderr)
+        return 2
+    try:
+        Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(
+            f"amp-runtime: cannot create data dir {config.server.data_dir}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
+
+    runtime = Runtime(config)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(lambda task_status: runtime.run(handle_signals=True, task_status=task_status))
+            url = urls[0] if urls else config.server.bind
+            print(f"amp-runtime {__version__} listening on {url} (data: {config.server.data_dir})", flush=True)
+
+    try:
+        trio.run(main)
+    except BaseException as exc:
+        store_error = _find(exc, StoreError)
+        if store_error is not None:
+            print(f"amp-runtime: {store_error}", file=sys.stderr)
+            return 2
+        os_error = _find(exc, OSError)
+        if os_error is not None:  # the port is taken, the address is not ours, ...
+            print(
+                f"amp-runtime: cannot listen on {config.server.bind}: {os_error.strerror or os_error}",
+                file=sys.stderr,
+            )
+            return 2
+        if _find(exc, KeyboardInterrupt) is not None:
+            return 0
+        raise
+    return 0
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first `kind` inside a (possibly nested) exception group."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve_command(args)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Configuration: one msgspec Struct per `config.toml` section.
+
+Precedence is flag > environment (`AMP_<SECTION>_<KEY>`) > file > default. Every problem is
+reported as a `ConfigError` naming the key and where it came from, so the CLI can exit 2 with
+one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class ConfigError(Exception):
+    """A bad key, value or file; the message names the key and the source."""
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServerConfig(_Section):
+    bind: str = "127.0.0.1:1610"
+    data_dir: str = "./data"
+    shutdown_grace_s: float = 10.0
+
+
+class HttpConfig(_Section):
+    max_body_bytes: int = 1_048_576
+    max_json_depth: int = 32
+    openapi_enabled: bool = True
+    max_id_length: int = 256
+    max_tags: int = 64
+    max_open_streams: int = 1000
+
+
+class AuthClient(_Section):
+    access_key: str
+    secret_key: str
+
+
+class AuthConfig(_Section):
+    api_key: str = ""
+    jwt_secret: str = ""
+    jwt_ttl_s: int = 86400
+    clients: list[AuthClient] = []
+
+
+class StoreConfig(_Section):
+    file_name: str = "amp_runtime.duckdb"
+    group_commit_rows: int = 500
+    group_commit_ms: float = 5.0
+
+
+class ActorsConfig(_Section):
+    mailbox_size: int = 1024
+    ask_timeout_s: float = 30.0
+    max_restarts_per_minute: int = 5
+
+
+class LogConfig(_Section):
+    level: str = "info"
+    ring_size: int = 1000
+
+
+class FunctionsConfig(_Section):
+    modules: list[str] = []
+
+
+class WorkerConfig(_Section):
+    id: str = "worker-01"
+    slots: int = 10
+    max_queue: int = 1000
+    tags: list[str] = []
+    groups: list[str] = msgspec.field(default_factory=lambda: ["default"])
+
+
+class TasksConfig(_Section):
+    contract: int = 1
+    expose_tracebacks: bool = False
+    default_timeout_s: float = 30.0
+    keep_results: int = 10_000
+    keep_results_s: float = 3600.0
+    retry_after_s: int = 1
+    slots_push_min_interval_ms: float = 100.0
+    tags: list[str] = []
+
+
+class WebhookConfig(_Section):
+    headers: dict[str, str] = {}
+    attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    timeout_s: float = 10.0
+    allow_private: bool = False
+    max_payload_bytes: int = 1_048_576
+
+
+class RegistryConfig(_Section):
+    heartbeat_s: float = 1.0
+    default_timeout_s: int = 600
+    default_last_seen_s: int = 3600
+    liveness_s: float = 5.0
+    stats_retention_days: float = 7.0
+    expiry_check_s: float = 1.0
+
+
+class JobsConfig(_Section):
+    batch_blocks: int = 1000
+    continuous_blocks_per_s: float = 1000.0
+    reschedule_on_expiry: bool = True
+    default_limit: int = 50
+    max_limit: int = 1000
+
+
+class DurableConfig(_Section):
+    max_workers: int = 1000
+    max_retries: int = 3
+    retry_delay_s: float = 0.1
+    invoke_timeout_s: float = 30.0
+    account_id: str = "00000000-0000-0000-0000-000000000000"
+
+
+class ClusterConfig(_Section):
+    join: str = ""
+    key: str = ""
+
+
+class Config(_Section):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    actors: ActorsConfig = msgspec.field(default_factory=ActorsConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    functions: FunctionsConfig = msgspec.field(default_factory=FunctionsConfig)
+    workers: list[WorkerConfig] = msgspec.field(default_factory=lambda: [WorkerConfig()])
+    tasks: TasksConfig = msgspec.field(default_factory=TasksConfig)
+    webhook: WebhookConfig = msgspec.field(default_factory=WebhookConfig)
+    registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
+    jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
+    durable: DurableConfig = msgspec.field(default_factory=DurableConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_path / self.store.file_name
+
+
+def _section_types() -> dict[str, type]:
+    return {f.name: f.type for f in msgspec.structs.fields(Config)}
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Env values are TOML literals when they parse as one (`10`, `true`, `["a"]`), else strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    overrides: dict[str, dict[str, Any]] = {}
+    for section, typ in _section_types().items():
+        if not isinstance(typ, type) or not issubclass(typ, msgspec.Struct):
+            continue  # list sections ([[workers]]) are file-only
+        for key in typ.__struct_fields__:
+            name = f"AMP_{section}_{key}".upper()
+            if name in environ:
+                overrides.setdefault(section, {})[key] = _parse_env_value(environ[name])
+    return overrides
+
+
+def _describe(error: msgspec.ValidationError, env_keys: dict[str, str]) -> str:
+    # msgspec says "... - at `$.http.max_body_bytes`"; turn the path into a dotted key.
+    text = str(error)
+    message, path = text, ""
+    if " - at `$." in text:
+        message, path = text.rsplit(" - at `$.", 1)
+        path = path.rstrip("`")
+    unknown = re.match(r"Object contains unknown field `(.+)`", message)
+    if unknown:
+        key = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        return f"key {key}: unknown key"
+    origin = f" (from {env_keys[path]})" if path in env_keys else ""
+    return f"key {path or '(top level)'}{origin}: {message}"
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Config:
+    """Build the config. `path=None` reads `./config.toml` when it exists."""
+    environ = dict(os.environ) if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is None and Path("config.toml").is_file():
+        path = "config.toml"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {source} is not valid TOML: {exc}") from None
+
+    env = _env_overrides(environ)
+    env_keys = {f"{sec}.{key}": f"AMP_{sec}_{key}".upper() for sec, values in env.items() for key in values}
+    for layer_name, layer in (("environment", env), ("flags", overrides or {})):
+        for section, values in layer.items():
+            data.setdefault(section, {}).update(values)
+        if layer:
+            source = f"{source} (+ {layer_name})"
+
+    try:
+        config = msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"bad config in {source}: {_describe(exc, env_keys)}") from None
+    _check(config, source)
+    return config
+
+
+def _check(config: Config, source: str) -> None:
+    problems = []
+    if not config.workers:
+        problems.append("workers: at least one [[workers]] table is needed")
+    ids = [w.id for w in config.workers]
+    if len(set(ids)) != len(ids):
+        problems.append("workers.id: worker ids must be unique")
+    for w in config.workers:
+        if w.slots < 1:
+            problems.append(f"workers.slots: worker {w.id} needs at least 1 slot")
+        if w.max_queue < 0:
+            problems.append(f"workers.max_queue: worker {w.id} has a negative queue length")
+    if config.http.max_body_bytes < 1:
+        problems.append("http.max_body_bytes: must be positive")
+    if config.log.level.lower() not in ("debug", "info", "warning", "error"):
+        problems.append("log.level: one of debug, info, warning, error")
+    if problems:
+        raise ConfigError(f"bad config in {source}: " + "; ".join(problems))
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"server.bind: expected HOST:PORT, got {bind!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)

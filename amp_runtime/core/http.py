@@ -1,0 +1,256 @@
+"""HTTP plumbing shared by every API family: route registration, auth, decode/encode, errors.
+
+A family declares its routes through an `Api`: each route names its body, query and response
+structs, so the same types validate input, encode output and feed `/openapi`. A route handler
+receives decoded structs and returns a Struct (200), a `Reply` (any status) or a Quart
+`Response` (streams). Raising `ApiError` renders the family's own error body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import msgspec
+from quart import Blueprint, Response, current_app, request
+
+log = logging.getLogger("amp_runtime.http")
+
+JSON = "application/json"
+_encoder = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    """An error answer; the family decides the body shape."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        problems: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.problems = problems or [message]
+        self.headers = headers or {}
+
+
+@dataclass(slots=True)
+class Reply:
+    """A response with an explicit status; `body=None` means no body."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] | None = None
+
+
+# -- error bodies, one per family -------------------------------------------------------
+class CodedError(msgspec.Struct):
+    """Tasks, jobs and registry-read errors: a stable code and a human message."""
+
+    error_code: str
+    error_message: str
+
+
+class DurableErrors(msgspec.Struct):
+    """Durable workers, 400: every problem found in the request."""
+
+    errors: list[str]
+
+
+class DurableError(msgspec.Struct):
+    """Durable workers, other statuses."""
+
+    error: str
+
+
+def render_coded(err: ApiError) -> bytes:
+    return _encoder.encode(CodedError(err.code, err.message))
+
+
+def render_durable(err: ApiError) -> bytes:
+    if err.status == 400:
+        return _encoder.encode(DurableErrors(err.problems))
+    return _encoder.encode(DurableError(err.message))
+
+
+ErrorRenderer = Callable[[ApiError], bytes]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    data = b"" if body is None else _encoder.encode(body)
+    response = Response(data, status=status, content_type=JSON if body is not None else None)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def error_response(err: ApiError, render: ErrorRenderer) -> Response:
+    response = Response(render(err), status=err.status, content_type=JSON)
+    if err.headers:
+        response.headers.update(err.headers)
+    return response
+
+
+# -- auth ------------------------------------------------------------------------------
+def presented_credential(header: str | None) -> str | None:
+    """`Authorization: <key>` or `Authorization: Bearer <key>`."""
+    if not header:
+        return None
+    scheme, _, rest = header.partition(" ")
+    if rest and scheme.lower() == "bearer":
+        return rest.strip()
+    return header.strip()
+
+
+def key_matches(presented: str | None, expected: str) -> bool:
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+# -- routes ----------------------------------------------------------------------------
+@dataclass
+class RouteInfo:
+    """What `/openapi` needs to know about one route."""
+
+    path: str  # OpenAPI style: /jobs/{job_id}
+    method: str
+    summary: str
+    family: str
+    body: type | None = None
+    query: type | None = None
+    responses: dict[int, Any] = field(default_factory=dict)
+    public: bool = False
+    content_type: str = JSON  # of the 2xx response
+
+
+_PATH_PARAM = re.compile(r"<(?:[a-z]+:)?([a-zA-Z_]+)>")
+
+
+class Api:
+    """One API family: a blueprint plus the metadata `/openapi` is generated from.
+
+    `authorize(credential) -> bool` lets a family accept more than the API key (the reporting
+    API's JWT bearer tokens).
+    """
+
+    def __init__(
+        self,
+        family: str,
+        *,
+        render_error: ErrorRenderer = render_coded,
+        prefixes: tuple[str, ...] = (),
+        authorize: Callable[[str], bool] | None = None,
+    ):
+        self.family = family
+        self.render_error = render_error
+        self.prefixes = prefixes
+        self.authorize = authorize
+        self.blueprint = Blueprint(family, __name__)
+        self.routes: list[RouteInfo] = []
+
+    def check_auth(self) -> None:
+        key = current_app.runtime.config.auth.api_key  # type: ignore[attr-defined]
+        if not key:
+            return
+        credential = presented_credential(request.headers.get("Authorization"))
+        if key_matches(credential, key):
+            return
+        if credential is not None and self.authorize is not None and self.authorize(credential):
+            return
+        raise ApiError(401, "UNAUTHORIZED", "missing or wrong Authorization header")
+
+    def route(
+        self,
+        path: str,
+        method: str,
+        *,
+        summary: str,
+        body: type | None = None,
+        query: type | None = None,
+        responses: dict[int, Any] | None = None,
+        public: bool = False,
+        aliases: tuple[str, ...] = (),
+        extra_methods: tuple[str, ...] = (),
+        content_type: str = JSON,
+    ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+        """Register `handler(**path_params, body=?, query=?)` for `method path`.
+
+        `aliases` are extra URL rules for the same handler that `/openapi` does not list (e.g.
+        version-prefixed paths); `extra_methods` likewise (GET-with-body for POST routes).
+        """
+        body_decoder = msgspec.json.Decoder(body) if body is not None else None
+
+        def decorate(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            render = self.render_error
+
+            async def view(**params: Any) -> Response:
+                try:
+                    if not public:
+                        self.check_auth()
+                    if body_decoder is not None:
+                        params["body"] = decode_body(body_decoder, await request.get_data())
+                    if query is not None:
+                        params["query"] = decode_query(query, request.args)
+                    result = await handler(**params)
+                except ApiError as err:
+                    return error_response(err, render)
+                if isinstance(result, Response):
+                    return result
+                if isinstance(result, Reply):
+                    return json_response(result.body, result.status, result.headers)
+                return json_response(result)
+
+            endpoint = f"{handler.__name__}_{method.lower()}"
+            methods = [method, *extra_methods]
+            for rule in (path, *aliases):
+                self.blueprint.add_url_rule(
+                    rule, endpoint=f"{endpoint}_{rule}", view_func=view, methods=methods
+                )
+            self.routes.append(
+                RouteInfo(
+                    path=_PATH_PARAM.sub(r"{\1}", path),
+                    method=method.lower(),
+                    summary=summary,
+                    family=self.family,
+                    body=body,
+                    query=query,
+                    responses=responses or {},
+                    public=public,
+                    content_type=content_type,
+                )
+            )
+            return handler
+
+        return decorate
+
+
+def decode_body(decoder: msgspec.json.Decoder, data: bytes) -> Any:
+    if not data.strip():
+        data = b"{}"
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "INVALID_REQUEST", f"invalid request body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "MALFORMED_JSON", f"malformed JSON: {exc}") from None
+
+
+def decode_query(query_type: type, args: Any) -> Any:
+    values: dict[str, Any] = {}
+    for key in args:
+        items = args.getlist(key)
+        values[key] = items[0] if len(items) == 1 else items
+    try:
+        return msgspec.convert(values, query_type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "INVALID_QUERY", f"invalid query parameter: {exc}") from None

@@ -1,0 +1,6 @@
+"""Stub: replaced by the durable-workers issue."""
+from ..core.service import ServiceBase
+
+
+class DurableService(ServiceBase):
+    pass

@@ -1,0 +1,4 @@
+"""Jobs API (`/jobs*`)."""
+from ..core.http import Api
+
+api = Api("jobs", prefixes=("/jobs",))

@@ -1,0 +1,63 @@
+"""`/openapi` and `/docs`: generated from the other families' routes, served from the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+from quart import Response, current_app
+
+from .core.http import Api, ApiError
+from .core.openapi import build_openapi
+
+api = Api("meta", prefixes=("/openapi", "/docs"))
+
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>amp-runtime API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi", dom_id: "#swagger-ui"});</script>
+</body></html>
+"""
+_STATIC_TYPES = {".js": "application/javascript", ".css": "text/css", ".png": "image/png"}
+
+
+def _swagger_static_dir() -> Path:
+    import swagger_ui
+
+    return Path(swagger_ui.__file__).parent / "static"
+
+
+def _require_enabled() -> None:
+    if not current_app.runtime.config.http.openapi_enabled:
+        raise ApiError(404, "NOT_FOUND", "the API documentation is disabled ([http] openapi_enabled)")
+
+
+@api.route("/openapi", "GET", summary="The OpenAPI 3.1 document of every route", public=True,
+           responses={200: "application/json"})
+async def openapi() -> Response:
+    _require_enabled()
+    cached = getattr(current_app, "_openapi_json", None)
+    if cached is None:
+        routes = [route for family in current_app.families for route in family.routes]
+        document = build_openapi(routes, title="amp-runtime", version=current_app.runtime.version)
+        cached = current_app._openapi_json = msgspec.json.encode(document)
+    return Response(cached, content_type="application/json")
+
+
+@api.route("/docs", "GET", summary="Swagger UI for /openapi", public=True,
+           responses={200: "text/html"})
+async def docs() -> Response:
+    _require_enabled()
+    return Response(_DOCS_PAGE, content_type="text/html")
+
+
+@api.route("/docs/static/<name>", "GET", summary="Swagger UI assets", public=True,
+           responses={200: "application/octet-stream", 404: None})
+async def docs_static(name: str) -> Response:
+    _require_enabled()
+    path = _swagger_static_dir() / name
+    if "/" in name or name.startswith(".") or not path.is_file():
+        raise ApiError(404, "NOT_FOUND", f"no asset {name}")
+    return Response(path.read_bytes(), content_type=_STATIC_TYPES.get(path.suffix, "application/octet-stream"))

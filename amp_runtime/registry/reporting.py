@@ -1,0 +1,4 @@
+"""Registry reporting API (`/workers.*`, `/auth.login`)."""
+from ..core.http import Api
+
+api = Api("reporting", prefixes=("/workers.", "/auth.", "/v2."))

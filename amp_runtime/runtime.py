@@ -1,0 +1,141 @@
+"""Builds the actors from config and runs them with the HTTP server in one root nursery.
+
+Start order: the store (open + migrate; fatal if it fails), then each service, then HTTP.
+Stop order (SIGINT/SIGTERM or `request_stop()`): services stop taking new work, hypercorn
+stops accepting and lets in-flight requests finish, running work gets what is left of
+`shutdown_grace_s`, the rest is cancelled, the store flushes and checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from functools import partial
+from typing import Protocol
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from . import __version__
+from .config import Config, parse_bind
+from .core.logs import LogRing, setup_logging
+from .core.store import Store
+
+log = logging.getLogger("amp_runtime.runtime")
+
+
+class Service(Protocol):
+    """What the runtime needs of each family's service."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
+
+    def stop_accepting(self) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+class Runtime:
+    def __init__(self, config: Config, *, log_ring: LogRing | None = None):
+        from .durable.service import DurableService
+        from .jobs.service import JobService
+        from .registry.service import RegistryService
+        from .tasks.service import TaskService
+
+        self.config = config
+        self.version = __version__
+        self.logs = log_ring or setup_logging(config.log.level, config.log.ring_size)
+        self.started_monotonic = time.monotonic()
+        self.store = Store(
+            config.store_path,
+            group_commit_rows=config.store.group_commit_rows,
+            group_commit_ms=config.store.group_commit_ms,
+        )
+        self.registry = RegistryService(self)
+        self.tasks = TaskService(self)
+        self.jobs = JobService(self)
+        self.durable = DurableService(self)
+        self.services: list[Service] = [self.registry, self.tasks, self.jobs, self.durable]
+        self.bound_urls: list[str] = []
+        self._stop = trio.Event()
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(
+        self, *, handle_signals: bool = False, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        from .app import create_app
+
+        await self.store.open()
+        try:
+            async with trio.open_nursery() as root:
+                root.start_soon(self._run_coordinator)
+                if handle_signals:
+                    root.start_soon(self._watch_signals)
+                async with trio.open_nursery() as services:
+                    for service in self.services:
+                        await services.start(service.run)
+                    http_done = trio.Event()
+                    app = create_app(self)
+                    self.bound_urls = await services.start(self._serve_http, app, http_done)
+                    task_status.started(self.bound_urls)
+                    await self._stop.wait()
+                    await self._drain(http_done)
+                    services.cancel_scope.cancel()
+                self.store.close()  # the coordinator commits what is queued, then returns
+                root.cancel_scope.deadline = trio.current_time() + self.config.server.shutdown_grace_s
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.store.close_connection()
+            log.info("stopped")
+
+    async def _run_coordinator(self) -> None:
+        # The coordinator is not restarted: losing the store is fatal for the process.
+        await self.store.run()
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s: draining", signal.Signals(signum).name)
+                self.request_stop()
+                return
+
+    async def _serve_http(self, app, http_done: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        host, port = parse_bind(self.config.server.bind)
+        hconfig = HypercornConfig()
+        hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        hconfig.graceful_timeout = self.config.server.shutdown_grace_s
+        hconfig.accesslog = None
+        hconfig.errorlog = logging.getLogger("amp_runtime.hypercorn")
+        hconfig.loglevel = "WARNING"
+        try:
+            await serve(app, hconfig, shutdown_trigger=self._stop.wait, task_status=task_status)
+        finally:
+            http_done.set()
+
+    async def _drain(self, http_done: trio.Event) -> None:
+        grace = self.config.server.shutdown_grace_s
+        for service in self.services:
+            service.stop_accepting()
+        with trio.move_on_after(grace) as scope:
+            await http_done.wait()
+            for service in self.services:
+                await service.drain()
+        if scope.cancelled_caught:
+            log.warning("grace period of %.1fs over: cancelling the rest", grace)
+
+
+async def run_service_actors(actors, max_restarts: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Supervise a service's actors in one nursery; returns when all of them return."""
+    from .core.actor import supervise
+
+    async with trio.open_nursery() as nursery:
+        for actor in actors:
+            await nursery.start(partial(supervise, actor, max_restarts_per_minute=max_restarts))
+        task_status.started()

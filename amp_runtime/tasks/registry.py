@@ -1,0 +1,57 @@
+"""The `@amp_runtime.function` decorator and the table of functions it fills."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    name: str
+    group: str
+    contract: int
+    streaming: bool
+    timeout_s: float | None
+    fn: Callable[..., Any]
+    kind: str  # "async", "stream" (async generator) or "thread" (plain def)
+
+
+FUNCTIONS: dict[str, FunctionSpec] = {}
+
+
+def function(
+    name: str | None = None,
+    *,
+    group: str = "default",
+    contract: int = 1,
+    streaming: bool | None = None,
+    timeout_s: float | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a task function. `async def` runs on trio, an async generator streams, a plain
+    `def` runs in a worker thread. The function receives the task's `input`."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(fn):
+            kind = "stream"
+        elif inspect.iscoroutinefunction(fn):
+            kind = "async"
+        else:
+            kind = "thread"
+        is_streaming = kind == "stream" if streaming is None else streaming
+        if is_streaming and kind != "stream":
+            raise TypeError(f"function {fn.__name__}: streaming=True needs an async generator")
+        spec = FunctionSpec(
+            name=name or fn.__name__,
+            group=group,
+            contract=contract,
+            streaming=is_streaming,
+            timeout_s=timeout_s,
+            fn=fn,
+            kind=kind,
+        )
+        FUNCTIONS[spec.name] = spec
+        return fn
+
+    return register

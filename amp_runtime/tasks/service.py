@@ -1,0 +1,6 @@
+"""Stub: replaced by the tasks issue."""
+from ..core.service import ServiceBase
+
+
+class TaskService(ServiceBase):
+    pass

@@ -1,0 +1,54 @@
+import pytest
+
+from amp_runtime.config import ConfigError, load_config
+
+
+def test_defaults_when_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, environ={})
+    assert config.server.bind == "127.0.0.1:1610"
+    assert config.server.data_dir == "./data"
+    assert [w.id for w in config.workers] == ["worker-01"]
+    assert config.workers[0].slots == 10
+
+
+def test_precedence_flag_over_env_over_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[server]\nbind = "127.0.0.1:1"\ndata_dir = "file"\n[http]\nmax_body_bytes = 10\n')
+    env = {"AMP_SERVER_BIND": "127.0.0.1:2", "AMP_HTTP_MAX_BODY_BYTES": "20", "AMP_AUTH_API_KEY": "k"}
+    config = load_config(path, environ=env, overrides={"server": {"bind": "127.0.0.1:3"}})
+    assert config.server.bind == "127.0.0.1:3"
+    assert config.server.data_dir == "file"
+    assert config.http.max_body_bytes == 20
+    assert config.auth.api_key == "k"
+
+
+def test_unknown_key_is_named_with_the_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[http]\nmax_body_byte = 10\n")
+    with pytest.raises(ConfigError, match=r"c\.toml.*http\.max_body_byte: unknown key"):
+        load_config(path, environ={})
+
+
+def test_wrong_type_from_env_names_the_variable(tmp_path):
+    with pytest.raises(ConfigError, match="AMP_HTTP_MAX_BODY_BYTES"):
+        load_config(None, environ={"AMP_HTTP_MAX_BODY_BYTES": "lots"})
+
+
+def test_shipped_config_toml_has_every_key_and_loads(tmp_path):
+    from pathlib import Path
+
+    import tomllib
+
+    from amp_runtime.config import Config
+
+    shipped = Path(__file__).parents[2] / "config.toml"
+    config = load_config(shipped, environ={})
+    data = tomllib.loads(shipped.read_text())
+    for section, typ in ((f.name, f.type) for f in __import__("msgspec").structs.fields(Config)):
+        if section == "workers":
+            assert data["workers"], "config.toml lists the default worker"
+            continue
+        for key in typ.__struct_fields__:
+            assert key in data.get(section, {}), f"config.toml lacks {section}.{key}"
+    assert config == Config(), "config.toml holds exactly the defaults"

@@ -1,0 +1,73 @@
+import pytest
+import trio
+
+from amp_runtime.core.store import Store, StoreError
+
+
+@pytest.fixture
+async def store(nursery, tmp_path):
+    store = Store(tmp_path / "s.duckdb", group_commit_rows=500, group_commit_ms=5)
+    await store.open()
+    nursery.start_soon(store.run)
+    await store.write(lambda c: c.execute("CREATE TABLE t (k BIGINT, v VARCHAR)"))
+    yield store
+    store.close()
+    await store.close_connection()
+
+
+async def test_migrations_applied_once(tmp_path):
+    first = Store(tmp_path / "m.duckdb")
+    await first.open()
+    assert first.applied_migrations  # a fresh file gets every migration
+    await first.close_connection()
+    second = Store(tmp_path / "m.duckdb")
+    await second.open()
+    assert second.applied_migrations == []
+    await second.close_connection()
+
+
+async def test_group_commit_gathers_many_callers_into_few_transactions(store):
+    before = store.stats.transactions
+    async with trio.open_nursery() as nursery:
+        for i in range(1000):
+            nursery.start_soon(store.append, "t", ("k", "v"), (i, f"v{i}"))
+    rows = await store.execute("SELECT count(*), sum(k) FROM t")
+    assert rows == [(1000, sum(range(1000)))]
+    assert store.stats.transactions - before <= 50
+
+
+async def test_a_failing_write_fails_only_its_caller(store):
+    results = {}
+
+    async def good(i):
+        await store.append("t", ("k", "v"), (i, "ok"))
+        results[i] = "ok"
+
+    async def bad():
+        try:
+            await store.write(lambda c: c.execute("INSERT INTO missing_table VALUES (1)"))
+        except Exception as exc:
+            results["bad"] = type(exc).__name__
+
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(good, i)
+        nursery.start_soon(bad)
+    assert sum(1 for v in results.values() if v == "ok") == 20
+    assert results["bad"] == "CatalogException"
+    assert await store.execute("SELECT count(*) FROM t") == [(20,)]
+
+
+async def test_write_returns_the_functions_result(store):
+    assert await store.write(lambda c: c.execute("INSERT INTO t VALUES (1, 'a') RETURNING k").fetchall()) == [(1,)]
+
+
+async def test_second_store_on_the_same_file_is_refused(tmp_path):
+    # DuckDB's file lock is per process; a second process is checked end to end in test_cli.
+    store = Store(tmp_path / "x" / "y.duckdb")
+    await store.open()
+    await store.close_connection()
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("file")
+    with pytest.raises(StoreError, match="cannot create data dir"):
+        await Store(blocker / "z.duckdb").open()

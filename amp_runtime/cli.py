@@ -77,7 +77,11 @@ def serve_command(args: argparse.Namespace) -> int:
         )
         return 2
 
-    runtime = Runtime(config)
+    try:
+        runtime = Runtime(config)
+    except ConfigError as exc:
+        print(f"amp-runtime: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

@@ -19,7 +19,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from . import __version__
-from .config import Config, parse_bind
+from .config import Config, ConfigError, parse_bind
 from .core.logs import LogRing, setup_logging
 from .core.store import Store
 
@@ -45,6 +45,7 @@ class Runtime:
 
         self.config = config
         self.version = __version__
+        load_user_modules(config.functions.modules)
         self.logs = log_ring or setup_logging(config.log.level, config.log.ring_size)
         self.started_monotonic = time.monotonic()
         self.store = Store(
@@ -129,6 +130,17 @@ class Runtime:
                 await service.drain()
         if scope.cancelled_caught:
             log.warning("grace period of %.1fs over: cancelling the rest", grace)
+
+
+def load_user_modules(names: list[str]) -> None:
+    """Import the modules listed in `[functions] modules` so their decorators register."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(f"functions.modules: cannot import {name!r}: {exc}") from exc
 
 
 async def run_service_actors(actors, max_restarts: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -116,6 +116,8 @@ class JobsConfig(_Section):
     reschedule_on_expiry: bool = True
     default_limit: int = 50
     max_limit: int = 1000
+    worker_check_s: float = 1.0
+    expiry_grace_s: float = 5.0
 
 
 class DurableConfig(_Section):
@@ -220,7 +222,10 @@ def load_config(
     env_keys = {f"{sec}.{key}": f"AMP_{sec}_{key}".upper() for sec, values in env.items() for key in values}
     for layer_name, layer in (("environment", env), ("flags", overrides or {})):
         for section, values in layer.items():
-            data.setdefault(section, {}).update(values)
+            if isinstance(values, dict):
+                data.setdefault(section, {}).update(values)
+            else:  # a list section ([[workers]]) is replaced whole
+                data[section] = values
         if layer:
             source = f"{source} (+ {layer_name})"
 

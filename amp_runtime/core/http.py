@@ -158,16 +158,21 @@ class Api:
         self.blueprint = Blueprint(family, __name__)
         self.routes: list[RouteInfo] = []
 
-    def check_auth(self) -> None:
+    def is_authorized(self, header: str | None = None) -> bool:
+        """True when no key is configured or the request carries a valid credential."""
         key = current_app.runtime.config.auth.api_key  # type: ignore[attr-defined]
         if not key:
-            return
-        credential = presented_credential(request.headers.get("Authorization"))
+            return True
+        if header is None:
+            header = request.headers.get("Authorization")
+        credential = presented_credential(header)
         if key_matches(credential, key):
-            return
-        if credential is not None and self.authorize is not None and self.authorize(credential):
-            return
-        raise ApiError(401, "UNAUTHORIZED", "missing or wrong Authorization header")
+            return True
+        return credential is not None and self.authorize is not None and self.authorize(credential)
+
+    def check_auth(self) -> None:
+        if not self.is_authorized():
+            raise ApiError(401, "UNAUTHORIZED", "missing or wrong Authorization header")
 
     def route(
         self,

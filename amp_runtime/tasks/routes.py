@@ -1,19 +1,220 @@
-"""Tasks API."""
-import msgspec
-from quart import current_app
+"""Tasks API: `/task`, `/tasks/{id}`, `/health`, `/logs`, `/on`, `/off`, `/ws/slots`."""
 
-from ..core.http import Api
+from __future__ import annotations
+
+import msgspec
+import trio
+from quart import Response, current_app, websocket
+
+from ..core.http import Api, ApiError, CodedError, Reply
+from .models import (
+    FunctionInfo, Health, Logs, Maintenance, Slots, TaskAccepted, TaskRequest, TaskResult,
+    TaskView, WorkerHealth,
+)
+from .registry import FUNCTIONS
+from .validation import task_problems
+from .webhooks import UnsafeTarget, check_target
+from .worker import Rejected, Submit
 
 api = Api("tasks", prefixes=("/task", "/health", "/logs", "/on", "/off", "/ws/"))
+_encode = msgspec.json.Encoder().encode
+OUTCOME_STATUS = {"completed": 200, "failed": 500, "timed_out": 504, "cancelled": 409}
 
 
-class Health(msgspec.Struct):
-    status: str
-    version: str
-    uptime_s: float
+def _rejected(exc: Rejected) -> ApiError:
+    headers = {"Retry-After": str(current_app.runtime.config.tasks.retry_after_s)} if exc.status == 429 else None
+    return ApiError(exc.status, exc.code, exc.message, headers=headers)
 
 
-@api.route("/health", "GET", summary="Liveness and capacity", public=True, responses={200: Health})
+@api.route(
+    "/task", "POST", body=TaskRequest, summary="Run a function in a worker slot (sync, stream or webhook)",
+    responses={200: TaskResult, 202: TaskAccepted, 400: CodedError, 401: CodedError, 404: CodedError,
+               409: TaskResult, 413: CodedError, 429: CodedError, 500: TaskResult, 503: CodedError,
+               504: TaskResult},
+)
+async def submit_task(body: TaskRequest):
+    runtime = current_app.runtime
+    service = runtime.tasks
+    spec = FUNCTIONS.get(body.function)
+    if spec is None:
+        raise ApiError(404, "FUNCTION_NOT_FOUND", f"no function {body.function[:256]!r}")
+    problems = task_problems(body, spec, set(service.workers), runtime.config.http.max_id_length)
+    if problems:
+        raise ApiError(400, "VALIDATION_ERROR", "; ".join(problems), problems=problems)
+    if body.mode == "webhook":
+        try:
+            await check_target(body.webhook.url, runtime.config.webhook.allow_private)
+        except UnsafeTarget as exc:
+            raise ApiError(400, "WEBHOOK_TARGET_REFUSED", str(exc)) from None
+    try:
+        worker = service.pick_worker(spec, body.worker)
+        task = service.new_task(body, spec)
+        if body.mode == "sync":
+            await service.submit(task, worker)
+            return await _await_outcome(service, task)
+        if service.maintenance:
+            raise Rejected(503, "MAINTENANCE", "the runtime is in maintenance mode")
+        if body.mode == "stream" and service.open_streams >= runtime.config.http.max_open_streams:
+            raise Rejected(429, "TOO_MANY_STREAMS", "too many open streams")
+        await worker.ask(Submit(task))
+        if task.outcome.done and task.status == "queued":  # refused by the worker
+            await task.outcome.wait()
+    except Rejected as exc:
+        raise _rejected(exc) from None
+    if body.mode == "webhook":
+        return Reply(202, TaskAccepted(id=task.id))
+    return _stream_response(service, task)
+
+
+async def _await_outcome(service, task) -> Reply:
+    try:
+        result = await task.outcome.wait()
+    finally:
+        if not task.outcome.done:  # the client went away: free the queue place or slot
+            service.cancel_nowait(task)
+    return Reply(OUTCOME_STATUS[result.status], result)
+
+
+def _stream_response(service, task) -> Response:
+    async def events():
+        service.open_streams += 1
+        try:
+            async for item in task.items_recv:
+                yield b"data: " + item + b"\n\n"
+            result = await task.outcome.wait()
+            event = b"end" if result.status == "completed" else b"error"
+            yield b"event: " + event + b"\ndata: " + _encode(result) + b"\n\n"
+        finally:
+            service.open_streams -= 1
+            task.items_recv.close()
+            if not task.outcome.done:  # the reader left: cancel the task, free its slot now
+                service.cancel_nowait(task)
+
+    response = Response(events(), content_type="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Task-Id": task.id})
+    response.timeout = None
+    return response
+
+
+def _task_id(task_id: str) -> str:
+    if not task_id or len(task_id) > 64 or not task_id.isalnum():
+        raise ApiError(400, "INVALID_TASK_ID", f"invalid task id {task_id[:64]!r}")
+    return task_id
+
+
+@api.route("/tasks/<task_id>", "GET", summary="A task's state, result or error, and webhook deliveries",
+           responses={200: TaskView, 400: CodedError, 401: CodedError, 404: CodedError})
+async def get_task(task_id: str) -> TaskView:
+    view = await current_app.runtime.tasks.lookup(_task_id(task_id))
+    if view is None:
+        raise ApiError(404, "TASK_NOT_FOUND", f"no task {task_id}")
+    return view
+
+
+@api.route("/tasks/<task_id>", "DELETE", summary="Cancel a queued or running task",
+           responses={200: TaskView, 400: CodedError, 401: CodedError, 404: CodedError, 409: CodedError})
+async def cancel_task(task_id: str) -> TaskView:
+    service = current_app.runtime.tasks
+    outcome = await service.cancel(_task_id(task_id))
+    if outcome is None:
+        view = await service.lookup(task_id)
+        if view is None:
+            raise ApiError(404, "TASK_NOT_FOUND", f"no task {task_id}")
+        raise ApiError(409, "TASK_FINISHED", f"task {task_id} already finished ({view.status})")
+    with trio.move_on_after(5):
+        await outcome.wait()
+    return await service.lookup(task_id)
+
+
+@api.route("/health", "GET", summary="Status and capacity; more detail with a valid key", public=True,
+           responses={200: Health})
 async def health() -> Health:
-    rt = current_app.runtime
-    return Health("ok", rt.version, round(rt.uptime_s, 3))
+    runtime = current_app.runtime
+    service = runtime.tasks
+    states = [w.state for w in service.workers.values()]
+    total = sum(s.total for s in states)
+    free = sum(s.free for s in states)
+    body = Health(
+        status="maintenance" if service.maintenance else "ok",
+        slots=Slots(total=total, busy=total - free, free=free),
+        queued=sum(s.queued for s in states),
+    )
+    if not api.is_authorized():
+        return body
+    body.version = runtime.version
+    body.uptime_s = round(runtime.uptime_s, 3)
+    body.tags = dict(service.tags)
+    body.functions = [FunctionInfo(name=f.name, group=f.group, contract=f.contract, streaming=f.streaming)
+                      for f in FUNCTIONS.values()]
+    body.workers = [
+        WorkerHealth(id=w.name, slots=Slots(total=w.state.total, busy=w.state.total - w.state.free,
+                                            free=w.state.free),
+                     queued=w.state.queued, max_queue=w.config.max_queue, groups=w.config.groups,
+                     tags=w.config.tags, maintenance=w.state.maintenance)
+        for w in service.workers.values()
+    ]
+    return body
+
+
+@api.route("/logs", "GET", summary="The last log lines", responses={200: Logs, 401: CodedError})
+async def logs() -> Logs:
+    return Logs(current_app.runtime.logs.snapshot())
+
+
+@api.route("/off", "POST", summary="Maintenance on: new tasks get 503, queued and running ones finish",
+           responses={200: Maintenance, 401: CodedError})
+async def maintenance_on() -> Maintenance:
+    await current_app.runtime.tasks.set_maintenance(True)
+    return Maintenance(status="maintenance", maintenance=True)
+
+
+@api.route("/on", "POST", summary="Maintenance off: accept tasks again",
+           responses={200: Maintenance, 401: CodedError})
+async def maintenance_off() -> Maintenance:
+    await current_app.runtime.tasks.set_maintenance(False)
+    return Maintenance(status="ok", maintenance=False)
+
+
+@api.blueprint.websocket("/ws/slots")
+async def slots_socket():
+    """Pushes each worker's slot state on change (coalesced), every second, and on `ping`.
+
+    The key comes as the Authorization header or, for browsers, as the subprotocol."""
+    runtime = current_app.runtime
+    protocols = websocket.requested_subprotocols
+    header = websocket.headers.get("Authorization") or (protocols[0] if protocols else None)
+    if not api.is_authorized(header):
+        await websocket.close(1008, "unauthorized")
+        return
+    await websocket.accept(subprotocol=protocols[0] if protocols else None)
+    workers = list(runtime.tasks.workers.values())
+    min_interval = runtime.config.tasks.slots_push_min_interval_ms / 1000.0
+    sent: dict[str, object] = {}
+
+    async def push(force: bool) -> None:
+        for worker in workers:
+            state = worker.state
+            if force or sent.get(worker.name) is not state:
+                sent[worker.name] = state
+                await websocket.send(_encode(state).decode())
+
+    async def answer_pings() -> None:
+        while True:
+            if (await websocket.receive()) == "ping":
+                await push(force=True)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer_pings)
+        await push(force=True)
+        while True:
+            with trio.move_on_after(1.0) as heartbeat:
+                async with trio.open_nursery() as waiters:
+                    for worker in workers:
+                        waiters.start_soon(_wait_then_cancel, worker.changed, waiters.cancel_scope)
+            await push(force=heartbeat.cancelled_caught)
+            await trio.sleep(min_interval)  # coalesce: at most one push per interval
+
+
+async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

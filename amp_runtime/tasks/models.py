@@ -1,0 +1,134 @@
+"""Request and response bodies of the tasks API (the same structs build /openapi)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Webhook(msgspec.Struct, kw_only=True):
+    url: str = ""
+    headers: dict[str, str] = {}
+
+
+class TaskRequest(msgspec.Struct, kw_only=True):
+    """`POST /task`. Unknown fields are ignored; semantic problems are listed together."""
+
+    function: str
+    input: Any = None
+    contract: int | None = None
+    group: str | None = None
+    priority: int | None = None
+    mode: str = "sync"
+    webhook: Webhook | None = None
+    worker: str | None = None
+
+
+class TaskError(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class TaskResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The outcome of a sync task (200 completed, 500 failed, 504 timed out, 409 cancelled)
+    and the body of a webhook delivery."""
+
+    id: str
+    status: str
+    success: bool
+    result: Any = None
+    error: TaskError | None = None
+    duration_ms: float | None = None
+
+
+class TaskAccepted(msgspec.Struct, kw_only=True):
+    """202 for webhook mode."""
+
+    id: str
+    status: str = "queued"
+    success: bool = True
+
+
+class Delivery(msgspec.Struct, kw_only=True, omit_defaults=True):
+    attempt: int
+    at: str
+    status_code: int | None = None
+    error: str | None = None
+
+
+class TaskView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`GET /tasks/{id}`."""
+
+    id: str
+    function: str
+    mode: str
+    worker: str
+    status: str
+    success: bool
+    priority: int | None = None
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_ms: float | None = None
+    result: Any = None
+    error: TaskError | None = None
+    webhook_url: str | None = None
+    webhook_status: str | None = None  # pending, delivered, failed
+    deliveries: list[Delivery] = []
+
+
+class Slots(msgspec.Struct):
+    total: int
+    busy: int
+    free: int
+
+
+class WorkerHealth(msgspec.Struct, kw_only=True):
+    id: str
+    slots: Slots
+    queued: int
+    max_queue: int
+    groups: list[str]
+    tags: list[str]
+    maintenance: bool
+
+
+class FunctionInfo(msgspec.Struct, kw_only=True):
+    name: str
+    group: str
+    contract: int
+    streaming: bool
+
+
+class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Public part: status, slots, queued. With a valid key: the rest."""
+
+    status: str
+    slots: Slots
+    queued: int
+    version: str | None = None
+    uptime_s: float | None = None
+    tags: dict[str, str] | None = None
+    functions: list[FunctionInfo] | None = None
+    workers: list[WorkerHealth] | None = None
+
+
+class Logs(msgspec.Struct):
+    logs: list[str]
+
+
+class Maintenance(msgspec.Struct):
+    status: str
+    maintenance: bool
+
+
+class SlotState(msgspec.Struct):
+    """What `/ws/slots` pushes for one worker."""
+
+    worker: str
+    free: int
+    total: int
+    queued: int
+    maintenance: bool

@@ -1,0 +1,366 @@
+"""A worker actor: owns its slots and its priority queue.
+
+`slots` long-lived slot tasks pull from the queue (no task spawned per submission). Callers
+hand over a `Task` with `Submit`; its outcome comes back through the task's `outcome` reply
+(and, in stream mode, its items through a bounded channel, so a slow reader slows the
+function instead of growing memory). After submission the task belongs to the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections import OrderedDict
+from typing import Any
+
+import msgspec
+import trio
+
+from ..config import WorkerConfig
+from ..core.actor import Actor, Reply
+from ..core.clock import rfc3339, utcnow
+from .models import SlotState, TaskError, TaskResult, TaskView
+from .queue import PriorityQueue
+from .registry import FunctionSpec
+
+log = logging.getLogger("amp_runtime.tasks")
+_encode = msgspec.json.Encoder().encode
+STREAM_BUFFER = 16  # items waiting for a stream reader before the function is paused
+
+
+class Rejected(Exception):
+    """The worker refused a task; `status` and `code` say how to answer."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+class Task:
+    """One task's record. Written only by its worker once submitted."""
+
+    __slots__ = (
+        "id", "spec", "input", "priority", "mode", "webhook", "worker", "status", "result",
+        "error", "created_at", "started_at", "finished_at", "started", "deadline", "scope",
+        "cancel_requested", "outcome", "items_send", "items_recv", "duration_ms", "deliveries",
+        "webhook_status", "finished_mono",
+    )
+
+    def __init__(self, task_id: str, spec: FunctionSpec, input: Any, *, priority: int | None,
+                 mode: str, timeout_s: float, webhook: Any = None):
+        self.id = task_id
+        self.spec = spec
+        self.input = input
+        self.priority = priority
+        self.mode = mode
+        self.webhook = webhook
+        self.worker = ""
+        self.status = "queued"
+        self.result: Any = None
+        self.error: TaskError | None = None
+        self.created_at = utcnow()
+        self.started_at = None
+        self.finished_at = None
+        self.started = 0.0
+        self.deadline = trio.current_time() + timeout_s
+        self.scope: trio.CancelScope | None = None
+        self.cancel_requested = False
+        self.outcome = Reply()
+        self.duration_ms: float | None = None
+        self.deliveries: list = []
+        self.webhook_status: str | None = "pending" if mode == "webhook" else None
+        self.finished_mono = 0.0
+        if mode == "stream":
+            self.items_send, self.items_recv = trio.open_memory_channel[bytes](STREAM_BUFFER)
+        else:
+            self.items_send = self.items_recv = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "failed", "timed_out", "cancelled")
+
+    def view(self) -> TaskView:
+        return TaskView(
+            id=self.id, function=self.spec.name, mode=self.mode, worker=self.worker,
+            status=self.status, success=self.status == "completed", priority=self.priority,
+            created_at=rfc3339(self.created_at),
+            started_at=rfc3339(self.started_at) if self.started_at else None,
+            finished_at=rfc3339(self.finished_at) if self.finished_at else None,
+            duration_ms=self.duration_ms, result=self.result, error=self.error,
+            webhook_url=self.webhook.url if self.webhook is not None else None,
+            webhook_status=self.webhook_status, deliveries=list(self.deliveries),
+        )
+
+    def result_body(self) -> TaskResult:
+        return TaskResult(
+            id=self.id, status=self.status, success=self.status == "completed",
+            result=self.result, error=self.error, duration_ms=self.duration_ms,
+        )
+
+
+class SlotHold:
+    """A job occupying a slot: granted when a slot takes it, released by its holder."""
+
+    __slots__ = ("holder", "granted", "released")
+
+    def __init__(self, holder: str):
+        self.holder = holder
+        self.granted = trio.Event()
+        self.released = trio.Event()
+
+
+# -- mailbox messages ----------------------------------------------------------------------
+class Submit(msgspec.Struct, tag=True):
+    """A route hands over a task. Rejections arrive as `Rejected` on `task.outcome`."""
+
+    task: Any
+
+
+class Cancel(msgspec.Struct, tag=True):
+    """Cancel a queued or running task (client gone, DELETE /tasks/{id})."""
+
+    task_id: str
+
+
+class Hold(msgspec.Struct, tag=True):
+    """A job asks for a slot ahead of queued tasks."""
+
+    hold: Any
+
+
+class Unhold(msgspec.Struct, tag=True):
+    """A job gives up its place (granted or not)."""
+
+    hold: Any
+
+
+class SetMaintenance(msgspec.Struct, tag=True):
+    on: bool
+
+
+class Lookup(msgspec.Struct, tag=True):
+    """The task record with this id, or None (kept for a bounded time and count)."""
+
+    task_id: str
+
+
+class RecordDelivery(msgspec.Struct, tag=True):
+    """The webhook sender reports one delivery attempt."""
+
+    task_id: str
+    delivery: Any
+    final_status: str | None = None
+
+
+class WorkerActor(Actor):
+    def __init__(self, config: WorkerConfig, *, keep_results: int, keep_results_s: float,
+                 expose_tracebacks: bool, on_finished=None, mailbox_size: int = 1024):
+        super().__init__(config.id, mailbox_size=mailbox_size)
+        self.config = config
+        self.keep_results = keep_results
+        self.keep_results_s = keep_results_s
+        self.expose_tracebacks = expose_tracebacks
+        self.on_finished = on_finished  # called with each finished webhook task
+        self._queue: PriorityQueue[Task | SlotHold] = PriorityQueue()
+        self._queued_tasks: dict[str, Task] = {}
+        self._running: dict[str, Task] = {}
+        self._holds: set[SlotHold] = set()
+        self._history: OrderedDict[str, Task] = OrderedDict()
+        self._work = trio.lowlevel.ParkingLot()
+        self._idle = trio.Event()
+        self.maintenance = False
+        # Published, immutable: others may read it (routing, /health, /ws/slots), never write.
+        self.state = SlotState(worker=config.id, free=config.slots, total=config.slots, queued=0,
+                               maintenance=False)
+        self.changed = trio.Event()
+
+    # -- published state -------------------------------------------------------------------
+    def _publish(self) -> None:
+        busy = len(self._running) + sum(1 for h in self._holds if h.granted.is_set())
+        self.state = SlotState(worker=self.name, free=self.config.slots - busy, total=self.config.slots,
+                               queued=len(self._queue), maintenance=self.maintenance)
+        self.changed.set()
+        self.changed = trio.Event()
+        if busy == 0 and not self._queue:
+            self._idle.set()
+
+    def running_ids(self) -> list[str]:
+        return list(self._running) + [h.holder for h in self._holds if h.granted.is_set()]
+
+    async def wait_idle(self) -> None:
+        """Returns when nothing is queued or running (used by drain)."""
+        while self._running or self._queue or any(h.granted.is_set() for h in self._holds):
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+    # -- the actor -------------------------------------------------------------------------
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.config.slots):
+                nursery.start_soon(self._slot)
+            await super().run()
+            nursery.cancel_scope.cancel()
+
+    async def handle(self, msg: Any, reply: Reply | None) -> None:
+        match msg:
+            case Submit(task=task):
+                self._submit(task)  # a rejection fails task.outcome
+                if reply is not None:
+                    reply.set(None)
+            case Cancel(task_id=task_id):
+                outcome = self._cancel(task_id)
+                if reply is not None:
+                    reply.set(outcome)
+            case Hold(hold=hold):
+                self._holds.add(hold)
+                self._queue.push(hold, 0)
+                self._work.unpark()
+                if reply is not None:
+                    reply.set(None)
+            case Unhold(hold=hold):
+                self._queue.remove(hold)
+                self._holds.discard(hold)
+                hold.released.set()
+                self._publish()
+            case SetMaintenance(on=on):
+                self.maintenance = on
+                self._publish()
+                if reply is not None:
+                    reply.set(None)
+            case Lookup(task_id=task_id):
+                task = (self._running.get(task_id) or self._queued_tasks.get(task_id)
+                        or self._history.get(task_id))
+                reply.set(task.view() if task is not None else None)
+            case RecordDelivery(task_id=task_id, delivery=delivery, final_status=final):
+                task = self._history.get(task_id)
+                if task is not None:
+                    task.deliveries.append(delivery)
+                    if final is not None:
+                        task.webhook_status = final
+
+    def _submit(self, task: Task) -> None:
+        if self.maintenance:
+            task.outcome.fail(Rejected(503, "MAINTENANCE", "the worker is in maintenance mode"))
+            return
+        if len(self._queue) >= self.config.max_queue + self._free_slots():
+            task.outcome.fail(Rejected(
+                429, "QUEUE_FULL", f"worker {self.name}: queue full ({self.config.max_queue} waiting)",
+                retry_after=1,
+            ))
+            return
+        task.worker = self.name
+        self._queued_tasks[task.id] = task
+        self._queue.push(task, task.priority)
+        self._work.unpark()
+        self._publish()
+
+    def _free_slots(self) -> int:
+        return self.state.free
+
+    def _cancel(self, task_id: str) -> Reply | None:
+        """Returns the task's outcome slot when the task was queued or running."""
+        task = self._queued_tasks.pop(task_id, None)
+        if task is not None:
+            self._queue.remove(task)
+            task.cancel_requested = True
+            self._finish(task, "cancelled", error=TaskError(type="Cancelled", message="cancelled before it started"))
+            return task.outcome
+        task = self._running.get(task_id)
+        if task is not None and task.scope is not None:
+            task.cancel_requested = True
+            task.scope.cancel()
+            return task.outcome
+        return None
+
+    # -- slots -----------------------------------------------------------------------------
+    async def _slot(self) -> None:
+        while True:
+            while not self._queue:
+                await self._work.park()
+            item = self._queue.pop()
+            if isinstance(item, SlotHold):
+                item.granted.set()
+                self._publish()
+                await item.released.wait()
+                self._publish()
+                continue
+            del self._queued_tasks[item.id]
+            await self._execute(item)
+
+    async def _execute(self, task: Task) -> None:
+        if trio.current_time() >= task.deadline:
+            self._finish(task, "timed_out", error=TaskError(type="Timeout", message="timed out waiting in the queue"))
+            return
+        task.status = "running"
+        task.started_at = utcnow()
+        task.started = time.perf_counter()
+        self._running[task.id] = task
+        self._publish()
+        status, result, error = "completed", None, None
+        with trio.CancelScope(deadline=task.deadline) as scope:
+            task.scope = scope
+            try:
+                result = await self._call(task)
+            except _ReaderGone:
+                status, error = "cancelled", TaskError(type="Cancelled", message="the stream reader went away")
+            except Exception as exc:
+                status = "failed"
+                error = TaskError(
+                    type=type(exc).__name__, message=str(exc) or type(exc).__name__,
+                    traceback=traceback.format_exc() if self.expose_tracebacks else None,
+                )
+        if scope.cancelled_caught:
+            if task.cancel_requested:
+                status, error = "cancelled", TaskError(type="Cancelled", message="cancelled while running")
+            else:
+                status, error = "timed_out", TaskError(type="Timeout", message="the function ran past its timeout")
+        del self._running[task.id]
+        task.duration_ms = round((time.perf_counter() - task.started) * 1000, 3)
+        self._finish(task, status, result=result, error=error)
+
+    async def _call(self, task: Task) -> Any:
+        spec = task.spec
+        if spec.kind == "async":
+            return await spec.fn(task.input)
+        if spec.kind == "thread":
+            return await trio.to_thread.run_sync(spec.fn, task.input, abandon_on_cancel=True)
+        agen = spec.fn(task.input)
+        try:
+            if task.mode != "stream":  # a streaming function asked for one answer: all items
+                return [item async for item in agen]
+            # Items go out as they come; a full buffer pauses the generator.
+            async with task.items_send as send:
+                async for item in agen:
+                    await send.send(_encode(item))
+            return None
+        except trio.BrokenResourceError:
+            raise _ReaderGone() from None
+        finally:
+            await agen.aclose()
+
+    def _finish(self, task: Task, status: str, *, result: Any = None, error: TaskError | None = None) -> None:
+        task.status = status
+        task.result = result
+        task.error = error
+        task.finished_at = utcnow()
+        task.finished_mono = trio.current_time()
+        if task.items_send is not None:
+            task.items_send.close()
+        self._remember(task)
+        task.outcome.set(task.result_body())
+        if task.mode == "webhook" and self.on_finished is not None:
+            self.on_finished(task)
+        self._publish()
+
+    def _remember(self, task: Task) -> None:
+        history = self._history
+        history[task.id] = task
+        horizon = trio.current_time() - self.keep_results_s
+        while history and (len(history) > self.keep_results
+                           or next(iter(history.values())).finished_mono < horizon):
+            history.popitem(last=False)
+
+
+class _ReaderGone(Exception):
+    """A stream's reader went away."""

@@ -23,11 +23,12 @@ def api_families() -> list[Api]:
     from .durable.routes import api as durable_api
     from .jobs.routes import api as jobs_api
     from .meta_routes import api as meta_api
+    from .observability.routes import api as observability_api
     from .registry.reporting import api as reporting_api
     from .registry.routes import api as registry_api
     from .tasks.routes import api as tasks_api
 
-    return [tasks_api, registry_api, reporting_api, jobs_api, durable_api, meta_api]
+    return [tasks_api, registry_api, reporting_api, jobs_api, durable_api, observability_api, meta_api]
 
 
 def create_app(runtime: "Runtime") -> QuartTrio:

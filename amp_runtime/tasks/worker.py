@@ -8,6 +8,7 @@ function instead of growing memory). After submission the task belongs to the wo
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 import traceback
@@ -26,6 +27,7 @@ from .registry import FunctionSpec
 
 log = logging.getLogger("amp_runtime.tasks")
 _encode = msgspec.json.Encoder().encode
+DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 STREAM_BUFFER = 16  # items waiting for a stream reader before the function is paused
 
 
@@ -171,6 +173,10 @@ class WorkerActor(Actor):
         self._idle = trio.Event()
         self.maintenance = False
         # Published, immutable: others may read it (routing, /health, /ws/slots), never write.
+        # Counters read at scrape time by /metrics; plain ints, no locks on the hot path.
+        self.outcomes: dict[tuple[str, str, str], int] = {}
+        self.duration_buckets = [0] * (len(DURATION_BUCKETS_S) + 1)
+        self.duration_sum_s = 0.0
         self.state = SlotState(worker=config.id, free=config.slots, total=config.slots, queued=0,
                                maintenance=False)
         self.changed = trio.Event()
@@ -340,6 +346,12 @@ class WorkerActor(Actor):
             await agen.aclose()
 
     def _finish(self, task: Task, status: str, *, result: Any = None, error: TaskError | None = None) -> None:
+        key = (task.spec.name, task.mode, status)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        if task.duration_ms is not None:
+            seconds = task.duration_ms / 1000.0
+            self.duration_buckets[bisect.bisect_left(DURATION_BUCKETS_S, seconds)] += 1
+            self.duration_sum_s += seconds
         task.status = status
         task.result = result
         task.error = error

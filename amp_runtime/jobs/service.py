@@ -1,6 +1,171 @@
-"""Stub: replaced by the jobs issue."""
+"""The jobs service: the rules of the Jobs API, between the routes and the scheduler actor.
+
+Reads (`get`, `list`, `progress`) go straight to the store; anything that changes a job's
+status goes through the scheduler actor. Deleting a job deletes its record, progress and
+history only: the Parquet files it wrote stay under `<data-dir>/datasets/...`.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import trio
+
+from ..core.actor import supervise
 from ..core.service import ServiceBase
+from . import builtin  # noqa: F401  registers example/blocks@1.0.0
+from . import states
+from . import store as jobs_store
+from .datasets import DATASETS, resolve
+from .models import Job, JobList, JobProgress, JobsError
+from .progress import ProgressWriter
+from .runner import RunnerEnv
+from .scheduler import Create, Scheduler, Stop, Suspend, WorkersAlive
+
+log = logging.getLogger("amp_runtime.jobs")
+
+MAX_BLOCK = 2**62  # block numbers are BIGINT in the store and in the files
+MAX_JOB_ID = 2**63 - 1
+
+
+def parse_job_id(text: str) -> int:
+    """Path ids are decimal integers; anything else is 400 INVALID_JOB_ID."""
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_JOB_ID:
+        raise JobsError(400, "INVALID_JOB_ID", f"invalid job id {text!r}: expected a positive integer")
+    return int(text)
 
 
 class JobService(ServiceBase):
-    pass
+    def __init__(self, runtime):
+        super().__init__(runtime)
+        self.progress = ProgressWriter(runtime.store)
+        self.scheduler: Scheduler | None = None
+        self._accepting = True
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Runs the progress writer, the scheduler (which resumes active jobs), their
+        runners and the worker watch loop; all are cancelled at shutdown."""
+        restarts = self.config.actors.max_restarts_per_minute
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(supervise, self.progress, max_restarts_per_minute=restarts))
+            env = RunnerEnv(
+                store=self.store,
+                tasks=self.runtime.tasks,
+                progress=self.progress,
+                data_dir=self.config.data_path,
+                blocks_per_s=self.config.jobs.continuous_blocks_per_s,
+                ask=self._ask,
+            )
+            self.scheduler = Scheduler(
+                env, nursery, self.config, local_workers=self.runtime.tasks.worker_ids()
+            )
+            await nursery.start(partial(supervise, self.scheduler, max_restarts_per_minute=restarts))
+            nursery.start_soon(self._watch_workers)
+            task_status.started()
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def drain(self) -> None:
+        """Pause every runner (jobs stay Running and resume at the next start), then make
+        their last progress durable."""
+        if self.scheduler is None:
+            return
+        for done in await self._ask(Suspend()):
+            await done.wait()
+        await self.progress.flush()
+
+    async def _ask(self, msg):
+        return await self.scheduler.ask(msg, timeout=float("inf"))
+
+    async def _watch_workers(self) -> None:
+        while True:
+            await trio.sleep(self.config.jobs.worker_check_s)
+            candidates, live = await self._candidates()
+            await self._ask(WorkersAlive(live=live, candidates=candidates, now=trio.current_time()))
+
+    async def _candidates(self) -> tuple[list[str], list[str]]:
+        """(live workers of this process that can hold a job's slot, every live worker)."""
+        live = await self.runtime.registry.live_workers()
+        live_set = set(live)
+        return [w for w in self.runtime.tasks.worker_ids() if w in live_set], list(live)
+
+    # -- the API's rules ---------------------------------------------------------------
+    async def create(self, dataset: str, start_block: int, end_block: int | None, node_id: str | None) -> Job:
+        if not self._accepting:
+            raise JobsError(503, "SHUTTING_DOWN", "the server is shutting down")
+        problems = []
+        if resolve(dataset) is None:
+            known = ", ".join(sorted(DATASETS)) or "none"
+            raise JobsError(400, "UNKNOWN_DATASET", f"unknown dataset {dataset!r} (registered: {known})")
+        if not 0 <= start_block <= MAX_BLOCK:
+            problems.append(f"start_block must be between 0 and {MAX_BLOCK}")
+        if end_block is not None and not start_block <= end_block <= MAX_BLOCK:
+            problems.append(f"end_block must be >= start_block ({start_block}) and <= {MAX_BLOCK}")
+        if problems:
+            raise JobsError(400, "INVALID_BLOCK_RANGE", "; ".join(problems))
+        candidates, _ = await self._candidates()
+        if node_id is not None and node_id not in candidates:
+            where = "is not live" if node_id in self.runtime.tasks.worker_ids() else "is not a worker of this runtime"
+            raise JobsError(400, "INVALID_NODE_ID", f"node {node_id!r} {where}; live: {', '.join(candidates) or 'none'}")
+        record = await self._ask(Create(dataset, start_block, end_block, node_id, candidates))
+        return record.to_api()
+
+    async def get(self, job_id: str) -> Job:
+        record = await self.store.read(jobs_store.get_job, parse_job_id(job_id))
+        if record is None:
+            raise JobsError(404, "JOB_NOT_FOUND", f"job {job_id} not found")
+        return record.to_api()
+
+    async def list(self, limit: int | None, last_job_id: str | None, status: str | None) -> JobList:
+        jobs_config = self.config.jobs
+        limit = jobs_config.default_limit if limit is None else limit
+        if limit < 1:
+            raise JobsError(400, "LIMIT_INVALID", f"limit must be at least 1, got {limit}")
+        if limit > jobs_config.max_limit:
+            raise JobsError(400, "LIMIT_TOO_LARGE", f"limit must be at most {jobs_config.max_limit}, got {limit}")
+        before = None
+        if last_job_id is not None:
+            try:
+                before = parse_job_id(last_job_id)
+            except JobsError:
+                raise JobsError(400, "INVALID_LAST_JOB_ID", f"invalid last_job_id {last_job_id!r}: expected a job id") from None
+        try:
+            statuses = states.parse_status_filter(status)
+        except ValueError as exc:
+            raise JobsError(400, "INVALID_STATUS", str(exc)) from None
+        records = await self.store.read(jobs_store.list_jobs, statuses, before, limit)
+        next_cursor = records[-1].id if len(records) == limit else None
+        return JobList(jobs=[r.to_api() for r in records], next_cursor=next_cursor)
+
+    async def progress_of(self, job_id: str) -> JobProgress:
+        record, rows = await self.store.read(jobs_store.job_with_progress, parse_job_id(job_id))
+        if record is None:
+            raise JobsError(404, "JOB_NOT_FOUND", f"job {job_id} not found")
+        return JobProgress(job_id=record.id, job_status=record.status, tables={r.table: r.to_api() for r in rows})
+
+    async def stop(self, job_id: str) -> Job:
+        record = await self._ask(Stop(parse_job_id(job_id)))
+        if record is None:
+            raise JobsError(404, "JOB_NOT_FOUND", f"job {job_id} not found")
+        return record.to_api()
+
+    async def delete(self, job_id: str) -> None:
+        """Delete a terminal job's record (its Parquet output stays on disk); absent is fine."""
+        blocking = await self.store.write(jobs_store.delete_job, parse_job_id(job_id))
+        if blocking is not None:
+            raise JobsError(
+                409, "JOB_NOT_TERMINAL", f"job {job_id} is {blocking}; only Completed, Stopped or Failed jobs can be deleted"
+            )
+
+    async def delete_many(self, status: str | None) -> int:
+        """Delete every job matching a terminal filter in one transaction; returns how many."""
+        statuses = states.BULK_DELETE_FILTERS.get((status or "").strip().lower())
+        if statuses is None:
+            given = "missing" if status is None else repr(status)
+            raise JobsError(
+                400, "INVALID_STATUS", f"status is {given}: use one of {', '.join(states.BULK_DELETE_FILTERS)}"
+            )
+        return await self.store.write(jobs_store.delete_jobs_with_status, statuses)

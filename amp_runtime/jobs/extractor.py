@@ -1,0 +1,81 @@
+"""Turning a dataset into Parquet files: the batch grid and the file writer.
+
+Layout (fixed, tools read it):
+    <data-dir>/datasets/<namespace>/<name>/<version>/<table>/<first_block>-<last_block>.parquet
+
+Each file is written to a temporary name in the same directory and then `os.replace`d, so a
+file under its final name is always complete. Files are aligned on a grid of `batch_blocks`
+starting at the job's `start_block`, so a resumed job rewrites exactly the same names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from .datasets import DatasetSpec
+
+
+def dataset_dir(data_dir: Path, spec: DatasetSpec) -> Path:
+    return data_dir / "datasets" / spec.namespace / spec.name / spec.version
+
+
+def file_path(data_dir: Path, spec: DatasetSpec, table: str, first: int, last: int) -> Path:
+    return dataset_dir(data_dir, spec) / table / f"{first}-{last}.parquet"
+
+
+def batches(start_block: int, end_block: int | None, batch_blocks: int) -> Iterator[tuple[int, int]]:
+    """The inclusive `(first, last)` ranges of the grid; endless when `end_block` is None."""
+    for first in itertools.count(start_block, batch_blocks):
+        if end_block is not None and first > end_block:
+            return
+        last = first + batch_blocks - 1
+        yield first, last if end_block is None else min(last, end_block)
+
+
+def open_private_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory connection for one job's bulk work (never the coordinator's store).
+
+    One thread keeps row order, and so file bytes, the same on every run.
+    """
+    conn = duckdb.connect()
+    conn.execute("SET threads = 1")
+    return conn
+
+
+def write_file(
+    conn: duckdb.DuckDBPyConnection, data_dir: Path, spec: DatasetSpec, table: str, first: int, last: int
+) -> int:
+    """Write one table's file for `[first, last]`; returns its size in bytes. Blocking: run it
+    in a worker thread. The dataset's own exceptions propagate (the job fails with them)."""
+    final = file_path(data_dir, spec, table, first, last)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    query = spec.query(table, first, last)
+    try:
+        conn.execute(f"COPY ({query}) TO '{_sql_path(temp)}' (FORMAT parquet)")
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return final.stat().st_size
+
+
+def remove_temp_files(data_dir: Path, spec: DatasetSpec) -> int:
+    """Delete temporaries a killed process left behind; returns how many."""
+    removed = 0
+    root = dataset_dir(data_dir, spec)
+    for table in spec.tables:
+        for temp in (root / table).glob(".*.tmp"):
+            temp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")

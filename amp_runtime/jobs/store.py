@@ -1,0 +1,201 @@
+"""The jobs SQL: plain functions of a connection, run by the coordinator (`store.read/write`).
+
+Write functions run inside the coordinator's group-commit transaction (never BEGIN here) and
+may be re-run alone if a batch they shared fails, so each is self-contained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable
+
+from ..core.clock import naive_utc, rfc3339
+from .models import Job, JobDescriptor, TableProgress
+from .states import TERMINAL
+
+_COLUMNS = "id, dataset, start_block, end_block, node_id, status, batch_blocks, error, created_at, updated_at"
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """A jobs row as the scheduler and the API see it."""
+
+    id: int
+    dataset: str
+    start_block: int
+    end_block: int | None
+    node_id: str
+    status: str
+    batch_blocks: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_api(self) -> Job:
+        return Job(
+            id=self.id,
+            created_at=rfc3339(self.created_at),
+            updated_at=rfc3339(self.updated_at),
+            node_id=self.node_id,
+            status=self.status,
+            descriptor=JobDescriptor(
+                dataset=self.dataset, start_block=self.start_block, end_block=self.end_block
+            ),
+            error=self.error,
+        )
+
+
+@dataclass(slots=True)
+class ProgressRow:
+    job_id: int
+    table: str
+    files_count: int
+    total_size_bytes: int
+    start_block: int
+    current_block: int
+
+    def to_api(self) -> TableProgress:
+        return TableProgress(
+            files_count=self.files_count,
+            total_size_bytes=self.total_size_bytes,
+            start_block=self.start_block,
+            current_block=self.current_block,
+        )
+
+
+def _records(rows: Iterable[tuple]) -> list[JobRecord]:
+    return [JobRecord(*row) for row in rows]
+
+
+# -- writes ------------------------------------------------------------------------------
+def insert_job(conn, dataset: str, start: int, end: int | None, node_id: str, batch_blocks: int, now: datetime) -> JobRecord:
+    """Take the next id from the persisted sequence and insert a Scheduled job."""
+    (job_id,) = conn.execute("UPDATE job_ids SET last_id = last_id + 1 RETURNING last_id").fetchone()
+    now = naive_utc(now)
+    record = JobRecord(job_id, dataset, start, end, node_id, "Scheduled", batch_blocks, None, now, now)
+    conn.execute(
+        f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [record.id, dataset, start, end, node_id, record.status, batch_blocks, None, now, now],
+    )
+    return record
+
+
+def insert_jobs_bulk(conn, rows: list[tuple[str, int, int | None, str, str, int]], now: datetime) -> list[int]:
+    """Many jobs at once `(dataset, start, end, node_id, status, batch_blocks)` (seeding, benches)."""
+    (last,) = conn.execute(
+        "UPDATE job_ids SET last_id = last_id + ? RETURNING last_id", [len(rows)]
+    ).fetchone()
+    ids = list(range(last - len(rows) + 1, last + 1))
+    now = naive_utc(now)
+    columns = list(zip(*rows)) if rows else [[]] * 6
+    conn.execute(
+        "INSERT INTO jobs (id, dataset, start_block, end_block, node_id, status, batch_blocks, created_at, updated_at)"
+        " SELECT unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), ?, ?",
+        [ids, *[list(c) for c in columns], now, now],
+    )
+    return ids
+
+
+def set_status(conn, job_id: int, old: str, new: str, now: datetime, error: str | None) -> None:
+    now = naive_utc(now)
+    conn.execute(
+        "UPDATE jobs SET status = ?, updated_at = ?, error = coalesce(?, error) WHERE id = ?",
+        [new, now, error, job_id],
+    )
+    conn.execute("INSERT INTO job_transitions VALUES (?, ?, ?, ?)", [job_id, old, new, now])
+
+
+def set_node(conn, job_id: int, node_id: str, now: datetime) -> None:
+    conn.execute("UPDATE jobs SET node_id = ?, updated_at = ? WHERE id = ?", [node_id, naive_utc(now), job_id])
+
+
+def upsert_progress(conn, rows: list[ProgressRow], now: datetime) -> None:
+    """Latest absolute progress per (job, table): one statement for the whole batch."""
+    if not rows:
+        return
+    conn.execute(
+        "INSERT INTO job_progress SELECT unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), ?"
+        " ON CONFLICT (job_id, table_name) DO UPDATE SET files_count = excluded.files_count,"
+        " total_size_bytes = excluded.total_size_bytes, start_block = excluded.start_block,"
+        " current_block = excluded.current_block, updated_at = excluded.updated_at",
+        [
+            [r.job_id for r in rows],
+            [r.table for r in rows],
+            [r.files_count for r in rows],
+            [r.total_size_bytes for r in rows],
+            [r.start_block for r in rows],
+            [r.current_block for r in rows],
+            naive_utc(now),
+        ],
+    )
+
+
+def _delete_ids(conn, where: str, params: list) -> int:
+    ids = [row[0] for row in conn.execute(f"SELECT id FROM jobs WHERE {where}", params).fetchall()]
+    if ids:
+        for table, column in (("jobs", "id"), ("job_progress", "job_id"), ("job_transitions", "job_id")):
+            conn.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT unnest(?))", [ids])
+    return len(ids)
+
+
+def delete_job(conn, job_id: int) -> str | None:
+    """Delete a terminal job. Returns None when deleted or absent, else the blocking status."""
+    row = conn.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()
+    if row is None:
+        return None
+    if row[0] not in TERMINAL:
+        return row[0]
+    _delete_ids(conn, "id = ?", [job_id])
+    return None
+
+
+def delete_jobs_with_status(conn, statuses: frozenset[str]) -> int:
+    """Delete every job whose status is in `statuses` (all terminal); one transaction."""
+    assert statuses <= TERMINAL, "only terminal jobs may be deleted"
+    return _delete_ids(conn, "status IN (SELECT unnest(?))", [sorted(statuses)])
+
+
+# -- reads -------------------------------------------------------------------------------
+def get_job(conn, job_id: int) -> JobRecord | None:
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", [job_id]).fetchall()
+    return _records(rows)[0] if rows else None
+
+
+def list_jobs(conn, statuses: frozenset[str], before_id: int | None, limit: int) -> list[JobRecord]:
+    """Newest first; `before_id` is the cursor (exclusive)."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM jobs WHERE status IN (SELECT unnest(?))"
+        " AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+        [sorted(statuses), before_id, before_id, limit],
+    ).fetchall()
+    return _records(rows)
+
+
+def active_jobs(conn) -> list[JobRecord]:
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM jobs WHERE status NOT IN (SELECT unnest(?)) ORDER BY id",
+        [sorted(TERMINAL)],
+    ).fetchall()
+    return _records(rows)
+
+
+def progress_of(conn, job_id: int) -> list[ProgressRow]:
+    rows = conn.execute(
+        "SELECT job_id, table_name, files_count, total_size_bytes, start_block, current_block"
+        " FROM job_progress WHERE job_id = ? ORDER BY table_name",
+        [job_id],
+    ).fetchall()
+    return [ProgressRow(*row) for row in rows]
+
+
+def job_with_progress(conn, job_id: int) -> tuple[JobRecord | None, list[ProgressRow]]:
+    return get_job(conn, job_id), progress_of(conn, job_id)
+
+
+def transitions_of(conn, job_id: int) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        "SELECT from_status, to_status FROM job_transitions WHERE job_id = ? ORDER BY changed_at, rowid",
+        [job_id],
+    ).fetchall()
+    return [tuple(row) for row in rows]

@@ -76,8 +76,9 @@ class WorkersAlive(msgspec.Struct, tag=True):
 
 
 class Suspend(msgspec.Struct, tag=True):
-    """From the service's drain: cancel every runner (jobs stay Running, resumed on restart).
-    Replies with the runners' done events, to be awaited outside the actor."""
+    """From the service when the process drains: cancel every runner and start no more (jobs
+    keep their status and resume at the next start). Replies with the done events of every
+    runner suspended so far, to be awaited outside the actor. Idempotent."""
 
 
 @dataclass(slots=True)
@@ -96,6 +97,8 @@ class Scheduler(Actor):
         self._active: dict[int, ActiveJob] = {}
         self._attempts = 0
         self._missing_since: dict[str, float] = {}  # worker -> when the watch loop lost it
+        self._suspended = False  # the process is draining: no new runners
+        self._paused: list[RunnerHandle] = []
 
     # -- start / restart ---------------------------------------------------------------
     async def on_start(self) -> None:
@@ -256,13 +259,13 @@ class Scheduler(Actor):
         return touched
 
     def _suspend(self) -> list[trio.Event]:
-        events = []
+        self._suspended = True
         for job in self._active.values():
             if job.runner is not None:
                 job.runner.cancel_scope.cancel()
-                events.append(job.runner.done)
+                self._paused.append(job.runner)
                 job.runner = None
-        return events
+        return [runner.done for runner in self._paused]
 
     # -- helpers -----------------------------------------------------------------------
     async def _transition(self, job: ActiveJob, event: Event, *, error: str | None = None) -> None:
@@ -287,6 +290,8 @@ class Scheduler(Actor):
         job.record.updated_at = now.replace(tzinfo=None)
 
     def _spawn(self, job: ActiveJob, previous: RunnerHandle | None = None) -> None:
+        if self._suspended:
+            return
         self._attempts += 1
         handle = RunnerHandle(job.record.id, self._attempts, job.record.node_id, previous)
         job.runner = handle

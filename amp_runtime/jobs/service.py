@@ -66,11 +66,15 @@ class JobService(ServiceBase):
             task_status.started()
 
     def stop_accepting(self) -> None:
+        """Refuse new jobs and pause running ones now, so their worker slots free up before
+        the task service drains (it waits for idle slots)."""
         self._accepting = False
+        if self.scheduler is not None:
+            self.scheduler.tell_nowait(Suspend())
 
     async def drain(self) -> None:
-        """Pause every runner (jobs stay Running and resume at the next start), then make
-        their last progress durable."""
+        """Wait for the paused runners to exit (jobs keep their status and resume at the next
+        start), then make their last progress durable."""
         if self.scheduler is None:
             return
         for done in await self._ask(Suspend()):

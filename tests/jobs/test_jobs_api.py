@@ -214,3 +214,40 @@ async def test_without_rescheduling_an_expired_workers_job_fails(server_factory)
     live.clear()
     failed = await wait_for_status(srv.client, job["id"], "Failed")
     assert "reschedule_on_expiry" in failed["error"]
+
+
+async def test_a_running_job_holds_one_slot_of_its_worker(server_factory):
+    srv = await server_factory(
+        workers=[{"id": "w-a", "slots": 3}],
+        jobs={"batch_blocks": 50, "continuous_blocks_per_s": 500.0},
+    )
+
+    async def slots():
+        (snap,) = await srv.runtime.tasks.snapshot()
+        return snap
+
+    assert (await slots()).free == 3
+    job = (await srv.client.post("/jobs", json={"dataset": DATASET})).json()
+    await wait_for_files(srv.client, job["id"], 1)
+    snap = await slots()
+    assert snap.free == 2 and f"job:{job['id']}" in snap.running
+    await srv.client.put(f"/jobs/{job['id']}/stop")
+    await wait_for_status(srv.client, job["id"], "Stopped")
+
+    async def released():
+        return (await slots()).free == 3
+
+    await wait_until(released, timeout=5)
+
+
+async def test_a_crashed_scheduler_restarts_and_the_running_job_still_completes_once(server_factory):
+    srv = await server_factory(jobs={"batch_blocks": 20, "continuous_blocks_per_s": 2000.0})
+    job = (await srv.client.post("/jobs", json={"dataset": DATASET, "start_block": 0, "end_block": 2999})).json()
+    await wait_for_files(srv.client, job["id"], 2)
+    await srv.runtime.jobs.scheduler.tell("not a message")  # crashes the actor; supervise restarts it
+    done = await wait_for_status(srv.client, job["id"], "Completed", "Failed")
+    assert done["status"] == "Completed"
+    data_dir = srv.runtime.config.data_path
+    assert query(data_dir, "SELECT count(*), count(DISTINCT block_num) FROM {blocks}") == [(3000, 3000)]
+    progress = (await srv.client.get(f"/jobs/{job['id']}/progress")).json()["tables"]["blocks"]
+    assert progress["files_count"] == 150

@@ -1,0 +1,96 @@
+"""Faults with a real server process: kill -9 mid-job, and a graceful restart."""
+
+import signal
+
+import duckdb
+import httpx
+
+from ..helpers import spawn_server
+from .jobutil import DATASET, query, table_dir, wait_for_files, wait_for_status
+
+SMALL_BATCHES = {"AMP_JOBS_BATCH_BLOCKS": "20"}
+
+
+async def test_kill9_mid_job_then_restart_finishes_with_one_row_per_block(nursery, tmp_path):
+    data = tmp_path / "d"
+    first = await spawn_server(nursery, data, env=SMALL_BATCHES)
+    async with httpx.AsyncClient(base_url=first.url, timeout=30) as client:
+        job = (await client.post("/jobs", json={"dataset": DATASET, "start_block": 0, "end_block": 11_999})).json()
+        await wait_for_files(client, job["id"], 20)
+    first.kill9()
+    await first.wait()
+    written_before_restart = len(list(table_dir(data, "blocks").glob("*.parquet")))
+    assert written_before_restart < 600, "the job finished before the kill: make it longer"
+    wind_back_blocks_progress(data, job["id"], files=5)
+
+
+    second = await spawn_server(nursery, data, env=SMALL_BATCHES)
+    async with httpx.AsyncClient(base_url=second.url, timeout=30) as client:
+        done = await wait_for_status(client, job["id"], "Completed", "Failed", timeout=60)
+        assert b"resumed 1 active job" in second.output
+        assert done["status"] == "Completed", done
+        progress = (await client.get(f"/jobs/{job['id']}/progress")).json()["tables"]
+    second.send_signal(signal.SIGTERM)
+    assert await second.wait() == 0
+
+    assert query(data, "SELECT count(*), count(DISTINCT block_num), min(block_num), max(block_num) FROM {blocks}") == [
+        (12_000, 12_000, 0, 11_999)
+    ]
+    (txs,) = query(data, "SELECT sum(tx_count) FROM {blocks}")[0]
+    assert query(data, "SELECT count(*), count(DISTINCT (block_num, tx_index)) FROM {transactions}") == [(txs, txs)]
+    for table in ("blocks", "transactions"):
+        files = list(table_dir(data, table).glob("*.parquet"))
+        assert not list(table_dir(data, table).glob(".*.tmp")), "no temporaries left behind"
+        assert progress[table]["files_count"] == len(files) == 600
+        assert progress[table]["total_size_bytes"] == sum(f.stat().st_size for f in files)
+        assert progress[table]["current_block"] == 11_999
+
+
+def wind_back_blocks_progress(data, job_id: int, files: int) -> None:
+    """Make the persisted progress of `blocks` lag the files on disk by `files` files, as when
+    the process dies between writing files and committing their progress: the restart must
+    rewrite those files under the same names, not add rows."""
+    conn = duckdb.connect(str(data / "amp_runtime.duckdb"))
+    try:
+        files_count, current = conn.execute(
+            "SELECT files_count, current_block FROM job_progress WHERE job_id = ? AND table_name = 'blocks'",
+            [job_id],
+        ).fetchone()
+        assert files_count > files
+        lagging = [
+            table_dir(data, "blocks") / f"{last - 19}-{last}.parquet"
+            for last in range(current, current - 20 * files, -20)
+        ]
+        size = sum(path.stat().st_size for path in lagging)
+        conn.execute(
+            "UPDATE job_progress SET files_count = files_count - ?, total_size_bytes = total_size_bytes - ?,"
+            " current_block = current_block - ? WHERE job_id = ? AND table_name = 'blocks'",
+            [files, size, 20 * files, job_id],
+        )
+    finally:
+        conn.close()
+
+
+async def test_sigterm_pauses_a_running_job_which_resumes_after_restart(nursery, tmp_path):
+    data = tmp_path / "d"
+    env = {"AMP_JOBS_BATCH_BLOCKS": "50", "AMP_JOBS_CONTINUOUS_BLOCKS_PER_S": "1000"}
+    first = await spawn_server(nursery, data, env=env)
+    async with httpx.AsyncClient(base_url=first.url, timeout=30) as client:
+        job = (await client.post("/jobs", json={"dataset": DATASET})).json()
+        await wait_for_files(client, job["id"], 2)
+    first.send_signal(signal.SIGTERM)
+    assert await first.wait(timeout=8) == 0  # well inside the 10 s grace: the slot was freed
+
+    second = await spawn_server(nursery, data, env=env)
+    async with httpx.AsyncClient(base_url=second.url, timeout=30) as client:
+        paused = (await client.get(f"/jobs/{job['id']}/progress")).json()
+        assert paused["job_status"] == "Running"
+        files = len(list(table_dir(data, "blocks").glob("*.parquet")))
+        assert paused["tables"]["blocks"]["files_count"] == files  # drain made progress exact
+        await wait_for_files(client, job["id"], files + 2)
+        await client.put(f"/jobs/{job['id']}/stop")
+        await wait_for_status(client, job["id"], "Stopped")
+    second.send_signal(signal.SIGTERM)
+    assert await second.wait() == 0
+    (count, distinct) = query(data, "SELECT count(*), count(DISTINCT block_num) FROM {blocks}")[0]
+    assert count == distinct

@@ -12,7 +12,7 @@ from functools import partial
 
 import trio
 
-from ..core.actor import supervise
+from ..core.actor import ActorUnavailable, supervise
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  registers example/blocks@1.0.0
 from . import states
@@ -77,18 +77,26 @@ class JobService(ServiceBase):
         start), then make their last progress durable."""
         if self.scheduler is None:
             return
-        for done in await self._ask(Suspend()):
-            await done.wait()
-        await self.progress.flush()
+        try:
+            for done in await self._ask(Suspend()):
+                await done.wait()
+            await self.progress.flush()
+        except ActorUnavailable:
+            log.warning("jobs: drained without the scheduler; active jobs resume at the next start")
 
     async def _ask(self, msg):
         return await self.scheduler.ask(msg, timeout=float("inf"))
 
     async def _watch_workers(self) -> None:
+        """Every `worker_check_s`, tell the scheduler who is live. A failing check is logged
+        and retried: it must not take the jobs service down. Cancelled at shutdown."""
         while True:
             await trio.sleep(self.config.jobs.worker_check_s)
-            candidates, live = await self._candidates()
-            await self._ask(WorkersAlive(live=live, candidates=candidates, now=trio.current_time()))
+            try:
+                candidates, live = await self._candidates()
+                await self._ask(WorkersAlive(live=live, candidates=candidates, now=trio.current_time()))
+            except Exception:
+                log.exception("jobs: checking worker liveness failed; retrying")
 
     async def _candidates(self) -> tuple[list[str], list[str]]:
         """(live workers of this process that can hold a job's slot, every live worker)."""

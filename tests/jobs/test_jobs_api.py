@@ -19,6 +19,11 @@ def boom(table, first_block, last_block):
     return f"SELECT range AS block_num FROM range({first_block}, {last_block} + 1)"
 
 
+@amp_runtime.dataset("test/plain", version="1", tables=["rows"])
+def plain(table, first_block, last_block):
+    return f"SELECT range AS block_num FROM range({first_block}, {last_block} + 1)"
+
+
 async def test_job_runs_to_completed_with_parquet_rows_matching_the_range(server_factory):
     srv = await server_factory(jobs={"batch_blocks": 100})
     r = await srv.client.post("/jobs", json={"dataset": DATASET, "start_block": 5, "end_block": 1204})
@@ -130,6 +135,9 @@ async def test_delete_rules(server_factory):
     assert (await c.delete(f"/jobs/{running['id']}")).status_code == 204
     assert (await c.get(f"/jobs/{running['id']}")).status_code == 404
     assert (await c.delete(f"/jobs/{running['id']}")).status_code == 204  # absent: still 204
+    # Ids come from a persisted sequence: deleting the newest job never frees its id.
+    again = (await c.post("/jobs", json={"dataset": DATASET, "end_block": 10})).json()
+    assert again["id"] == running["id"] + 1
     # The record is gone, the Parquet output is not.
     assert list(table_dir(srv.runtime.config.data_path, "blocks").glob("*.parquet"))
 
@@ -251,3 +259,46 @@ async def test_a_crashed_scheduler_restarts_and_the_running_job_still_completes_
     assert query(data_dir, "SELECT count(*), count(DISTINCT block_num) FROM {blocks}") == [(3000, 3000)]
     progress = (await srv.client.get(f"/jobs/{job['id']}/progress")).json()["tables"]["blocks"]
     assert progress["files_count"] == 150
+
+
+async def test_a_job_waits_scheduled_for_a_slot_and_stops_without_running(server_factory):
+    srv = await server_factory(
+        workers=[{"id": "solo", "slots": 1}], jobs={"batch_blocks": 50, "continuous_blocks_per_s": 1000.0}
+    )
+    c = srv.client
+    hog = (await c.post("/jobs", json={"dataset": DATASET})).json()
+    await wait_for_files(c, hog["id"], 1)
+    waiting = (await c.post("/jobs", json={"dataset": "test/plain@1", "end_block": 99})).json()
+    await wait_for_files(c, hog["id"], 3)  # time passes; the waiting job still has no slot
+    assert (await c.get(f"/jobs/{waiting['id']}")).json()["status"] == "Scheduled"
+
+    r = await c.put(f"/jobs/{waiting['id']}/stop")
+    assert r.status_code == 200 and r.json()["status"] == "Stopped"
+    assert await srv.runtime.store.read(jobs_store.transitions_of, waiting["id"]) == [
+        ("Scheduled", "StopRequested"),
+        ("StopRequested", "Stopped"),
+    ]
+    assert (await c.get(f"/jobs/{waiting['id']}/progress")).json()["tables"] == {}
+
+    queued = (await c.post("/jobs", json={"dataset": "test/plain@1", "end_block": 99})).json()
+    await c.put(f"/jobs/{hog['id']}/stop")
+    assert (await wait_for_status(c, queued["id"], "Completed"))["node_id"] == "solo"
+
+
+async def test_jobs_go_to_the_least_loaded_worker(server_factory):
+    srv = await server_factory(
+        workers=[{"id": "w-a"}, {"id": "w-b"}], jobs={"batch_blocks": 50, "continuous_blocks_per_s": 200.0}
+    )
+    first = (await srv.client.post("/jobs", json={"dataset": DATASET})).json()
+    second = (await srv.client.post("/jobs", json={"dataset": "test/plain@1"})).json()
+    assert {first["node_id"], second["node_id"]} == {"w-a", "w-b"}
+    for job in (first, second):
+        await srv.client.put(f"/jobs/{job['id']}/stop")
+        await wait_for_status(srv.client, job["id"], "Stopped")
+
+
+async def test_jobs_routes_are_in_openapi(server):
+    paths = (await server.client.get("/openapi")).json()["paths"]
+    assert set(paths["/jobs"]) == {"get", "post", "delete"}
+    assert set(paths["/jobs/{job_id}"]) == {"get", "delete"}
+    assert "put" in paths["/jobs/{job_id}/stop"] and "get" in paths["/jobs/{job_id}/progress"]

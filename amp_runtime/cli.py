@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow binding a non-loopback address without [auth] api_key",
     )
+
+    from .bench.cli import add_bench_parser
+
+    add_bench_parser(commands)
     return parser
 
 
@@ -126,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args)
+    if args.command == "bench":
+        from .bench.cli import bench_command
+
+        return bench_command(args)
     parser.print_help()
     return 2
 

@@ -17,6 +17,7 @@ import trio
 from .logs import actor_name
 
 log = logging.getLogger("amp_runtime.actor")
+YIELD_EVERY = 64
 
 
 class ActorUnavailable(Exception):
@@ -105,9 +106,25 @@ class Actor:
 
     async def run(self) -> None:
         token = actor_name.set(self.name)
+        recv = self._recv
+        handled = 0
         try:
             await self.on_start()
-            async for msg, reply in self._recv:
+            while True:
+                # Take waiting messages without a trip through the scheduler; yield now and then
+                # so a busy actor cannot starve the others.
+                try:
+                    msg, reply = recv.receive_nowait()
+                    handled += 1
+                    if handled % YIELD_EVERY == 0:
+                        await trio.lowlevel.checkpoint()
+                except trio.WouldBlock:
+                    try:
+                        msg, reply = await recv.receive()
+                    except trio.EndOfChannel:
+                        return
+                except trio.EndOfChannel:
+                    return
                 try:
                     await self.handle(msg, reply)
                 except Exception as exc:

@@ -96,6 +96,17 @@ def _stream_response(service, task) -> Response:
     return response
 
 
+class NoopResult(msgspec.Struct):
+    function: str
+    status: str = "noop"
+
+
+@api.route("/noop", "POST", body=TaskRequest, summary="Decode a task request and answer without running it "
+           "(the ceiling /task is benchmarked against)", responses={200: NoopResult, 400: CodedError, 401: CodedError})
+async def noop(body: TaskRequest) -> NoopResult:
+    return NoopResult(function=body.function)
+
+
 def _task_id(task_id: str) -> str:
     if not task_id or len(task_id) > 64 or not task_id.isalnum():
         raise ApiError(400, "INVALID_TASK_ID", f"invalid task id {task_id[:64]!r}")
@@ -210,11 +221,11 @@ async def slots_socket():
             with trio.move_on_after(1.0) as heartbeat:
                 async with trio.open_nursery() as waiters:
                     for worker in workers:
-                        waiters.start_soon(_wait_then_cancel, worker.changed, waiters.cancel_scope)
+                        waiters.start_soon(_wait_then_cancel, worker, waiters.cancel_scope)
             await push(force=heartbeat.cancelled_caught)
             await trio.sleep(min_interval)  # coalesce: at most one push per interval
 
 
-async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
+async def _wait_then_cancel(worker, scope: trio.CancelScope) -> None:
+    await worker.wait_changed()
     scope.cancel()

@@ -98,7 +98,9 @@ class TaskService(ServiceBase):
         """Hand the task to the worker. Rejections (429/503) arrive on `task.outcome`."""
         if self.maintenance:
             raise Rejected(503, "MAINTENANCE", "the runtime is in maintenance mode")
-        await worker.tell(Submit(task))
+        message = Submit(task)
+        if not worker.tell_nowait(message):  # a send that must wait yields; most don't need to
+            await worker.tell(message)
 
     def cancel_nowait(self, task: Task) -> None:
         self.workers[task.worker].tell_nowait(Cancel(task.id))

@@ -19,7 +19,7 @@ import msgspec
 import trio
 
 from ..config import WorkerConfig
-from ..core.actor import Actor, Reply
+from ..core.actor import YIELD_EVERY, Actor, Reply
 from ..core.clock import rfc3339, utcnow
 from .models import SlotState, TaskError, TaskResult, TaskView
 from .queue import PriorityQueue
@@ -180,16 +180,26 @@ class WorkerActor(Actor):
         self.state = SlotState(worker=config.id, free=config.slots, total=config.slots, queued=0,
                                maintenance=False)
         self.changed = trio.Event()
+        self._watched = False
+        self._busy = 0  # running tasks + granted slot holds
 
     # -- published state -------------------------------------------------------------------
     def _publish(self) -> None:
-        busy = len(self._running) + sum(1 for h in self._holds if h.granted.is_set())
+        busy = self._busy
+        queued = len(self._queue._entries)
         self.state = SlotState(worker=self.name, free=self.config.slots - busy, total=self.config.slots,
-                               queued=len(self._queue), maintenance=self.maintenance)
-        self.changed.set()
-        self.changed = trio.Event()
-        if busy == 0 and not self._queue:
+                               queued=queued, maintenance=self.maintenance)
+        if self._watched:  # only /ws/slots waits on it; skip the allocation when nobody does
+            self._watched = False
+            self.changed.set()
+            self.changed = trio.Event()
+        if busy == 0 and not queued:
             self._idle.set()
+
+    async def wait_changed(self) -> None:
+        """Returns after the next change of `state`."""
+        self._watched = True
+        await self.changed.wait()
 
     def running_ids(self) -> list[str]:
         return list(self._running) + [h.holder for h in self._holds if h.granted.is_set()]
@@ -246,6 +256,9 @@ class WorkerActor(Actor):
                         task.webhook_status = final
 
     def _submit(self, task: Task) -> None:
+        if task.id in self._queued_tasks or task.id in self._running:
+            task.outcome.fail(Rejected(409, "DUPLICATE_TASK_ID", f"task {task.id} is already queued or running"))
+            return
         if self.maintenance:
             task.outcome.fail(Rejected(503, "MAINTENANCE", "the worker is in maintenance mode"))
             return
@@ -281,14 +294,24 @@ class WorkerActor(Actor):
 
     # -- slots -----------------------------------------------------------------------------
     async def _slot(self) -> None:
+        done = 0
         while True:
             while not self._queue:
                 await self._work.park()
+            done += 1
+            if done % YIELD_EVERY == 0:  # a slot fed only instant tasks must still let others run
+                await trio.lowlevel.checkpoint()
+                if not self._queue:
+                    continue
             item = self._queue.pop()
             if isinstance(item, SlotHold):
                 item.granted.set()
+                self._busy += 1
                 self._publish()
-                await item.released.wait()
+                try:
+                    await item.released.wait()
+                finally:
+                    self._busy -= 1
                 self._publish()
                 continue
             del self._queued_tasks[item.id]
@@ -302,6 +325,7 @@ class WorkerActor(Actor):
         task.started_at = utcnow()
         task.started = time.perf_counter()
         self._running[task.id] = task
+        self._busy += 1
         self._publish()
         status, result, error = "completed", None, None
         with trio.CancelScope(deadline=task.deadline) as scope:
@@ -322,6 +346,7 @@ class WorkerActor(Actor):
             else:
                 status, error = "timed_out", TaskError(type="Timeout", message="the function ran past its timeout")
         del self._running[task.id]
+        self._busy -= 1
         task.duration_ms = round((time.perf_counter() - task.started) * 1000, 3)
         self._finish(task, status, result=result, error=error)
 
@@ -368,10 +393,13 @@ class WorkerActor(Actor):
     def _remember(self, task: Task) -> None:
         history = self._history
         history[task.id] = task
-        horizon = trio.current_time() - self.keep_results_s
-        while history and (len(history) > self.keep_results
-                           or next(iter(history.values())).finished_mono < horizon):
+        if len(history) > self.keep_results:
             history.popitem(last=False)
+        oldest = next(iter(history.values()))
+        if oldest.finished_mono < task.finished_mono - self.keep_results_s:
+            horizon = task.finished_mono - self.keep_results_s
+            while history and next(iter(history.values())).finished_mono < horizon:
+                history.popitem(last=False)
 
 
 class _ReaderGone(Exception):

@@ -1,0 +1,151 @@
+"""`amp-runtime bench`: measure task throughput and latency against a URL or an in-process server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+
+import msgspec
+import trio
+
+from .load import LoadResult, run_load
+from .report import BenchSummary, summarize, table
+
+DEFAULT_INPUTS = {
+    "echo": {"x": 1},
+    "hello": {"name": "bench"},
+    "count": {"n": 10},
+    "sleep": {"ms": 10},
+}
+
+
+def add_bench_parser(commands) -> None:
+    bench = commands.add_parser(
+        "bench", help="measure task throughput and latency",
+        description="Send tasks as fast as --concurrency connections allow and report tasks/s and "
+        "latency percentiles. Without --url a server is started in this process.",
+    )
+    bench.add_argument("--url", help="target a running server (default: start one in-process)")
+    bench.add_argument("--key", default="", help="API key for --url")
+    bench.add_argument("--function", default="echo", help="function to call (default echo)")
+    bench.add_argument("--input", help="JSON input for the function (default per function)")
+    bench.add_argument("--mode", choices=("sync", "stream", "webhook"), default="sync")
+    bench.add_argument("--slots", type=int, default=10, help="slots of the in-process worker (default 10)")
+    bench.add_argument("--concurrency", type=int, default=50, help="connections (default 50)")
+    amount = bench.add_mutually_exclusive_group()
+    amount.add_argument("--tasks", type=int, help="number of tasks (default 5000)")
+    amount.add_argument("--duration", type=float, help="seconds to run instead of a task count")
+    bench.add_argument("--path", default="/task",
+                       help="path to POST to (default /task; /noop measures the HTTP ceiling of the same app)")
+    bench.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    if args.tasks is None and args.duration is None:
+        args.tasks = 5000
+    try:
+        task_input = json.loads(args.input) if args.input else DEFAULT_INPUTS.get(args.function, {})
+    except json.JSONDecodeError as exc:
+        print(f"amp-runtime bench: --input is not JSON: {exc}", file=sys.stderr)
+        return 2
+    summary = trio.run(_bench, args, task_input)
+    if args.json:
+        print(msgspec.json.encode(summary).decode())
+    else:
+        print(table([summary]))
+    return 0 if summary.ok else 1
+
+
+async def _bench(args: argparse.Namespace, task_input) -> BenchSummary:
+    if args.url:
+        return await _drive(args, args.url.rstrip("/"), task_input, args.key)
+    from ..config import load_config
+    from ..runtime import Runtime
+
+    with tempfile.TemporaryDirectory(prefix="amp-bench-") as data_dir:
+        config = load_config(None, environ={}, overrides={
+            "server": {"bind": "127.0.0.1:0", "data_dir": data_dir},
+            "workers": [{"id": "bench-01", "slots": args.slots, "max_queue": 100_000}],
+            "webhook": {"allow_private": True},
+            "log": {"level": "warning"},
+        })
+        runtime = Runtime(config)
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(lambda task_status: runtime.run(task_status=task_status))
+            summary = await _drive(args, urls[0], task_input, "")
+            runtime.request_stop()
+        return summary
+
+
+async def _drive(args, url: str, task_input, key: str) -> BenchSummary:
+    headers = {"Authorization": key} if key else {}
+    body: dict = {"function": args.function, "input": task_input, "contract": 1, "mode": args.mode}
+    progress = _progress_line if sys.stderr.isatty() and not args.json else None
+    if args.mode != "webhook":
+        result = await run_load(url, args.path, msgspec.json.encode(body), headers=headers,
+                                concurrency=args.concurrency, total=args.tasks,
+                                duration_s=args.duration, progress=progress)
+        if progress:
+            print(file=sys.stderr)
+        return summarize(f"{args.function} @ {url}", args.mode, result)
+    async with trio.open_nursery() as nursery:
+        receiver = await nursery.start(_webhook_receiver)
+        body["webhook"] = {"url": receiver.url}
+        started = time.perf_counter()
+        result = await run_load(url, "/task", msgspec.json.encode(body), headers=headers,
+                                concurrency=args.concurrency, total=args.tasks,
+                                duration_s=args.duration, progress=progress)
+        with trio.move_on_after(60):
+            while receiver.count < result.ok:
+                await receiver.more.wait()
+        elapsed = time.perf_counter() - started
+        nursery.cancel_scope.cancel()
+    summary = summarize(f"{args.function} webhook @ {url}", "webhook", result)
+    summary.events_per_s = round(receiver.count / elapsed, 1)  # completed deliveries/s
+    return summary
+
+
+def _progress_line(result: LoadResult, elapsed: float) -> None:
+    done = len(result.latencies_s)
+    rate = done / elapsed if elapsed else 0.0
+    print(f"\r  {done:>9} done  {rate:>9.1f} tasks/s  errors {result.errors}", end="", file=sys.stderr, flush=True)
+
+
+class _Receiver:
+    def __init__(self) -> None:
+        self.count = 0
+        self.url = ""
+        self.more = trio.Event()
+
+
+async def _webhook_receiver(task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """A minimal keep-alive HTTP server that answers 200 and counts deliveries."""
+    from .load import _Conn
+
+    receiver = _Receiver()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    receiver.url = f"http://127.0.0.1:{port}/hook"
+
+    async def handle(stream: trio.SocketStream) -> None:
+        conn = _Conn(stream)
+        try:
+            while True:
+                head = await conn.read_until(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await conn.read_exactly(length)
+                await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                receiver.count += 1
+                receiver.more.set()
+                receiver.more = trio.Event()
+        except (ConnectionError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+    task_status.started(receiver)
+    await trio.serve_listeners(handle, listeners)

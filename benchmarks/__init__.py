@@ -1,0 +1,1 @@
+"""The benchmark suite: `python -m benchmarks` (see RESULTS.md for the latest figures)."""

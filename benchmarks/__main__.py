@@ -1,0 +1,111 @@
+"""Run the benchmark suite: `python -m benchmarks [--only CASE ...] [--sustained-s 60]`.
+
+Every figure is measured beside its ceiling in the same run and reported as a ratio. Results go
+to benchmarks/results/latest.json and benchmarks/RESULTS.md (machine, versions, command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from . import cases
+
+HERE = Path(__file__).parent
+TARGETS = {
+    "http_sync": ("task_vs_noop_ratio", ">=", 0.90),
+    "inprocess_slots": ("slots_10_ratio", ">=", 0.50),
+    "stream": ("first_event_p50_ms", "<=", 5.0),
+    "sustained_rss": ("rss_growth", "<=", 0.10),
+}
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in ("trio", "hypercorn", "quart", "quart-trio", "msgspec", "duckdb"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "?"
+    return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions}
+
+
+def jobs_progress() -> dict:
+    module = importlib.import_module("benchmarks.jobs_progress_bench")
+    return module.measure()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--only", nargs="*", help="run only these cases")
+    parser.add_argument("--sustained-s", type=float, default=60.0, help="length of the RSS run (default 60)")
+    parser.add_argument("--http-s", type=float, default=8.0, help="length of each HTTP run (default 8)")
+    args = parser.parse_args(argv)
+    suite = {
+        "inprocess_slots": cases.inprocess_slots,
+        "priority_under_saturation": cases.priority_under_saturation,
+        "http_sync": lambda: cases.http_sync(duration=args.http_s),
+        "stream": cases.stream,
+        "webhook": cases.webhook,
+        "jobs_progress": jobs_progress,
+        "sustained_rss": lambda: cases.sustained_rss(duration=args.sustained_s),
+    }
+    results: dict = {"machine": machine(), "command": "python -m benchmarks " + " ".join(argv or sys.argv[1:]),
+                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cases": {}}
+    for name, run in suite.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name}", flush=True)
+        started = time.perf_counter()
+        try:
+            results["cases"][name] = run()
+        except Exception as exc:  # one broken case must not hide the others' figures
+            results["cases"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+        results["cases"][name]["seconds"] = round(time.perf_counter() - started, 1)
+        print(json.dumps(results["cases"][name]), flush=True)
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "latest.json").write_text(json.dumps(results, indent=2))
+    (HERE / "RESULTS.md").write_text(render(results))
+    print(f"wrote {HERE / 'RESULTS.md'}")
+    return 0
+
+
+def render(results: dict) -> str:
+    m = results["machine"]
+    lines = [
+        "# Benchmark results", "",
+        f"Measured {results['date']} with `{results['command'].strip()}` on {m['cpus']} CPUs ({m['cpu']}), "
+        f"Python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
+        "| case | figure | value | target | met |", "|---|---|---|---|---|",
+    ]
+    for case, figures in results["cases"].items():
+        target = TARGETS.get(case)
+        for key, value in figures.items():
+            if key == "seconds":
+                continue
+            mark, met = "", ""
+            if target and key == target[0] and isinstance(value, (int, float)):
+                mark = f"{target[1]} {target[2]}"
+                met = "yes" if (value >= target[2] if target[1] == ">=" else value <= target[2]) else "**no**"
+            lines.append(f"| {case} | {key} | {value} | {mark} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

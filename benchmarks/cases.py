@@ -1,0 +1,251 @@
+"""One function per figure; each returns a dict with the figure, its ceiling and their ratio."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+import msgspec
+import psutil
+import trio
+
+READY = re.compile(r"listening on (http://\S+)")
+
+
+# -- processes -------------------------------------------------------------------------------
+@contextmanager
+def server_process(*, module: str = "amp_runtime", env: dict | None = None, slots: int = 10):
+    """A server in its own process on 127.0.0.1:0; yields (url, psutil.Process)."""
+    data = tempfile.mkdtemp(prefix="amp-bench-")
+    args = [sys.executable, "-m", module]
+    if module == "amp_runtime":
+        args += ["serve", "--bind", "127.0.0.1:0", "--data-dir", data]
+    full_env = {**os.environ, "AMP_LOG_LEVEL": "warning", "AMP_WEBHOOK_ALLOW_PRIVATE": "true", **(env or {})}
+    if module == "amp_runtime" and slots != 10:
+        config = os.path.join(data, "bench.toml")
+        with open(config, "w") as f:
+            f.write(f'[[workers]]\nid = "bench-01"\nslots = {slots}\nmax_queue = 100000\n')
+        args += ["--config", config]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True)
+    url = None
+    deadline = time.monotonic() + 30
+    while url is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        match = READY.search(line)
+        if match:
+            url = match.group(1)
+    if url is None:
+        proc.kill()
+        raise RuntimeError(f"{module} did not start")
+    try:
+        yield url, psutil.Process(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def load(url: str, *, path: str = "/task", function: str = "echo", mode: str = "sync",
+         concurrency: int = 50, tasks: int | None = None, duration: float | None = None,
+         input: str | None = None) -> dict:
+    """Load from a separate process: wrk when installed (sync POSTs), else our own generator."""
+    body = {"function": function, "input": msgspec.json.decode(input) if input else {"x": 1},
+            "contract": 1, "mode": mode}
+    if shutil.which("wrk") and mode == "sync":
+        return _wrk(url, path, msgspec.json.encode(body).decode(), concurrency, duration or 10)
+    args = [sys.executable, "-m", "amp_runtime", "bench", "--url", url, "--path", path, "--json",
+            "--function", function, "--mode", mode, "--concurrency", str(concurrency)]
+    args += ["--duration", str(duration)] if duration else ["--tasks", str(tasks or 5000)]
+    if input:
+        args += ["--input", input]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    return msgspec.json.decode(out.stdout.strip().splitlines()[-1])
+
+
+def _wrk(url: str, path: str, body: str, concurrency: int, duration: float) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                     f"wrk.body = {body!r}\n".replace("'", '"'))
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--latency",
+                          "-s", script.name, url + path], capture_output=True, text=True, timeout=600).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = re.search(r"50%\s+([\d.]+)(\w+)", out)
+    return {"per_s": rate, "p50_ms": _ms(p50), "tool": "wrk", "errors": 0}
+
+
+def _ms(match) -> float | None:
+    if not match:
+        return None
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}.get(unit, 1.0)
+
+
+def ratio(value: float, ceiling: float) -> float:
+    return round(value / ceiling, 3) if ceiling else 0.0
+
+
+# -- in-process ------------------------------------------------------------------------------
+def inprocess_slots(round_trips: int = 50_000) -> dict:
+    """Submit -> slot -> result through a worker actor (echo) vs a raw channel request/reply."""
+    return trio.run(_inprocess_slots, round_trips)
+
+
+async def _inprocess_slots(round_trips: int) -> dict:
+    from amp_runtime.config import WorkerConfig
+    from amp_runtime.core.actor import Reply, supervise
+    from amp_runtime.tasks import builtin  # noqa: F401
+    from amp_runtime.tasks.registry import FUNCTIONS
+    from amp_runtime.tasks.worker import Submit, Task, WorkerActor
+
+    producers = 10
+    per_producer = round_trips // producers
+
+    # The ceiling: 10 producers, one consumer, replies through an Event slot.
+    send, recv = trio.open_memory_channel(1024)
+
+    async def consumer():
+        async for msg, reply in recv:
+            reply.set(msg)
+
+    async def raw_producer():
+        for i in range(per_producer):
+            reply = Reply()
+            await send.send((i, reply))
+            await reply.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consumer)
+        started = time.perf_counter()
+        async with trio.open_nursery() as inner:
+            for _ in range(producers):
+                inner.start_soon(raw_producer)
+        raw_rate = per_producer * producers / (time.perf_counter() - started)
+        nursery.cancel_scope.cancel()
+
+    results = {"raw_channel_round_trips_per_s": round(raw_rate)}
+    ids = itertools.count()
+    spec = FUNCTIONS["echo"]
+    for slots in (1, 10, 100):
+        worker = WorkerActor(WorkerConfig(id="w", slots=slots, max_queue=100_000),
+                             keep_results=1000, keep_results_s=60, expose_tracebacks=False)
+
+        async def slot_producer():
+            for i in range(per_producer):
+                task = Task(f"t{next(ids)}", spec, i, priority=None, mode="sync", timeout_s=60)
+                await worker.tell(Submit(task))
+                await task.outcome.wait()
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervise, worker)
+            started = time.perf_counter()
+            async with trio.open_nursery() as inner:
+                for _ in range(producers):
+                    inner.start_soon(slot_producer)
+            rate = per_producer * producers / (time.perf_counter() - started)
+            nursery.cancel_scope.cancel()
+        results[f"slots_{slots}_tasks_per_s"] = round(rate)
+        results[f"slots_{slots}_ratio"] = ratio(rate, raw_rate)
+    return results
+
+
+def priority_under_saturation(slots: int = 10, filler: int = 400, urgent: int = 50) -> dict:
+    """Time in queue of priority-1 tasks while the slots are full of priority-10 work."""
+    return trio.run(_priority, slots, filler, urgent)
+
+
+async def _priority(slots: int, filler: int, urgent: int) -> dict:
+    from amp_runtime.config import WorkerConfig
+    from amp_runtime.core.actor import supervise
+    from amp_runtime.tasks import builtin  # noqa: F401
+    from amp_runtime.tasks.registry import FUNCTIONS
+    from amp_runtime.tasks.worker import Submit, Task, WorkerActor
+
+    worker = WorkerActor(WorkerConfig(id="w", slots=slots, max_queue=100_000),
+                         keep_results=10_000, keep_results_s=600, expose_tracebacks=False)
+    waits: dict[int, list[float]] = {1: [], 10: []}
+
+    async def submit(priority: int, ms: int):
+        task = Task(f"p{priority}-{time.perf_counter_ns()}", FUNCTIONS["sleep"], {"ms": ms},
+                    priority=priority, mode="sync", timeout_s=600)
+        submitted = time.perf_counter()
+        await worker.tell(Submit(task))
+        await task.outcome.wait()
+        waits[priority].append(time.perf_counter() - submitted - task.duration_ms / 1000)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervise, worker)
+        async with trio.open_nursery() as inner:
+            for _ in range(filler):
+                inner.start_soon(submit, 10, 20)
+            await trio.sleep(0.1)
+            for _ in range(urgent):
+                inner.start_soon(submit, 1, 1)
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    p1 = sorted(waits[1])
+    p10 = sorted(waits[10])
+    return {
+        "priority_1_queue_ms_p50": round(p1[len(p1) // 2] * 1000, 2),
+        "priority_1_queue_ms_max": round(p1[-1] * 1000, 2),
+        "priority_10_queue_ms_p50": round(p10[len(p10) // 2] * 1000, 2),
+        "slot_task_ms": 20,
+    }
+
+
+# -- over HTTP -------------------------------------------------------------------------------
+def http_sync(duration: float = 8.0, concurrency: int = 50) -> dict:
+    """POST /task sync echo vs the no-op route of the same server vs bare hypercorn."""
+    with server_process() as (url, proc):
+        load(url, tasks=1000, concurrency=concurrency)  # warm up
+        noop = load(url, path="/noop", duration=duration, concurrency=concurrency)
+        task = load(url, duration=duration, concurrency=concurrency)
+    with server_process(module="benchmarks.bare_asgi") as (url, _):
+        bare = load(url, path="/", duration=duration, concurrency=concurrency)
+    return {
+        "task_sync_echo_per_s": task["per_s"], "task_p50_ms": task["p50_ms"],
+        "noop_route_per_s": noop["per_s"], "bare_hypercorn_per_s": bare["per_s"],
+        "task_vs_noop_ratio": ratio(task["per_s"], noop["per_s"]),
+        "task_vs_bare_ratio": ratio(task["per_s"], bare["per_s"]),
+        "loader_drives_noop_at_least": noop["per_s"],
+        "errors": task.get("errors", 0),
+        "load_tool": task.get("tool", "amp-runtime bench (separate process)"),
+    }
+
+
+def stream(events: int = 20_000) -> dict:
+    """Time to first event on an idle server, and events/s on one stream."""
+    with server_process() as (url, _):
+        first = load(url, function="count", mode="stream", concurrency=1, tasks=200, input='{"n": 1}')
+        one = load(url, function="count", mode="stream", concurrency=1, tasks=1,
+                   input=f'{{"n": {events}}}')
+    return {"first_event_p50_ms": first["first_event_p50_ms"], "events_per_s_one_stream": one["events_per_s"]}
+
+
+def webhook(tasks: int = 3000) -> dict:
+    """Completed webhook deliveries/s to a local receiver."""
+    with server_process() as (url, _):
+        result = load(url, function="echo", mode="webhook", tasks=tasks, concurrency=50)
+    return {"deliveries_per_s": result["events_per_s"], "accepted_per_s": result["per_s"]}
+
+
+def sustained_rss(duration: float = 60.0) -> dict:
+    """Server RSS before and after a sustained sync load."""
+    with server_process() as (url, proc):
+        load(url, tasks=2000)
+        before = proc.memory_info().rss
+        result = load(url, duration=duration, concurrency=50)
+        after = proc.memory_info().rss
+    return {"duration_s": duration, "tasks_per_s": result["per_s"], "rss_before_mb": round(before / 2**20, 1),
+            "rss_after_mb": round(after / 2**20, 1), "rss_growth": ratio(after - before, before)}

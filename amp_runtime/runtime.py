@@ -108,6 +108,7 @@ class Runtime:
                 return
 
     async def _serve_http(self, app, http_done: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        app = self.in_flight = InFlightRequests(app)
         host, port = parse_bind(self.config.server.bind)
         hconfig = HypercornConfig()
         hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -125,11 +126,38 @@ class Runtime:
         for service in self.services:
             service.stop_accepting()
         with trio.move_on_after(grace) as scope:
-            await http_done.wait()
+            # In-flight requests, not connections: an idle keep-alive client must not hold us.
+            await self.in_flight.wait_none()
             for service in self.services:
                 await service.drain()
         if scope.cancelled_caught:
             log.warning("grace period of %.1fs over: cancelling the rest", grace)
+
+
+class InFlightRequests:
+    """ASGI wrapper counting HTTP requests being answered, so a drain can wait for them."""
+
+    def __init__(self, app):
+        self.app = app
+        self.count = 0
+        self._none = trio.Event()
+        self._none.set()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.count += 1
+        self._none = trio.Event() if self.count == 1 else self._none
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._none.set()
+
+    async def wait_none(self) -> None:
+        while self.count:
+            await self._none.wait()
 
 
 def load_user_modules(names: list[str]) -> None:

@@ -239,9 +239,36 @@ class Api:
         return decorate
 
 
+def json_depth_exceeds(data: bytes, limit: int) -> bool:
+    """True when JSON nesting goes deeper than `limit` (brackets inside strings don't count)."""
+    if data.count(b"[") + data.count(b"{") <= limit:  # C-speed: most bodies stop here
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
 def decode_body(decoder: msgspec.json.Decoder, data: bytes) -> Any:
     if not data.strip():
         data = b"{}"
+    limit = current_app.runtime.config.http.max_json_depth  # type: ignore[attr-defined]
+    if json_depth_exceeds(data, limit):
+        raise ApiError(400, "JSON_TOO_DEEP", f"JSON nested deeper than {limit} levels")
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:

@@ -308,3 +308,15 @@ async def test_sigterm_lets_a_slow_request_finish_and_exits_0(nursery, tmp_path)
             proc.send_signal(signal.SIGTERM)
     assert result["r"].status_code == 200 and result["r"].json()["result"] == {"slept_ms": 1500}
     assert await proc.wait() == 0
+
+
+async def test_json_nested_too_deep_is_400(server_factory):
+    srv = await server_factory(http={"max_json_depth": 8})
+    deep = "[" * 20 + "]" * 20
+    r = await srv.client.post("/task", content=f'{{"function": "echo", "contract": 1, "input": {deep}}}',
+                              headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error_code"] == "JSON_TOO_DEEP"
+    fine = '{"function": "echo", "contract": 1, "input": {"text": "[[[[[[[[[[[[[[[[[[[[[["}}'
+    r = await srv.client.post("/task", content=fine, headers={"content-type": "application/json"})
+    assert r.status_code == 200
+    await srv.client.aclose()

@@ -108,19 +108,21 @@ async def _extract(env, handle: RunnerHandle, record: JobRecord, spec, conn, don
             if before is not None and last <= before.current_block:
                 continue  # persisted by an earlier run
             wrote = True
-            size = await trio.to_thread.run_sync(
-                write_file, conn, env.data_dir, spec, table, first, last
-            )
-            row = ProgressRow(
-                job_id=record.id,
-                table=table,
-                files_count=(before.files_count if before else 0) + 1,
-                total_size_bytes=(before.total_size_bytes if before else 0) + size,
-                start_block=record.start_block,
-                current_block=last,
-            )
-            done[table] = row
-            await env.progress.report(row)
+            # Shielded: a cancel waits for the file anyway; this way every file written is reported.
+            with trio.CancelScope(shield=True):
+                size = await trio.to_thread.run_sync(
+                    write_file, conn, env.data_dir, spec, table, first, last
+                )
+                row = ProgressRow(
+                    job_id=record.id,
+                    table=table,
+                    files_count=(before.files_count if before else 0) + 1,
+                    total_size_bytes=(before.total_size_bytes if before else 0) + size,
+                    start_block=record.start_block,
+                    current_block=last,
+                )
+                done[table] = row
+                await env.progress.report(row)
         if wrote and record.end_block is None:  # continuous: keep to the configured rate
             produced += last - first + 1
             with trio.move_on_at(paced_from + produced / env.blocks_per_s):

@@ -17,6 +17,7 @@ import trio
 
 from . import store as jobs_store
 from .datasets import resolve
+from .messages import Finished, Started, Stopping
 from .extractor import batches, open_private_connection, remove_temp_files, write_file
 from .store import JobRecord, ProgressRow
 
@@ -53,8 +54,6 @@ class RunnerEnv:
 
 async def run_job(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> None:
     """Run until the range is done, a stop is requested, or the scheduler cancels us."""
-    from .scheduler import Finished
-
     try:
         with handle.cancel_scope:
             if handle.previous is not None:
@@ -71,8 +70,6 @@ async def run_job(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> No
 
 
 async def _run(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> tuple[str, str | None] | None:
-    from .scheduler import Started, Stopping
-
     spec = resolve(record.dataset)
     if spec is None:
         raise LookupError(f"dataset {record.dataset} is not registered in this process")
@@ -89,9 +86,9 @@ async def _run(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> tuple
             await _extract(env, handle, record, spec, conn, done)
         finally:
             conn.close()
-    stopping = handle.stop_requested.is_set()
-    if stopping:
-        await env.ask(Stopping(record.id, handle.attempt))
+        stopping = handle.stop_requested.is_set()
+        if stopping:  # seen between files: nothing is half-written
+            await env.ask(Stopping(record.id, handle.attempt))
     await env.progress.flush()
     return ("stopped" if stopping else "complete", None)
 

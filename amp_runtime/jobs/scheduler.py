@@ -12,7 +12,6 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-import msgspec
 import trio
 
 from ..core.actor import Actor, Reply
@@ -20,65 +19,12 @@ from ..core.clock import utcnow
 from . import states
 from . import store as jobs_store
 from .models import JobsError
+from .messages import Create, Finished, Started, Stop, Stopping, Suspend, WorkersAlive
 from .runner import RunnerEnv, RunnerHandle, run_job
 from .states import Event
 from .store import JobRecord
 
 log = logging.getLogger("amp_runtime.jobs")
-
-
-# -- the mailbox -------------------------------------------------------------------------
-class Create(msgspec.Struct, tag=True):
-    """From the service (POST /jobs): `candidates` are the live local workers, best first."""
-
-    dataset: str
-    start_block: int
-    end_block: int | None
-    node_id: str | None
-    candidates: list[str]
-
-
-class Stop(msgspec.Struct, tag=True):
-    """From the service (PUT /jobs/{id}/stop). Replies with the record, or None if absent."""
-
-    job_id: int
-
-
-class Started(msgspec.Struct, tag=True):
-    """From a runner holding its slot: may it run? (Scheduled -> Running)."""
-
-    job_id: int
-    attempt: int
-
-
-class Stopping(msgspec.Struct, tag=True):
-    """From a runner that saw the stop request (StopRequested -> Stopping)."""
-
-    job_id: int
-    attempt: int
-
-
-class Finished(msgspec.Struct, tag=True):
-    """From a runner at its end: outcome is "complete", "stopped" or "fail" (with error)."""
-
-    job_id: int
-    attempt: int
-    outcome: str
-    error: str | None = None
-
-
-class WorkersAlive(msgspec.Struct, tag=True):
-    """From the worker watch loop: who is live now (`candidates`: live local workers)."""
-
-    live: list[str]
-    candidates: list[str]
-    now: float  # trio clock
-
-
-class Suspend(msgspec.Struct, tag=True):
-    """From the service when the process drains: cancel every runner and start no more (jobs
-    keep their status and resume at the next start). Replies with the done events of every
-    runner suspended so far, to be awaited outside the actor. Idempotent."""
 
 
 @dataclass(slots=True)

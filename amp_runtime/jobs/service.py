@@ -21,7 +21,8 @@ from .datasets import DATASETS, resolve
 from .models import Job, JobList, JobProgress, JobsError
 from .progress import ProgressWriter
 from .runner import RunnerEnv
-from .scheduler import Create, Scheduler, Stop, Suspend, WorkersAlive
+from .messages import Create, Stop, Suspend, WorkersAlive
+from .scheduler import Scheduler
 
 log = logging.getLogger("amp_runtime.jobs")
 

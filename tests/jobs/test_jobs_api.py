@@ -1,8 +1,6 @@
 """Jobs end to end over HTTP on a real socket (in-process server)."""
 
-import os
 
-import trio
 
 import amp_runtime
 from amp_runtime.core.clock import utcnow

@@ -1,7 +1,5 @@
 """Jobs end to end over HTTP on a real socket (in-process server)."""
 
-
-
 import amp_runtime
 from amp_runtime.core.clock import utcnow
 from amp_runtime.jobs import store as jobs_store

@@ -12,6 +12,7 @@ from functools import partial
 
 import trio
 
+from ..config import ConfigError
 from ..core.actor import ActorUnavailable, supervise
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  registers example/blocks@1.0.0
@@ -37,9 +38,27 @@ def parse_job_id(text: str) -> int:
     return int(text)
 
 
+def check_jobs_config(jobs) -> None:
+    """Raise ConfigError naming every `[jobs]` key whose value cannot work."""
+    problems = [
+        f"jobs.{key}: {rule}"
+        for key, ok, rule in (
+            ("batch_blocks", jobs.batch_blocks >= 1, "must be at least 1"),
+            ("continuous_blocks_per_s", jobs.continuous_blocks_per_s > 0, "must be positive"),
+            ("default_limit", 1 <= jobs.default_limit <= jobs.max_limit, "must be between 1 and max_limit"),
+            ("worker_check_s", jobs.worker_check_s > 0, "must be positive"),
+            ("expiry_grace_s", jobs.expiry_grace_s >= 0, "must not be negative"),
+        )
+        if not ok
+    ]
+    if problems:
+        raise ConfigError("bad config: " + "; ".join(problems))
+
+
 class JobService(ServiceBase):
     def __init__(self, runtime):
         super().__init__(runtime)
+        check_jobs_config(self.config.jobs)
         self.progress = ProgressWriter(runtime.store)
         self.scheduler: Scheduler | None = None
         self._accepting = True

@@ -59,3 +59,13 @@ def test_status_filter_words():
     for bad in ("", "running,", "done", "active,running"):
         with pytest.raises(ValueError):
             states.parse_status_filter(bad)
+
+
+def test_unworkable_jobs_config_is_refused_naming_the_keys(tmp_path):
+    from amp_runtime.config import ConfigError
+    from amp_runtime.runtime import Runtime
+
+    from ..helpers import make_config
+
+    with pytest.raises(ConfigError, match=r"jobs\.batch_blocks.*jobs\.continuous_blocks_per_s"):
+        Runtime(make_config(tmp_path, jobs={"batch_blocks": 0, "continuous_blocks_per_s": 0.0}))

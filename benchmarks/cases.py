@@ -107,7 +107,7 @@ async def _inprocess_slots(round_trips: int) -> dict:
     from amp_runtime.core.actor import Reply, supervise
     from amp_runtime.tasks import builtin  # noqa: F401
     from amp_runtime.tasks.registry import FUNCTIONS
-    from amp_runtime.tasks.worker import Submit, Task, WorkerActor
+    from amp_runtime.tasks.worker import Task, WorkerActor, run_sync
 
     producers = 10
     per_producer = round_trips // producers
@@ -144,8 +144,7 @@ async def _inprocess_slots(round_trips: int) -> dict:
         async def slot_producer():
             for i in range(per_producer):
                 task = Task(f"t{next(ids)}", spec, i, priority=None, mode="sync", timeout_s=60)
-                await worker.tell(Submit(task))
-                await task.outcome.wait()
+                await run_sync(worker, task)  # the path POST /task sync takes
 
         async with trio.open_nursery() as nursery:
             await nursery.start(supervise, worker)

@@ -14,7 +14,7 @@ from .models import (
 from .registry import FUNCTIONS
 from .validation import task_problems
 from .webhooks import UnsafeTarget, check_target
-from .worker import Rejected, Submit
+from .worker import Rejected, Submit, run_sync
 
 api = Api("tasks", prefixes=("/task", "/health", "/logs", "/on", "/off", "/ws/"))
 _encode = msgspec.json.Encoder().encode
@@ -50,8 +50,8 @@ async def submit_task(body: TaskRequest):
         worker = service.pick_worker(spec, body.worker)
         task = service.new_task(body, spec)
         if body.mode == "sync":
-            await service.submit(task, worker)
-            return await _await_outcome(service, task)
+            result = await run_sync(worker, task)
+            return Reply(OUTCOME_STATUS[result.status], result)
         if service.maintenance:
             raise Rejected(503, "MAINTENANCE", "the runtime is in maintenance mode")
         if body.mode == "stream" and service.open_streams >= runtime.config.http.max_open_streams:
@@ -64,15 +64,6 @@ async def submit_task(body: TaskRequest):
     if body.mode == "webhook":
         return Reply(202, TaskAccepted(id=task.id))
     return _stream_response(service, task)
-
-
-async def _await_outcome(service, task) -> Reply:
-    try:
-        result = await task.outcome.wait()
-    finally:
-        if not task.outcome.done:  # the client went away: free the queue place or slot
-            service.cancel_nowait(task)
-    return Reply(OUTCOME_STATUS[result.status], result)
 
 
 def _stream_response(service, task) -> Response:

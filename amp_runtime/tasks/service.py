@@ -94,14 +94,6 @@ class TaskService(ServiceBase):
         return Task(uuid.uuid4().hex, spec, request.input, priority=request.priority,
                     mode=request.mode, timeout_s=timeout, webhook=request.webhook)
 
-    async def submit(self, task: Task, worker: WorkerActor) -> None:
-        """Hand the task to the worker. Rejections (429/503) arrive on `task.outcome`."""
-        if self.maintenance:
-            raise Rejected(503, "MAINTENANCE", "the runtime is in maintenance mode")
-        message = Submit(task)
-        if not worker.tell_nowait(message):  # a send that must wait yields; most don't need to
-            await worker.tell(message)
-
     def cancel_nowait(self, task: Task) -> None:
         self.workers[task.worker].tell_nowait(Cancel(task.id))
 

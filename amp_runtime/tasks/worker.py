@@ -3,7 +3,13 @@
 `slots` long-lived slot tasks pull from the queue (no task spawned per submission). Callers
 hand over a `Task` with `Submit`; its outcome comes back through the task's `outcome` reply
 (and, in stream mode, its items through a bounded channel, so a slow reader slows the
-function instead of growing memory). After submission the task belongs to the worker.
+function instead of growing memory).
+
+The fast lane: while nothing is queued, the worker offers its free slots as leases on the
+`offers` channel. A sync request that receives one runs the function in its own task (no
+hop through the scheduler, ~20% of a request's cost) and gives the slot back with `Finished`.
+Queued work withdraws every offer first, so leases never jump the queue. A task's record is
+written by whoever holds its slot: a slot task, or the lease holder until `Finished`.
 """
 
 from __future__ import annotations
@@ -137,6 +143,18 @@ class Unhold(msgspec.Struct, tag=True):
     hold: Any
 
 
+class Started(msgspec.Struct, tag=True):
+    """A lease holder started a task (so Lookup, Cancel and running_ids see it)."""
+
+    task: Any
+
+
+class Finished(msgspec.Struct, tag=True):
+    """A lease holder's task is over; its slot comes back."""
+
+    task: Any
+
+
 class SetMaintenance(msgspec.Struct, tag=True):
     on: bool
 
@@ -181,11 +199,20 @@ class WorkerActor(Actor):
                                maintenance=False)
         self.changed = trio.Event()
         self._watched = False
-        self._busy = 0  # running tasks + granted slot holds
+        # Every slot is in exactly one place: offered (in the channel), leased, held by a
+        # slot task (running a task or a job's hold), or spare (the actor's, for the queue).
+        self._offer, self.offers = trio.open_memory_channel[object](config.slots)
+        for _ in range(config.slots):
+            self._offer.send_nowait(LEASE)
+        self._spare = 0
 
     # -- published state -------------------------------------------------------------------
+    def _busy(self) -> int:
+        offered = self._offer.statistics().current_buffer_used
+        return self.config.slots - offered - self._spare
+
     def _publish(self) -> None:
-        busy = self._busy
+        busy = self._busy()
         queued = len(self._queue._entries)
         self.state = SlotState(worker=self.name, free=self.config.slots - busy, total=self.config.slots,
                                queued=queued, maintenance=self.maintenance)
@@ -206,9 +233,33 @@ class WorkerActor(Actor):
 
     async def wait_idle(self) -> None:
         """Returns when nothing is queued or running (used by drain)."""
-        while self._running or self._queue or any(h.granted.is_set() for h in self._holds):
+        while self._busy() or self._queue:
             self._idle = trio.Event()
             await self._idle.wait()
+
+    def try_lease(self) -> object | None:
+        """A free slot for the caller to run a sync task in, or None (then `Submit`)."""
+        try:
+            return self.offers.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return None
+
+    def _rebalance(self) -> None:
+        """Queued work takes every offered slot; with an empty queue, spare slots are offered."""
+        if self._queue or self.maintenance:
+            while True:
+                try:
+                    self.offers.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._spare += 1
+            if self._queue:
+                self._work.unpark_all()
+        else:
+            while self._spare:
+                self._offer.send_nowait(LEASE)
+                self._spare -= 1
+        self._publish()
 
     # -- the actor -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -231,19 +282,27 @@ class WorkerActor(Actor):
             case Hold(hold=hold):
                 self._holds.add(hold)
                 self._queue.push(hold, 0)
-                self._work.unpark()
+                self._rebalance()
                 if reply is not None:
                     reply.set(None)
             case Unhold(hold=hold):
                 self._queue.remove(hold)
                 self._holds.discard(hold)
                 hold.released.set()
-                self._publish()
+                self._rebalance()
             case SetMaintenance(on=on):
                 self.maintenance = on
-                self._publish()
+                self._rebalance()
                 if reply is not None:
                     reply.set(None)
+            case Started(task=task):
+                self._running[task.id] = task
+                self._publish()
+            case Finished(task=task):
+                self._running.pop(task.id, None)
+                self._spare += 1
+                self._record(task)
+                self._rebalance()
             case Lookup(task_id=task_id):
                 task = (self._running.get(task_id) or self._queued_tasks.get(task_id)
                         or self._history.get(task_id))
@@ -271,11 +330,10 @@ class WorkerActor(Actor):
         task.worker = self.name
         self._queued_tasks[task.id] = task
         self._queue.push(task, task.priority)
-        self._work.unpark()
-        self._publish()
+        self._rebalance()
 
     def _free_slots(self) -> int:
-        return self.state.free
+        return self.config.slots - self._busy()
 
     def _cancel(self, task_id: str) -> Reply | None:
         """Returns the task's outcome slot when the task was queued or running."""
@@ -296,99 +354,57 @@ class WorkerActor(Actor):
     async def _slot(self) -> None:
         done = 0
         while True:
-            while not self._queue:
+            while not (self._queue and self._spare):
                 await self._work.park()
             done += 1
             if done % YIELD_EVERY == 0:  # a slot fed only instant tasks must still let others run
                 await trio.lowlevel.checkpoint()
-                if not self._queue:
+                if not (self._queue and self._spare):
                     continue
             item = self._queue.pop()
-            if isinstance(item, SlotHold):
-                item.granted.set()
-                self._busy += 1
-                self._publish()
-                try:
+            self._spare -= 1
+            try:
+                if isinstance(item, SlotHold):
+                    item.granted.set()
+                    self._rebalance()
                     await item.released.wait()
-                finally:
-                    self._busy -= 1
-                self._publish()
-                continue
-            del self._queued_tasks[item.id]
-            await self._execute(item)
+                else:
+                    await self._execute(item)
+            finally:
+                self._spare += 1
+                self._rebalance()
 
     async def _execute(self, task: Task) -> None:
+        del self._queued_tasks[task.id]
         if trio.current_time() >= task.deadline:
             self._finish(task, "timed_out", error=TaskError(type="Timeout", message="timed out waiting in the queue"))
             return
-        task.status = "running"
-        task.started_at = utcnow()
-        task.started = time.perf_counter()
         self._running[task.id] = task
-        self._busy += 1
-        self._publish()
-        status, result, error = "completed", None, None
-        with trio.CancelScope(deadline=task.deadline) as scope:
-            task.scope = scope
-            try:
-                result = await self._call(task)
-            except _ReaderGone:
-                status, error = "cancelled", TaskError(type="Cancelled", message="the stream reader went away")
-            except Exception as exc:
-                status = "failed"
-                error = TaskError(
-                    type=type(exc).__name__, message=str(exc) or type(exc).__name__,
-                    traceback=traceback.format_exc() if self.expose_tracebacks else None,
-                )
-        if scope.cancelled_caught:
-            if task.cancel_requested:
-                status, error = "cancelled", TaskError(type="Cancelled", message="cancelled while running")
-            else:
-                status, error = "timed_out", TaskError(type="Timeout", message="the function ran past its timeout")
-        del self._running[task.id]
-        self._busy -= 1
-        task.duration_ms = round((time.perf_counter() - task.started) * 1000, 3)
-        self._finish(task, status, result=result, error=error)
-
-    async def _call(self, task: Task) -> Any:
-        spec = task.spec
-        if spec.kind == "async":
-            return await spec.fn(task.input)
-        if spec.kind == "thread":
-            return await trio.to_thread.run_sync(spec.fn, task.input, abandon_on_cancel=True)
-        agen = spec.fn(task.input)
+        self._rebalance()
         try:
-            if task.mode != "stream":  # a streaming function asked for one answer: all items
-                return [item async for item in agen]
-            # Items go out as they come; a full buffer pauses the generator.
-            async with task.items_send as send:
-                async for item in agen:
-                    await send.send(_encode(item))
-            return None
-        except trio.BrokenResourceError:
-            raise _ReaderGone() from None
+            await run_task(task, self.expose_tracebacks)
         finally:
-            await agen.aclose()
+            del self._running[task.id]
+        self._record(task)
 
-    def _finish(self, task: Task, status: str, *, result: Any = None, error: TaskError | None = None) -> None:
-        key = (task.spec.name, task.mode, status)
+    def _finish(self, task: Task, status: str, *, error: TaskError | None = None) -> None:
+        """A task that never ran (cancelled or timed out in the queue)."""
+        settle(task, status, error=error)
+        self._record(task)
+        self._publish()
+
+    def _record(self, task: Task) -> None:
+        """Bookkeeping of a settled task: counters, history, its waiter, its webhook."""
+        key = (task.spec.name, task.mode, task.status)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
         if task.duration_ms is not None:
             seconds = task.duration_ms / 1000.0
             self.duration_buckets[bisect.bisect_left(DURATION_BUCKETS_S, seconds)] += 1
             self.duration_sum_s += seconds
-        task.status = status
-        task.result = result
-        task.error = error
-        task.finished_at = utcnow()
-        task.finished_mono = trio.current_time()
-        if task.items_send is not None:
-            task.items_send.close()
         self._remember(task)
         task.outcome.set(task.result_body())
         if task.mode == "webhook" and self.on_finished is not None:
             self.on_finished(task)
-        self._publish()
 
     def _remember(self, task: Task) -> None:
         history = self._history
@@ -400,6 +416,105 @@ class WorkerActor(Actor):
             horizon = task.finished_mono - self.keep_results_s
             while history and next(iter(history.values())).finished_mono < horizon:
                 history.popitem(last=False)
+
+
+LEASE = object()  # a slot on offer; any object would do, one is enough
+
+
+def settle(task: Task, status: str, *, result: Any = None, error: TaskError | None = None) -> None:
+    task.status = status
+    task.result = result
+    task.error = error
+    task.finished_at = utcnow()
+    task.finished_mono = trio.current_time()
+    if task.items_send is not None:
+        task.items_send.close()
+
+
+async def run_task(task: Task, expose_tracebacks: bool) -> None:
+    """Run the function within the task's deadline and settle the task with its outcome.
+
+    Cancellation from outside (the caller's scope) propagates; the task is then not settled."""
+    task.status = "running"
+    task.started_at = utcnow()
+    task.started = time.perf_counter()
+    status, result, error = "completed", None, None
+    with trio.CancelScope(deadline=task.deadline) as scope:
+        task.scope = scope
+        try:
+            result = await _call(task)
+        except _ReaderGone:
+            status, error = "cancelled", TaskError(type="Cancelled", message="the stream reader went away")
+        except Exception as exc:
+            status = "failed"
+            error = TaskError(
+                type=type(exc).__name__, message=str(exc) or type(exc).__name__,
+                traceback=traceback.format_exc() if expose_tracebacks else None,
+            )
+    if scope.cancelled_caught:
+        if task.cancel_requested:
+            status, error = "cancelled", TaskError(type="Cancelled", message="cancelled while running")
+        else:
+            status, error = "timed_out", TaskError(type="Timeout", message="the function ran past its timeout")
+    task.duration_ms = round((time.perf_counter() - task.started) * 1000, 3)
+    settle(task, status, result=result, error=error)
+
+
+async def run_leased(worker: WorkerActor, task: Task) -> TaskResult:
+    """Run a sync task in the caller's own task on a slot leased from `worker.try_lease()`.
+
+    The slot goes back with `Finished` whatever happens, also when the caller is cancelled."""
+    task.worker = worker.name
+    worker.tell_nowait(Started(task))  # best effort: only Lookup/Cancel visibility depends on it
+    try:
+        await run_task(task, worker.expose_tracebacks)
+    finally:
+        if not task.finished:  # the caller was cancelled (client gone)
+            task.cancel_requested = True
+            task.duration_ms = round((time.perf_counter() - task.started) * 1000, 3)
+            settle(task, "cancelled", error=TaskError(type="Cancelled", message="the client went away"))
+        message = Finished(task)
+        if not worker.tell_nowait(message):
+            with trio.CancelScope(shield=True):
+                await worker.tell(message)
+    return task.result_body()
+
+
+async def run_sync(worker: WorkerActor, task: Task) -> TaskResult:
+    """A sync task's outcome: on a leased slot when one is on offer, else through the queue.
+
+    Raises `Rejected` (queue full, maintenance). A cancelled caller cancels its task."""
+    if worker.try_lease() is not None:
+        return await run_leased(worker, task)
+    message = Submit(task)
+    if not worker.tell_nowait(message):
+        await worker.tell(message)
+    try:
+        return await task.outcome.wait()
+    finally:
+        if not task.outcome.done:  # the caller went away: free the queue place or the slot
+            worker.tell_nowait(Cancel(task.id))
+
+
+async def _call(task: Task) -> Any:
+    spec = task.spec
+    if spec.kind == "async":
+        return await spec.fn(task.input)
+    if spec.kind == "thread":
+        return await trio.to_thread.run_sync(spec.fn, task.input, abandon_on_cancel=True)
+    agen = spec.fn(task.input)
+    try:
+        if task.mode != "stream":  # a streaming function asked for one answer: all items
+            return [item async for item in agen]
+        # Items go out as they come; a full buffer pauses the generator.
+        async with task.items_send as send:
+            async for item in agen:
+                await send.send(_encode(item))
+        return None
+    except trio.BrokenResourceError:
+        raise _ReaderGone() from None
+    finally:
+        await agen.aclose()
 
 
 class _ReaderGone(Exception):

@@ -7,6 +7,7 @@ from amp_runtime.core.actor import supervise
 from amp_runtime.tasks.registry import FUNCTIONS
 from amp_runtime.tasks.worker import Cancel, Rejected, SetMaintenance, Submit, Task, WorkerActor
 
+from ..helpers import wait_until
 from . import fns
 
 
@@ -24,7 +25,8 @@ async def test_priority_order_under_saturation(nursery):
     await nursery.start(supervise, worker)
     blocker = task("test_gate", {"gate": "w-block", "tag": "blocker"})
     await worker.tell(Submit(blocker))
-    queued = [task("test_gate", {"gate": "w-open", "tag": f"p{p}-{i}"}, priority=p)
+    await wait_until(lambda: blocker.status == "running")  # else it would queue behind priorities
+    queued = [task("test_gate", {"gate": "w-open", "tag": f"actor:p{p}-{i}"}, priority=p)
               for i, p in enumerate([None, 10, 1, 10, 1, None, 5])]
     for t in queued:
         await worker.tell(Submit(t))
@@ -32,8 +34,9 @@ async def test_priority_order_under_saturation(nursery):
     fns.gate("w-block").set()
     with trio.fail_after(5):
         results = [(await t.outcome.wait()).result for t in queued]
-    order = [tag for tag in fns.STARTED if tag.startswith("p")][-len(queued):]
+    order = [tag.removeprefix("actor:") for tag in fns.STARTED if tag.startswith("actor:")]
     assert order == ["p1-2", "p1-4", "p5-6", "p10-1", "p10-3", "pNone-0", "pNone-5"]
+    results = [r.removeprefix("actor:") for r in results]
     assert sorted(results) == sorted(order)
 
 

@@ -196,7 +196,7 @@ async def slots_socket():
     async def push(force: bool) -> None:
         for worker in workers:
             state = worker.state
-            if force or sent.get(worker.name) is not state:
+            if force or sent.get(worker.name) != state:
                 sent[worker.name] = state
                 await websocket.send(_encode(state).decode())
 

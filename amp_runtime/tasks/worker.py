@@ -190,15 +190,13 @@ class WorkerActor(Actor):
         self._work = trio.lowlevel.ParkingLot()
         self._idle = trio.Event()
         self.maintenance = False
-        # Published, immutable: others may read it (routing, /health, /ws/slots), never write.
         # Counters read at scrape time by /metrics; plain ints, no locks on the hot path.
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self.duration_buckets = [0] * (len(DURATION_BUCKETS_S) + 1)
         self.duration_sum_s = 0.0
-        self.state = SlotState(worker=config.id, free=config.slots, total=config.slots, queued=0,
-                               maintenance=False)
         self.changed = trio.Event()
         self._watched = False
+        self._idle_watched = False
         # Every slot is in exactly one place: offered (in the channel), leased, held by a
         # slot task (running a task or a job's hold), or spare (the actor's, for the queue).
         self._offer, self.offers = trio.open_memory_channel[object](config.slots)
@@ -211,16 +209,19 @@ class WorkerActor(Actor):
         offered = self._offer.statistics().current_buffer_used
         return self.config.slots - offered - self._spare
 
+    @property
+    def state(self) -> SlotState:
+        """A snapshot others may read (routing, /health, /ws/slots); built when asked for."""
+        return SlotState(worker=self.name, free=self.config.slots - self._busy(), total=self.config.slots,
+                         queued=len(self._queue._entries), maintenance=self.maintenance)
+
     def _publish(self) -> None:
-        busy = self._busy()
-        queued = len(self._queue._entries)
-        self.state = SlotState(worker=self.name, free=self.config.slots - busy, total=self.config.slots,
-                               queued=queued, maintenance=self.maintenance)
-        if self._watched:  # only /ws/slots waits on it; skip the allocation when nobody does
+        """Wake whoever waits for a change; nothing to do (and nothing allocated) otherwise."""
+        if self._watched:  # only /ws/slots waits on it
             self._watched = False
             self.changed.set()
             self.changed = trio.Event()
-        if busy == 0 and not queued:
+        if self._idle_watched and not self._queue and not self._busy():
             self._idle.set()
 
     async def wait_changed(self) -> None:
@@ -233,6 +234,7 @@ class WorkerActor(Actor):
 
     async def wait_idle(self) -> None:
         """Returns when nothing is queued or running (used by drain)."""
+        self._idle_watched = True
         while self._busy() or self._queue:
             self._idle = trio.Event()
             await self._idle.wait()

@@ -10,7 +10,7 @@ from .webhooks import url_problems
 MODES = ("sync", "stream", "webhook")
 
 
-def task_problems(request: TaskRequest, spec: FunctionSpec, worker_ids: set[str],
+def task_problems(request: TaskRequest, spec: FunctionSpec, worker_ids,
                   max_id_length: int) -> list[str]:
     """Every problem with the request, so the client can fix them all at once."""
     problems = []

@@ -18,6 +18,7 @@ import bisect
 import logging
 import time
 import traceback
+from datetime import datetime, timezone
 from collections import OrderedDict
 from typing import Any
 
@@ -26,7 +27,7 @@ import trio
 
 from ..config import WorkerConfig
 from ..core.actor import YIELD_EVERY, Actor, Reply
-from ..core.clock import rfc3339, utcnow
+from ..core.clock import rfc3339
 from .models import SlotState, TaskError, TaskResult, TaskView
 from .queue import PriorityQueue
 from .registry import FunctionSpec
@@ -67,9 +68,9 @@ class Task:
         self.status = "queued"
         self.result: Any = None
         self.error: TaskError | None = None
-        self.created_at = utcnow()
-        self.started_at = None
-        self.finished_at = None
+        self.created_at = time.time()  # epoch floats: cheap on the hot path, formatted in view()
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
         self.started = 0.0
         self.deadline = trio.current_time() + timeout_s
         self.scope: trio.CancelScope | None = None
@@ -92,9 +93,9 @@ class Task:
         return TaskView(
             id=self.id, function=self.spec.name, mode=self.mode, worker=self.worker,
             status=self.status, success=self.status == "completed", priority=self.priority,
-            created_at=rfc3339(self.created_at),
-            started_at=rfc3339(self.started_at) if self.started_at else None,
-            finished_at=rfc3339(self.finished_at) if self.finished_at else None,
+            created_at=rfc3339(_moment(self.created_at)),
+            started_at=rfc3339(_moment(self.started_at)) if self.started_at else None,
+            finished_at=rfc3339(_moment(self.finished_at)) if self.finished_at else None,
             duration_ms=self.duration_ms, result=self.result, error=self.error,
             webhook_url=self.webhook.url if self.webhook is not None else None,
             webhook_status=self.webhook_status, deliveries=list(self.deliveries),
@@ -420,6 +421,10 @@ class WorkerActor(Actor):
                 history.popitem(last=False)
 
 
+def _moment(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
+
+
 LEASE = object()  # a slot on offer; any object would do, one is enough
 
 
@@ -427,7 +432,7 @@ def settle(task: Task, status: str, *, result: Any = None, error: TaskError | No
     task.status = status
     task.result = result
     task.error = error
-    task.finished_at = utcnow()
+    task.finished_at = time.time()
     task.finished_mono = trio.current_time()
     if task.items_send is not None:
         task.items_send.close()
@@ -438,7 +443,7 @@ async def run_task(task: Task, expose_tracebacks: bool) -> None:
 
     Cancellation from outside (the caller's scope) propagates; the task is then not settled."""
     task.status = "running"
-    task.started_at = utcnow()
+    task.started_at = time.time()
     task.started = time.perf_counter()
     status, result, error = "completed", None, None
     with trio.CancelScope(deadline=task.deadline) as scope:

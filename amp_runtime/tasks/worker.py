@@ -257,7 +257,7 @@ class WorkerActor(Actor):
                     break
                 self._spare += 1
             if self._queue:
-                self._work.unpark_all()
+                self._work.unpark(count=self._spare)  # one slot per spare slot, not all of them
         else:
             while self._spare:
                 self._offer.send_nowait(LEASE)

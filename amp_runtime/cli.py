@@ -7,6 +7,7 @@ Exit codes: 0 after a clean drain, 2 for a configuration or startup problem the 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -109,7 +110,10 @@ def serve_command(args: argparse.Namespace) -> int:
             return 2
         if _find(exc, KeyboardInterrupt) is not None:
             return 0
-        raise
+        # A crash (the coordinator failed, an actor ran out of restarts): the store was
+        # flushed and closed on the way out; say what happened and fail loudly.
+        logging.getLogger("amp_runtime").critical("fatal: %s", exc, exc_info=exc)
+        return 1
     return 0
 
 

@@ -151,9 +151,11 @@ class Started(msgspec.Struct, tag=True):
 
 
 class Finished(msgspec.Struct, tag=True):
-    """A lease holder's task is over; its slot comes back."""
+    """A lease holder's task is over. Its slot comes back with this message unless the holder
+    already put the lease back on offer (`reoffered`)."""
 
     task: Any
+    reoffered: bool = False
 
 
 class SetMaintenance(msgspec.Struct, tag=True):
@@ -247,6 +249,14 @@ class WorkerActor(Actor):
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             return None
 
+    def give_back(self) -> bool:
+        """A lease holder puts its lease straight back on offer when nothing waits in the
+        queue (the next request can take it before this actor runs). False: send it home."""
+        if self._queue or self.maintenance:
+            return False
+        self._offer.send_nowait(LEASE)
+        return True
+
     def _rebalance(self) -> None:
         """Queued work takes every offered slot; with an empty queue, spare slots are offered."""
         if self._queue or self.maintenance:
@@ -301,11 +311,14 @@ class WorkerActor(Actor):
             case Started(task=task):
                 self._running[task.id] = task
                 self._publish()
-            case Finished(task=task):
+            case Finished(task=task, reoffered=reoffered):
                 self._running.pop(task.id, None)
-                self._spare += 1
                 self._record(task)
-                self._rebalance()
+                if reoffered:
+                    self._publish()
+                else:
+                    self._spare += 1
+                    self._rebalance()
             case Lookup(task_id=task_id):
                 task = (self._running.get(task_id) or self._queued_tasks.get(task_id)
                         or self._history.get(task_id))
@@ -480,7 +493,7 @@ async def run_leased(worker: WorkerActor, task: Task) -> TaskResult:
             task.cancel_requested = True
             task.duration_ms = round((time.perf_counter() - task.started) * 1000, 3)
             settle(task, "cancelled", error=TaskError(type="Cancelled", message="the client went away"))
-        message = Finished(task)
+        message = Finished(task, reoffered=worker.give_back())
         if not worker.tell_nowait(message):
             with trio.CancelScope(shield=True):
                 await worker.tell(message)

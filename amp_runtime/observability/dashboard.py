@@ -32,9 +32,9 @@ class RunningTask(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     id: str
     worker: str
+    status: str
     function: str | None = None
     mode: str | None = None
-    status: str = "running"
     started_at: str | None = None
 
 
@@ -76,7 +76,7 @@ async def build_overview(runtime) -> Overview:
 
 async def _running_task(tasks, worker_id: str, task_id: str) -> RunningTask:
     if task_id.startswith("job:"):
-        return RunningTask(id=task_id, worker=worker_id)
+        return RunningTask(id=task_id, worker=worker_id, status="running")
     view = await tasks.lookup(task_id)
     if view is None:  # finished between the snapshot and the lookup
         return RunningTask(id=task_id, worker=worker_id, status="finished")

@@ -240,7 +240,7 @@ function jobCard(job, progress) {
     return el("div", { class: "table-row", "data-table": name },
       el("span", {}, name),
       span ? bar(fraction, fraction >= 1 ? "done" : "") : el("span", {}, "continuous"),
-      el("span", {}, `block ${t.current_block} · ${t.files_count} files`));
+      el("span", {}, `${span ? `${Math.floor(Math.min(1, fraction) * 100)}% · ` : ""}block ${t.current_block} · ${t.files_count} files`));
   });
   return el("div", { class: "job", "data-job": job.id, "data-status": status },
     el("div", { class: "head" },
@@ -291,6 +291,7 @@ async function refreshStats() {
       { name: "active", xs: activity.active?.dates || [], ys: activity.active?.counts || [] }]);
     $("#stats-empty").textContent = "";
   } catch (err) {
+    for (const id of ["#chart-cpu", "#chart-memory", "#chart-activity"]) lineChart($(id), []);
     $("#stats-empty").textContent = `Worker stats: ${unavailable(err)}`;
   }
 }

@@ -1,0 +1,141 @@
+"""The dashboard in a real headless Chromium (Debian's package, driven by Playwright).
+
+The browser script runs in a worker thread with Playwright's sync API; it calls back into trio
+(`trio.from_thread.run`) to start tasks and jobs through the HTTP API while the page watches.
+"""
+
+from __future__ import annotations
+
+import shutil
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+KEY = "dash-key"
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
+
+
+def _gauge(busy: int) -> str:
+    return f'.gauge[data-worker="worker-01"][data-busy="{busy}"]'
+
+
+def _points(selector: str) -> str:
+    return f"() => Number(document.querySelector('{selector}')?.dataset.points || 0) > 0"
+
+
+def browse(url: str, shots: Path, call) -> dict:
+    """The browser side of the test; `call(fn, *args)` runs an async fn in the test's trio loop."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict = {"prompts": 0, "page_errors": []}
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(shots / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 800},
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(20_000)
+
+            def on_dialog(dialog):
+                seen["prompts"] += 1
+                dialog.accept(KEY)
+
+            page.on("dialog", on_dialog)
+            page.on("pageerror", lambda exc: seen["page_errors"].append(str(exc)))
+            page.goto(url + "/ui")
+
+            # Live gauge: idle, then one slot busy while a 1.5 s task runs, then idle again.
+            page.wait_for_selector(_gauge(0))
+            assert page.locator("#conn").inner_text() == "live"
+            call("start_task")
+            page.wait_for_selector(_gauge(1), timeout=5_000)
+            page.wait_for_selector('#recent-tasks tr[data-status="running"]', timeout=5_000)
+            page.wait_for_selector(_gauge(0), timeout=10_000)
+            page.wait_for_selector('#recent-tasks tr[data-status="completed"]', timeout=10_000)
+            assert "sleep" in page.locator("#outcomes").inner_text()
+            page.wait_for_function(_points("#chart-slots"))
+
+            # A bounded job reaches Completed with every table's bar full.
+            job_id = call("create_job", 2000)
+            job = page.locator(f'.job[data-job="{job_id}"]')
+            page.wait_for_selector(f'.job[data-job="{job_id}"][data-status="Completed"]', timeout=30_000)
+            seen["job_tables"] = job.locator(".table-row").count()
+            seen["job_bars"] = [b.get_attribute("data-pct") for b in job.locator(".bar").all()]
+            assert job.locator("button").count() == 0  # no stop button on a terminal job
+
+            # A continuous job is stopped with its button.
+            running_id = call("create_job", None)
+            button = page.locator(f'.job[data-job="{running_id}"] button')
+            button.click()
+            page.wait_for_selector(f'.job[data-job="{running_id}"][data-status="Stopped"]', timeout=15_000)
+
+            # Registry panels: charts with points once the registry reports stats, else a notice.
+            if call("registry_available"):
+                page.wait_for_selector('#workers tr[data-worker="worker-01"]')
+                page.wait_for_function(_points("#chart-cpu"), timeout=30_000)
+                page.wait_for_function(_points("#chart-activity"), timeout=30_000)
+                seen["stats_charts"] = True
+            else:
+                page.wait_for_function("() => document.querySelector('#stats-empty').textContent.includes('not available')")
+                seen["stats_charts"] = False
+
+            page.screenshot(path=str(shots / "dashboard-1280x800.png"), full_page=True)
+            seen["wide_overflow"] = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            page.set_viewport_size({"width": 390, "height": 800})
+            page.wait_for_timeout(200)  # one layout pass
+            seen["narrow_overflow"] = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            page.screenshot(path=str(shots / "dashboard-390x800.png"), full_page=True)
+        finally:
+            context.close()
+    return seen
+
+
+async def test_dashboard_shows_slots_tasks_jobs_and_charts(server_factory, nursery, tmp_path):
+    srv = await server_factory(auth={"api_key": KEY}, jobs={"continuous_blocks_per_s": 200.0})
+    client = srv.client
+
+    async def start_task():
+        nursery.start_soon(partial(client.post, "/task", json={"function": "sleep", "contract": 1, "input": {"ms": 1500}}))
+
+    async def create_job(end_block):
+        r = await client.post("/jobs", json={"dataset": "example/blocks@1.0.0", "start_block": 0, "end_block": end_block})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    async def registry_available():
+        r = await client.post("/workers.get_stats", json={"from_date": 0, "to_date": 1, "interval": 1, "items": []})
+        return r.status_code == 200
+
+    actions = {"start_task": start_task, "create_job": create_job, "registry_available": registry_available}
+
+    def call(name, *args):
+        return trio.from_thread.run(actions[name], *args)
+
+    seen = await trio.to_thread.run_sync(browse, srv.url, tmp_path, call)
+
+    assert seen["prompts"] == 1  # asked once, then kept in sessionStorage
+    assert seen["page_errors"] == []
+    assert seen["job_tables"] == 2 and seen["job_bars"] == ["100", "100"]
+    assert seen["wide_overflow"] <= 0 and seen["narrow_overflow"] <= 0
+    assert (tmp_path / "dashboard-1280x800.png").stat().st_size > 10_000
+    assert (tmp_path / "dashboard-390x800.png").exists()
+
+
+async def test_page_shell_is_public_and_data_needs_the_key(server_factory):
+    srv = await server_factory(auth={"api_key": KEY})
+    bare = {"Authorization": "nope"}
+    for path in ("/", "/ui", "/ui/static/dashboard.js", "/ui/static/dashboard.css"):
+        r = await srv.client.get(path, headers=bare)
+        assert r.status_code == 200, path
+    assert "text/html" in (await srv.client.get("/")).headers["content-type"]
+    assert (await srv.client.get("/ui/static/../routes.py", headers=bare)).status_code == 404
+    assert (await srv.client.get("/ui/static/nothing.js", headers=bare)).status_code == 404
+    assert (await srv.client.get("/ui/api/overview", headers=bare)).status_code == 401
+    overview = (await srv.client.get("/ui/api/overview")).json()
+    assert overview["workers"][0] == {"worker": "worker-01", "total": 10, "free": 10, "queued": 0, "maintenance": False}

@@ -6,7 +6,9 @@ The browser script runs in a worker thread with Playwright's sync API; it calls 
 
 from __future__ import annotations
 
+import json
 import shutil
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -28,71 +30,78 @@ def _points(selector: str) -> str:
     return f"() => Number(document.querySelector('{selector}')?.dataset.points || 0) > 0"
 
 
-def browse(url: str, shots: Path, call) -> dict:
-    """The browser side of the test; `call(fn, *args)` runs an async fn in the test's trio loop."""
+@contextmanager
+def chromium_page(profile_parent: Path):
+    """A page of a fresh headless Chromium (new profile dir), 1280x800."""
     from playwright.sync_api import sync_playwright
 
-    seen: dict = {"prompts": 0, "page_errors": []}
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            str(shots / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            str(profile_parent / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 800},
         )
         try:
             page = context.new_page()
             page.set_default_timeout(20_000)
-
-            def on_dialog(dialog):
-                seen["prompts"] += 1
-                dialog.accept(KEY)
-
-            page.on("dialog", on_dialog)
-            page.on("pageerror", lambda exc: seen["page_errors"].append(str(exc)))
-            page.goto(url + "/ui")
-
-            # Live gauge: idle, then one slot busy while a 1.5 s task runs, then idle again.
-            page.wait_for_selector(_gauge(0))
-            assert page.locator("#conn").inner_text() == "live"
-            call("start_task")
-            page.wait_for_selector(_gauge(1), timeout=5_000)
-            page.wait_for_selector('#recent-tasks tr[data-status="running"]', timeout=5_000)
-            page.wait_for_selector(_gauge(0), timeout=10_000)
-            page.wait_for_selector('#recent-tasks tr[data-status="completed"]', timeout=10_000)
-            assert "sleep" in page.locator("#outcomes").inner_text()
-            page.wait_for_function(_points("#chart-slots"))
-
-            # A bounded job reaches Completed with every table's bar full.
-            job_id = call("create_job", 2000)
-            job = page.locator(f'.job[data-job="{job_id}"]')
-            page.wait_for_selector(f'.job[data-job="{job_id}"][data-status="Completed"]', timeout=30_000)
-            seen["job_tables"] = job.locator(".table-row").count()
-            seen["job_bars"] = [b.get_attribute("data-pct") for b in job.locator(".bar").all()]
-            assert job.locator("button").count() == 0  # no stop button on a terminal job
-
-            # A continuous job is stopped with its button.
-            running_id = call("create_job", None)
-            button = page.locator(f'.job[data-job="{running_id}"] button')
-            button.click()
-            page.wait_for_selector(f'.job[data-job="{running_id}"][data-status="Stopped"]', timeout=15_000)
-
-            # Registry panels: charts with points once the registry reports stats, else a notice.
-            if call("registry_available"):
-                page.wait_for_selector('#workers tr[data-worker="worker-01"]')
-                page.wait_for_function(_points("#chart-cpu"), timeout=30_000)
-                page.wait_for_function(_points("#chart-activity"), timeout=30_000)
-                seen["stats_charts"] = True
-            else:
-                page.wait_for_function("() => document.querySelector('#stats-empty').textContent.includes('not available')")
-                seen["stats_charts"] = False
-
-            page.screenshot(path=str(shots / "dashboard-1280x800.png"), full_page=True)
-            seen["wide_overflow"] = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-            page.set_viewport_size({"width": 390, "height": 800})
-            page.wait_for_timeout(200)  # one layout pass
-            seen["narrow_overflow"] = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-            page.screenshot(path=str(shots / "dashboard-390x800.png"), full_page=True)
+            yield page
         finally:
             context.close()
+
+
+def browse(url: str, shots: Path, call) -> dict:
+    """The browser side of the test; `call(fn, *args)` runs an async fn in the test's trio loop."""
+    seen: dict = {"prompts": 0, "page_errors": []}
+    with chromium_page(shots) as page:
+
+        def on_dialog(dialog):
+            seen["prompts"] += 1
+            dialog.accept(KEY)
+
+        page.on("dialog", on_dialog)
+        page.on("pageerror", lambda exc: seen["page_errors"].append(str(exc)))
+        page.goto(url + "/ui")
+
+        # Live gauge: idle, then one slot busy while a 1.5 s task runs, then idle again.
+        page.wait_for_selector(_gauge(0))
+        assert page.locator("#conn").inner_text() == "live"
+        call("start_task")
+        page.wait_for_selector(_gauge(1), timeout=5_000)
+        page.wait_for_selector('#recent-tasks tr[data-status="running"]', timeout=5_000)
+        page.wait_for_selector(_gauge(0), timeout=10_000)
+        page.wait_for_selector('#recent-tasks tr[data-status="completed"]', timeout=10_000)
+        assert "sleep" in page.locator("#outcomes").inner_text()
+        page.wait_for_function(_points("#chart-slots"))
+
+        # A bounded job reaches Completed with every table's bar full.
+        job_id = call("create_job", 2000)
+        job = page.locator(f'.job[data-job="{job_id}"]')
+        page.wait_for_selector(f'.job[data-job="{job_id}"][data-status="Completed"]', timeout=30_000)
+        seen["job_tables"] = job.locator(".table-row").count()
+        seen["job_bars"] = [b.get_attribute("data-pct") for b in job.locator(".bar").all()]
+        assert job.locator("button").count() == 0  # no stop button on a terminal job
+
+        # A continuous job is stopped with its button.
+        running_id = call("create_job", None)
+        button = page.locator(f'.job[data-job="{running_id}"] button')
+        button.click()
+        page.wait_for_selector(f'.job[data-job="{running_id}"][data-status="Stopped"]', timeout=15_000)
+
+        # Registry panels: charts with points once the registry reports stats, else a notice.
+        if call("registry_available"):
+            page.wait_for_selector('#workers tr[data-worker="worker-01"]')
+            page.wait_for_function(_points("#chart-cpu"), timeout=30_000)
+            page.wait_for_function(_points("#chart-activity"), timeout=30_000)
+            seen["stats_charts"] = True
+        else:
+            page.wait_for_function("() => document.querySelector('#stats-empty').textContent.includes('not available')")
+            seen["stats_charts"] = False
+
+        page.screenshot(path=str(shots / "dashboard-1280x800.png"), full_page=True)
+        seen["wide_overflow"] = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        page.set_viewport_size({"width": 390, "height": 800})
+        page.wait_for_timeout(200)  # one layout pass
+        seen["narrow_overflow"] = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        page.screenshot(path=str(shots / "dashboard-390x800.png"), full_page=True)
     return seen
 
 
@@ -109,8 +118,9 @@ async def test_dashboard_shows_slots_tasks_jobs_and_charts(server_factory, nurse
         return r.json()["id"]
 
     async def registry_available():
-        r = await client.post("/workers.get_stats", json={"from_date": 0, "to_date": 1, "interval": 1, "items": []})
-        return r.status_code == 200
+        r = await client.post("/workers.get_stats", json={
+            "from_date": 0, "to_date": 1, "interval": 1, "items": [{"key": "cpu_usage", "aggregation": "avg"}]})
+        return r.status_code != 404
 
     actions = {"start_task": start_task, "create_job": create_job, "registry_available": registry_available}
 
@@ -139,3 +149,48 @@ async def test_page_shell_is_public_and_data_needs_the_key(server_factory):
     assert (await srv.client.get("/ui/api/overview", headers=bare)).status_code == 401
     overview = (await srv.client.get("/ui/api/overview")).json()
     assert overview["workers"][0] == {"worker": "worker-01", "total": 10, "free": 10, "queued": 0, "maintenance": False}
+
+
+# Reporting API answers shaped as API.md "Registry reporting API" says (meta/data envelope).
+NOW = 1_790_000_000
+STATS = {"workers": [
+    {"worker": "worker-01", "metrics": [
+        {"metric": "cpu_usage", "dates": [NOW - 20, NOW - 15, NOW - 10],
+         "stats": [{"aggregation": "avg", "values": [10.0, 35.5, 20.0]}]},
+        {"metric": "memory_used", "dates": [NOW - 20, NOW - 10],
+         "stats": [{"aggregation": "avg", "values": [1.5e9, 1.6e9]}]}]},
+    {"worker": "remote-7", "metrics": [
+        {"metric": "cpu_usage", "dates": [NOW - 15, NOW - 10],
+         "stats": [{"category": "avg", "values": [80.0, 90.0]}]}]}]}
+ACTIVITY = {"total": {"dates": [NOW - 20, NOW - 10], "counts": [2, 2]},
+            "active": {"dates": [NOW - 10], "counts": [1]}}
+WORKERS = {"workers": [{"node_id": "remote-7", "heartbeat_at": "2020-01-01T00:00:00.000000Z"}]}
+
+
+def check_charts(url: str, shots: Path) -> dict:
+    def envelope(data):
+        return json.dumps({"meta": {"result_code": 200, "result_msg": "OK"}, "data": data})
+
+    with chromium_page(shots) as page:
+        page.route("**/workers.get_stats", lambda route: route.fulfill(
+            status=200, content_type="application/json", body=envelope(STATS)))
+        page.route("**/workers.get_activity_report", lambda route: route.fulfill(
+            status=200, content_type="application/json", body=envelope(ACTIVITY)))
+        page.route("**/workers", lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(WORKERS)))
+        page.goto(url + "/")
+        page.wait_for_function(_points("#chart-activity"))
+        page.screenshot(path=str(shots / "charts.png"), full_page=True)
+        return {
+            "points": {name: page.eval_on_selector(f"#chart-{name}", "e => Number(e.dataset.points)")
+                       for name in ("cpu", "memory", "activity")},
+            "cpu_lines": page.locator("#chart-cpu polyline").count(),
+            "worker_row": page.locator('#workers tr[data-worker="remote-7"]').inner_text(),
+        }
+
+
+async def test_charts_draw_the_reporting_api_shapes(server, tmp_path):
+    seen = await trio.to_thread.run_sync(check_charts, server.url, tmp_path)
+    assert seen["points"] == {"cpu": 5, "memory": 2, "activity": 3}
+    assert seen["cpu_lines"] == 2  # one line per worker
+    assert "remote-7" in seen["worker_row"] and "min ago" in seen["worker_row"]

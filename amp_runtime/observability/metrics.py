@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -90,6 +90,7 @@ class RuntimeCollector(Collector):
         return generate_latest(registry)
 
     def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("amp_uptime_seconds", "Seconds since the runtime started", value=self.runtime.uptime_s)
         yield from self._worker_families()
         yield from self._webhook_families()
         yield from self._store_families()
@@ -189,6 +190,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = RuntimeCollector(runtime)
         self.registry.register(self.collector)
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, memory, fds (Linux)
+        PlatformCollector(registry=self.registry)  # python_info
         self._runtime = runtime
 
     async def scrape(self) -> bytes:

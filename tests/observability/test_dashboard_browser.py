@@ -194,3 +194,18 @@ async def test_charts_draw_the_reporting_api_shapes(server, tmp_path):
     assert seen["points"] == {"cpu": 5, "memory": 2, "activity": 3}
     assert seen["cpu_lines"] == 2  # one line per worker
     assert "remote-7" in seen["worker_row"] and "min ago" in seen["worker_row"]
+
+
+def check_polling_fallback(url: str, shots: Path, key: str) -> dict:
+    with chromium_page(shots) as page:
+        page.on("dialog", lambda dialog: dialog.accept(key))
+        page.goto(url + "/ui")
+        page.wait_for_selector(_gauge(0))
+        return {"conn": page.locator("#conn").inner_text()}
+
+
+async def test_gauges_poll_when_the_key_cannot_be_a_subprotocol(server_factory, tmp_path):
+    key = "two words"  # a space is not allowed in a WebSocket subprotocol
+    srv = await server_factory(auth={"api_key": key})
+    seen = await trio.to_thread.run_sync(check_polling_fallback, srv.url, tmp_path, key)
+    assert seen["conn"].startswith("polling")

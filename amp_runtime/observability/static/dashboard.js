@@ -13,14 +13,17 @@ const COLORS = ["#3b6fd8", "#e08a1e", "#2f9e5b", "#c8413a", "#8a4fd0", "#1a9aa5"
 
 // -- API access -------------------------------------------------------------------------
 let keyPrompt = null;
+let keyDeclined = false;  // cancelled once: no more prompts from polling, the header button asks
 function apiKey() { return sessionStorage.getItem(KEY_ITEM); }
 
-function askForKey() {
+function askForKey({ explicit = false } = {}) {
+  if (keyDeclined && !explicit) return Promise.resolve(false);
   // One prompt at a time, however many calls got a 401 together.
   if (!keyPrompt) {
     keyPrompt = Promise.resolve().then(() => {
       const key = window.prompt("API key for this amp-runtime server");
       if (key) sessionStorage.setItem(KEY_ITEM, key.trim());
+      keyDeclined = !key;
       return !!key;
     }).finally(() => setTimeout(() => { keyPrompt = null; }, 0));
   }
@@ -129,6 +132,7 @@ function clock(epoch) { return new Date(epoch * 1000).toLocaleTimeString([], { h
 // -- live slots (/ws/slots) ---------------------------------------------------------------
 const slots = {};        // worker -> latest state
 const slotHistory = [];  // {t, busy: {worker: n}, queued: {worker: n}}
+let socketLive = false;  // while false, the overview poll updates the gauges
 
 function renderGauges() {
   const gauges = Object.values(slots).sort((a, b) => a.worker.localeCompare(b.worker)).map((s) => {
@@ -163,10 +167,11 @@ function connectSlots() {
   try {
     socket = key ? new WebSocket(url, [key]) : new WebSocket(url);  // browsers cannot set headers
   } catch (err) {
-    setConn(false, "the API key cannot be sent as a WebSocket subprotocol");
+    // A key that is not a valid subprotocol token: the overview poll feeds the gauges instead.
+    setConn(false, "polling (key not usable on a WebSocket)");
     return;
   }
-  socket.onopen = () => setConn(true, "live");
+  socket.onopen = () => { socketLive = true; setConn(true, "live"); };
   socket.onmessage = (event) => {
     const state = JSON.parse(event.data);
     slots[state.worker] = state;
@@ -174,6 +179,7 @@ function connectSlots() {
     sampleSlots();
   };
   socket.onclose = () => {
+    socketLive = false;
     setConn(false, "reconnecting…");
     setTimeout(connectSlots, 1000);
   };
@@ -189,6 +195,10 @@ const recent = new Map();  // id -> {id, function, worker, status, duration_ms}
 
 async function refreshTasks() {
   const overview = await api("/ui/api/overview");
+  if (!socketLive) {
+    for (const state of overview.workers) slots[state.worker] = state;
+    renderGauges();
+  }
   const runningIds = new Set();
   for (const task of overview.running) {
     if (!task.function) continue;  // a job's slot hold: shown under jobs
@@ -306,8 +316,9 @@ function every(ms, fn) {
 async function start() {
   // One authenticated call first: it asks for the key if needed, before the socket uses it.
   try { await api("/ui/api/overview"); } catch (err) { console.warn(err); }
-  const link = $("#metrics-link");
-  if (apiKey()) link.title = "needs the Authorization header";
+  $("#key-button").addEventListener("click", async () => {
+    if (await askForKey({ explicit: true })) location.reload();
+  });
   connectSlots();
   setInterval(() => { if (Object.keys(slots).length) sampleSlots(); }, 1000);
   every(1000, refreshTasks);

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..jobs.states import STATUSES as JOB_STATUSES
 from ..tasks.worker import DURATION_BUCKETS_S
 
 RATE_WINDOW_S = 30.0  # rates (blocks/s, batch size) are averaged over the scrapes of this window
@@ -82,7 +83,6 @@ class RuntimeCollector(Collector):
         self.runtime = runtime
         self._figures = StoreFigures()
         self._rolling = _Rolling()
-        self._blocks_rate = 0.0  # set by _store_families, which samples before _job_families reads it
 
     def render(self, figures: StoreFigures, registry: CollectorRegistry) -> bytes:
         # No await between stashing and generating: concurrent scrapes cannot mix their figures.
@@ -90,11 +90,14 @@ class RuntimeCollector(Collector):
         return generate_latest(registry)
 
     def collect(self) -> Iterator[Metric]:
+        stats = self.runtime.store.stats
+        now = _Sample(time.monotonic(), stats.transactions, stats.writes, self._figures.blocks_extracted)
+        then = self._rolling.add(now)
         yield GaugeMetricFamily("amp_uptime_seconds", "Seconds since the runtime started", value=self.runtime.uptime_s)
         yield from self._worker_families()
         yield from self._webhook_families()
-        yield from self._store_families()
-        yield from self._job_families()
+        yield from self._store_families(now, then)
+        yield from self._job_families(now, then)
         yield from self._durable_families()
 
     # -- tasks ---------------------------------------------------------------------------
@@ -126,37 +129,35 @@ class RuntimeCollector(Collector):
         yield deliveries
 
     # -- store and jobs ------------------------------------------------------------------
-    def _store_families(self) -> Iterator[Metric]:
+    def _store_families(self, now: _Sample, then: _Sample) -> Iterator[Metric]:
         stats = self.runtime.store.stats
-        sample = _Sample(time.monotonic(), stats.transactions, stats.writes, self._figures.blocks_extracted)
-        oldest = self._rolling.add(sample)
-        yield CounterMetricFamily("amp_store_commits", "Group-commit transactions", value=stats.transactions)
-        yield CounterMetricFamily("amp_store_writes", "Writes committed in group commits", value=stats.writes)
+        yield CounterMetricFamily("amp_store_commits", "Group-commit transactions", value=now.transactions)
+        yield CounterMetricFamily("amp_store_writes", "Writes committed in group commits", value=now.writes)
         yield GaugeMetricFamily("amp_store_last_batch_size", "Writes in the last group commit",
                                 value=stats.last_batch_size)
         yield GaugeMetricFamily("amp_store_last_commit_seconds", "Duration of the last group commit",
                                 value=stats.last_commit_s)
-        commits = sample.transactions - oldest.transactions
+        commits = now.transactions - then.transactions
         yield GaugeMetricFamily(
             "amp_store_batch_size_recent", f"Mean writes per group commit over the last {RATE_WINDOW_S:g}s of scrapes",
-            value=(sample.writes - oldest.writes) / commits if commits > 0 else stats.last_batch_size,
+            value=(now.writes - then.writes) / commits if commits > 0 else stats.last_batch_size,
         )
-        self._blocks_rate = _rate(oldest.blocks, sample.blocks, sample.at - oldest.at)
 
-    def _job_families(self) -> Iterator[Metric]:
+    def _job_families(self, now: _Sample, then: _Sample) -> Iterator[Metric]:
         figures = self._figures
         if figures.jobs_by_status is not None:
             jobs = GaugeMetricFamily("amp_jobs", "Jobs on record by status", labels=["status"])
-            for status, count in sorted(figures.jobs_by_status.items()):
+            counts = {status: 0 for status in JOB_STATUSES} | figures.jobs_by_status
+            for status, count in counts.items():
                 jobs.add_metric([status], count)
             yield jobs
         if figures.blocks_extracted is not None:
-            yield GaugeMetricFamily("amp_job_blocks_extracted", "Blocks written by the jobs on record",
-                                    value=figures.blocks_extracted)
+            yield GaugeMetricFamily("amp_job_blocks_extracted", "Blocks written by the jobs on record "
+                                    "(per job, its furthest table)", value=figures.blocks_extracted)
             yield GaugeMetricFamily(
                 "amp_job_progress_blocks_per_second",
                 f"Blocks written per second by jobs, over the last {RATE_WINDOW_S:g}s of scrapes",
-                value=self._blocks_rate,
+                value=_rate(then.blocks, now.blocks, now.at - then.at),
             )
 
     def _durable_families(self) -> Iterator[Metric]:

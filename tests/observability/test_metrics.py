@@ -120,3 +120,10 @@ async def test_durable_invocations_read_from_the_service(server):
 async def test_openapi_lists_the_observability_routes(server):
     paths = (await server.client.get("/openapi")).json()["paths"]
     assert "/metrics" in paths and "/ui" in paths and "/ui/api/overview" in paths
+
+
+async def test_every_job_status_is_exported_even_at_zero(server):
+    samples = await scrape(server.client)
+    statuses = {labels["status"] for labels, _ in samples["amp_jobs"]}
+    assert statuses == {"Scheduled", "Running", "Completed", "Stopped", "StopRequested", "Stopping", "Failed"}
+    assert value(samples, "amp_jobs") == 0

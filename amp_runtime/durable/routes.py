@@ -1,4 +1,137 @@
-"""Durable workers API (`/v1/templates/...`)."""
-from ..core.http import Api, render_durable
+"""Durable workers API (`/v1/templates/...`): decode, ask the service, encode.
+
+Decisions beyond the reference: `invoke` answers 200 with no body once the invocation is
+persisted (it runs later, in order); `interrupt` answers `true`; `GET .../oplog` lists a
+worker's persisted events (where a caller finds the promise ids of `approval`).
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from quart import current_app
+
+from ..core.http import Api, ApiError, DurableError, DurableErrors, Reply, render_durable
+from .models import (
+    CompleteParameters,
+    InterruptQuery,
+    InvocationKey,
+    InvokeAndAwaitQuery,
+    InvokeParameters,
+    InvokeQuery,
+    InvokeResult,
+    Oplog,
+    TemplateInfo,
+    VersionedWorkerId,
+    WorkerCreationRequest,
+    WorkerError,
+    WorkerMetadata,
+)
 
 api = Api("durable", render_error=render_durable, prefixes=("/v1/",))
+
+_ERRORS = {400: DurableErrors, 401: DurableError, 404: DurableError, 500: DurableError}
+_WORKER = "/v1/templates/<template_id>/workers/<worker_name>"
+
+
+def _service():
+    return current_app.runtime.durable  # type: ignore[attr-defined]
+
+
+def _errors(handler):
+    """Turn the service's `WorkerError` into the family's error body."""
+
+    @wraps(handler)
+    async def wrapper(**kwargs):
+        try:
+            return await handler(**kwargs)
+        except WorkerError as err:
+            raise ApiError(err.status, "DURABLE", err.message, problems=err.problems) from None
+
+    return wrapper
+
+
+@api.route("/v1/templates", "GET", summary="List the registered templates and their exported functions",
+           responses={200: list[TemplateInfo], 401: DurableError})
+@_errors
+async def list_templates():
+    return _service().list_templates()
+
+
+@api.route("/v1/templates/<template_id>/workers", "POST", summary="Create a durable worker of a template",
+           body=WorkerCreationRequest,
+           responses={200: VersionedWorkerId, **_ERRORS, 403: DurableError, 409: DurableError})
+@_errors
+async def create_worker(template_id: str, body: WorkerCreationRequest):
+    return await _service().create_worker(template_id, body.name, body.args, body.env)
+
+
+@api.route("/v1/templates/workers/<worker_id>", "GET",
+           summary="The components of a textual worker id templateId.workerName",
+           responses={200: VersionedWorkerId, **_ERRORS})
+@_errors
+async def parse_worker_id(worker_id: str):
+    return await _service().parse_worker_id(worker_id)
+
+
+@api.route(_WORKER, "GET", summary="A worker's metadata", responses={200: WorkerMetadata, **_ERRORS})
+@_errors
+async def get_worker(template_id: str, worker_name: str):
+    return await _service().metadata(template_id, worker_name)
+
+
+@api.route(_WORKER, "DELETE", summary="Interrupt and delete a worker", responses={200: None, **_ERRORS})
+@_errors
+async def delete_worker(template_id: str, worker_name: str):
+    await _service().delete(template_id, worker_name)
+    return Reply(200)
+
+
+@api.route(f"{_WORKER}/key", "POST", summary="Create an invocation key for a worker",
+           responses={200: InvocationKey, **_ERRORS})
+@_errors
+async def create_key(template_id: str, worker_name: str):
+    return InvocationKey(await _service().new_key(template_id, worker_name))
+
+
+@api.route(f"{_WORKER}/invoke-and-await", "POST",
+           summary="Invoke a function under an invocation key and await its result (a retried key runs once)",
+           query=InvokeAndAwaitQuery, body=InvokeParameters,
+           responses={200: InvokeResult, **_ERRORS, 504: DurableError})
+@_errors
+async def invoke_and_await(template_id: str, worker_name: str, query: InvokeAndAwaitQuery, body: InvokeParameters):
+    return await _service().invoke_and_await(
+        template_id, worker_name, query.function, body.params, query.invocation_key, query.calling_convention
+    )
+
+
+@api.route(f"{_WORKER}/invoke", "POST", summary="Enqueue an invocation and return once it is persisted",
+           query=InvokeQuery, body=InvokeParameters, responses={200: None, **_ERRORS})
+@_errors
+async def invoke(template_id: str, worker_name: str, query: InvokeQuery, body: InvokeParameters):
+    await _service().invoke(template_id, worker_name, query.function, body.params)
+    return Reply(200)
+
+
+@api.route(f"{_WORKER}/complete", "POST",
+           summary="Complete a promise: true, or false when it was already completed",
+           body=CompleteParameters, responses={200: bool, **_ERRORS})
+@_errors
+async def complete_promise(template_id: str, worker_name: str, body: CompleteParameters):
+    return await _service().complete(template_id, worker_name, body.oplogIdx, body.data)
+
+
+@api.route(f"{_WORKER}/interrupt", "POST",
+           summary="Interrupt the running invocation (recover-immediately: re-run it at once)",
+           query=InterruptQuery, responses={200: bool, **_ERRORS})
+@_errors
+async def interrupt_worker(template_id: str, worker_name: str, query: InterruptQuery):
+    recover = query.recover_immediately or query.recovery_immediately
+    return await _service().interrupt(template_id, worker_name, recover)
+
+
+@api.route(f"{_WORKER}/oplog", "GET", summary="A worker's persisted events (ours, not in the reference)",
+           responses={200: Oplog, **_ERRORS})
+@_errors
+async def worker_oplog(template_id: str, worker_name: str):
+    return await _service().oplog(template_id, worker_name)

@@ -1,0 +1,429 @@
+"""One durable worker instance: an actor whose invocations run one at a time, in arrival order.
+
+The actor has two tasks that share its state (on one trio thread, so no locks): the message
+loop answers the API (invoke, keys, complete, interrupt, describe, remove) and never waits for
+an invocation; the runner takes the queue head and runs it against the template object.
+
+Durability: an invocation is persisted before it is acknowledged, and its result is recorded
+together with the new state in one write. A re-run (after a restart, an interrupt or a retry)
+starts from the last recorded state; the promises it creates are handed back by position, so
+it finds the same promise ids, completed or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import msgspec
+import trio
+
+from ..core.actor import Actor, Reply
+from ..core.store import Store
+from . import store as sql
+from .models import EXITED, FAILED, IDLE, INTERRUPTED, RETRYING, RUNNING, SUSPENDED, WorkerError
+from .store import PendingInvocation, Snapshot
+from .templates import TemplateSpec
+
+log = logging.getLogger("amp_runtime.durable")
+
+
+# -- the mailbox ---------------------------------------------------------------------------
+class Invoke(msgspec.Struct, tag=True):
+    """Routes -> instance: run `function`. With `wait`, the reply is the `Outcome`; without,
+    the reply comes once the invocation is persisted. A known `key` is answered from its record."""
+
+    function: str
+    params: list[Any]
+    key: str | None = None
+    convention: str = "component"
+    wait: bool = True
+
+
+class NewKey(msgspec.Struct, tag=True):
+    """Routes -> instance: issue and persist an invocation key."""
+
+
+class Complete(msgspec.Struct, tag=True):
+    """Routes -> instance: complete the promise `idx`; replies True, False (already), or 404."""
+
+    idx: int
+    data: list[int]
+
+
+class Interrupt(msgspec.Struct, tag=True):
+    """Routes -> instance: cancel the running invocation; `recover` re-runs it at once."""
+
+    recover: bool = False
+
+
+class Describe(msgspec.Struct, tag=True):
+    """Routes -> instance: the current status and retry count."""
+
+
+class Remove(msgspec.Struct, tag=True):
+    """Service -> instance: interrupt, delete every record, stop."""
+
+
+class StopAccepting(msgspec.Struct, tag=True):
+    """Service -> instance at shutdown: start nothing new; fail waiters of unstarted work."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an invocation ended: `ok` with the JSON result list, or the error text."""
+
+    ok: bool
+    payload: bytes  # JSON result list when ok, else the error message (UTF-8)
+
+
+@dataclass(slots=True)
+class _Promise:
+    invocation_seq: int
+    ordinal: int
+    completed: bool = False
+    data: list[int] | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass(slots=True)
+class InstanceEnv:
+    """What an instance needs from the service."""
+
+    store: Store
+    max_retries: int
+    retry_delay_s: float
+    count: Callable[[str], None]  # metrics: invocation outcomes
+
+
+def worker_key(template_id: str, name: str) -> str:
+    return f"{template_id}.{name}"
+
+
+class Instance(Actor):
+    def __init__(self, spec: TemplateSpec, name: str, env: InstanceEnv, *, mailbox_size: int = 1024):
+        super().__init__(f"durable:{spec.name}/{name}", mailbox_size=mailbox_size)
+        self.spec = spec
+        self.worker_name = name
+        self.worker = worker_key(spec.template_id, name)
+        self.env_ = env
+        self.removed = False
+        self.stopped = False
+
+    # -- the WorkerContext seen by template functions (self.ctx) ---------------------
+    @property
+    def args(self) -> list[str]:
+        return self.row.args
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.row.env
+
+    async def create_promise(self) -> int:
+        """A promise id (an oplog index). A re-run of the same invocation gets the same ids
+        back in the same order. The write is shielded: once made, the id is remembered."""
+        seq = self._current.seq
+        ordinal = self._ordinal
+        self._ordinal += 1
+        for idx, promise in self.promises.items():
+            if promise.invocation_seq == seq and promise.ordinal == ordinal:
+                return idx
+        idx = self._next_idx()
+        with trio.CancelScope(shield=True):
+            await self.env_.store.write(sql.create_promise, self.worker, idx, seq, ordinal)
+        self.promises[idx] = _Promise(seq, ordinal)
+        return idx
+
+    async def await_promise(self, promise_id: int) -> bytes:
+        """The completion data; the worker is Suspended until then. Cancelled by an interrupt."""
+        promise = self.promises.get(promise_id)
+        if promise is None:
+            raise KeyError(f"unknown promise {promise_id}")
+        if not promise.completed:
+            self.status = SUSPENDED
+            try:
+                await promise.done.wait()
+            finally:
+                if self.status == SUSPENDED:
+                    self.status = RUNNING
+        return bytes(promise.data or [])
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await super().run()
+            nursery.cancel_scope.cancel()
+
+    async def on_start(self) -> None:
+        """Rebuild from the store (also after a crash): state, queue, keys, promises."""
+        snap: Snapshot | None = await self.env_.store.read(sql.load_snapshot, self.worker)
+        if snap is None:  # removed while restarting
+            self.removed = True
+            self.close()
+            return
+        self.row = snap.row
+        self.status = snap.row.status  # Idle, Interrupted or Failed
+        self.retry_count = snap.row.retry_count
+        self.committed_state = snap.row.state
+        self.obj = self.spec.new_object(self, self.committed_state)
+        self.last_idx = snap.last_idx
+        self.queue: deque[PendingInvocation] = deque(snap.pending)
+        self.keys = dict(snap.keys)
+        self.outcomes = {seq: Outcome(ok, payload) for seq, (ok, payload) in snap.outcomes.items()}
+        self.promises = {
+            p.idx: _Promise(p.invocation_seq, p.ordinal, p.completed, p.data) for p in snap.promises
+        }
+        for promise in self.promises.values():
+            if promise.completed:
+                promise.done.set()
+        self.waiters: dict[int, list[Reply]] = {}
+        self._current: PendingInvocation | None = None
+        self._scope: trio.CancelScope | None = None
+        self._ordinal = 0
+        self._changed = trio.Event()
+        self._nursery.start_soon(self._run_invocations)
+
+    def _next_idx(self) -> int:
+        self.last_idx += 1
+        return self.last_idx
+
+    def _poke(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # -- the message loop --------------------------------------------------------------
+    async def handle(self, msg: Any, reply: Reply | None) -> None:
+        if self.removed:
+            if reply is not None:
+                reply.fail(WorkerError(404, f"worker {self.worker_name} was deleted"))
+            return
+        match msg:
+            case Invoke():
+                await self._invoke(msg, reply)
+            case NewKey():
+                key = str(uuid.uuid4())
+                await self.env_.store.write(sql.add_key, self.worker, key)
+                self.keys[key] = None
+                reply and reply.set(key)
+            case Complete(idx=idx, data=data):
+                await self._complete(idx, data, reply)
+            case Interrupt(recover=recover):
+                await self._interrupt(recover)
+                reply and reply.set(True)
+            case Describe():
+                reply and reply.set((self.status, self.retry_count, self.row))
+            case Remove():
+                await self._remove()
+                reply and reply.set(None)
+            case StopAccepting():
+                self.stopped = True
+                self._fail_waiters(lambda seq: self._current is None or seq != self._current.seq,
+                                   WorkerError(500, "the server is shutting down; retry with the same invocation key"))
+                reply and reply.set(None)
+            case _:
+                raise TypeError(f"unexpected message {msg!r}")
+
+    async def _invoke(self, msg: Invoke, reply: Reply | None) -> None:
+        if msg.key is not None:
+            if msg.key not in self.keys:
+                raise_to(reply, WorkerError(400, f"unknown invocation key {msg.key!r}: create one with POST .../key"))
+                return
+            seq = self.keys[msg.key]
+            if seq is not None:  # a retry: answer from the record, or wait for the same run
+                if seq in self.outcomes:
+                    reply and reply.set(self.outcomes[seq])
+                elif reply is not None:
+                    self.waiters.setdefault(seq, []).append(reply)
+                    await self._resume_if_interrupted()
+                return
+        if self.status == FAILED:
+            raise_to(reply, WorkerError(500, f"worker {self.worker_name} is Failed; delete and re-create it"))
+            return
+        if self.stopped:
+            raise_to(reply, WorkerError(500, "the server is shutting down"))
+            return
+        inv = PendingInvocation(self._next_idx(), msg.key, msg.function, msg.params, msg.convention)
+        await self.env_.store.write(sql.accept_invocation, self.worker, inv)
+        if msg.key is not None:
+            self.keys[msg.key] = inv.seq
+        self.queue.append(inv)
+        if reply is not None:
+            if msg.wait:
+                self.waiters.setdefault(inv.seq, []).append(reply)
+            else:
+                reply.set(None)
+        await self._resume_if_interrupted()
+        self._poke()
+
+    async def _resume_if_interrupted(self) -> None:
+        """An interrupted worker resumes the first time it is used."""
+        if self.status == INTERRUPTED:
+            self.status = IDLE
+            await self.env_.store.write(
+                sql.set_status, self.worker, self._next_idx(), "resume", IDLE, self.retry_count, {}
+            )
+            self._poke()
+
+    async def _complete(self, idx: int, data: list[int], reply: Reply | None) -> None:
+        promise = self.promises.get(idx)
+        if promise is None:
+            raise_to(reply, WorkerError(404, f"promise {idx} not found on worker {self.worker_name}"))
+            return
+        if promise.completed:
+            reply and reply.set(False)
+            return
+        await self.env_.store.write(sql.complete_promise, self.worker, self._next_idx(), idx, data)
+        promise.completed, promise.data = True, data
+        promise.done.set()
+        reply and reply.set(True)
+
+    async def _interrupt(self, recover: bool) -> None:
+        if self.status in (FAILED, EXITED, INTERRUPTED):
+            return  # nothing runs: not an error
+        if recover:  # a simulated host restart: re-run from the recorded state, status unchanged
+            if self._scope is not None:
+                self._scope.cancel()
+            return
+        self.status = INTERRUPTED
+        if self._scope is not None:
+            self._scope.cancel()
+        await self.env_.store.write(
+            sql.set_status, self.worker, self._next_idx(), "interrupt", INTERRUPTED, self.retry_count, {}
+        )
+
+    async def _remove(self) -> None:
+        self.removed = True
+        if self._scope is not None:
+            self._scope.cancel()
+        await self.env_.store.write(sql.delete_worker, self.worker)
+        self._fail_waiters(lambda seq: True, WorkerError(404, f"worker {self.worker_name} was deleted"))
+        self._poke()
+        self.close()
+
+    def _fail_waiters(self, which: Callable[[int], bool], error: WorkerError) -> None:
+        for seq in [s for s in self.waiters if which(s)]:
+            for reply in self.waiters.pop(seq):
+                reply.fail(error)
+
+    # -- the runner --------------------------------------------------------------------
+    def _can_run(self) -> bool:
+        return bool(self.queue) and self.status not in (INTERRUPTED, FAILED) and not self.removed and not self.stopped
+
+    async def _run_invocations(self) -> None:
+        """Run the queue head until the queue is empty; cancelled when the actor stops."""
+        while True:
+            while not self._can_run():
+                if self.status in (RUNNING, RETRYING):
+                    self.status = IDLE
+                await self._changed.wait()
+            await self._run_one(self.queue[0])
+
+    async def _run_one(self, inv: PendingInvocation) -> None:
+        attempts = 0
+        while True:
+            self.status = RUNNING
+            outcome, state, error = await self._attempt(inv)
+            if outcome is None and error is None:  # interrupted: the loop decides what next
+                self.obj = self.spec.new_object(self, self.committed_state)
+                self.env_.count("interrupted")
+                return
+            if error is None:
+                await self._finish(inv, outcome, state)
+                return
+            self.obj = self.spec.new_object(self, self.committed_state)
+            attempts += 1
+            if attempts > self.env_.max_retries:
+                await self._fail(inv, error)
+                return
+            self.retry_count += 1
+            self.status = RETRYING
+            self.env_.count("retried")
+            with trio.CancelScope(shield=True):
+                await self.env_.store.write(
+                    sql.set_status, self.worker, self._next_idx(), "retry", IDLE, self.retry_count,
+                    {"invocation": inv.seq, "error": error},
+                )
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                await trio.sleep(self.env_.retry_delay_s)
+            self._scope = None
+            if scope.cancelled_caught:
+                return
+
+    async def _attempt(self, inv: PendingInvocation) -> tuple[bytes | None, bytes | None, str | None]:
+        """Run the function once: (result JSON, state JSON, None), (None, None, error) or,
+        when interrupted, (None, None, None)."""
+        self._current, self._ordinal = inv, 0
+        result = state = error = None
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                function = self.spec.functions[inv.function]
+                params = decode_params(inv)
+                value = await getattr(self.obj, inv.function)(*function.convert_params(params))
+                result = encode_result(value, function.returns_nothing, inv.convention)
+                state = self.spec.encode_state(self.obj)
+            except Exception as exc:
+                log.info("%s: %s raised %s: %s", self.name, inv.function, type(exc).__name__, exc)
+                error = f"{type(exc).__name__}: {exc}"
+        self._scope, self._current = None, None
+        if scope.cancelled_caught:
+            return None, None, None
+        return result, state, error
+
+    async def _finish(self, inv: PendingInvocation, result: bytes, state: bytes) -> None:
+        with trio.CancelScope(shield=True):  # recorded exactly once, whatever happens meanwhile
+            await self.env_.store.write(sql.finish_invocation, self.worker, self._next_idx(), inv.seq, result, state)
+        self.committed_state = state
+        self.queue.popleft()
+        outcome = Outcome(True, result)
+        if inv.key is not None:
+            self.outcomes[inv.seq] = outcome
+        for reply in self.waiters.pop(inv.seq, []):
+            reply.set(outcome)
+        self.env_.count("completed")
+
+    async def _fail(self, inv: PendingInvocation, error: str) -> None:
+        """Retries exhausted: the worker is Failed; what was queued behind it fails too."""
+        errors = {inv.seq: error}
+        for queued in list(self.queue)[1:]:
+            errors[queued.seq] = f"not run: worker {self.worker_name} failed"
+        with trio.CancelScope(shield=True):
+            await self.env_.store.write(
+                sql.fail_invocations, self.worker, self._next_idx(), errors, self.retry_count, FAILED
+            )
+        self.status = FAILED
+        self.queue.clear()
+        for seq, text in errors.items():
+            outcome = Outcome(False, text.encode())
+            if seq in self.keys.values():
+                self.outcomes[seq] = outcome
+            for reply in self.waiters.pop(seq, []):
+                reply.set(outcome)
+        self.env_.count("failed")
+
+
+def raise_to(reply: Reply | None, error: Exception) -> None:
+    if reply is not None:
+        reply.fail(error)
+
+
+def decode_params(inv: PendingInvocation) -> list[Any]:
+    """`component`: the params as sent. `stdio`: one string holding the JSON params (a list,
+    or a single value)."""
+    if inv.convention != "stdio":
+        return inv.params
+    value = msgspec.json.decode(inv.params[0])
+    return value if isinstance(value, list) else [value]
+
+
+def encode_result(value: Any, returns_nothing: bool, convention: str) -> bytes:
+    """The JSON result list: `[]` for a function returning None, else `[value]`; with `stdio`,
+    `[json text of the value]`."""
+    if convention == "stdio":
+        return msgspec.json.encode([msgspec.json.encode(value).decode()])
+    return msgspec.json.encode([] if returns_nothing and value is None else [value])

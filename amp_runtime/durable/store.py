@@ -1,0 +1,219 @@
+"""The durable workers' SQL: plain functions of a connection, run by the coordinator.
+
+Write functions run inside the coordinator's group-commit transaction (never BEGIN here) and
+may be re-run alone if their batch fails, so each is self-contained. Every change a worker
+makes lands in one write together with its oplog entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from ..core.clock import naive_utc, utcnow
+
+_json = msgspec.json.encode
+
+
+@dataclass(slots=True)
+class WorkerRow:
+    worker: str
+    template_id: str
+    name: str
+    template_version: int
+    args: list[str]
+    env: dict[str, str]
+    status: str
+    retry_count: int
+    state: bytes
+
+
+@dataclass(slots=True)
+class PendingInvocation:
+    seq: int
+    key: str | None
+    function: str
+    params: list[Any]  # as sent (JSON values)
+    convention: str
+
+
+@dataclass(slots=True)
+class PromiseRow:
+    idx: int
+    invocation_seq: int
+    ordinal: int
+    completed: bool
+    data: list[int] | None
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """All a worker instance needs to come back after a restart."""
+
+    row: WorkerRow
+    last_idx: int
+    pending: list[PendingInvocation] = field(default_factory=list)
+    keys: dict[str, int | None] = field(default_factory=dict)  # key -> invocation seq (None = unused)
+    outcomes: dict[int, tuple[bool, bytes]] = field(default_factory=dict)  # keyed seq -> (ok, result or error)
+    promises: list[PromiseRow] = field(default_factory=list)
+
+
+def _oplog(conn, worker: str, idx: int, kind: str, detail: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO durable_oplog (worker, idx, kind, detail, logged_at) VALUES (?, ?, ?, ?, ?)",
+        [worker, idx, kind, _json(detail).decode(), naive_utc(utcnow())],
+    )
+
+
+# -- templates ---------------------------------------------------------------------------
+def sync_template_version(conn, template_id: str, name: str, interface_hash: str) -> int:
+    """The template's current version: the last one if its interface is unchanged, else +1."""
+    row = conn.execute(
+        "SELECT version, interface_hash FROM durable_template_versions WHERE template_id = ?"
+        " ORDER BY version DESC LIMIT 1",
+        [template_id],
+    ).fetchone()
+    if row is not None and row[1] == interface_hash:
+        return row[0]
+    version = 1 if row is None else row[0] + 1
+    conn.execute(
+        "INSERT INTO durable_template_versions VALUES (?, ?, ?, ?, ?)",
+        [template_id, name, version, interface_hash, naive_utc(utcnow())],
+    )
+    return version
+
+
+# -- workers -----------------------------------------------------------------------------
+def create_worker(conn, row: WorkerRow, max_workers: int) -> str:
+    """Insert a worker: "ok", or "exists" / "full" without writing anything."""
+    if conn.execute("SELECT 1 FROM durable_workers WHERE worker = ?", [row.worker]).fetchone():
+        return "exists"
+    (count,) = conn.execute("SELECT count(*) FROM durable_workers").fetchone()
+    if count >= max_workers:
+        return "full"
+    conn.execute(
+        "INSERT INTO durable_workers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [row.worker, row.template_id, row.name, row.template_version, _json(row.args).decode(),
+         _json(row.env).decode(), row.status, row.retry_count, row.state, naive_utc(utcnow())],
+    )
+    _oplog(conn, row.worker, 0, "create", {"args": row.args, "env": row.env})
+    return "ok"
+
+
+def _worker_rows(rows) -> list[WorkerRow]:
+    return [
+        WorkerRow(w, t, n, v, msgspec.json.decode(a), msgspec.json.decode(e), s, r, bytes(st))
+        for w, t, n, v, a, e, s, r, st in rows
+    ]
+
+
+_WORKER_COLUMNS = "worker, template_id, name, template_version, args, env, status, retry_count, state"
+
+
+def list_workers(conn) -> list[WorkerRow]:
+    return _worker_rows(conn.execute(f"SELECT {_WORKER_COLUMNS} FROM durable_workers ORDER BY created_at").fetchall())
+
+
+def load_snapshot(conn, worker: str) -> Snapshot | None:
+    rows = _worker_rows(conn.execute(f"SELECT {_WORKER_COLUMNS} FROM durable_workers WHERE worker = ?", [worker]).fetchall())
+    if not rows:
+        return None
+    (last_idx,) = conn.execute("SELECT coalesce(max(idx), 0) FROM durable_oplog WHERE worker = ?", [worker]).fetchone()
+    snap = Snapshot(rows[0], last_idx)
+    for seq, key, function, params, convention, outcome, result, error in conn.execute(
+        "SELECT seq, invocation_key, function, params, convention, outcome, result, error"
+        " FROM durable_invocations WHERE worker = ? AND (outcome = 'pending' OR invocation_key IS NOT NULL)"
+        " ORDER BY seq",
+        [worker],
+    ).fetchall():
+        if outcome == "pending":
+            snap.pending.append(PendingInvocation(seq, key, function, msgspec.json.decode(params), convention))
+        else:
+            snap.outcomes[seq] = (outcome == "ok", (result if outcome == "ok" else error).encode())
+        if key is not None:
+            snap.keys[key] = seq
+    for (key,) in conn.execute("SELECT invocation_key FROM durable_keys WHERE worker = ?", [worker]).fetchall():
+        snap.keys.setdefault(key, None)
+    snap.promises = [
+        PromiseRow(idx, seq, ordinal, completed, None if data is None else msgspec.json.decode(data))
+        for idx, seq, ordinal, completed, data in conn.execute(
+            "SELECT idx, invocation_seq, ordinal, completed, data FROM durable_promises WHERE worker = ?", [worker]
+        ).fetchall()
+    ]
+    return snap
+
+
+def delete_worker(conn, worker: str) -> None:
+    for table in ("durable_workers", "durable_oplog", "durable_invocations", "durable_keys", "durable_promises"):
+        conn.execute(f"DELETE FROM {table} WHERE worker = ?", [worker])
+
+
+def set_status(conn, worker: str, idx: int, kind: str, status: str, retry_count: int, detail: dict[str, Any]) -> None:
+    conn.execute(
+        "UPDATE durable_workers SET status = ?, retry_count = ? WHERE worker = ?", [status, retry_count, worker]
+    )
+    _oplog(conn, worker, idx, kind, detail)
+
+
+def oplog(conn, worker: str) -> list[tuple[int, str, str, datetime]]:
+    return conn.execute(
+        "SELECT idx, kind, detail, logged_at FROM durable_oplog WHERE worker = ? ORDER BY idx", [worker]
+    ).fetchall()
+
+
+# -- keys and invocations ----------------------------------------------------------------
+def add_key(conn, worker: str, key: str) -> None:
+    conn.execute("INSERT INTO durable_keys VALUES (?, ?, ?)", [worker, key, naive_utc(utcnow())])
+
+
+def accept_invocation(conn, worker: str, inv: PendingInvocation) -> None:
+    conn.execute(
+        "INSERT INTO durable_invocations (worker, seq, invocation_key, function, params, convention, outcome, accepted_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+        [worker, inv.seq, inv.key, inv.function, _json(inv.params).decode(), inv.convention, naive_utc(utcnow())],
+    )
+    _oplog(conn, worker, inv.seq, "invoke", {"function": inv.function, "key": inv.key})
+
+
+def finish_invocation(conn, worker: str, idx: int, seq: int, result: bytes, state: bytes) -> None:
+    """Record the result and the new state together: the invocation is done exactly once."""
+    conn.execute(
+        "UPDATE durable_invocations SET outcome = 'ok', result = ?, finished_at = ? WHERE worker = ? AND seq = ?",
+        [result.decode(), naive_utc(utcnow()), worker, seq],
+    )
+    conn.execute("UPDATE durable_workers SET state = ? WHERE worker = ?", [state, worker])
+    _oplog(conn, worker, idx, "done", {"invocation": seq})
+
+
+def fail_invocations(conn, worker: str, idx: int, errors: dict[int, str], retry_count: int, status: str) -> None:
+    """Record failed invocations (the one that exhausted its retries and those queued behind it)."""
+    now = naive_utc(utcnow())
+    for seq, error in errors.items():
+        conn.execute(
+            "UPDATE durable_invocations SET outcome = 'error', error = ?, finished_at = ? WHERE worker = ? AND seq = ?",
+            [error, now, worker, seq],
+        )
+    conn.execute(
+        "UPDATE durable_workers SET status = ?, retry_count = ? WHERE worker = ?", [status, retry_count, worker]
+    )
+    _oplog(conn, worker, idx, "failed", {"invocations": list(errors)})
+
+
+# -- promises ----------------------------------------------------------------------------
+def create_promise(conn, worker: str, idx: int, invocation_seq: int, ordinal: int) -> None:
+    conn.execute(
+        "INSERT INTO durable_promises (worker, idx, invocation_seq, ordinal, completed) VALUES (?, ?, ?, ?, false)",
+        [worker, idx, invocation_seq, ordinal],
+    )
+    _oplog(conn, worker, idx, "promise", {"invocation": invocation_seq})
+
+
+def complete_promise(conn, worker: str, idx: int, promise_idx: int, data: list[int]) -> None:
+    conn.execute(
+        "UPDATE durable_promises SET completed = true, data = ?, completed_at = ? WHERE worker = ? AND idx = ?",
+        [_json(data).decode(), naive_utc(utcnow()), worker, promise_idx],
+    )
+    _oplog(conn, worker, idx, "complete", {"promise": promise_idx})

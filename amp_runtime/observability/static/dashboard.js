@@ -284,7 +284,7 @@ async function refreshStats() {
   try {
     const stats = await api("/workers.get_stats", { method: "POST", body: {
       from_date: from, to_date: to, interval,
-            // `category` too: the reference clients name the aggregation that way.
+      // `category` too: the reference clients name the aggregation that way.
       items: ["cpu_usage", "memory_used"].map((key) => ({ key, aggregation: "avg", category: "avg" })) } });
     const byMetric = { cpu_usage: [], memory_used: [] };
     for (const worker of stats.data.workers || []) {

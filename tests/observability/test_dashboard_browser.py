@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -49,7 +48,7 @@ def chromium_page(profile_parent: Path):
 
 
 def browse(url: str, shots: Path, call) -> dict:
-    """The browser side of the test; `call(fn, *args)` runs an async fn in the test's trio loop."""
+    """The browser side of the test; `call(name, *args)` runs an async action in the test's trio loop."""
     seen: dict = {"prompts": 0, "page_errors": []}
     with chromium_page(shots) as page:
 
@@ -61,14 +60,17 @@ def browse(url: str, shots: Path, call) -> dict:
         page.on("pageerror", lambda exc: seen["page_errors"].append(str(exc)))
         page.goto(url + "/ui")
 
-        # Live gauge: idle, then one slot busy while a 1.5 s task runs, then idle again.
+        # Live gauge: idle, then one slot busy while a 1.5 s task started from the page runs.
         page.wait_for_selector("#conn.ok")  # the WebSocket is open
         page.wait_for_selector(_gauge(0))
-        call("start_task")
+        page.select_option("#run-function", "sleep")
+        page.fill("#run-input", '{"ms": 1500}')
+        page.click("#run-form button")
         page.wait_for_selector(_gauge(1), timeout=5_000)
         page.wait_for_selector('#recent-tasks tr[data-status="running"]', timeout=5_000)
         page.wait_for_selector(_gauge(0), timeout=10_000)
         page.wait_for_selector('#recent-tasks tr[data-status="completed"]', timeout=10_000)
+        page.wait_for_function("() => document.querySelector('#run-result').textContent.startsWith('completed')")
         assert "sleep" in page.locator("#outcomes").inner_text()
         page.wait_for_function(_points("#chart-slots"))
 
@@ -105,12 +107,9 @@ def browse(url: str, shots: Path, call) -> dict:
     return seen
 
 
-async def test_dashboard_shows_slots_tasks_jobs_and_charts(server_factory, nursery, tmp_path):
+async def test_dashboard_shows_slots_tasks_jobs_and_charts(server_factory, tmp_path):
     srv = await server_factory(auth={"api_key": KEY}, jobs={"continuous_blocks_per_s": 200.0})
     client = srv.client
-
-    async def start_task():
-        nursery.start_soon(partial(client.post, "/task", json={"function": "sleep", "contract": 1, "input": {"ms": 1500}}))
 
     async def create_job(end_block):
         r = await client.post("/jobs", json={"dataset": "example/blocks@1.0.0", "start_block": 0, "end_block": end_block})
@@ -122,7 +121,7 @@ async def test_dashboard_shows_slots_tasks_jobs_and_charts(server_factory, nurse
             "from_date": 0, "to_date": 1, "interval": 1, "items": [{"key": "cpu_usage", "aggregation": "avg"}]})
         return r.status_code != 404
 
-    actions = {"start_task": start_task, "create_job": create_job, "registry_available": registry_available}
+    actions = {"create_job": create_job, "registry_available": registry_available}
 
     def call(name, *args):
         return trio.from_thread.run(actions[name], *args)

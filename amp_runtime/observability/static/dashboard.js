@@ -221,6 +221,35 @@ async function refreshTasks() {
   fillTable($("#outcomes"), overview.outcomes.map((o) => [o.worker, o.function, o.mode, o.status, o.count]));
 }
 
+// Tasks started from the page: sync, so the answer carries the final state.
+async function loadFunctions() {
+  const health = await api("/health");
+  const select = $("#run-function");
+  select.replaceChildren(...(health.functions || []).map((f) =>
+    el("option", { value: f.name, "data-contract": f.contract }, f.name)));
+}
+
+async function runTask(event) {
+  event.preventDefault();
+  const option = $("#run-function").selectedOptions[0];
+  const note = $("#run-result");
+  let input;
+  try { input = JSON.parse($("#run-input").value || "null"); } catch (err) { note.textContent = `input: ${err.message}`; return; }
+  if (!option) return;
+  note.textContent = "running…";
+  try {
+    const result = await api("/task", { method: "POST", body: {
+      function: option.value, contract: Number(option.dataset.contract), input } });
+    recent.set(result.id, { id: result.id, function: option.value, worker: recent.get(result.id)?.worker ?? "",
+                            status: result.status, duration_ms: result.duration_ms });
+    note.textContent = `${result.status}: ${JSON.stringify(result.result ?? result.error ?? null).slice(0, 120)}`;
+  } catch (err) {
+    const body = err.body || {};
+    note.textContent = `${err.message} ${body.error_code || ""} ${body.error_message || ""}`;
+    if (body.status) recent.set(body.id, { ...body, function: option.value, worker: "" });
+  }
+}
+
 // -- jobs ----------------------------------------------------------------------------------
 const finalProgress = new Map();  // id -> progress of a terminal job (it no longer changes)
 
@@ -320,6 +349,8 @@ async function start() {
     if (await askForKey({ explicit: true })) location.reload();
   });
   connectSlots();
+  $("#run-form").addEventListener("submit", runTask);
+  loadFunctions().catch((err) => { $("#run-result").textContent = `functions: ${err.message}`; });
   setInterval(() => { if (Object.keys(slots).length) sampleSlots(); }, 1000);
   every(1000, refreshTasks);
   every(1000, refreshJobs);

@@ -1,0 +1,32 @@
+"""Templates only the tests use: registered when this module is imported (in-process servers)."""
+
+from __future__ import annotations
+
+import amp_runtime
+
+# Attempts per flaky call, outside the durable state on purpose: retries must not reset it.
+ATTEMPTS: dict[str, int] = {}
+
+
+@amp_runtime.template("test-flaky")
+class Flaky:
+    calls: int = 0
+
+    async def succeed_after(self, name: str, failures: int) -> int:
+        ATTEMPTS[name] = ATTEMPTS.get(name, 0) + 1
+        self.calls += 1  # rolled back with each failed attempt
+        if ATTEMPTS[name] <= failures:
+            raise RuntimeError(f"attempt {ATTEMPTS[name]} fails")
+        return self.calls
+
+    async def boom(self) -> None:
+        raise ValueError("always")
+
+
+@amp_runtime.template("test-typed")
+class Typed:
+    async def mix(self, n: int, s: str, xs: list[float], flag: bool = False) -> dict:
+        return {"n": n, "s": s, "xs": xs, "flag": flag}
+
+    async def echo_env(self) -> dict:
+        return {"args": self.ctx.args, "env": self.ctx.env, "name": self.ctx.worker_name}

@@ -220,9 +220,10 @@ class Instance(Actor):
                 await self._remove()
                 reply and reply.set(None)
             case StopAccepting():
+                # Only a running invocation may finish within the grace period; a caller waiting
+                # for anything else (queued, suspended) would only hold the shutdown up.
                 self.stopped = True
-                self._fail_waiters(lambda seq: self._current is None or seq != self._current.seq,
-                                   WorkerError(500, "the server is shutting down; retry with the same invocation key"))
+                self._fail_waiters(lambda seq: not self._is_running(seq), _shutting_down())
                 reply and reply.set(None)
             case _:
                 raise TypeError(f"unexpected message {msg!r}")
@@ -236,6 +237,8 @@ class Instance(Actor):
             if seq is not None:  # a retry: answer from the record, or wait for the same run
                 if seq in self.outcomes:
                     reply and reply.set(self.outcomes[seq])
+                elif self.stopped:
+                    raise_to(reply, _shutting_down())
                 elif reply is not None:
                     self.waiters.setdefault(seq, []).append(reply)
                     await self._resume_if_interrupted()
@@ -244,7 +247,7 @@ class Instance(Actor):
             raise_to(reply, WorkerError(500, f"worker {self.worker_name} is Failed; delete and re-create it"))
             return
         if self.stopped:
-            raise_to(reply, WorkerError(500, "the server is shutting down"))
+            raise_to(reply, _shutting_down())
             return
         inv = PendingInvocation(self._next_idx(), msg.key, msg.function, msg.params, msg.convention)
         await self.env_.store.write(sql.accept_invocation, self.worker, inv)
@@ -303,6 +306,9 @@ class Instance(Actor):
         self._fail_waiters(lambda seq: True, WorkerError(404, f"worker {self.worker_name} was deleted"))
         self._poke()
         self.close()
+
+    def _is_running(self, seq: int) -> bool:
+        return self.status == RUNNING and self._current is not None and self._current.seq == seq
 
     def _fail_waiters(self, which: Callable[[int], bool], error: WorkerError) -> None:
         for seq in [s for s in self.waiters if which(s)]:
@@ -405,6 +411,11 @@ class Instance(Actor):
             for reply in self.waiters.pop(seq, []):
                 reply.set(outcome)
         self.env_.count("failed")
+
+
+def _shutting_down() -> WorkerError:
+    return WorkerError(500, "the server is shutting down; the invocation resumes at the next start "
+                            "(retry with the same invocation key)")
 
 
 def raise_to(reply: Reply | None, error: Exception) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import trio
 
+from ..config import ConfigError
 from ..core.actor import ActorUnavailable, RestartBudgetExceeded, supervise
 from ..core.clock import rfc3339
 from ..core.service import ServiceBase
@@ -39,9 +40,26 @@ log = logging.getLogger("amp_runtime.durable")
 _WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def check_durable_config(durable) -> None:
+    """Raise ConfigError naming every `[durable]` key whose value cannot work."""
+    problems = [
+        f"durable.{key}: {rule}"
+        for key, ok, rule in (
+            ("max_workers", durable.max_workers >= 0, "must not be negative"),
+            ("max_retries", durable.max_retries >= 0, "must not be negative"),
+            ("retry_delay_s", durable.retry_delay_s >= 0, "must not be negative"),
+            ("invoke_timeout_s", durable.invoke_timeout_s > 0, "must be positive"),
+        )
+        if not ok
+    ]
+    if problems:
+        raise ConfigError("bad config: " + "; ".join(problems))
+
+
 class DurableService(ServiceBase):
     def __init__(self, runtime):
         super().__init__(runtime)
+        check_durable_config(self.config.durable)
         self.durable_config = self.config.durable
         self.instances: dict[str, Instance] = {}
         self.versions: dict[str, int] = {}  # templateId -> current version

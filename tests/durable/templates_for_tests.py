@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import trio
+
 import amp_runtime
 
 # Attempts per flaky call, outside the durable state on purpose: retries must not reset it.
@@ -30,3 +32,25 @@ class Typed:
 
     async def echo_env(self) -> dict:
         return {"args": self.ctx.args, "env": self.ctx.env, "name": self.ctx.worker_name}
+
+
+# Gates a test opens to let a `Gated.step` finish; STEPS logs starts and ends in order.
+GATES: dict[str, "trio.Event"] = {}
+STEPS: list[str] = []
+
+
+@amp_runtime.template("test-gated")
+class Gated:
+    done: list[str]
+
+    def __init__(self) -> None:
+        self.done = []
+
+    async def step(self, tag: str) -> list[str]:
+        STEPS.append(f"start {tag}")
+        self.done.append(tag)
+        gate = GATES.get(tag)
+        if gate is not None:
+            await gate.wait()
+        STEPS.append(f"end {tag}")
+        return self.done

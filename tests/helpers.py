@@ -97,7 +97,19 @@ async def spawn_server(
                 ready.set()
         ready.set()
 
+    async def reap() -> None:
+        # The test's nursery is cancelled at teardown: a server still running then is killed,
+        # so no process outlives its test.
+        try:
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                with trio.CancelScope(shield=True):
+                    await proc.wait()
+
     nursery.start_soon(pump)
+    nursery.start_soon(reap)
     if wait_ready:
         with trio.fail_after(timeout):
             await ready.wait()

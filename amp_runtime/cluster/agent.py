@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+import msgspec
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 
@@ -31,7 +32,15 @@ from .auth import bearer
 from .stats import MachineStats
 
 log = logging.getLogger("amp_runtime.cluster")
-MAX_BACKOFF_S = 5.0
+REFUSED_RETRY_S = 5.0  # a refused node retries slowly (the operator has to fix its key)
+RECONNECT_MAX_S = 1.0  # a lost coordinator is retried often: it is probably restarting
+
+
+def leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-exception groups (else `exc` itself)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class Refused(Exception):
@@ -156,26 +165,28 @@ class NodeAgent:
     # -- the channel -----------------------------------------------------------------------
     async def _channel_loop(self) -> None:
         ws_url = "ws" + self.coordinator[4:] + "/ws/cluster/node"
-        backoff = 0.2
+        backoff = 0.1
         while True:
             try:
-                await self._session(ws_url)
-                backoff = 0.2
+                try:
+                    await self._session(ws_url)
+                except Exception as raised:  # trio-websocket may wrap it in a group
+                    raise leaf(raised) from None
             except ConnectionRejected as exc:
                 reason = "wrong cluster key" if exc.status_code == 401 else "refused"
                 log.error("cluster: coordinator %s refused this node (%s, HTTP %s): check [cluster] key",
                           self.coordinator, reason, exc.status_code)
-                backoff = MAX_BACKOFF_S
+                backoff = REFUSED_RETRY_S
             except Refused as exc:
                 log.error("cluster: %s", exc)
-                backoff = MAX_BACKOFF_S
-            except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as exc:
+                backoff = REFUSED_RETRY_S
+            except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError, msgspec.DecodeError) as exc:
                 log.warning("cluster: channel to %s lost (%s); reconnecting", self.coordinator, type(exc).__name__)
+                backoff = min(backoff * 2, RECONNECT_MAX_S)
             finally:
                 for job in list(self._jobs.values()):
                     job.handle.cancel_scope.cancel()
             await trio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _session(self, ws_url: str) -> None:
         workers = [wire.WorkerInfo(w.id, list(w.groups), w.slots, w.max_queue) for w in self.config.workers]

@@ -26,6 +26,7 @@ from ..jobs.runner import RunnerEnv, RunnerHandle
 from ..jobs.store import JobRecord
 from . import wire
 from .auth import bearer
+from .agent import leaf
 from .nodes import Join, Leave, NodeTable, SlotsLost, SlotsPushed
 
 log = logging.getLogger("amp_runtime.cluster")
@@ -160,16 +161,22 @@ class Coordinator:
         headers = list(bearer(self.config.cluster.key).items())
         while True:
             try:
-                async with open_websocket_url(ws_url, extra_headers=headers, disconnect_timeout=1,
-                                              connect_timeout=self.config.cluster.connect_timeout_s) as ws:
-                    while True:
-                        state = _decode_slots(await ws.get_message())
-                        await self.table.tell(SlotsPushed(url, state.worker, state.free, state.total,
-                                                          state.queued, state.maintenance))
+                try:
+                    await self._follow_slots(url, ws_url, headers)
+                except Exception as raised:  # trio-websocket may wrap it in a group
+                    raise leaf(raised) from None
             except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError, msgspec.DecodeError) as exc:
                 log.warning("cluster: slots of node %s unavailable (%s); retrying", url, type(exc).__name__)
             self.table.tell_nowait(SlotsLost(url))
             await trio.sleep(1.0)
+
+    async def _follow_slots(self, url: str, ws_url: str, headers) -> None:
+        async with open_websocket_url(ws_url, extra_headers=headers, disconnect_timeout=1,
+                                      connect_timeout=self.config.cluster.connect_timeout_s) as ws:
+            while True:
+                state = _decode_slots(await ws.get_message())
+                await self.table.tell(SlotsPushed(url, state.worker, state.free, state.total,
+                                                  state.queued, state.maintenance))
 
     # -- jobs on nodes ---------------------------------------------------------------------
     async def run_remote_job(self, env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,20 +35,33 @@ class Cluster:
     nodes: list[ServerProcess]
     client: httpx.AsyncClient  # to the coordinator, with the API key
     output_dir: Path
+    env: dict[str, str]
 
     def node_client(self, node: ServerProcess) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=node.url, headers={"Authorization": API_KEY}, timeout=30)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def spawn_coordinator(nursery: trio.Nursery, tmp_path: Path, env: dict[str, str], port: int = 0) -> ServerProcess:
+    return await spawn_server(
+        nursery, tmp_path / "coord", "--config",
+        str(write_config(tmp_path / "coord.toml", "coord-01", ["coordinator-only"])),
+        "--bind", f"127.0.0.1:{port}",
+        env={**env, "AMP_FUNCTIONS_MODULES": '["tests.cluster.extra_dataset"]'})
+
+
 async def start_cluster(nursery: trio.Nursery, tmp_path: Path, nodes: int = 2, *, node_key: str = KEY,
-                        wait_joined: bool = True) -> Cluster:
+                        wait_joined: bool = True, port: int = 0, env: dict[str, str] | None = None) -> Cluster:
     """The coordinator's only local worker serves group "coordinator-only", so every task of
     the built-in functions (group "default") it answers was forwarded to a node."""
     output = tmp_path / "datasets"
-    env = {**FAST, "AMP_CLUSTER_KEY": KEY, "AMP_JOBS_OUTPUT_DIR": str(output)}
-    coordinator = await spawn_server(
-        nursery, tmp_path / "coord", "--config",
-        str(write_config(tmp_path / "coord.toml", "coord-01", ["coordinator-only"])), env=env)
+    env = {**FAST, "AMP_CLUSTER_KEY": KEY, "AMP_JOBS_OUTPUT_DIR": str(output), **(env or {})}
+    coordinator = await spawn_coordinator(nursery, tmp_path, env, port)
     started = []
     async with trio.open_nursery() as starting:
         for i in range(nodes):
@@ -59,7 +73,7 @@ async def start_cluster(nursery: trio.Nursery, tmp_path: Path, nodes: int = 2, *
             starting.start_soon(start)
     processes = [p for _, p in sorted(started, key=lambda item: item[0])]
     client = httpx.AsyncClient(base_url=coordinator.url, headers={"Authorization": API_KEY}, timeout=30)
-    cluster = Cluster(coordinator, processes, client, output)
+    cluster = Cluster(coordinator, processes, client, output, env)
     if wait_joined:
         await wait_until(lambda: all(b"cluster: joined" in p.output for p in processes), timeout=15)
         await wait_until(lambda: _forwards_to_all(cluster), timeout=15, interval=0.05)

@@ -1,4 +1,183 @@
-"""Registry reporting API (`/workers.*`, `/auth.login`)."""
-from ..core.http import Api
+"""Registry reporting API (`/workers.*`, `/auth.login`), wire-compatible with its original clients.
 
-api = Api("reporting", prefixes=("/workers.", "/auth.", "/v2."))
+Every answer, errors included, is wrapped in the `{"meta": ..., "data": ...}` envelope; paths are
+accepted bare and `/v2.N/`-prefixed, by GET (with a JSON body) as well as POST.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+
+import msgspec
+from quart import Blueprint, current_app, request
+
+from ..core.http import Api, ApiError, Reply
+from .models import (
+    API_VERSION,
+    VERSION_PREFIX,
+    ActivityData,
+    ActivityRequest,
+    CountData,
+    Empty,
+    Endpoint,
+    Envelope,
+    IdName,
+    LoginData,
+    Meta,
+    MetricKeysData,
+    MetricKeysRequest,
+    RegisterRequest,
+    ReportedWorker,
+    StatsData,
+    StatsRequest,
+    StatusReportRequest,
+    UnregisterRequest,
+    WorkersData,
+    WorkersFilter,
+    envelope_of,
+)
+from .service import epoch
+
+_encoder = msgspec.json.Encoder()
+
+
+def _endpoint() -> Endpoint:
+    """The endpoint name and requested version, from the request path."""
+    parts = request.path.strip("/").split("/")
+    requested = parts[0][1:] if len(parts) > 1 and VERSION_PREFIX.match(parts[0]) else API_VERSION
+    return Endpoint(name=parts[-1], requested_version=requested, actual_version=API_VERSION)
+
+
+def _meta(code: int, message: str, error_data: dict | None = None) -> Meta:
+    trx = uuid.uuid4().hex
+    return Meta(id=trx, trx=trx, endpoint=_endpoint(), result_code=code, result_subcode=0,
+                result_msg=message, error_stack="", error_data=error_data or {})
+
+
+def render_envelope_error(err: ApiError) -> bytes:
+    return _encoder.encode(Envelope(_meta(err.status, err.message, {"error_code": err.code, "problems": err.problems}), {}))
+
+
+def _authorize(credential: str) -> bool:
+    return current_app.runtime.registry.token_valid(credential)
+
+
+class _DottedPathBlueprint(Blueprint):
+    """`Api` names endpoints after their rule; Flask refuses dots there, and our paths have them."""
+
+    def add_url_rule(self, rule, endpoint=None, view_func=None, **options):
+        endpoint = endpoint.replace(".", "_") if endpoint else endpoint
+        return super().add_url_rule(rule, endpoint, view_func, **options)
+
+
+api = Api("reporting", prefixes=("/workers.", "/auth.", "/v2."), render_error=render_envelope_error,
+          authorize=_authorize)
+api.blueprint = _DottedPathBlueprint("reporting", __name__)
+
+
+def _ok(data: msgspec.Struct) -> Reply:
+    return Reply(200, Envelope(_meta(200, "OK"), data))
+
+
+def _check_version(version: str | None) -> None:
+    if version is not None and not VERSION_PREFIX.match(version):
+        raise ApiError(404, "NOT_FOUND", f"no route for {request.path}")
+
+
+def _registry():
+    return current_app.runtime.registry
+
+
+def _reporting_route(name: str, summary: str, body: type | None, data: type, *, public: bool = False,
+                     method: str = "POST", other: str = "GET"):
+    """`/name` and `/<version>/name`, by POST and GET alike."""
+    return api.route(f"/{name}", method, summary=summary, body=body, public=public,
+                     aliases=(f"/<version>/{name}",), extra_methods=(other,),
+                     responses={200: envelope_of(data), 400: Envelope, 401: Envelope})
+
+
+def _id_name(value: str | None) -> IdName | None:
+    return None if value is None else IdName(value, value)
+
+
+def _reported(rec) -> ReportedWorker:
+    return ReportedWorker(
+        id=rec.id, ip=rec.ip, register_time=epoch(rec.registered_at), last_activity_time=epoch(rec.heartbeat_at),
+        last_report_time=epoch(rec.last_report_at) if rec.last_report_at else None,
+        task=_id_name(rec.task), queue=_id_name(rec.queue), queues=[IdName(q, q) for q in rec.queues],
+        tags=rec.tags, system_tags=rec.system_tags,
+    )
+
+
+@_reporting_route("auth.login", "Log in with HTTP Basic access_key:secret_key; returns a JWT",
+                  None, LoginData, public=True, method="GET", other="POST")
+async def login(version: str | None = None) -> Reply:
+    _check_version(version)
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    try:
+        access_key, sep, secret_key = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        sep = ""
+    if scheme.lower() != "basic" or not sep:
+        raise ApiError(401, "UNAUTHORIZED", "HTTP Basic credentials access_key:secret_key are required")
+    return _ok(LoginData(_registry().login(access_key, secret_key)))
+
+
+@_reporting_route("workers.register", "Register a worker", RegisterRequest, Empty)
+async def register(body: RegisterRequest, version: str | None = None) -> Reply:
+    _check_version(version)
+    await _registry().register(body.worker, timeout=body.timeout, ip=request.remote_addr, queues=body.queues,
+                               tags=body.tags, system_tags=body.system_tags)
+    return _ok(Empty())
+
+
+@_reporting_route("workers.status_report", "Report a worker's status and machine stats", StatusReportRequest, Empty)
+async def status_report(body: StatusReportRequest, version: str | None = None) -> Reply:
+    _check_version(version)
+    await _registry().status_report(body, ip=request.remote_addr)
+    return _ok(Empty())
+
+
+@_reporting_route("workers.unregister", "Unregister a worker", UnregisterRequest, Empty)
+async def unregister(body: UnregisterRequest, version: str | None = None) -> Reply:
+    _check_version(version)
+    await _registry().unregister(body.worker)
+    return _ok(Empty())
+
+
+@_reporting_route("workers.get_all", "Registered workers (last_seen default 3600 s; tag filters)",
+                  WorkersFilter, WorkersData)
+async def get_all(body: WorkersFilter, version: str | None = None) -> Reply:
+    _check_version(version)
+    registry = _registry()
+    records = await registry.registered(body, default_last_seen=registry.settings.default_last_seen_s)
+    return _ok(WorkersData([_reported(r) for r in records]))
+
+
+@_reporting_route("workers.get_count", "Number of registered workers (same filters, no last_seen default)",
+                  WorkersFilter, CountData)
+async def get_count(body: WorkersFilter, version: str | None = None) -> Reply:
+    _check_version(version)
+    return _ok(CountData(len(await _registry().registered(body, default_last_seen=None))))
+
+
+@_reporting_route("workers.get_metric_keys", "Metric keys found in the stats, by category",
+                  MetricKeysRequest, MetricKeysData)
+async def get_metric_keys(body: MetricKeysRequest, version: str | None = None) -> Reply:
+    _check_version(version)
+    return _ok(await _registry().metric_keys(body.worker_ids))
+
+
+@_reporting_route("workers.get_stats", "Machine stats aggregated by interval", StatsRequest, StatsData)
+async def get_stats(body: StatsRequest, version: str | None = None) -> Reply:
+    _check_version(version)
+    return _ok(await _registry().stats(body))
+
+
+@_reporting_route("workers.get_activity_report", "Reporting and active workers per interval",
+                  ActivityRequest, ActivityData)
+async def get_activity_report(body: ActivityRequest, version: str | None = None) -> Reply:
+    _check_version(version)
+    return _ok(await _registry().activity(body.from_date, body.to_date, body.interval))

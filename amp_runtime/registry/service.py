@@ -1,11 +1,319 @@
-"""Stub of the registry service; the registry issue replaces the body, keeping these signatures."""
+"""The registry service: one registry behind both worker APIs, the own workers' heartbeats,
+expiry by timer, machine-stats time series and their retention, and reporting-API tokens."""
+
 from __future__ import annotations
 
+import logging
+import time
+from datetime import datetime, timezone
+from functools import partial
+
+import trio
+
+from .. import __version__
+from ..config import parse_bind
+from ..core.actor import supervise
+from ..core.clock import naive_utc, utcnow
+from ..core.http import ApiError
 from ..core.service import ServiceBase
+from . import jwt
+from . import store as sql
+from .actor import Expire, GetAll, GetOne, LiveIds, Register, RegistryActor, Report, Unregister, is_live
+from .models import (
+    AGGREGATIONS,
+    API_VERSION,
+    METRIC_CATEGORIES,
+    METRICS,
+    ActivityData,
+    ActivitySeries,
+    AggregationValues,
+    MetricKeysData,
+    MetricsCategory,
+    MetricStats,
+    StatsData,
+    StatsRequest,
+    StatusReportRequest,
+    WorkerInfo,
+    WorkerRecord,
+    WorkersFilter,
+    WorkerStats,
+    stats_rows,
+    tags_match,
+    valid_node_id,
+)
+from .stats import MachineSampler
+
+log = logging.getLogger("amp_runtime.registry")
+
+RETENTION_CHECK_S = 600.0
+
+
+def epoch(moment: datetime) -> float:
+    """Epoch seconds of a naive-UTC (DuckDB) datetime."""
+    return moment.replace(tzinfo=timezone.utc).timestamp()
+
+
+def report_ts(timestamp: float) -> float:
+    """Seconds or milliseconds (the reference agent sends ms): ≥ 10^12 is milliseconds."""
+    return timestamp / 1000.0 if timestamp >= 1e12 else float(timestamp)
 
 
 class RegistryService(ServiceBase):
+    def __init__(self, runtime):
+        super().__init__(runtime)
+        self.settings = self.config.registry
+        self.actor = RegistryActor(
+            self.store, mailbox_size=self.config.actors.mailbox_size, ask_timeout=self.config.actors.ask_timeout_s
+        )
+        self.own_ids = [w.id for w in self.config.workers]
+        self.jwt_secret = self.config.auth.jwt_secret
+        self._accepting = True
+        self._own_ip = parse_bind(self.config.server.bind)[0]
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the actor, register the own workers, then run the timers until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(
+                supervise, self.actor, max_restarts_per_minute=self.config.actors.max_restarts_per_minute
+            ))
+            if not self.jwt_secret:
+                self.jwt_secret = await self.store.write(sql.set_secret_once, "jwt", jwt.new_secret())
+            info = WorkerInfo(version=__version__, commit_sha="unknown", commit_timestamp=None, build_date=None)
+            for worker_id in self.own_ids:
+                await self.register(worker_id, ip=self._own_ip, info=info)
+            nursery.start_soon(self._expiry_loop)
+            nursery.start_soon(self._heartbeat_loop)
+            nursery.start_soon(self._retention_loop)
+            task_status.started()
+
+    def stop_accepting(self) -> None:
+        self._accepting = False  # the own workers stop heartbeating
+
+    async def drain(self) -> None:
+        for worker_id in self.own_ids:
+            await self.unregister(worker_id)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.expiry_check_s)
+            rows = await self.actor.ask(Expire(naive_utc(utcnow())))
+            if rows:
+                await self.store.write(sql.save_workers, rows)
+                log.info("registry: %d worker(s) expired", len(rows))
+
+    async def _heartbeat_loop(self) -> None:
+        sampler = await trio.to_thread.run_sync(MachineSampler)
+        while True:
+            await trio.sleep(self.settings.heartbeat_s)
+            if not self._accepting:
+                return
+            stats = await trio.to_thread.run_sync(sampler.sample)
+            running = {s.worker: s.running for s in await self.runtime.tasks.snapshot()}
+            for worker_id in self.own_ids:
+                current = running.get(worker_id) or []
+                await self.status_report(
+                    StatusReportRequest(worker=worker_id, timestamp=time.time(),
+                                        task=current[0] if current else None, machine_stats=stats),
+                    ip=self._own_ip,
+                )
+
+    async def _retention_loop(self) -> None:
+        while True:
+            cutoff = time.time() - self.settings.stats_retention_days * 86400
+            await self.store.write(sql.delete_stats_before, cutoff)
+            await trio.sleep(min(RETENTION_CHECK_S, self.settings.stats_retention_days * 86400))
+
+    # -- the jobs service's view -------------------------------------------------------
     async def live_workers(self, max_age_s: float | None = None) -> list[str]:
         """Ids of workers registered, not expired, with a heartbeat younger than `max_age_s`
         (default `[registry] liveness_s`)."""
-        return [w.id for w in self.config.workers]
+        max_age = self.settings.liveness_s if max_age_s is None else max_age_s
+        return await self.actor.ask(LiveIds(naive_utc(utcnow()), max_age))
+
+    # -- changes -----------------------------------------------------------------------
+    def _check_worker(self, worker: str) -> None:
+        if not valid_node_id(worker, self.config.http.max_id_length):
+            raise ApiError(400, "INVALID_WORKER_ID", f"invalid worker id {worker!r}: it must start with a "
+                           "letter and hold only letters, digits, '_', '-', '.' "
+                           f"(1-{self.config.http.max_id_length} chars)")
+
+    def _check_tags(self, **fields: list[str] | None) -> None:
+        limits = self.config.http
+        problems = []
+        for name, tags in fields.items():
+            if tags is None:
+                continue
+            if len(tags) > limits.max_tags:
+                problems.append(f"{name}: at most {limits.max_tags} entries, got {len(tags)}")
+            problems.extend(f"{name}: entry longer than {limits.max_id_length} chars"
+                            for tag in tags if len(tag) > limits.max_id_length)
+        if problems:
+            raise ApiError(400, "INVALID_REQUEST", "; ".join(problems), problems=problems)
+
+    async def register(
+        self, worker: str, *, timeout: int | None = None, ip: str | None = None, info: WorkerInfo | None = None,
+        queues: list[str] | None = None, tags: list[str] | None = None, system_tags: list[str] | None = None,
+    ) -> None:
+        """Register (or re-register) a worker; returns once the record is durable."""
+        self._check_worker(worker)
+        self._check_tags(queues=queues, tags=tags, system_tags=system_tags)
+        if timeout is not None and timeout <= 0:
+            raise ApiError(400, "INVALID_REQUEST", "timeout must be a positive number of seconds")
+        row = await self.actor.ask(Register(
+            worker=worker, now=naive_utc(utcnow()), timeout_s=timeout or self.settings.default_timeout_s,
+            ip=ip, info=info, queues=queues, tags=tags, system_tags=system_tags,
+        ))
+        await self.store.write(sql.save_workers, [row])
+
+    async def status_report(self, req: StatusReportRequest, *, ip: str | None = None) -> None:
+        """Update the record, then persist it with the report's stats and activity in one go."""
+        self._check_worker(req.worker)
+        self._check_tags(queues=req.queues, tags=req.tags, system_tags=req.system_tags)
+        ts = report_ts(req.timestamp)
+        row = await self.actor.ask(Report(
+            worker=req.worker, now=naive_utc(utcnow()), default_timeout_s=self.settings.default_timeout_s,
+            ip=ip, task=req.task, queue=req.queue, queues=req.queues, tags=req.tags, system_tags=req.system_tags,
+        ))
+        readings = stats_rows(req.machine_stats) if req.machine_stats is not None else []
+        append = self.store.append
+        async with trio.open_nursery() as nursery:  # all land in the same group commit
+            nursery.start_soon(self.store.write, sql.save_workers, [row])
+            nursery.start_soon(append, sql.ACTIVITY_TABLE, sql.ACTIVITY_COLUMNS, (req.worker, ts, req.task is not None))
+            for metric, variant, value in readings:
+                nursery.start_soon(append, sql.STATS_TABLE, sql.STATS_COLUMNS, (req.worker, metric, variant, ts, value))
+
+    async def unregister(self, worker: str) -> None:
+        self._check_worker(worker)
+        row = await self.actor.ask(Unregister(worker))
+        if row is not None:
+            await self.store.write(sql.save_workers, [row])
+
+    # -- reads -------------------------------------------------------------------------
+    async def get(self, worker: str) -> WorkerRecord | None:
+        return await self.actor.ask(GetOne(worker))
+
+    async def all_records(self) -> list[WorkerRecord]:
+        return await self.actor.ask(GetAll())
+
+    async def registered(self, filters: WorkersFilter, *, default_last_seen: int | None) -> list[WorkerRecord]:
+        """Registered, unexpired workers matching the reporting API's filters, by id."""
+        last_seen = parse_last_seen(filters.last_seen, default_last_seen)
+        now = naive_utc(utcnow())
+        return sorted(
+            (r for r in await self.all_records()
+             if is_live(r, now, last_seen) and tags_match(filters.tags, r.tags)
+             and tags_match(filters.system_tags, r.system_tags)),
+            key=lambda r: r.id,
+        )
+
+    async def metric_keys(self, worker_ids: list[str] | None) -> MetricKeysData:
+        found = set(await self.store.read(sql.metric_keys, worker_ids))
+        return MetricKeysData([
+            MetricsCategory(name, [m for m in metrics if m in found])
+            for name, metrics in METRIC_CATEGORIES.items() if found.intersection(metrics)
+        ])
+
+    async def stats(self, req: StatsRequest) -> StatsData:
+        check_range(req.from_date, req.to_date, req.interval)
+        wanted: dict[str, list[str]] = {}  # metric -> aggregations, in the order asked
+        problems = []
+        for item in req.items:
+            aggregation = (item.aggregation or item.category or "avg").lower()
+            if item.key not in METRICS:
+                problems.append(f"items: unknown metric key {item.key!r}")
+            elif aggregation not in AGGREGATIONS:
+                problems.append(f"items: unknown aggregation {aggregation!r} (avg, min or max)")
+            elif aggregation not in wanted.setdefault(item.key, []):
+                wanted[item.key].append(aggregation)
+        if not req.items:
+            problems.append("items: at least one metric key is needed")
+        if problems:
+            raise ApiError(400, "INVALID_REQUEST", "; ".join(problems), problems=problems)
+        rows = await self.store.read(partial(
+            sql.stats_buckets, metrics=list(wanted), from_date=req.from_date, to_date=req.to_date,
+            interval=req.interval, split_by_variant=req.split_by_variant, worker_ids=req.worker_ids,
+        ))
+        return StatsData(group_stats(rows, wanted, req.split_by_variant))
+
+    async def activity(self, from_date: float, to_date: float, interval: int) -> ActivityData:
+        check_range(from_date, to_date, interval)
+        rows = await self.store.read(partial(sql.activity_buckets, from_date=from_date, to_date=to_date, interval=interval))
+        active = [(int(b), a) for b, _, a in rows if a]
+        return ActivityData(
+            total=ActivitySeries([int(b) for b, _, _ in rows], [t for _, t, _ in rows]),
+            active=ActivitySeries([b for b, _ in active], [a for _, a in active]),
+        )
+
+    # -- tokens ------------------------------------------------------------------------
+    def login(self, access_key: str, secret_key: str) -> str:
+        """A token for a configured client pair; raises ApiError 401 otherwise."""
+        import hmac
+
+        for client in self.config.auth.clients:
+            if hmac.compare_digest(client.access_key.encode(), access_key.encode()) and hmac.compare_digest(
+                client.secret_key.encode(), secret_key.encode()
+            ):
+                now = int(time.time())
+                return jwt.encode({
+                    "exp": now + self.config.auth.jwt_ttl_s, "iat": now,
+                    "identity": {"company": "amp", "company_name": "amp_runtime", "user": access_key,
+                                 "user_name": access_key, "role": "user"},
+                    "api_version": API_VERSION, "server_version": __version__,
+                }, self.jwt_secret)
+        raise ApiError(401, "UNAUTHORIZED", "invalid access_key or secret_key")
+
+    def token_valid(self, token: str) -> bool:
+        if not self.jwt_secret:
+            return False
+        try:
+            jwt.decode(token, self.jwt_secret)
+        except jwt.InvalidToken:
+            return False
+        return True
+
+
+def parse_last_seen(value: int | str | None, default: int | None) -> float | None:
+    """Seconds, or None for no filter: absent → `default`; 0 or "none" disables."""
+    if value is None:
+        return default or None
+    if isinstance(value, str):
+        if value.strip().lower() == "none":
+            return None
+        try:
+            value = int(value)
+        except ValueError:
+            raise ApiError(400, "INVALID_REQUEST", f"last_seen: expected seconds or 'none', got {value!r}") from None
+    if value < 0:
+        raise ApiError(400, "INVALID_REQUEST", "last_seen: must not be negative")
+    return value or None
+
+
+def check_range(from_date: float, to_date: float, interval: int) -> None:
+    problems = []
+    if interval < 1:
+        problems.append("interval: the minimal value is 1")
+    if to_date < from_date:
+        problems.append("to_date: must not be before from_date")
+    if problems:
+        raise ApiError(400, "INVALID_REQUEST", "; ".join(problems), problems=problems)
+
+
+def group_stats(rows: list[tuple], wanted: dict[str, list[str]], split: bool) -> list[WorkerStats]:
+    """Rows (worker, metric, variant, bucket, avg, min, max), sorted, into the response shape."""
+    index = {"avg": 4, "min": 5, "max": 6}
+    workers: dict[str, dict[tuple[str, str], list[tuple]]] = {}
+    for row in rows:
+        workers.setdefault(row[0], {}).setdefault((row[1], row[2]), []).append(row)
+    return [
+        WorkerStats(worker, [
+            MetricStats(
+                metric=metric,
+                variant=variant if split else None,
+                dates=[int(r[3]) for r in series],
+                stats=[AggregationValues(a, [r[index[a]] for r in series]) for a in wanted[metric]],
+            )
+            for (metric, variant), series in metrics.items()
+        ])
+        for worker, metrics in workers.items()
+    ]

@@ -1,0 +1,111 @@
+"""The registry's SQL: functions of the DuckDB connection, run by the store's coordinator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .models import WorkerInfo, WorkerRecord
+
+WORKER_COLUMNS = (
+    "id, version, created_at, registered_at, heartbeat_at, last_report_at, registered, timeout_s,"
+    " info, ip, tags, system_tags, queues, task, queue"
+)
+STATS_TABLE = "registry_stats"
+STATS_COLUMNS = ("worker", "metric", "variant", "ts", "value")
+ACTIVITY_TABLE = "registry_activity"
+ACTIVITY_COLUMNS = ("worker", "ts", "has_task")
+
+
+def record_row(rec: WorkerRecord) -> tuple:
+    return (
+        rec.id, rec.version, rec.created_at, rec.registered_at, rec.heartbeat_at, rec.last_report_at,
+        rec.registered, rec.timeout_s, msgspec.json.encode(rec.info).decode(), rec.ip,
+        rec.tags, rec.system_tags, rec.queues, rec.task, rec.queue,
+    )
+
+
+def save_workers(conn, rows: list[tuple]) -> None:
+    """Replace each worker's row unless the stored one is newer (writes may commit out of order)."""
+    for row in rows:
+        worker_id, version = row[0], row[1]
+        newer = conn.execute(
+            "SELECT count(*) FROM registry_workers WHERE id = ? AND version >= ?", [worker_id, version]
+        ).fetchone()[0]
+        if newer:
+            continue
+        conn.execute("DELETE FROM registry_workers WHERE id = ?", [worker_id])
+        conn.execute(f"INSERT INTO registry_workers ({WORKER_COLUMNS}) VALUES ({', '.join('?' * 15)})", list(row))
+
+
+def load_workers(conn) -> list[WorkerRecord]:
+    rows = conn.execute(f"SELECT {WORKER_COLUMNS} FROM registry_workers ORDER BY id").fetchall()
+    records = []
+    for r in rows:
+        records.append(WorkerRecord(
+            id=r[0], version=r[1], created_at=r[2], registered_at=r[3], heartbeat_at=r[4],
+            last_report_at=r[5], registered=r[6], timeout_s=r[7],
+            info=msgspec.json.decode(r[8], type=WorkerInfo), ip=r[9], tags=list(r[10]),
+            system_tags=list(r[11]), queues=list(r[12]), task=r[13], queue=r[14],
+        ))
+    return records
+
+
+def get_secret(conn, name: str) -> str | None:
+    row = conn.execute("SELECT value FROM registry_secrets WHERE name = ?", [name]).fetchone()
+    return row[0] if row else None
+
+
+def set_secret_once(conn, name: str, value: str) -> str:
+    """Store `value` unless a secret of that name exists; returns the one kept."""
+    existing = get_secret(conn, name)
+    if existing is not None:
+        return existing
+    conn.execute("INSERT INTO registry_secrets VALUES (?, ?)", [name, value])
+    return value
+
+
+def delete_stats_before(conn, cutoff_ts: float) -> None:
+    conn.execute("DELETE FROM registry_stats WHERE ts < ?", [cutoff_ts])
+    conn.execute("DELETE FROM registry_activity WHERE ts < ?", [cutoff_ts])
+
+
+def metric_keys(conn, worker_ids: list[str] | None) -> list[str]:
+    sql = "SELECT DISTINCT metric FROM registry_stats"
+    params: list[Any] = []
+    if worker_ids:
+        sql += " WHERE list_contains(?, worker)"
+        params.append(worker_ids)
+    return [r[0] for r in conn.execute(sql + " ORDER BY metric", params).fetchall()]
+
+
+def stats_buckets(
+    conn, *, metrics: list[str], from_date: float, to_date: float, interval: int,
+    split_by_variant: bool, worker_ids: list[str] | None,
+) -> list[tuple]:
+    """One query: (worker, metric, variant, bucket_start, avg, min, max), ordered for grouping."""
+    variant = "variant" if split_by_variant else "''"
+    sql = (
+        f"SELECT worker, metric, {variant} AS v, floor(ts / $interval) * $interval AS bucket,"
+        " avg(value), min(value), max(value)"
+        " FROM registry_stats"
+        " WHERE ts >= $from AND ts <= $to AND list_contains($metrics, metric)"
+    )
+    params: dict[str, Any] = {"interval": interval, "from": from_date, "to": to_date, "metrics": metrics}
+    if worker_ids:
+        sql += " AND list_contains($workers, worker)"
+        params["workers"] = worker_ids
+    sql += " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, length(v), v, 4"  # variants "2" before "10"
+    return conn.execute(sql, params).fetchall()
+
+
+def activity_buckets(conn, *, from_date: float, to_date: float, interval: int) -> list[tuple]:
+    """One query: (bucket_start, workers reporting, workers reporting a task)."""
+    return conn.execute(
+        "SELECT floor(ts / $interval) * $interval AS bucket, count(DISTINCT worker),"
+        " count(DISTINCT worker) FILTER (WHERE has_task)"
+        " FROM registry_activity WHERE ts >= $from AND ts <= $to"
+        " GROUP BY bucket ORDER BY bucket",
+        {"interval": interval, "from": from_date, "to": to_date},
+    ).fetchall()

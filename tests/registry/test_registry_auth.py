@@ -1,0 +1,76 @@
+"""auth.login → JWT bearer on the reporting API; the API key on both registry families."""
+
+import base64
+import json
+import time
+
+import httpx
+import trio
+
+from amp_runtime.registry import jwt
+from tests.helpers import start_server, wait_until
+
+KEY = "k-registry"
+CLIENTS = [{"access_key": "ACCESS", "secret_key": "SECRET"}]
+
+
+def basic(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def test_login_then_bearer(server_factory):
+    srv = await server_factory(auth={"api_key": KEY, "clients": CLIENTS})
+    async with httpx.AsyncClient(base_url=srv.url) as anon:
+        r = await anon.get("/workers.get_all")
+        assert r.status_code == 401 and r.json()["meta"]["result_code"] == 401
+        r = await anon.get("/auth.login", headers={"Authorization": basic("ACCESS", "wrong")})
+        assert r.status_code == 401 and r.json()["meta"]["result_code"] == 401 and r.json()["data"] == {}
+        r = await anon.get("/auth.login")
+        assert r.status_code == 401
+        r = await anon.get("/v2.23/auth.login", headers={"Authorization": basic("ACCESS", "SECRET")})
+        assert r.status_code == 200, r.text
+        token = r.json()["data"]["token"]
+        payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        assert payload["api_version"] == "2.23" and payload["server_version"]
+        assert payload["exp"] - payload["iat"] == 86400 and "identity" in payload
+        auth = {"Authorization": f"Bearer {token}"}
+        r = await anon.post("/workers.register", json={"worker": "via-token"}, headers=auth)
+        assert r.status_code == 200, r.text
+        r = await anon.request("GET", "/v2.20/workers.get_all", json={}, headers=auth)
+        assert "via-token" in [w["id"] for w in r.json()["data"]["workers"]]
+        # the token is for the reporting family only; the read API wants the key
+        assert (await anon.get("/workers", headers=auth)).status_code == 401
+        r = await anon.post("/workers.get_all", json={}, headers={"Authorization": "Bearer " + token[:-2] + "xx"})
+        assert r.status_code == 401
+    r = await srv.client.get("/workers")
+    assert "via-token" in [w["node_id"] for w in r.json()["workers"]]
+    assert (await srv.client.post("/workers.get_count", json={})).json()["data"]["count"] == 2
+
+
+async def test_generated_secret_survives_restart(server_factory, tmp_path):
+    srv = await server_factory(auth={"api_key": KEY, "clients": CLIENTS})
+    r = await srv.client.get("/auth.login", headers={"Authorization": basic("ACCESS", "SECRET")})
+    token = r.json()["data"]["token"]
+    secret = srv.runtime.registry.jwt_secret
+    assert secret and jwt.decode(token, secret)
+    await srv.stop()
+    await wait_until(lambda: srv.runtime.store._db.conn is None, timeout=20)
+    async with trio.open_nursery() as nursery:
+        again = await start_server(nursery, tmp_path / "data0", auth={"api_key": KEY, "clients": CLIENTS})
+        assert again.runtime.registry.jwt_secret == secret
+        async with httpx.AsyncClient(base_url=again.url) as anon:
+            r = await anon.post("/workers.get_count", json={}, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+        await again.client.aclose()
+        await again.stop()
+
+
+def test_jwt_roundtrip_and_rejections():
+    token = jwt.encode({"exp": time.time() + 10, "iat": time.time()}, "s")
+    assert jwt.decode(token, "s")["exp"] > time.time()
+    for bad, secret in ((token, "other"), ("a.b", "s"), (jwt.encode({"exp": time.time() - 1}, "s"), "s")):
+        try:
+            jwt.decode(bad, secret)
+        except jwt.InvalidToken:
+            continue
+        raise AssertionError(f"accepted {bad}")

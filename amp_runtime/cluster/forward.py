@@ -1,8 +1,10 @@
 """Forwarding `POST /task` from the coordinator to a node, all three modes.
 
-One shared httpx client (keep-alive pool) for every forward. Nothing is buffered in stream
-mode: the node's bytes are relayed as they arrive. A node that cannot be connected to has
-seen nothing, so the task is tried once more on the next best node (or here).
+Sync and webhook tasks go through a lean keep-alive pool per node (`http1`); streams through
+one shared httpx client, relayed as the node's bytes arrive (nothing buffered). A node that
+cannot be connected to has seen nothing, so the task is tried once more on the next best node
+(or here). A node that fails after taking the request answers 502 (sync) or ends the stream
+with `event: error`: the task may have run, so it is not sent again.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import httpx
 import msgspec
 from quart import Response
 
+from ..core.http import ApiError
 from ..tasks.models import TaskError, TaskRequest, TaskResult
-from .nodes import NodeTable, Pick, Picked, SlotsLost
+from .http1 import BrokenExchange, ConnectFailed, NodeConnections
+from .nodes import Done, NodeTable, Pick, Picked, SlotsLost
 
 log = logging.getLogger("amp_runtime.cluster")
 _encode = msgspec.json.Encoder().encode
@@ -29,6 +33,8 @@ class Forwarder:
     def __init__(self, table: NodeTable, cluster_key: str, connect_timeout_s: float):
         self.table = table
         self._headers = {"Authorization": f"Bearer {cluster_key}", "Content-Type": "application/json"}
+        self._connect_timeout_s = connect_timeout_s
+        self._pools: dict[str, NodeConnections] = {}
         # No read timeout: the node enforces each function's own timeout.
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=connect_timeout_s),
@@ -46,8 +52,14 @@ class Forwarder:
         while True:
             tried.add(picked.url)
             try:
-                return await self._send(picked, body.mode, data)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                try:
+                    if body.mode == "stream":
+                        response = await self._send_stream(picked, data)
+                    else:
+                        response = await self._send(picked, data)
+                finally:
+                    self.table.tell_nowait(Done(picked.url, picked.worker))
+            except (httpx.ConnectError, httpx.ConnectTimeout, ConnectFailed) as exc:
                 log.warning("cluster: node %s unreachable (%s); routing elsewhere", picked.url, type(exc).__name__)
                 self.table.tell_nowait(SlotsLost(picked.url))
                 if len(tried) > 1:
@@ -55,19 +67,43 @@ class Forwarder:
                 picked = await fallback(frozenset(tried))
                 if picked is None:
                     raise NodeUnreachable(", ".join(tried)) from None
+                continue
+            if response.status_code != 503 or len(tried) > 1:
+                return response
+            # Maintenance or draining, learned before its slots push says so: it ran nothing.
+            self.table.tell_nowait(SlotsLost(picked.url))
+            alternative = await fallback(frozenset(tried))
+            if alternative is None:
+                return response
+            picked = alternative
 
-    async def _send(self, picked: Picked, mode: str, data: bytes) -> Response:
+    async def _send(self, picked: Picked, data: bytes) -> Response:
+        pool = self._pools.get(picked.url)
+        if pool is None:
+            pool = self._pools[picked.url] = NodeConnections(picked.url, self._connect_timeout_s)
+        try:
+            answer = await pool.post("/task", data, self._headers)
+        except BrokenExchange as exc:
+            log.warning("cluster: node %s failed answering a task: %s", picked.url, exc)
+            raise ApiError(502, "NODE_FAILED", f"node {picked.url} failed before answering ({exc}); "
+                           "the task may have run there") from None
+        headers = {k: v for k, v in answer.headers.items() if k in _PASSED_HEADERS}
+        headers["X-Amp-Node"] = picked.url
+        return Response(answer.body, status=answer.status,
+                        content_type=answer.headers.get("content-type", "application/json"), headers=headers)
+
+    async def _send_stream(self, picked: Picked, data: bytes) -> Response:
         request = self.client.build_request("POST", picked.url + "/task", content=data, headers=self._headers)
         upstream = await self.client.send(request, stream=True)
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED_HEADERS}
         headers["X-Amp-Node"] = picked.url
-        content_type = upstream.headers.get("content-type", "application/json")
-        if mode != "stream" or upstream.status_code != 200:
+        if upstream.status_code != 200:
             try:
                 content = await upstream.aread()
             finally:
                 await upstream.aclose()
-            return Response(content, status=upstream.status_code, content_type=content_type, headers=headers)
+            return Response(content, status=upstream.status_code,
+                            content_type=upstream.headers.get("content-type", "application/json"), headers=headers)
         return self._relay_stream(upstream, headers, picked.url)
 
     @staticmethod
@@ -91,4 +127,6 @@ class Forwarder:
         return response
 
     async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
         await self.client.aclose()

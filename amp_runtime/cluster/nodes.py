@@ -3,8 +3,9 @@
 An actor. Nodes join and leave with their channel (`Join`/`Leave`); each node's `/ws/slots`
 pushes arrive as `SlotsPushed`. `Pick` answers the node and worker with the most room for a
 function group, never one in maintenance, with a full queue, or with no slot state yet.
-Room is free slots minus queued tasks minus the tasks sent there since its last push, so a
-burst between two pushes spreads out instead of piling onto one node.
+Room is free slots minus queued tasks minus the forwards in flight the last push cannot have
+counted yet (in flight beyond what it shows busy or queued), so a burst between two pushes
+spreads out instead of piling onto one node. Forwarders say `Done` when the node answered.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ class Pick(msgspec.Struct, tag=True):
     above: int | None = None
 
 
+class Done(msgspec.Struct, tag=True):
+    """A forward picked for `worker` got its answer (or failed)."""
+
+    url: str
+    worker: str
+
+
 class NodeOf(msgspec.Struct, tag=True):
     worker: str
 
@@ -64,10 +72,11 @@ class _Worker:
     info: WorkerInfo
     url: str
     free: int = 0
+    total: int = 0
     queued: int = 0
     maintenance: bool = False
     known: bool = False  # a push arrived since the node joined or its slots socket dropped
-    sent: int = 0  # tasks sent since the last push
+    in_flight: int = 0  # forwards picked and not answered yet
 
 
 @dataclass(slots=True)
@@ -88,8 +97,12 @@ class NodeTable(Actor):
             case SlotsPushed():
                 worker = self._worker(msg.url, msg.worker)
                 if worker is not None:
-                    worker.free, worker.queued, worker.maintenance = msg.free, msg.queued, msg.maintenance
-                    worker.known, worker.sent = True, 0
+                    worker.free, worker.total, worker.queued = msg.free, msg.total, msg.queued
+                    worker.maintenance, worker.known = msg.maintenance, True
+            case Done(url=url, worker=worker_id):
+                worker = self._worker(url, worker_id)
+                if worker is not None and worker.in_flight > 0:
+                    worker.in_flight -= 1
             case Join(url=url, workers=workers):
                 self._nodes[url] = _Node({w.id: _Worker(w, url) for w in workers})
             case Leave(url=url):
@@ -117,12 +130,13 @@ class NodeTable(Actor):
             for worker in node.workers.values():
                 if not worker.known or worker.maintenance or group not in worker.info.groups:
                     continue
-                room = worker.free - worker.queued - worker.sent
+                unseen = max(0, worker.in_flight - (worker.total - worker.free + worker.queued))
+                room = worker.free - worker.queued - unseen
                 if room <= 0 and -room >= worker.info.max_queue:
                     continue  # no free slot and a full queue: it would answer 429
                 if best is None or room > best_room:
                     best, best_room = worker, room
         if best is None or (above is not None and best_room <= above):
             return None
-        best.sent += 1
+        best.in_flight += 1
         return Picked(best.url, best.info.id, best_room)

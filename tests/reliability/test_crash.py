@@ -31,7 +31,6 @@ CRASH_CYCLES = int(os.environ.get("AMP_CRASH_CYCLES", "22"))
 BATCH_BLOCKS = 20
 JOB_BLOCKS = 3000  # a job spans a few cycles at ~1-2k blocks/s; a multiple of BATCH_BLOCKS
 DATASET = "example/blocks@1.0.0"
-COUNTER = "/v1/templates/counter/workers"
 TERMINAL = {"Completed", "Stopped", "Failed"}
 # Errors a request may meet when the server is killed under it: expected, not violations.
 KILLED = (httpx.TransportError, trio.BrokenResourceError)
@@ -50,7 +49,7 @@ class Model:
     max_block: dict[tuple[int, str], int] = field(default_factory=dict)
     progress_seen: int = 0
     # durable
-    counter_ready: bool = False
+    counter: str = ""  # /v1/templates/<counter's templateId>/workers, once the worker exists
     keys: dict[str, int] = field(default_factory=dict)  # invocation key -> the add's result
     pending_keys: list[str] = field(default_factory=list)
     # registry
@@ -111,15 +110,15 @@ async def record_progress(client: httpx.AsyncClient, model: Model, job_id: int) 
 
 
 async def check_durable(client: httpx.AsyncClient, model: Model) -> None:
-    if not model.counter_ready:
+    if not model.counter:
         return
     for key in list(model.pending_keys):  # sent, answer unknown: a retry must run it at most once
         await durable_add(client, model, key)
     for key in list(model.keys)[-3:]:  # recorded results stay retrievable under their key
-        result = await invoke(client, "add", [1], key)
+        result = await invoke(client, model, "add", [1], key)
         if result != model.keys[key]:
             model.violation("durable", f"key {key} re-sent: result {result}, first answer was {model.keys[key]}")
-    value = await invoke(client, "get", [], None)
+    value = await invoke(client, model, "get", [], await new_key(client, model))
     if value != len(model.keys):
         model.violation("durable", f"counter is {value} after {len(model.keys)} keyed adds of 1")
     if sorted(model.keys.values()) != list(range(1, len(model.keys) + 1)):
@@ -139,27 +138,32 @@ async def check_registry(client: httpx.AsyncClient, model: Model) -> None:
 
 
 # -- work in flight ------------------------------------------------------------------------
-async def invoke(client: httpx.AsyncClient, function: str, params: list, key: str | None):
-    query = {"function": function}
-    if key is not None:
-        query["invocation-key"] = key
-    response = expect(await client.post(f"{COUNTER}/c1/invoke-and-await", params=query,
+async def invoke(client: httpx.AsyncClient, model: Model, function: str, params: list, key: str):
+    response = expect(await client.post(f"{model.counter}/c1/invoke-and-await",
+                                        params={"function": function, "invocation-key": key},
                                         json={"params": params}), 200)
     return response.json()["result"][0]
 
 
+async def new_key(client: httpx.AsyncClient, model: Model) -> str:
+    return expect(await client.post(f"{model.counter}/c1/key"), 200).json()["value"]
+
+
 async def durable_add(client: httpx.AsyncClient, model: Model, key: str) -> None:
-    result = await invoke(client, "add", [1], key)
+    result = await invoke(client, model, "add", [1], key)
     model.keys[key] = result
     model.pending_keys.remove(key)
 
 
 async def durable_load(client: httpx.AsyncClient, model: Model) -> None:
-    if not model.counter_ready:
-        expect(await client.post(COUNTER, json={"name": "c1"}), 200, 409)
-        model.counter_ready = True
+    if not model.counter:
+        templates = expect(await client.get("/v1/templates"), 200).json()
+        template_id = next(t["templateId"] for t in templates if t["name"] == "counter")
+        path = f"/v1/templates/{template_id}/workers"
+        expect(await client.post(path, json={"name": "c1"}), 200, 409)
+        model.counter = path
     while True:
-        key = expect(await client.post(f"{COUNTER}/c1/key"), 200).json()["value"]
+        key = await new_key(client, model)
         model.pending_keys.append(key)  # before sending: a kill from here on leaves it unknown
         await durable_add(client, model, key)
 
@@ -280,7 +284,6 @@ async def test_jobs_survive_kills_exactly_once_with_monotonic_progress(nursery, 
     assert len(model.jobs) >= 2 and model.progress_seen >= CRASH_CYCLES, "the harness exercised too few jobs"
 
 
-@pytest.mark.xfail(reason="durable workers family (issue 6) not landed: /v1/templates/... not served yet", strict=True)
 async def test_durable_keys_run_at_most_once_across_kills(nursery, tmp_path):
     model = await harness(nursery, tmp_path)
     assert not model.violations["durable"], report(model, "durable")

@@ -29,9 +29,6 @@ class ClusterKeyAuth:
         self._api_key = f"Bearer {api_key}".encode()
         self._enabled = bool(cluster_key and api_key and cluster_key != api_key)
 
-    def __getattr__(self, name):  # the runtime and tests reach through to the Quart app
-        return getattr(self.app, name)
-
     async def __call__(self, scope, receive, send):
         if self._enabled and scope["type"] in ("http", "websocket") and not scope["path"].startswith(CHANNEL_PREFIX):
             headers = scope["headers"]

@@ -10,8 +10,7 @@ import logging
 
 from quart import Blueprint, Response, current_app, websocket
 
-from ..core.http import CodedError, JSON, render_coded
-from ..core.http import ApiError
+from ..core.http import JSON, ApiError, render_coded
 from .auth import has_cluster_key
 
 log = logging.getLogger("amp_runtime.cluster")
@@ -33,5 +32,3 @@ async def node_channel():
     await websocket.accept()
     await cluster.coordinator.serve_node(websocket._get_current_object())
 
-
-__all__ = ["blueprint", "CodedError"]

@@ -29,7 +29,7 @@ from ..helpers import spawn_server
 KEY = "k"
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance"
 EXAMPLES = int(os.environ.get("AMP_FUZZ_EXAMPLES", "5"))
-SECONDS = int(os.environ.get("AMP_FUZZ_SECONDS", "30" if "AMP_FUZZ_EXAMPLES" not in os.environ else "600"))
+SECONDS = int(os.environ.get("AMP_FUZZ_SECONDS", "25" if "AMP_FUZZ_EXAMPLES" not in os.environ else "600"))
 SEED = os.environ.get("AMP_FUZZ_SEED", "20261123")
 
 # "METHOD /path" -> why it fails (the bug, where it is). Empty: every operation passes.

@@ -92,7 +92,9 @@ class NodeAgent:
         self._accepting = True
         self._jobs: dict[int, RemoteJob] = {}
         self._jobs_nursery: trio.Nursery | None = None
-        self.registered = trio.Event()  # set once every worker was registered (for tests/logs)
+        # Reporting starts once the coordinator welcomed this node: a refused node (wrong key,
+        # clashing worker ids) must not overwrite another process's workers in the registry.
+        self.welcomed = trio.Event()
 
     @property
     def url(self) -> str:
@@ -127,6 +129,7 @@ class NodeAgent:
             })
 
     async def _report_loop(self, client: httpx.AsyncClient) -> None:
+        await self.welcomed.wait()
         stats = MachineStats()
         registered, failing = False, False
         groups = {w.id: list(w.groups) for w in self.config.workers}
@@ -135,7 +138,6 @@ class NodeAgent:
                 if not registered:
                     await self._register(client)
                     registered = True
-                    self.registered.set()
                 machine = await trio.to_thread.run_sync(stats.read)
                 for snap in await self.runtime.tasks.snapshot():
                     report = {"worker": snap.worker, "timestamp": int(time.time() * 1000),
@@ -199,6 +201,7 @@ class NodeAgent:
             if not isinstance(welcome, wire.Welcome) or welcome.heartbeat_s < 0:
                 raise Refused("coordinator refused this node: a worker id is already in the cluster")
             log.info("cluster: joined %s as %s", self.coordinator, self.url)
+            self.welcomed.set()
             outbox_send, outbox = trio.open_memory_channel(math.inf)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._beat, outbox_send, welcome.heartbeat_s / 2)

@@ -69,6 +69,7 @@ class Coordinator:
         self._links: dict[str, NodeLink] = {}
         self._changed = trio.Event()
         self.known_remote: set[str] = set()  # every worker id a node ever announced
+        self.on_leave = lambda url: None  # the forwarder stops waiting for a node that left
 
     # -- membership ------------------------------------------------------------------------
     def remote_workers(self) -> list[str]:
@@ -95,8 +96,12 @@ class Coordinator:
         """Run one accepted node channel until it closes, goes silent, or we shut down.
         `ws` is the Quart websocket object (already accepted)."""
         heartbeat = self.config.registry.heartbeat_s
+        hello = None
         with trio.move_on_after(max(5.0, 2 * heartbeat)):
-            hello = wire.decode_from_node(await ws.receive())
+            try:
+                hello = wire.decode_from_node(await ws.receive())
+            except msgspec.MsgspecError:
+                pass
         if not isinstance(hello, wire.Hello):
             log.warning("cluster: a node connected without saying hello; closing")
             return
@@ -130,6 +135,7 @@ class Coordinator:
             if self._links.get(hello.url) is link:
                 self._set(hello.url, None)
                 self.table.tell_nowait(Leave(hello.url))
+                self.on_leave(hello.url)
                 log.info("cluster: node %s left", hello.url)
 
     async def _read(self, ws, link: NodeLink, silence_s: float) -> None:
@@ -139,7 +145,11 @@ class Coordinator:
             if silent.cancelled_caught:
                 log.warning("cluster: node %s silent for %.1fs; dropping it", link.url, silence_s)
                 return
-            msg = wire.decode_from_node(raw)
+            try:
+                msg = wire.decode_from_node(raw)
+            except msgspec.MsgspecError as exc:
+                log.warning("cluster: node %s sent a bad message (%s); dropping it", link.url, exc)
+                return
             job_id = msg.row.job_id if isinstance(msg, wire.Progress) else getattr(msg, "job_id", None)
             if job_id is None:
                 continue  # a beat
@@ -200,6 +210,9 @@ class Coordinator:
         inbox_send, inbox = trio.open_memory_channel(math.inf)
         link.inboxes[record.id] = inbox_send
         finished = False
+        if self._links.get(link.url) is not link:
+            del link.inboxes[record.id]
+            return False  # it left between wait_link and now: wait for it again
         try:
             link.send_nowait(wire.Assign(record, handle.attempt))
             async with trio.open_nursery() as nursery:

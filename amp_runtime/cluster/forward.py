@@ -13,6 +13,7 @@ import logging
 
 import httpx
 import msgspec
+import trio
 from quart import Response
 
 from ..core.http import ApiError
@@ -35,6 +36,7 @@ class Forwarder:
         self._headers = {"Authorization": f"Bearer {cluster_key}", "Content-Type": "application/json"}
         self._connect_timeout_s = connect_timeout_s
         self._pools: dict[str, NodeConnections] = {}
+        self._waiting: dict[str, set[trio.CancelScope]] = {}  # forwards waiting per node URL
         # No read timeout: the node enforces each function's own timeout.
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=connect_timeout_s),
@@ -46,7 +48,9 @@ class Forwarder:
 
     async def forward(self, picked: Picked, body: TaskRequest, fallback) -> Response:
         """The node's answer. `fallback(exclude)` returns another `Picked`, or None to run
-        the task on this process (then `NodeUnreachable` is raised for the route to do so)."""
+        the task on this process (then `NodeUnreachable` is raised for the route to do so).
+        A sync or webhook forward still waiting when its node leaves the cluster (it hung)
+        answers 502 `NODE_LEFT`."""
         data = _encode(body)
         tried: set[str] = set()
         while True:
@@ -81,8 +85,17 @@ class Forwarder:
         pool = self._pools.get(picked.url)
         if pool is None:
             pool = self._pools[picked.url] = NodeConnections(picked.url, self._connect_timeout_s)
+        waiting = self._waiting.setdefault(picked.url, set())
         try:
-            answer = await pool.post("/task", data, self._headers)
+            with trio.CancelScope() as scope:
+                waiting.add(scope)
+                try:
+                    answer = await pool.post("/task", data, self._headers)
+                finally:
+                    waiting.discard(scope)
+            if scope.cancelled_caught:
+                raise ApiError(502, "NODE_LEFT", f"node {picked.url} left the cluster before answering; "
+                               "the task may have run there")
         except BrokenExchange as exc:
             log.warning("cluster: node %s failed answering a task: %s", picked.url, exc)
             raise ApiError(502, "NODE_FAILED", f"node {picked.url} failed before answering ({exc}); "
@@ -125,6 +138,14 @@ class Forwarder:
         response = Response(events(), content_type="text/event-stream", headers=headers)
         response.timeout = None
         return response
+
+    def node_left(self, url: str) -> None:
+        """The node's channel closed or went silent: stop waiting for its answers."""
+        for scope in self._waiting.pop(url, ()):
+            scope.cancel()
+        pool = self._pools.pop(url, None)
+        if pool is not None:
+            pool.close_idle()
 
     async def aclose(self) -> None:
         for pool in self._pools.values():

@@ -65,9 +65,10 @@ class _Conn:
         for line in head[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        if "content-length" not in headers:
-            raise BrokenExchange("response without Content-Length")
-        length = int(headers["content-length"])
+        try:
+            length = int(headers["content-length"])
+        except (KeyError, ValueError):
+            raise BrokenExchange("response without a valid Content-Length") from None
         while len(self.buf) < length:
             await self._fill()
         body = bytes(self.buf[:length])
@@ -131,6 +132,11 @@ class NodeConnections:
                 return conn
             conn.stream.socket.close()
         return None
+
+    def close_idle(self) -> None:
+        for conn in self._idle:
+            conn.stream.socket.close()
+        self._idle.clear()
 
     async def aclose(self) -> None:
         for conn in self._idle:

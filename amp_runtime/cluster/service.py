@@ -51,6 +51,7 @@ class ClusterService(ServiceBase):
                 restarts = self.config.actors.max_restarts_per_minute
                 await nursery.start(partial(supervise, self.table, max_restarts_per_minute=restarts))
                 self.forwarder = Forwarder(self.table, self.config.cluster.key, self.config.cluster.connect_timeout_s)
+                self.coordinator.on_leave = self.forwarder.node_left
             if self.agent is not None:
                 nursery.start_soon(self.agent.run)
             task_status.started()

@@ -4,6 +4,7 @@ broken stream, and maintenance keeping a node out of the rotation."""
 from __future__ import annotations
 
 import collections
+import signal
 from functools import partial
 
 import trio
@@ -81,3 +82,30 @@ async def test_a_node_in_maintenance_receives_no_tasks(nursery, tmp_path):
         for _ in range(60):
             senders.start_soon(send)
     assert per_node == {working.url: 60}
+
+
+async def test_a_sync_task_on_a_node_that_hangs_answers_502_once_the_node_is_dropped(nursery, tmp_path):
+    cluster = await start_cluster(nursery, tmp_path, nodes=1)
+    (node,) = cluster.nodes
+    answer = {}
+
+    async def send() -> None:
+        answer["response"] = await cluster.client.post(
+            "/task", json={"function": "sleep", "contract": 1, "input": {"ms": 20_000}})
+
+    nursery.start_soon(send)
+    async with cluster.node_client(node) as direct:
+        await wait_until(lambda: _busy(direct), timeout=5, interval=0.05)
+    node.send_signal(signal.SIGSTOP)  # hung: its channel goes silent, its sockets stay open
+    try:
+        with trio.fail_after(8):
+            await wait_until(lambda: "response" in answer, timeout=8, interval=0.05)
+        response = answer["response"]
+        assert response.status_code == 502 and response.json()["error_code"] == "NODE_LEFT", response.text
+        assert b"silent" in cluster.coordinator.output
+    finally:
+        node.kill9()
+
+
+async def _busy(client) -> bool:
+    return (await client.get("/health")).json()["slots"]["busy"] == 1

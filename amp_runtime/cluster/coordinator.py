@@ -2,8 +2,9 @@
 
 Each node keeps one WebSocket open to `/ws/cluster/node`. While it is open the node is a
 member: its workers are routed to (after the node's own `/ws/slots` reports their slots) and
-can be assigned jobs. It closes when the node goes, or when the node is silent for two
-heartbeats; the node then leaves the table at once, so no task is sent to it afterwards.
+can be assigned jobs. It closes when the node goes (a killed node's socket closes at once), or
+when the node is silent for two heartbeats; the node then leaves the table, so no task is sent
+to it afterwards. After one silent heartbeat it already gets no new tasks.
 
 A job assigned to a node's worker is run by `run_remote_job`, the coordinator-side twin of
 the local runner: it sends `Assign`, relays the node runner's scheduler questions and
@@ -126,7 +127,7 @@ class Coordinator:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, ws, outbox_recv, nursery.cancel_scope)
                 nursery.start_soon(self._watch_slots, hello.url)
-                await self._read(ws, link, 2 * heartbeat)
+                await self._read(ws, link, heartbeat)
                 nursery.cancel_scope.cancel()
         finally:
             outbox_send.close()
@@ -138,13 +139,19 @@ class Coordinator:
                 self.on_leave(hello.url)
                 log.info("cluster: node %s left", hello.url)
 
-    async def _read(self, ws, link: NodeLink, silence_s: float) -> None:
+    async def _read(self, ws, link: NodeLink, heartbeat_s: float) -> None:
+        """Route the node's messages. Silent for one heartbeat (it beats twice per heartbeat):
+        no more tasks go to it; silent for two: it is dropped."""
         while True:
-            with trio.move_on_after(silence_s) as silent:
+            with trio.move_on_after(heartbeat_s) as quiet:
                 raw = await ws.receive()
-            if silent.cancelled_caught:
-                log.warning("cluster: node %s silent for %.1fs; dropping it", link.url, silence_s)
-                return
+            if quiet.cancelled_caught:
+                self.table.tell_nowait(SlotsLost(link.url))  # routable again at its next slots push
+                with trio.move_on_after(heartbeat_s) as silent:
+                    raw = await ws.receive()
+                if silent.cancelled_caught:
+                    log.warning("cluster: node %s silent for %.1fs; dropping it", link.url, 2 * heartbeat_s)
+                    return
             try:
                 msg = wire.decode_from_node(raw)
             except msgspec.MsgspecError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 
 _PARAM = re.compile(r"\{[^}]+\}")
 
@@ -77,3 +78,13 @@ async def test_queue_limit_answers_429_with_retry_after(server_factory):
             assert response.headers.get("Retry-After"), response.headers
     # One running, two queued, the rest refused (webhook mode answers 202 without waiting).
     assert statuses == [202, 202, 202, 429, 429], statuses
+
+
+@pytest.mark.xfail(reason="/openapi documents 413 only on POST /task: every operation with a body can answer 413 "
+                          "([http] max_body_bytes, amp_runtime/app.py) but its responses omit it (routes' `responses=` "
+                          "or amp_runtime/core/openapi.py could add 413 to every route with a body)", strict=True)
+async def test_every_operation_with_a_body_documents_413_and_400(server):
+    spec = (await server.client.get("/openapi")).json()
+    missing = [f"{method.upper()} {path}" for path, ops in spec["paths"].items() for method, op in ops.items()
+               if "requestBody" in op and not {"400", "413"} <= set(op["responses"])]
+    assert not missing, f"operations with a body that do not document 400 and 413: {missing}"

@@ -121,11 +121,11 @@ class Instance(Actor):
     # -- the WorkerContext seen by template functions (self.ctx) ---------------------
     @property
     def args(self) -> list[str]:
-        return self.row.args
+        return list(self.row.args)
 
     @property
     def env(self) -> dict[str, str]:
-        return self.row.env
+        return dict(self.row.env)
 
     async def create_promise(self) -> int:
         """A promise id (an oplog index). A re-run of the same invocation gets the same ids

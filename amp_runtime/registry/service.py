@@ -82,9 +82,11 @@ class RegistryService(ServiceBase):
             info = WorkerInfo(version=__version__, commit_sha="unknown", commit_timestamp=None, build_date=None)
             for worker_id in self.own_ids:
                 await self.register(worker_id, ip=self._own_ip, info=info)
-            nursery.start_soon(self._expiry_loop)
-            nursery.start_soon(self._heartbeat_loop)
-            nursery.start_soon(self._retention_loop)
+            sampler = await trio.to_thread.run_sync(MachineSampler)
+            retention_s = self.settings.stats_retention_days * 86400
+            nursery.start_soon(self._every, self.settings.expiry_check_s, self._expire)
+            nursery.start_soon(self._every, self.settings.heartbeat_s, partial(self._heartbeat, sampler))
+            nursery.start_soon(partial(self._every, min(RETENTION_CHECK_S, retention_s), self._drop_old_stats, first_now=True))
             task_status.started()
 
     def stop_accepting(self) -> None:
@@ -94,35 +96,41 @@ class RegistryService(ServiceBase):
         for worker_id in self.own_ids:
             await self.unregister(worker_id)
 
-    async def _expiry_loop(self) -> None:
+    async def _every(self, period_s: float, step, *, first_now: bool = False) -> None:
+        """Run `step` every `period_s` until cancelled; a failing step is logged, not fatal."""
+        if not first_now:
+            await trio.sleep(period_s)
         while True:
-            await trio.sleep(self.settings.expiry_check_s)
-            rows = await self.actor.ask(Expire(naive_utc(utcnow())))
-            if rows:
-                await self.store.write(sql.save_workers, rows)
-                log.info("registry: %d worker(s) expired", len(rows))
+            try:
+                if await step() is False:
+                    return
+            except Exception:
+                log.exception("registry: %s failed", getattr(step, "__name__", step))
+            await trio.sleep(period_s)
 
-    async def _heartbeat_loop(self) -> None:
-        sampler = await trio.to_thread.run_sync(MachineSampler)
-        while True:
-            await trio.sleep(self.settings.heartbeat_s)
-            if not self._accepting:
-                return
-            stats = await trio.to_thread.run_sync(sampler.sample)
-            running = {s.worker: s.running for s in await self.runtime.tasks.snapshot()}
-            for worker_id in self.own_ids:
-                current = running.get(worker_id) or []
-                await self.status_report(
-                    StatusReportRequest(worker=worker_id, timestamp=time.time(),
-                                        task=current[0] if current else None, machine_stats=stats),
-                    ip=self._own_ip,
-                )
+    async def _expire(self) -> None:
+        rows = await self.actor.ask(Expire(naive_utc(utcnow())))
+        if rows:
+            await self.store.write(sql.save_workers, rows)
+            log.info("registry: %d worker(s) expired", len(rows))
 
-    async def _retention_loop(self) -> None:
-        while True:
-            cutoff = time.time() - self.settings.stats_retention_days * 86400
-            await self.store.write(sql.delete_stats_before, cutoff)
-            await trio.sleep(min(RETENTION_CHECK_S, self.settings.stats_retention_days * 86400))
+    async def _heartbeat(self, sampler: MachineSampler) -> bool:
+        """One status report per own worker: machine readings and its first running task."""
+        if not self._accepting:
+            return False
+        stats = await trio.to_thread.run_sync(sampler.sample)
+        running = {s.worker: s.running for s in await self.runtime.tasks.snapshot()}
+        for worker_id in self.own_ids:
+            current = running.get(worker_id) or []
+            await self.status_report(
+                StatusReportRequest(worker=worker_id, timestamp=time.time(),
+                                    task=current[0] if current else None, machine_stats=stats),
+                ip=self._own_ip,
+            )
+        return True
+
+    async def _drop_old_stats(self) -> None:
+        await self.store.write(sql.delete_stats_before, time.time() - self.settings.stats_retention_days * 86400)
 
     # -- the jobs service's view -------------------------------------------------------
     async def live_workers(self, max_age_s: float | None = None) -> list[str]:

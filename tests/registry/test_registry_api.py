@@ -1,8 +1,11 @@
 """The worker registry end to end over HTTP: read API, reporting API, expiry, persistence."""
 
 import time
+from functools import partial
 
+import duckdb
 import pytest
+import trio
 
 from tests.helpers import wait_until
 
@@ -189,3 +192,27 @@ async def test_last_seen(server, value, expected):
     await wait_until(aged, timeout=5, interval=0.1)
     ids = [x["id"] for x in data(await c.post("/workers.get_all", json={"last_seen": value}))["workers"]]
     assert ("old" in ids) is expected
+
+
+async def test_own_worker_reports_its_running_task(server_factory):
+    srv = await server_factory(registry={"heartbeat_s": 0.05})
+    c = srv.client
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(c.post, "/task", json={"function": "sleep", "input": {"ms": 1500}, "contract": 1}))
+
+        async def task_shown():
+            (own,) = [w for w in data(await c.post("/workers.get_all", json={}))["workers"] if w["id"] == "worker-01"]
+            return own["task"] is not None
+
+        await wait_until(task_shown, timeout=5, interval=0.05)
+
+
+async def test_drain_unregisters_own_workers(server_factory, tmp_path):
+    srv = await server_factory()
+    await srv.stop()
+    await wait_until(lambda: srv.runtime.store._db.conn is None, timeout=20)
+    conn = duckdb.connect(str(srv.runtime.config.store_path))
+    try:
+        assert conn.execute("SELECT id, registered FROM registry_workers").fetchall() == [("worker-01", False)]
+    finally:
+        conn.close()

@@ -177,9 +177,10 @@ class IdName(msgspec.Struct):
 class ReportedWorker(msgspec.Struct):
     id: str
     ip: str | None
-    register_time: float
-    last_activity_time: float
-    last_report_time: float | None
+    # RFC 3339 strings: the original clients parse these as date-times and reject numbers
+    register_time: str
+    last_activity_time: str
+    last_report_time: str | None
     task: IdName | None
     queue: IdName | None
     queues: list[IdName]

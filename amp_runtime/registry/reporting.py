@@ -12,6 +12,7 @@ import uuid
 import msgspec
 from quart import Blueprint, current_app, request
 
+from ..core.clock import rfc3339
 from ..core.http import Api, ApiError, Reply
 from .models import (
     API_VERSION,
@@ -37,7 +38,6 @@ from .models import (
     WorkersFilter,
     envelope_of,
 )
-from .service import epoch
 
 _encoder = msgspec.json.Encoder()
 
@@ -103,8 +103,8 @@ def _id_name(value: str | None) -> IdName | None:
 
 def _reported(rec) -> ReportedWorker:
     return ReportedWorker(
-        id=rec.id, ip=rec.ip, register_time=epoch(rec.registered_at), last_activity_time=epoch(rec.heartbeat_at),
-        last_report_time=epoch(rec.last_report_at) if rec.last_report_at else None,
+        id=rec.id, ip=rec.ip, register_time=rfc3339(rec.registered_at), last_activity_time=rfc3339(rec.heartbeat_at),
+        last_report_time=rfc3339(rec.last_report_at) if rec.last_report_at else None,
         task=_id_name(rec.task), queue=_id_name(rec.queue), queues=[IdName(q, q) for q in rec.queues],
         tags=rec.tags, system_tags=rec.system_tags,
     )

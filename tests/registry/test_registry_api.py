@@ -1,6 +1,7 @@
 """The worker registry end to end over HTTP: read API, reporting API, expiry, persistence."""
 
 import time
+from datetime import datetime, timezone
 from functools import partial
 
 import duckdb
@@ -46,7 +47,8 @@ async def test_register_report_unregister(server):
     w = {x["id"]: x for x in data(await c.post("/workers.get_all", json={}))["workers"]}["node-a"]
     assert w["ip"] == "127.0.0.1" and w["tags"] == ["gpu"] and w["system_tags"] == ["amp-url=http://x:1"]
     assert w["queues"] == [{"id": "q1", "name": "q1"}] and w["task"] is None and w["last_report_time"] is None
-    assert abs(w["register_time"] - time.time()) < 30
+    registered = datetime.strptime(w["register_time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    assert abs(registered.timestamp() - time.time()) < 30
     assert "node-a" in await server.runtime.registry.live_workers()
     assert (await c.get("/workers/node-a")).status_code == 200
 

@@ -42,6 +42,7 @@ from .models import (
     valid_node_id,
 )
 from .stats import MachineSampler
+from .writer import RegistryWriter
 
 log = logging.getLogger("amp_runtime.registry")
 
@@ -65,6 +66,7 @@ class RegistryService(ServiceBase):
         self.actor = RegistryActor(
             self.store, mailbox_size=self.config.actors.mailbox_size, ask_timeout=self.config.actors.ask_timeout_s
         )
+        self.writer = RegistryWriter(self.store)
         self.own_ids = [w.id for w in self.config.workers]
         self.jwt_secret = self.config.auth.jwt_secret
         self._accepting = True
@@ -77,6 +79,7 @@ class RegistryService(ServiceBase):
             await nursery.start(partial(
                 supervise, self.actor, max_restarts_per_minute=self.config.actors.max_restarts_per_minute
             ))
+            nursery.start_soon(self.writer.run)
             if not self.jwt_secret:
                 self.jwt_secret = await self.store.write(sql.set_secret_once, "jwt", jwt.new_secret())
             info = WorkerInfo(version=__version__, commit_sha="unknown", commit_timestamp=None, build_date=None)
@@ -111,7 +114,7 @@ class RegistryService(ServiceBase):
     async def _expire(self) -> None:
         rows = await self.actor.ask(Expire(naive_utc(utcnow())))
         if rows:
-            await self.store.write(sql.save_workers, rows)
+            await self.writer.persist(workers=rows)
             log.info("registry: %d worker(s) expired", len(rows))
 
     async def _heartbeat(self, sampler: MachineSampler) -> bool:
@@ -172,7 +175,7 @@ class RegistryService(ServiceBase):
             worker=worker, now=naive_utc(utcnow()), timeout_s=timeout or self.settings.default_timeout_s,
             ip=ip, info=info, queues=queues, tags=tags, system_tags=system_tags,
         ))
-        await self.store.write(sql.save_workers, [row])
+        await self.writer.persist(workers=[row])
 
     async def status_report(self, req: StatusReportRequest, *, ip: str | None = None) -> None:
         """Update the record, then persist it with the report's stats and activity in one go."""
@@ -184,18 +187,17 @@ class RegistryService(ServiceBase):
             ip=ip, task=req.task, queue=req.queue, queues=req.queues, tags=req.tags, system_tags=req.system_tags,
         ))
         readings = stats_rows(req.machine_stats) if req.machine_stats is not None else []
-        append = self.store.append
-        async with trio.open_nursery() as nursery:  # all land in the same group commit
-            nursery.start_soon(self.store.write, sql.save_workers, [row])
-            nursery.start_soon(append, sql.ACTIVITY_TABLE, sql.ACTIVITY_COLUMNS, (req.worker, ts, req.task is not None))
-            for metric, variant, value in readings:
-                nursery.start_soon(append, sql.STATS_TABLE, sql.STATS_COLUMNS, (req.worker, metric, variant, ts, value))
+        await self.writer.persist(
+            workers=[row],
+            stats=[(req.worker, metric, variant, ts, value) for metric, variant, value in readings],
+            activity=[(req.worker, ts, req.task is not None)],
+        )
 
     async def unregister(self, worker: str) -> None:
         self._check_worker(worker)
         row = await self.actor.ask(Unregister(worker))
         if row is not None:
-            await self.store.write(sql.save_workers, [row])
+            await self.writer.persist(workers=[row])
 
     # -- reads -------------------------------------------------------------------------
     async def get(self, worker: str) -> WorkerRecord | None:

@@ -1,8 +1,9 @@
 """The registry actor: owns every worker record; answers with the rows its changes persist.
 
 It never waits on the store itself: a change returns the changed record's row (with a fresh
-`version`), and the service writes it before acknowledging, so one slow commit does not stall
-other workers' reports. The version guard in `store.save_workers` keeps write order irrelevant.
+`version`), and the service persists it (writer.py) before acknowledging, so one slow commit
+does not stall other workers' reports. The version guard in `store.save_workers` drops a row
+that reaches the store after a newer one of the same worker.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from .models import (
     valid_node_id,
 )
 from .stats import MachineSampler
+from .writer import RegistryWriter
 
 log = logging.getLogger("amp_runtime.registry")
 
@@ -65,6 +66,7 @@ class RegistryService(ServiceBase):
         self.actor = RegistryActor(
             self.store, mailbox_size=self.config.actors.mailbox_size, ask_timeout=self.config.actors.ask_timeout_s
         )
+        self.writer = RegistryWriter(self.store)
         self.own_ids = [w.id for w in self.config.workers]
         self.jwt_secret = self.config.auth.jwt_secret
         self._accepting = True
@@ -77,14 +79,17 @@ class RegistryService(ServiceBase):
             await nursery.start(partial(
                 supervise, self.actor, max_restarts_per_minute=self.config.actors.max_restarts_per_minute
             ))
+            nursery.start_soon(self.writer.run)
             if not self.jwt_secret:
                 self.jwt_secret = await self.store.write(sql.set_secret_once, "jwt", jwt.new_secret())
             info = WorkerInfo(version=__version__, commit_sha="unknown", commit_timestamp=None, build_date=None)
             for worker_id in self.own_ids:
                 await self.register(worker_id, ip=self._own_ip, info=info)
-            nursery.start_soon(self._expiry_loop)
-            nursery.start_soon(self._heartbeat_loop)
-            nursery.start_soon(self._retention_loop)
+            sampler = await trio.to_thread.run_sync(MachineSampler)
+            retention_s = self.settings.stats_retention_days * 86400
+            nursery.start_soon(self._every, self.settings.expiry_check_s, self._expire)
+            nursery.start_soon(self._every, self.settings.heartbeat_s, partial(self._heartbeat, sampler))
+            nursery.start_soon(partial(self._every, min(RETENTION_CHECK_S, retention_s), self._drop_old_stats, first_now=True))
             task_status.started()
 
     def stop_accepting(self) -> None:
@@ -94,35 +99,41 @@ class RegistryService(ServiceBase):
         for worker_id in self.own_ids:
             await self.unregister(worker_id)
 
-    async def _expiry_loop(self) -> None:
+    async def _every(self, period_s: float, step, *, first_now: bool = False) -> None:
+        """Run `step` every `period_s` until cancelled; a failing step is logged, not fatal."""
+        if not first_now:
+            await trio.sleep(period_s)
         while True:
-            await trio.sleep(self.settings.expiry_check_s)
-            rows = await self.actor.ask(Expire(naive_utc(utcnow())))
-            if rows:
-                await self.store.write(sql.save_workers, rows)
-                log.info("registry: %d worker(s) expired", len(rows))
+            try:
+                if await step() is False:
+                    return
+            except Exception:
+                log.exception("registry: %s failed", getattr(step, "__name__", step))
+            await trio.sleep(period_s)
 
-    async def _heartbeat_loop(self) -> None:
-        sampler = await trio.to_thread.run_sync(MachineSampler)
-        while True:
-            await trio.sleep(self.settings.heartbeat_s)
-            if not self._accepting:
-                return
-            stats = await trio.to_thread.run_sync(sampler.sample)
-            running = {s.worker: s.running for s in await self.runtime.tasks.snapshot()}
-            for worker_id in self.own_ids:
-                current = running.get(worker_id) or []
-                await self.status_report(
-                    StatusReportRequest(worker=worker_id, timestamp=time.time(),
-                                        task=current[0] if current else None, machine_stats=stats),
-                    ip=self._own_ip,
-                )
+    async def _expire(self) -> None:
+        rows = await self.actor.ask(Expire(naive_utc(utcnow())))
+        if rows:
+            await self.writer.persist(workers=rows)
+            log.info("registry: %d worker(s) expired", len(rows))
 
-    async def _retention_loop(self) -> None:
-        while True:
-            cutoff = time.time() - self.settings.stats_retention_days * 86400
-            await self.store.write(sql.delete_stats_before, cutoff)
-            await trio.sleep(min(RETENTION_CHECK_S, self.settings.stats_retention_days * 86400))
+    async def _heartbeat(self, sampler: MachineSampler) -> bool:
+        """One status report per own worker: machine readings and its first running task."""
+        if not self._accepting:
+            return False
+        stats = await trio.to_thread.run_sync(sampler.sample)
+        running = {s.worker: s.running for s in await self.runtime.tasks.snapshot()}
+        for worker_id in self.own_ids:
+            current = running.get(worker_id) or []
+            await self.status_report(
+                StatusReportRequest(worker=worker_id, timestamp=time.time(),
+                                    task=current[0] if current else None, machine_stats=stats),
+                ip=self._own_ip,
+            )
+        return True
+
+    async def _drop_old_stats(self) -> None:
+        await self.store.write(sql.delete_stats_before, time.time() - self.settings.stats_retention_days * 86400)
 
     # -- the jobs service's view -------------------------------------------------------
     async def live_workers(self, max_age_s: float | None = None) -> list[str]:
@@ -164,7 +175,7 @@ class RegistryService(ServiceBase):
             worker=worker, now=naive_utc(utcnow()), timeout_s=timeout or self.settings.default_timeout_s,
             ip=ip, info=info, queues=queues, tags=tags, system_tags=system_tags,
         ))
-        await self.store.write(sql.save_workers, [row])
+        await self.writer.persist(workers=[row])
 
     async def status_report(self, req: StatusReportRequest, *, ip: str | None = None) -> None:
         """Update the record, then persist it with the report's stats and activity in one go."""
@@ -176,18 +187,17 @@ class RegistryService(ServiceBase):
             ip=ip, task=req.task, queue=req.queue, queues=req.queues, tags=req.tags, system_tags=req.system_tags,
         ))
         readings = stats_rows(req.machine_stats) if req.machine_stats is not None else []
-        append = self.store.append
-        async with trio.open_nursery() as nursery:  # all land in the same group commit
-            nursery.start_soon(self.store.write, sql.save_workers, [row])
-            nursery.start_soon(append, sql.ACTIVITY_TABLE, sql.ACTIVITY_COLUMNS, (req.worker, ts, req.task is not None))
-            for metric, variant, value in readings:
-                nursery.start_soon(append, sql.STATS_TABLE, sql.STATS_COLUMNS, (req.worker, metric, variant, ts, value))
+        await self.writer.persist(
+            workers=[row],
+            stats=[(req.worker, metric, variant, ts, value) for metric, variant, value in readings],
+            activity=[(req.worker, ts, req.task is not None)],
+        )
 
     async def unregister(self, worker: str) -> None:
         self._check_worker(worker)
         row = await self.actor.ask(Unregister(worker))
         if row is not None:
-            await self.store.write(sql.save_workers, [row])
+            await self.writer.persist(workers=[row])
 
     # -- reads -------------------------------------------------------------------------
     async def get(self, worker: str) -> WorkerRecord | None:

@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+from ..core.store import insert_columns
+
 from .models import WorkerInfo, WorkerRecord
 
 WORKER_COLUMNS = (
@@ -27,16 +29,31 @@ def record_row(rec: WorkerRecord) -> tuple:
 
 
 def save_workers(conn, rows: list[tuple]) -> None:
-    """Replace each worker's row unless the stored one is newer (writes may commit out of order)."""
+    """Replace the workers' rows with the newest version of each, set-based; a row older than the
+    stored one is dropped (two reports of one worker may reach the writer out of order)."""
+    newest: dict[str, tuple] = {}
     for row in rows:
-        worker_id, version = row[0], row[1]
-        newer = conn.execute(
-            "SELECT count(*) FROM registry_workers WHERE id = ? AND version >= ?", [worker_id, version]
-        ).fetchone()[0]
-        if newer:
-            continue
-        conn.execute("DELETE FROM registry_workers WHERE id = ?", [worker_id])
-        conn.execute(f"INSERT INTO registry_workers ({WORKER_COLUMNS}) VALUES ({', '.join('?' * 15)})", list(row))
+        if row[0] not in newest or newest[row[0]][1] < row[1]:
+            newest[row[0]] = row
+    if not newest:
+        return
+    stored = dict(conn.execute(
+        "SELECT id, version FROM registry_workers WHERE list_contains(?, id)", [list(newest)]
+    ).fetchall())
+    newest = {k: row for k, row in newest.items() if stored.get(k, -1) < row[1]}
+    if not newest:
+        return
+    conn.execute("DELETE FROM registry_workers WHERE list_contains(?, id)", [list(newest)])
+    insert_columns(conn, "registry_workers", tuple(c.strip() for c in WORKER_COLUMNS.split(",")), list(newest.values()))
+
+
+def write_batch(conn, workers: list[tuple], stats: list[tuple], activity: list[tuple]) -> None:
+    """One writer batch: worker records, stats rows and activity rows."""
+    save_workers(conn, workers)
+    if stats:
+        insert_columns(conn, STATS_TABLE, STATS_COLUMNS, stats)
+    if activity:
+        insert_columns(conn, ACTIVITY_TABLE, ACTIVITY_COLUMNS, activity)
 
 
 def load_workers(conn) -> list[WorkerRecord]:

@@ -1,10 +1,14 @@
 """The worker registry end to end over HTTP: read API, reporting API, expiry, persistence."""
 
 import time
-from datetime import datetime
+from datetime import datetime, timezone
+from functools import partial
 
+import duckdb
 import pytest
+import trio
 
+from amp_runtime.core.clock import naive_utc, utcnow
 from tests.helpers import wait_until
 
 
@@ -44,7 +48,7 @@ async def test_register_report_unregister(server):
     w = {x["id"]: x for x in data(await c.post("/workers.get_all", json={}))["workers"]}["node-a"]
     assert w["ip"] == "127.0.0.1" and w["tags"] == ["gpu"] and w["system_tags"] == ["amp-url=http://x:1"]
     assert w["queues"] == [{"id": "q1", "name": "q1"}] and w["task"] is None and w["last_report_time"] is None
-    registered = datetime.fromisoformat(w["register_time"].replace("Z", "+00:00"))
+    registered = datetime.strptime(w["register_time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
     assert abs(registered.timestamp() - time.time()) < 30
     assert "node-a" in await server.runtime.registry.live_workers()
     assert (await c.get("/workers/node-a")).status_code == 200
@@ -79,7 +83,6 @@ async def test_created_at_kept_across_reregistration(server):
     data(await c.post("/workers.register", json={"worker": "node-b"}))
     first = (await c.get("/workers/node-b")).json()
     data(await c.post("/workers.unregister", json={"worker": "node-b"}))
-    await wait_until(lambda: time.time() > 0)  # a later registration time
     data(await c.post("/workers.register", json={"worker": "node-b"}))
     second = (await c.get("/workers/node-b")).json()
     assert second["created_at"] == first["created_at"]
@@ -178,16 +181,35 @@ async def test_reporting_envelope_prefix_and_get_with_body(server):
 async def test_last_seen(server, value, expected):
     c = server.client
     data(await c.post("/workers.status_report", json={"worker": "old", "timestamp": time.time()}))
-    await wait_until(lambda: True)
-    # make it look silent for 2 s by asking with last_seen 1 after its heartbeat aged
-    rec = await server.runtime.registry.get("old")
-    assert rec is not None
 
-    async def aged():
-        r = await server.runtime.registry.get("old")
-        from amp_runtime.core.clock import naive_utc, utcnow
-        return (naive_utc(utcnow()) - r.heartbeat_at).total_seconds() > 1.1
+    async def aged():  # silent for more than last_seen=1
+        rec = await server.runtime.registry.get("old")
+        return (naive_utc(utcnow()) - rec.heartbeat_at).total_seconds() > 1.1
 
     await wait_until(aged, timeout=5, interval=0.1)
     ids = [x["id"] for x in data(await c.post("/workers.get_all", json={"last_seen": value}))["workers"]]
     assert ("old" in ids) is expected
+
+
+async def test_own_worker_reports_its_running_task(server_factory):
+    srv = await server_factory(registry={"heartbeat_s": 0.05})
+    c = srv.client
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(c.post, "/task", json={"function": "sleep", "input": {"ms": 1500}, "contract": 1}))
+
+        async def task_shown():
+            (own,) = [w for w in data(await c.post("/workers.get_all", json={}))["workers"] if w["id"] == "worker-01"]
+            return own["task"] is not None
+
+        await wait_until(task_shown, timeout=5, interval=0.05)
+
+
+async def test_drain_unregisters_own_workers(server_factory, tmp_path):
+    srv = await server_factory()
+    await srv.stop()
+    await wait_until(lambda: srv.runtime.store._db.conn is None, timeout=20)
+    conn = duckdb.connect(str(srv.runtime.config.store_path))
+    try:
+        assert conn.execute("SELECT id, registered FROM registry_workers").fetchall() == [("worker-01", False)]
+    finally:
+        conn.close()

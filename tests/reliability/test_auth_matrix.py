@@ -186,7 +186,12 @@ async def test_websocket_slots_needs_the_key(server_factory):
     with pytest.raises((ConnectionRejected, HandshakeError)):
         async with open_websocket_url(ws_url, extra_headers=[("Authorization", "wrong")]) as ws:
             await ws.get_message()
+    with pytest.raises((ConnectionRejected, HandshakeError)):
+        async with open_websocket_url(ws_url, subprotocols=["wrong"]) as ws:
+            await ws.get_message()
     async with open_websocket_url(ws_url, extra_headers=[("Authorization", KEY)]) as ws:
+        assert "free" in await ws.get_message()
+    async with open_websocket_url(ws_url, subprotocols=[KEY]) as ws:  # browsers: the key as subprotocol
         assert "free" in await ws.get_message()
 
 

@@ -79,3 +79,17 @@ async def test_after_a_coordinator_restart_nodes_rejoin_and_the_job_resumes(nurs
     assert done["status"] == "Completed" and done["node_id"] == "node-0-w", done
     assert node.output.count(b"cluster: joined") > joined_before
     assert query(cluster.output_dir, "SELECT count(*), count(DISTINCT block_num) FROM {blocks}") == [(12_000, 12_000)]
+
+
+async def test_a_stop_request_reaches_the_node_running_the_job(nursery, tmp_path):
+    cluster = await start_cluster(nursery, tmp_path, nodes=1)
+    client = cluster.client
+    job = (await client.post("/jobs", json={"dataset": DATASET, "start_block": 0, "node_id": "node-0-w"})).json()
+    await wait_until(lambda: files_done(client, job["id"]), timeout=20, interval=0.02)
+    stopping = (await client.put(f"/jobs/{job['id']}/stop")).json()
+    assert stopping["status"] in ("StopRequested", "Stopping", "Stopped"), stopping
+    done = await wait_for_status(client, job["id"], "Stopped", "Failed", timeout=20)
+    assert done["status"] == "Stopped", done
+    progress = (await client.get(f"/jobs/{job['id']}/progress")).json()["tables"]
+    (blocks,) = query(cluster.output_dir, "SELECT count(*) FROM {blocks}")[0]
+    assert progress["blocks"]["current_block"] + 1 == blocks, "every file written was reported before Stopped"

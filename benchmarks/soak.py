@@ -1,18 +1,20 @@
 """Soak: hold mixed traffic against one server for a set time and report figures and memory.
 
-    python -m benchmarks.soak [--duration 60] [--sync-conns 8] [--stream-conns 4]
-                              [--webhook-rate 50] [--progress-rate 20] [--json]
+    python -m benchmarks.soak [--duration 60] [--sync-conns 4] [--stream-conns 2]
+                              [--webhook-rate 50] [--progress-rate 20] [--keep-results 1000] [--json]
 
 Loopback only and bounded: the server is a subprocess on 127.0.0.1:0 with a temporary data dir
 (removed afterwards), the webhook receiver listens on 127.0.0.1:0, and everything stops after
 `--duration` seconds (plus a short drain of webhook deliveries). Traffic, all at once:
 
-- sync:     POST /task echo, as fast as `--sync-conns` keep-alive connections go;
+- sync:     POST /task echo, as fast as `--sync-conns` keep-alive connections go (the paced
+            kinds below share the machine with them: more connections mean higher latencies there);
 - stream:   POST /task count (5 events) in stream mode over `--stream-conns` connections;
 - webhook:  POST /task echo in webhook mode at `--webhook-rate`/s, delivered to the receiver;
 - progress: a continuous job writing Parquet, its progress polled at `--progress-rate`/s.
 
-Reported: per kind requests, throughput, p50/p99 latency and errors (transport errors and
+Latency of the paced kinds includes waiting for a free client connection when the server falls
+behind. Reported: per kind requests, throughput, p50/p99 latency and errors (transport errors and
 unexpected statuses); webhooks accepted vs delivered; the server's RSS at start and end (and
 its peak), sampled every second.
 """
@@ -218,13 +220,16 @@ def print_report(report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of traffic (default 60)")
-    parser.add_argument("--sync-conns", type=int, default=8)
-    parser.add_argument("--stream-conns", type=int, default=4)
+    parser.add_argument("--sync-conns", type=int, default=4)
+    parser.add_argument("--stream-conns", type=int, default=2)
+    parser.add_argument("--keep-results", type=int, default=1000,
+                        help="[tasks] keep_results: small, so the bound is reached early and RSS must flatten")
     parser.add_argument("--webhook-rate", type=float, default=50.0, help="webhook tasks per second")
     parser.add_argument("--progress-rate", type=float, default=20.0, help="job progress reads per second")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line")
     args = parser.parse_args(argv)
-    env = {"AMP_JOBS_BATCH_BLOCKS": "100", "AMP_JOBS_CONTINUOUS_BLOCKS_PER_S": "2000"}
+    env = {"AMP_JOBS_BATCH_BLOCKS": "100", "AMP_JOBS_CONTINUOUS_BLOCKS_PER_S": "2000",
+           "AMP_TASKS_KEEP_RESULTS": str(args.keep_results)}
     with server_process(env=env) as (url, process):
         report = trio.run(soak, url, process, args)
     if args.json:

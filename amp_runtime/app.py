@@ -66,7 +66,15 @@ def create_app(runtime: "Runtime") -> QuartTrio:
             405: f"method {request.method} is not allowed on {request.path}",
             413: f"request body over the limit of {runtime.config.http.max_body_bytes} bytes",
         }.get(exc.code or 500, exc.description or "error")
-        return render(ApiError(exc.code or 500, code, message))
+        response = render(ApiError(exc.code or 500, code, message))
+        if exc.code == 413:
+            response.headers["Connection"] = "close"  # the rest of that body is never read
+        else:
+            try:  # an unread body can stall the next request on a keep-alive connection
+                await request.get_data()
+            except Exception:
+                response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:

@@ -200,10 +200,13 @@ class Api:
 
             async def view(**params: Any) -> Response:
                 try:
+                    # Read the body even when unused or unauthorized: answering before it is
+                    # read can stall the next request on a keep-alive connection (hypercorn).
+                    data = await request.get_data()
                     if not public:
                         self.check_auth()
                     if body_decoder is not None:
-                        params["body"] = decode_body(body_decoder, await request.get_data())
+                        params["body"] = decode_body(body_decoder, data)
                     if query is not None:
                         params["query"] = decode_query(query, request.args)
                     result = await handler(**params)

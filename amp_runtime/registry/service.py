@@ -3,9 +3,9 @@ expiry by timer, machine-stats time series and their retention, and reporting-AP
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
-from datetime import datetime, timezone
 from functools import partial
 
 import trio
@@ -47,11 +47,6 @@ from .writer import RegistryWriter
 log = logging.getLogger("amp_runtime.registry")
 
 RETENTION_CHECK_S = 600.0
-
-
-def epoch(moment: datetime) -> float:
-    """Epoch seconds of a naive-UTC (DuckDB) datetime."""
-    return moment.replace(tzinfo=timezone.utc).timestamp()
 
 
 def report_ts(timestamp: float) -> float:
@@ -258,8 +253,6 @@ class RegistryService(ServiceBase):
     # -- tokens ------------------------------------------------------------------------
     def login(self, access_key: str, secret_key: str) -> str:
         """A token for a configured client pair; raises ApiError 401 otherwise."""
-        import hmac
-
         for client in self.config.auth.clients:
             if hmac.compare_digest(client.access_key.encode(), access_key.encode()) and hmac.compare_digest(
                 client.secret_key.encode(), secret_key.encode()

@@ -252,19 +252,26 @@ class RegistryService(ServiceBase):
 
     # -- tokens ------------------------------------------------------------------------
     def login(self, access_key: str, secret_key: str) -> str:
-        """A token for a configured client pair; raises ApiError 401 otherwise."""
-        for client in self.config.auth.clients:
-            if hmac.compare_digest(client.access_key.encode(), access_key.encode()) and hmac.compare_digest(
-                client.secret_key.encode(), secret_key.encode()
-            ):
-                now = int(time.time())
-                return jwt.encode({
-                    "exp": now + self.config.auth.jwt_ttl_s, "iat": now,
-                    "identity": {"company": "amp", "company_name": "amp_runtime", "user": access_key,
-                                 "user_name": access_key, "role": "user"},
-                    "api_version": API_VERSION, "server_version": __version__,
-                }, self.jwt_secret)
-        raise ApiError(401, "UNAUTHORIZED", "invalid access_key or secret_key")
+        """A token for a configured client pair; raises ApiError 401 otherwise.
+
+        An open server (no API key, no clients: loopback only) signs any pair, so the original
+        clients work against it out of the box, as every other route does without credentials.
+        """
+        auth = self.config.auth
+        known = any(
+            hmac.compare_digest(c.access_key.encode(), access_key.encode())
+            and hmac.compare_digest(c.secret_key.encode(), secret_key.encode())
+            for c in auth.clients
+        )
+        if not known and (auth.api_key or auth.clients):
+            raise ApiError(401, "UNAUTHORIZED", "invalid access_key or secret_key")
+        now = int(time.time())
+        return jwt.encode({
+            "exp": now + auth.jwt_ttl_s, "iat": now,
+            "identity": {"company": "amp", "company_name": "amp_runtime", "user": access_key,
+                         "user_name": access_key, "role": "user"},
+            "api_version": API_VERSION, "server_version": __version__,
+        }, self.jwt_secret)
 
     def token_valid(self, token: str) -> bool:
         if not self.jwt_secret:

@@ -118,6 +118,7 @@ class JobsConfig(_Section):
     max_limit: int = 1000
     worker_check_s: float = 1.0
     expiry_grace_s: float = 5.0
+    output_dir: str = ""
 
 
 class DurableConfig(_Section):
@@ -131,6 +132,9 @@ class DurableConfig(_Section):
 class ClusterConfig(_Section):
     join: str = ""
     key: str = ""
+    advertise_url: str = ""
+    register_timeout_s: int = 30
+    connect_timeout_s: float = 2.0
 
 
 class Config(_Section):
@@ -251,6 +255,8 @@ def _check(config: Config, source: str) -> None:
             problems.append(f"workers.max_queue: worker {w.id} has a negative queue length")
     if config.http.max_body_bytes < 1:
         problems.append("http.max_body_bytes: must be positive")
+    if config.cluster.join and not config.cluster.key:
+        problems.append("cluster.key: required to join a coordinator (cluster.join is set)")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("log.level: one of debug, info, warning, error")
     if problems:

@@ -38,6 +38,7 @@ class Service(Protocol):
 
 class Runtime:
     def __init__(self, config: Config, *, log_ring: LogRing | None = None):
+        from .cluster.service import ClusterService
         from .durable.service import DurableService
         from .jobs.service import JobService
         from .registry.service import RegistryService
@@ -57,7 +58,8 @@ class Runtime:
         self.tasks = TaskService(self)
         self.jobs = JobService(self)
         self.durable = DurableService(self)
-        self.services: list[Service] = [self.registry, self.tasks, self.jobs, self.durable]
+        self.cluster = ClusterService(self)  # after jobs: it runs jobs on nodes
+        self.services: list[Service] = [self.registry, self.tasks, self.jobs, self.durable, self.cluster]
         self.bound_urls: list[str] = []
         self._stop = trio.Event()
 
@@ -83,7 +85,7 @@ class Runtime:
                     for service in self.services:
                         await services.start(service.run)
                     http_done = trio.Event()
-                    app = create_app(self)
+                    app = self.cluster.mount(create_app(self))
                     self.bound_urls = await services.start(self._serve_http, app, http_done)
                     task_status.started(self.bound_urls)
                     await self._stop.wait()

@@ -118,6 +118,9 @@ def render(results: dict) -> str:
                 mark = f"{target[1]} {target[2]}"
                 met = "yes" if (value >= target[2] if target[1] == ">=" else value <= target[2]) else "**no**"
             lines.append(f"| {case} | {key} | {value} | {mark} | {met} |")
+    notes = HERE / "profile_notes.md"
+    if notes.exists():  # where the time goes, from profiles: kept by hand, next to the figures
+        lines += ["", notes.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,11 @@ Durability: an invocation is persisted before it is acknowledged, and its result
 together with the new state in one write. A re-run (after a restart, an interrupt or a retry)
 starts from the last recorded state; the promises it creates are handed back by position, so
 it finds the same promise ids, completed or not.
+
+Interrupt: the running invocation is cancelled and rolled back; its callers keep waiting (it
+finishes once the worker is used again, or they get 504). A raising function is retried
+`max_retries` times from the recorded state, then the worker is Failed for good (new
+invocations get 500; delete and re-create it). No template here makes a worker Exited.
 """
 
 from __future__ import annotations
@@ -104,23 +109,23 @@ def worker_key(template_id: str, name: str) -> str:
 
 
 class Instance(Actor):
-    def __init__(self, spec: TemplateSpec, name: str, env: InstanceEnv, *, mailbox_size: int = 1024):
+    def __init__(self, spec: TemplateSpec, name: str, deps: InstanceEnv, *, mailbox_size: int = 1024):
         super().__init__(f"durable:{spec.name}/{name}", mailbox_size=mailbox_size)
         self.spec = spec
         self.worker_name = name
         self.worker = worker_key(spec.template_id, name)
-        self.env_ = env
+        self.deps = deps
         self.removed = False
         self.stopped = False
 
     # -- the WorkerContext seen by template functions (self.ctx) ---------------------
     @property
     def args(self) -> list[str]:
-        return self.row.args
+        return list(self.row.args)
 
     @property
     def env(self) -> dict[str, str]:
-        return self.row.env
+        return dict(self.row.env)
 
     async def create_promise(self) -> int:
         """A promise id (an oplog index). A re-run of the same invocation gets the same ids
@@ -133,7 +138,7 @@ class Instance(Actor):
                 return idx
         idx = self._next_idx()
         with trio.CancelScope(shield=True):
-            await self.env_.store.write(sql.create_promise, self.worker, idx, seq, ordinal)
+            await self.deps.store.write(sql.create_promise, self.worker, idx, seq, ordinal)
         self.promises[idx] = _Promise(seq, ordinal)
         return idx
 
@@ -160,7 +165,7 @@ class Instance(Actor):
 
     async def on_start(self) -> None:
         """Rebuild from the store (also after a crash): state, queue, keys, promises."""
-        snap: Snapshot | None = await self.env_.store.read(sql.load_snapshot, self.worker)
+        snap: Snapshot | None = await self.deps.store.read(sql.load_snapshot, self.worker)
         if snap is None:  # removed while restarting
             self.removed = True
             self.close()
@@ -206,7 +211,7 @@ class Instance(Actor):
                 await self._invoke(msg, reply)
             case NewKey():
                 key = str(uuid.uuid4())
-                await self.env_.store.write(sql.add_key, self.worker, key)
+                await self.deps.store.write(sql.add_key, self.worker, key)
                 self.keys[key] = None
                 reply and reply.set(key)
             case Complete(idx=idx, data=data):
@@ -250,7 +255,7 @@ class Instance(Actor):
             raise_to(reply, _shutting_down())
             return
         inv = PendingInvocation(self._next_idx(), msg.key, msg.function, msg.params, msg.convention)
-        await self.env_.store.write(sql.accept_invocation, self.worker, inv)
+        await self.deps.store.write(sql.accept_invocation, self.worker, inv)
         if msg.key is not None:
             self.keys[msg.key] = inv.seq
         self.queue.append(inv)
@@ -266,7 +271,7 @@ class Instance(Actor):
         """An interrupted worker resumes the first time it is used."""
         if self.status == INTERRUPTED:
             self.status = IDLE
-            await self.env_.store.write(
+            await self.deps.store.write(
                 sql.set_status, self.worker, self._next_idx(), "resume", IDLE, self.retry_count, {}
             )
             self._poke()
@@ -279,7 +284,7 @@ class Instance(Actor):
         if promise.completed:
             reply and reply.set(False)
             return
-        await self.env_.store.write(sql.complete_promise, self.worker, self._next_idx(), idx, data)
+        await self.deps.store.write(sql.complete_promise, self.worker, self._next_idx(), idx, data)
         promise.completed, promise.data = True, data
         promise.done.set()
         reply and reply.set(True)
@@ -294,7 +299,7 @@ class Instance(Actor):
         self.status = INTERRUPTED
         if self._scope is not None:
             self._scope.cancel()
-        await self.env_.store.write(
+        await self.deps.store.write(
             sql.set_status, self.worker, self._next_idx(), "interrupt", INTERRUPTED, self.retry_count, {}
         )
 
@@ -302,7 +307,7 @@ class Instance(Actor):
         self.removed = True
         if self._scope is not None:
             self._scope.cancel()
-        await self.env_.store.write(sql.delete_worker, self.worker)
+        await self.deps.store.write(sql.delete_worker, self.worker)
         self._fail_waiters(lambda seq: True, WorkerError(404, f"worker {self.worker_name} was deleted"))
         self._poke()
         self.close()
@@ -335,27 +340,27 @@ class Instance(Actor):
             outcome, state, error = await self._attempt(inv)
             if outcome is None and error is None:  # interrupted: the loop decides what next
                 self.obj = self.spec.new_object(self, self.committed_state)
-                self.env_.count("interrupted")
+                self.deps.count("interrupted")
                 return
             if error is None:
                 await self._finish(inv, outcome, state)
                 return
             self.obj = self.spec.new_object(self, self.committed_state)
             attempts += 1
-            if attempts > self.env_.max_retries:
+            if attempts > self.deps.max_retries:
                 await self._fail(inv, error)
                 return
             self.retry_count += 1
             self.status = RETRYING
-            self.env_.count("retried")
+            self.deps.count("retried")
             with trio.CancelScope(shield=True):
-                await self.env_.store.write(
+                await self.deps.store.write(
                     sql.set_status, self.worker, self._next_idx(), "retry", IDLE, self.retry_count,
                     {"invocation": inv.seq, "error": error},
                 )
             with trio.CancelScope() as scope:
                 self._scope = scope
-                await trio.sleep(self.env_.retry_delay_s)
+                await trio.sleep(self.deps.retry_delay_s)
             self._scope = None
             if scope.cancelled_caught:
                 return
@@ -383,7 +388,7 @@ class Instance(Actor):
 
     async def _finish(self, inv: PendingInvocation, result: bytes, state: bytes) -> None:
         with trio.CancelScope(shield=True):  # recorded exactly once, whatever happens meanwhile
-            await self.env_.store.write(sql.finish_invocation, self.worker, self._next_idx(), inv.seq, result, state)
+            await self.deps.store.write(sql.finish_invocation, self.worker, self._next_idx(), inv.seq, result, state)
         self.committed_state = state
         self.queue.popleft()
         outcome = Outcome(True, result)
@@ -391,7 +396,7 @@ class Instance(Actor):
             self.outcomes[inv.seq] = outcome
         for reply in self.waiters.pop(inv.seq, []):
             reply.set(outcome)
-        self.env_.count("completed")
+        self.deps.count("completed")
 
     async def _fail(self, inv: PendingInvocation, error: str) -> None:
         """Retries exhausted: the worker is Failed; what was queued behind it fails too."""
@@ -399,7 +404,7 @@ class Instance(Actor):
         for queued in list(self.queue)[1:]:
             errors[queued.seq] = f"not run: worker {self.worker_name} failed"
         with trio.CancelScope(shield=True):
-            await self.env_.store.write(
+            await self.deps.store.write(
                 sql.fail_invocations, self.worker, self._next_idx(), errors, self.retry_count, FAILED
             )
         self.status = FAILED
@@ -410,7 +415,7 @@ class Instance(Actor):
                 self.outcomes[seq] = outcome
             for reply in self.waiters.pop(seq, []):
                 reply.set(outcome)
-        self.env_.count("failed")
+        self.deps.count("failed")
 
 
 def _shutting_down() -> WorkerError:

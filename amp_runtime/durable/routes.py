@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from quart import current_app
+from quart import current_app, request
 
 from ..core.http import Api, ApiError, DurableError, DurableErrors, Reply, render_durable
 from .models import (
@@ -43,6 +43,9 @@ def _errors(handler):
 
     @wraps(handler)
     async def wrapper(**kwargs):
+        # Read any body we do not use: an unread body stalls the next answer on a keep-alive
+        # connection (seen with hypercorn: a bodiless route sent a body hangs now and then).
+        await request.get_data()
         try:
             return await handler(**kwargs)
         except WorkerError as err:

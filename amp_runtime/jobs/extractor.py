@@ -1,7 +1,8 @@
 """Turning a dataset into Parquet files: the batch grid and the file writer.
 
-Layout (fixed, tools read it):
-    <data-dir>/datasets/<namespace>/<name>/<version>/<table>/<first_block>-<last_block>.parquet
+Layout (fixed, tools read it), under the output root (`[jobs] output_dir`, default
+`<data-dir>/datasets`, shared by the nodes of one machine):
+    <root>/<namespace>/<name>/<version>/<table>/<first_block>-<last_block>.parquet
 
 Each file is written to a temporary name in the same directory and then `os.replace`d, so a
 file under its final name is always complete. Files are aligned on a grid of `batch_blocks`
@@ -21,12 +22,12 @@ import duckdb
 from .datasets import DatasetSpec
 
 
-def dataset_dir(data_dir: Path, spec: DatasetSpec) -> Path:
-    return data_dir / "datasets" / spec.namespace / spec.name / spec.version
+def dataset_dir(root: Path, spec: DatasetSpec) -> Path:
+    return root / spec.namespace / spec.name / spec.version
 
 
-def file_path(data_dir: Path, spec: DatasetSpec, table: str, first: int, last: int) -> Path:
-    return dataset_dir(data_dir, spec) / table / f"{first}-{last}.parquet"
+def file_path(root: Path, spec: DatasetSpec, table: str, first: int, last: int) -> Path:
+    return dataset_dir(root, spec) / table / f"{first}-{last}.parquet"
 
 
 def batches(start_block: int, end_block: int | None, batch_blocks: int) -> Iterator[tuple[int, int]]:
@@ -49,11 +50,11 @@ def open_private_connection() -> duckdb.DuckDBPyConnection:
 
 
 def write_file(
-    conn: duckdb.DuckDBPyConnection, data_dir: Path, spec: DatasetSpec, table: str, first: int, last: int
+    conn: duckdb.DuckDBPyConnection, root: Path, spec: DatasetSpec, table: str, first: int, last: int
 ) -> int:
     """Write one table's file for `[first, last]`; returns its size in bytes. Blocking: run it
     in a worker thread. The dataset's own exceptions propagate (the job fails with them)."""
-    final = file_path(data_dir, spec, table, first, last)
+    final = file_path(root, spec, table, first, last)
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
     query = spec.query(table, first, last)
@@ -66,12 +67,12 @@ def write_file(
     return final.stat().st_size
 
 
-def remove_temp_files(data_dir: Path, spec: DatasetSpec) -> int:
+def remove_temp_files(root: Path, spec: DatasetSpec) -> int:
     """Delete temporaries a killed process left behind; returns how many."""
     removed = 0
-    root = dataset_dir(data_dir, spec)
+    directory = dataset_dir(root, spec)
     for table in spec.tables:
-        for temp in (root / table).glob(".*.tmp"):
+        for temp in (directory / table).glob(".*.tmp"):
             temp.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -47,9 +47,12 @@ class RunnerEnv:
     store: Any
     tasks: Any  # runtime.tasks: hold_slot(worker_id, holder=...)
     progress: "ProgressWriter"
-    data_dir: Path
+    output_dir: Path  # root of the dataset files (`[jobs] output_dir`)
     blocks_per_s: float
     ask: Any  # the scheduler's ask
+    # Runs a job assigned to a worker of another process (the cluster's node channel); same
+    # signature and contract as `run_job`. None: every worker is local.
+    run_remote: Any = None
 
 
 async def run_job(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> None:
@@ -79,7 +82,7 @@ async def _run(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> tuple
         await env.progress.flush()  # an earlier run's reports land before we read them
         persisted = await env.store.read(jobs_store.progress_of, record.id)
         done = {row.table: row for row in persisted}
-        await trio.to_thread.run_sync(remove_temp_files, env.data_dir, spec)
+        await trio.to_thread.run_sync(remove_temp_files, env.output_dir, spec)
         # A private connection: the store's connection belongs to the coordinator, never bulk work.
         conn = await trio.to_thread.run_sync(open_private_connection)
         try:
@@ -108,7 +111,7 @@ async def _extract(env, handle: RunnerHandle, record: JobRecord, spec, conn, don
             # Shielded: a cancel waits for the file anyway; this way every file written is reported.
             with trio.CancelScope(shield=True):
                 size = await trio.to_thread.run_sync(
-                    write_file, conn, env.data_dir, spec, table, first, last
+                    write_file, conn, env.output_dir, spec, table, first, last
                 )
                 row = ProgressRow(
                     job_id=record.id,

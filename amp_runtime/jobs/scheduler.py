@@ -61,8 +61,10 @@ class Scheduler(Actor):
             if record.status in (states.STOP_REQUESTED, states.STOPPING):
                 await self._transition(job, Event.FINISH_STOPPING)  # no runner left to wind down
                 continue
-            if record.node_id not in self.local_workers:
+            if record.node_id not in self.local_workers and self.env.run_remote is None:
                 await self._move(job, self._least_loaded(self.local_workers))
+            # In a cluster a job of a remote worker waits for its node to reconnect; the worker
+            # watch moves it if the node does not come back within expiry_grace_s.
             self._spawn(job, previous=leftovers.get(record.id))
         if self._active:
             log.info("jobs: resumed %d active job(s)", len(self._active))
@@ -244,7 +246,9 @@ class Scheduler(Actor):
         if job.record.status == states.STOP_REQUESTED:
             handle.stop_requested.set()
         # The runner gets its own copy: it reads the range, never the live status.
-        self.nursery.start_soon(run_job, self.env, handle, dataclasses.replace(job.record))
+        remote = job.record.node_id not in self.local_workers and self.env.run_remote is not None
+        runner = self.env.run_remote if remote else run_job
+        self.nursery.start_soon(runner, self.env, handle, dataclasses.replace(job.record))
 
     def _owned(self, job_id: int, attempt: int) -> ActiveJob | None:
         job = self._active.get(job_id)

@@ -2,13 +2,18 @@
 
 Reads (`get`, `list`, `progress`) go straight to the store; anything that changes a job's
 status goes through the scheduler actor. Deleting a job deletes its record, progress and
-history only: the Parquet files it wrote stay under `<data-dir>/datasets/...`.
+history only: the Parquet files it wrote stay under `[jobs] output_dir` (`<data-dir>/datasets`).
+
+In a cluster (`[cluster] key` set on the coordinator) jobs may be assigned to the workers of
+connected nodes too: the cluster service runs those through its node channel
+(`RunnerEnv.run_remote`), and says which remote workers are live.
 """
 
 from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
 
 import trio
 
@@ -36,6 +41,11 @@ def parse_job_id(text: str) -> int:
     if not text.isascii() or not text.isdigit() or int(text) > MAX_JOB_ID:
         raise JobsError(400, "INVALID_JOB_ID", f"invalid job id {text!r}: expected a positive integer")
     return int(text)
+
+
+def output_dir(config) -> Path:
+    """Where datasets' files are written: `[jobs] output_dir`, or `<data-dir>/datasets`."""
+    return Path(config.jobs.output_dir) if config.jobs.output_dir else config.data_path / "datasets"
 
 
 def check_jobs_config(jobs) -> None:
@@ -74,9 +84,10 @@ class JobService(ServiceBase):
                 store=self.store,
                 tasks=self.runtime.tasks,
                 progress=self.progress,
-                data_dir=self.config.data_path,
+                output_dir=output_dir(self.config),
                 blocks_per_s=self.config.jobs.continuous_blocks_per_s,
                 ask=self._ask,
+                run_remote=self._cluster.run_remote_job if self._cluster else None,
             )
             self.scheduler = Scheduler(
                 env, nursery, self.config, local_workers=self.runtime.tasks.worker_ids()
@@ -118,11 +129,22 @@ class JobService(ServiceBase):
             except Exception:
                 log.exception("jobs: checking worker liveness failed; retrying")
 
+    @property
+    def _cluster(self):
+        """The cluster coordinator when this process accepts nodes, else None."""
+        cluster = getattr(self.runtime, "cluster", None)
+        return cluster if cluster is not None and cluster.accepts_nodes else None
+
     async def _candidates(self) -> tuple[list[str], list[str]]:
-        """(live workers of this process that can hold a job's slot, every live worker)."""
+        """(live workers that can hold a job's slot, every live worker). Local workers are live
+        per the registry; a connected node's workers per its channel to the coordinator."""
         live = await self.runtime.registry.live_workers()
+        workers = self.runtime.tasks.worker_ids()
+        if self._cluster is not None:
+            live, remote = self._cluster.job_liveness(live)
+            workers = workers + remote
         live_set = set(live)
-        return [w for w in self.runtime.tasks.worker_ids() if w in live_set], list(live)
+        return [w for w in workers if w in live_set], list(live)
 
     # -- the API's rules ---------------------------------------------------------------
     async def create(self, dataset: str, start_block: int, end_block: int | None, node_id: str | None) -> Job:

@@ -175,9 +175,11 @@ class IdName(msgspec.Struct):
 
 
 class ReportedWorker(msgspec.Struct):
+    """Times are RFC 3339 strings, as the original server sends them: its client parses them as
+    date-times and rejects the whole answer when they are numbers."""
+
     id: str
     ip: str | None
-    # RFC 3339 strings: the original clients parse these as date-times and reject numbers
     register_time: str
     last_activity_time: str
     last_report_time: str | None
@@ -242,6 +244,12 @@ class ActivityData(msgspec.Struct):
 
 class LoginData(msgspec.Struct):
     token: str
+
+
+class LoginQuery(msgspec.Struct):
+    """`expiration_sec`: the client may ask for a shorter-lived token (capped at `jwt_ttl_s`)."""
+
+    expiration_sec: int | None = None
 
 
 class Endpoint(msgspec.Struct):

@@ -13,7 +13,7 @@ import msgspec
 from quart import Blueprint, current_app, request
 
 from ..core.clock import rfc3339
-from ..core.http import Api, ApiError, Reply
+from ..core.http import Api, ApiError, Reply, key_matches, presented_credential
 from .models import (
     API_VERSION,
     VERSION_PREFIX,
@@ -25,6 +25,7 @@ from .models import (
     Envelope,
     IdName,
     LoginData,
+    LoginQuery,
     Meta,
     MetricKeysData,
     MetricKeysRequest,
@@ -60,7 +61,7 @@ def render_envelope_error(err: ApiError) -> bytes:
 
 
 def _authorize(credential: str) -> bool:
-    return current_app.runtime.registry.token_valid(credential)
+    return current_app.runtime.registry.token_identity(credential) is not None
 
 
 class _DottedPathBlueprint(Blueprint):
@@ -110,19 +111,38 @@ def _reported(rec) -> ReportedWorker:
     )
 
 
-@_reporting_route("auth.login", "Log in with HTTP Basic access_key:secret_key; returns a JWT",
-                  None, LoginData, public=True, method="GET", other="POST")
-async def login(version: str | None = None) -> Reply:
-    _check_version(version)
-    header = request.headers.get("Authorization", "")
+def _basic_pair(header: str) -> tuple[str, str] | None:
     scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
     try:
         access_key, sep, secret_key = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        sep = ""
-    if scheme.lower() != "basic" or not sep:
-        raise ApiError(401, "UNAUTHORIZED", "HTTP Basic credentials access_key:secret_key are required")
-    return _ok(LoginData(_registry().login(access_key, secret_key)))
+        return None
+    return (access_key, secret_key) if sep else None
+
+
+@api.route("/auth.login", "GET", summary="Log in with HTTP Basic access_key:secret_key (or refresh a token); "
+           "returns a JWT", query=LoginQuery, public=True, aliases=("/<version>/auth.login",),
+           extra_methods=("POST",), responses={200: envelope_of(LoginData), 400: Envelope, 401: Envelope})
+async def login(query: LoginQuery, version: str | None = None) -> Reply:
+    """Basic with a configured pair -> token (a wrong pair is 401). A valid token or the API key
+    -> a fresh token (the original client refreshes that way). Anything else is 400: the route is
+    public, so a missing credential is a malformed request rather than a refused one."""
+    _check_version(version)
+    registry, auth = _registry(), current_app.runtime.config.auth
+    header = request.headers.get("Authorization", "")
+    pair = _basic_pair(header)
+    if pair is not None:
+        return _ok(LoginData(registry.login(*pair, ttl_s=query.expiration_sec)))
+    credential = presented_credential(header)
+    identity = registry.token_identity(credential) if credential else None
+    if identity is None and auth.api_key and key_matches(credential, auth.api_key):
+        identity = {"company": "amp", "company_name": "amp_runtime", "user": "api-key", "role": "user"}
+    if identity is None:
+        raise ApiError(400, "MISSING_CREDENTIALS",
+                       "auth.login needs HTTP Basic access_key:secret_key, a valid token or the API key")
+    return _ok(LoginData(registry.issue_token(identity, ttl_s=query.expiration_sec)))
 
 
 @_reporting_route("workers.register", "Register a worker", RegisterRequest, Empty)

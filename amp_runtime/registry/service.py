@@ -251,7 +251,7 @@ class RegistryService(ServiceBase):
         )
 
     # -- tokens ------------------------------------------------------------------------
-    def login(self, access_key: str, secret_key: str) -> str:
+    def login(self, access_key: str, secret_key: str, *, ttl_s: int | None = None) -> str:
         """A token for a configured client pair; raises ApiError 401 otherwise.
 
         An open server (no API key, no clients: loopback only) signs any pair, so the original
@@ -265,22 +265,25 @@ class RegistryService(ServiceBase):
         )
         if not known and (auth.api_key or auth.clients):
             raise ApiError(401, "UNAUTHORIZED", "invalid access_key or secret_key")
-        now = int(time.time())
-        return jwt.encode({
-            "exp": now + auth.jwt_ttl_s, "iat": now,
-            "identity": {"company": "amp", "company_name": "amp_runtime", "user": access_key,
-                         "user_name": access_key, "role": "user"},
-            "api_version": API_VERSION, "server_version": __version__,
-        }, self.jwt_secret)
+        return self.issue_token({"company": "amp", "company_name": "amp_runtime", "user": access_key,
+                                 "user_name": access_key, "role": "user"}, ttl_s=ttl_s)
 
-    def token_valid(self, token: str) -> bool:
+    def issue_token(self, identity: dict, *, ttl_s: int | None = None) -> str:
+        """A signed token; `ttl_s` (the client's `expiration_sec`) can shorten, never extend, `jwt_ttl_s`."""
+        now = int(time.time())
+        ttl = self.config.auth.jwt_ttl_s if not ttl_s or ttl_s <= 0 else min(ttl_s, self.config.auth.jwt_ttl_s)
+        return jwt.encode({"exp": now + ttl, "iat": now, "identity": identity,
+                           "api_version": API_VERSION, "server_version": __version__}, self.jwt_secret)
+
+    def token_identity(self, token: str) -> dict | None:
+        """The identity of a valid token (for a refresh), else None."""
         if not self.jwt_secret:
-            return False
+            return None
         try:
-            jwt.decode(token, self.jwt_secret)
+            return jwt.decode(token, self.jwt_secret).get("identity") or {}
         except jwt.InvalidToken:
-            return False
-        return True
+            return None
+
 
 
 def parse_last_seen(value: int | str | None, default: int | None) -> float | None:

@@ -38,6 +38,9 @@ async def submit_task(body: TaskRequest):
     spec = FUNCTIONS.get(body.function)
     if spec is None:
         raise ApiError(404, "FUNCTION_NOT_FOUND", f"no function {body.function[:256]!r}")
+    forwarded = await runtime.cluster.route_task(body, spec)  # a node with more room answers
+    if forwarded is not None:
+        return forwarded
     problems = task_problems(body, spec, service.workers, runtime.config.http.max_id_length)
     if problems:
         raise ApiError(400, "VALIDATION_ERROR", "; ".join(problems), problems=problems)

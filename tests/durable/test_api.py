@@ -210,3 +210,34 @@ async def test_delete_removes_the_worker(server):
     assert (await c.get(worker_path(COUNTER, "c"))).status_code == 404
     assert (await create(c, COUNTER, "c")).status_code == 200
     assert (await call(c, COUNTER, "c", "get")).json() == {"result": [0]}
+
+
+async def test_openapi_lists_the_durable_routes(server):
+    paths = (await server.client.get("/openapi")).json()["paths"]
+    worker = "/v1/templates/{template_id}/workers/{worker_name}"
+    for path in ("/v1/templates", "/v1/templates/{template_id}/workers", "/v1/templates/workers/{worker_id}",
+                 worker, f"{worker}/key", f"{worker}/invoke-and-await", f"{worker}/invoke",
+                 f"{worker}/complete", f"{worker}/interrupt"):
+        assert path in paths, path
+    params = [p["name"] for p in paths[f"{worker}/invoke-and-await"]["post"]["parameters"]]
+    assert {"invocation-key", "function", "calling-convention"} <= set(params)
+
+
+async def test_shutdown_answers_a_suspended_caller_at_once(server):
+    c = server.client
+    await create(c, APPROVAL, "a")
+    got = []
+    async with trio.open_nursery() as nursery:
+        async def caller():
+            got.append(await call(c, APPROVAL, "a", "request", ["x"]))
+
+        nursery.start_soon(caller)
+
+        async def suspended():
+            return await status(c, APPROVAL, "a") == "Suspended"
+
+        await wait_until(suspended)
+        with trio.fail_after(2):  # well inside the 5 s grace period
+            server.runtime.request_stop()
+            await wait_until(lambda: bool(got))
+    assert got[0].status_code == 500 and "shutting down" in got[0].json()["error"]

@@ -181,3 +181,24 @@ async def test_delete_fails_an_awaiting_caller_with_404(server):
         await wait_until(suspended)
         assert (await c.delete(worker_path(APPROVAL, "a"))).status_code == 200
     assert got[0].status_code == 404
+
+
+async def test_status_is_retrying_between_attempts(server_factory):
+    srv = await server_factory(durable={"max_retries": 1, "retry_delay_s": 0.5})
+    c = srv.client
+    await create(c, FLAKY, "f")
+    templates_for_tests.ATTEMPTS.clear()
+    got = []
+    async with trio.open_nursery() as nursery:
+        async def caller():
+            got.append(await call(c, FLAKY, "f", "succeed_after", ["r", 1]))
+
+        nursery.start_soon(caller)
+
+        async def retrying():
+            return await status(c, FLAKY, "f") == "Retrying"
+
+        await wait_until(retrying)
+    assert got[0].json() == {"result": [1]}
+    meta = (await c.get(worker_path(FLAKY, "f"))).json()
+    assert meta["status"] == "Idle" and meta["retryCount"] == 1

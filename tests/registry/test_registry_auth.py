@@ -25,8 +25,8 @@ async def test_login_then_bearer(server_factory):
         assert r.status_code == 401 and r.json()["meta"]["result_code"] == 401
         r = await anon.get("/auth.login", headers={"Authorization": basic("ACCESS", "wrong")})
         assert r.status_code == 401 and r.json()["meta"]["result_code"] == 401 and r.json()["data"] == {}
-        r = await anon.get("/auth.login")
-        assert r.status_code == 401
+        r = await anon.get("/auth.login")  # public route: no credential is a bad request, not a refusal
+        assert r.status_code == 400 and r.json()["meta"]["result_code"] == 400
         r = await anon.get("/v2.23/auth.login", headers={"Authorization": basic("ACCESS", "SECRET")})
         assert r.status_code == 200, r.text
         token = r.json()["data"]["token"]
@@ -42,6 +42,12 @@ async def test_login_then_bearer(server_factory):
         assert (await anon.get("/workers", headers=auth)).status_code == 401
         r = await anon.post("/workers.get_all", json={}, headers={"Authorization": "Bearer " + token[:-2] + "xx"})
         assert r.status_code == 401
+        # A token (or the API key) refreshes into a new token; expiration_sec shortens its life.
+        r = await anon.get("/auth.login", params={"expiration_sec": 60}, headers=auth)
+        fresh = json.loads(base64.urlsafe_b64decode(r.json()["data"]["token"].split(".")[1] + "=="))
+        assert fresh["exp"] - fresh["iat"] == 60 and fresh["identity"] == payload["identity"]
+        r = await anon.post("/auth.login", headers={"Authorization": KEY})
+        assert r.status_code == 200 and r.json()["data"]["token"].count(".") == 2
     r = await srv.client.get("/workers")
     assert "via-token" in [w["node_id"] for w in r.json()["workers"]]
     assert (await srv.client.post("/workers.get_count", json={})).json()["data"]["count"] == 2
@@ -80,4 +86,4 @@ async def test_open_server_signs_any_login(server):
     r = await server.client.get("/auth.login", headers={"Authorization": basic("anyone", "anything")})
     assert r.status_code == 200 and r.json()["data"]["token"].count(".") == 2
     r = await server.client.get("/auth.login")
-    assert r.status_code == 401  # still needs HTTP Basic credentials
+    assert r.status_code == 400  # still needs credentials (public route: a malformed request)

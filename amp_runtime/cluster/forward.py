@@ -1,0 +1,153 @@
+"""Forwarding `POST /task` from the coordinator to a node, all three modes.
+
+Sync and webhook tasks go through a lean keep-alive pool per node (`http1`); streams through
+one shared httpx client, relayed as the node's bytes arrive (nothing buffered). A node that
+cannot be connected to has seen nothing, so the task is tried once more on the next best node
+(or here). A node that fails after taking the request answers 502 (sync) or ends the stream
+with `event: error`: the task may have run, so it is not sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import msgspec
+import trio
+from quart import Response
+
+from ..core.http import ApiError
+from ..tasks.models import TaskError, TaskRequest, TaskResult
+from .http1 import BrokenExchange, ConnectFailed, NodeConnections
+from .nodes import Done, NodeTable, Pick, Picked, SlotsLost
+
+log = logging.getLogger("amp_runtime.cluster")
+_encode = msgspec.json.Encoder().encode
+_PASSED_HEADERS = ("retry-after", "x-task-id", "cache-control")
+
+
+class NodeUnreachable(Exception):
+    pass
+
+
+class Forwarder:
+    def __init__(self, table: NodeTable, cluster_key: str, connect_timeout_s: float):
+        self.table = table
+        self._headers = {"Authorization": f"Bearer {cluster_key}", "Content-Type": "application/json"}
+        self._connect_timeout_s = connect_timeout_s
+        self._pools: dict[str, NodeConnections] = {}
+        self._waiting: dict[str, set[trio.CancelScope]] = {}  # forwards waiting per node URL
+        # No read timeout: the node enforces each function's own timeout.
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
+
+    async def pick(self, group: str, exclude: frozenset[str] = frozenset(), above: int | None = None) -> Picked | None:
+        return await self.table.ask(Pick(group, exclude, above))
+
+    async def forward(self, picked: Picked, body: TaskRequest, fallback) -> Response:
+        """The node's answer. `fallback(exclude)` returns another `Picked`, or None to run
+        the task on this process (then `NodeUnreachable` is raised for the route to do so).
+        A sync or webhook forward still waiting when its node leaves the cluster (it hung)
+        answers 502 `NODE_LEFT`."""
+        data = _encode(body)
+        tried: set[str] = set()
+        while True:
+            tried.add(picked.url)
+            try:
+                try:
+                    if body.mode == "stream":
+                        response = await self._send_stream(picked, data)
+                    else:
+                        response = await self._send(picked, data)
+                finally:
+                    self.table.tell_nowait(Done(picked.url, picked.worker))
+            except (httpx.ConnectError, httpx.ConnectTimeout, ConnectFailed) as exc:
+                log.warning("cluster: node %s unreachable (%s); routing elsewhere", picked.url, type(exc).__name__)
+                self.table.tell_nowait(SlotsLost(picked.url))
+                if len(tried) > 1:
+                    raise NodeUnreachable(picked.url) from None
+                picked = await fallback(frozenset(tried))
+                if picked is None:
+                    raise NodeUnreachable(", ".join(tried)) from None
+                continue
+            if response.status_code != 503 or len(tried) > 1:
+                return response
+            # Maintenance or draining, learned before its slots push says so: it ran nothing.
+            self.table.tell_nowait(SlotsLost(picked.url))
+            alternative = await fallback(frozenset(tried))
+            if alternative is None:
+                return response
+            picked = alternative
+
+    async def _send(self, picked: Picked, data: bytes) -> Response:
+        pool = self._pools.get(picked.url)
+        if pool is None:
+            pool = self._pools[picked.url] = NodeConnections(picked.url, self._connect_timeout_s)
+        waiting = self._waiting.setdefault(picked.url, set())
+        try:
+            with trio.CancelScope() as scope:
+                waiting.add(scope)
+                try:
+                    answer = await pool.post("/task", data, self._headers)
+                finally:
+                    waiting.discard(scope)
+            if scope.cancelled_caught:
+                raise ApiError(502, "NODE_LEFT", f"node {picked.url} left the cluster before answering; "
+                               "the task may have run there")
+        except BrokenExchange as exc:
+            log.warning("cluster: node %s failed answering a task: %s", picked.url, exc)
+            raise ApiError(502, "NODE_FAILED", f"node {picked.url} failed before answering ({exc}); "
+                           "the task may have run there") from None
+        headers = {k: v for k, v in answer.headers.items() if k in _PASSED_HEADERS}
+        headers["X-Amp-Node"] = picked.url
+        return Response(answer.body, status=answer.status,
+                        content_type=answer.headers.get("content-type", "application/json"), headers=headers)
+
+    async def _send_stream(self, picked: Picked, data: bytes) -> Response:
+        request = self.client.build_request("POST", picked.url + "/task", content=data, headers=self._headers)
+        upstream = await self.client.send(request, stream=True)
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED_HEADERS}
+        headers["X-Amp-Node"] = picked.url
+        if upstream.status_code != 200:
+            try:
+                content = await upstream.aread()
+            finally:
+                await upstream.aclose()
+            return Response(content, status=upstream.status_code,
+                            content_type=upstream.headers.get("content-type", "application/json"), headers=headers)
+        return self._relay_stream(upstream, headers, picked.url)
+
+    @staticmethod
+    def _relay_stream(upstream: httpx.Response, headers: dict[str, str], url: str) -> Response:
+        task_id = upstream.headers.get("x-task-id", "")
+
+        async def events():
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            except httpx.HTTPError as exc:
+                log.warning("cluster: stream from node %s broke: %s", url, type(exc).__name__)
+                result = TaskResult(id=task_id, status="failed", success=False,
+                                    error=TaskError(type="NodeLost", message=f"node {url} stopped answering"))
+                yield b"\n\nevent: error\ndata: " + _encode(result) + b"\n\n"
+            finally:
+                await upstream.aclose()  # the reader left or the stream ended: the node cancels its task
+
+        response = Response(events(), content_type="text/event-stream", headers=headers)
+        response.timeout = None
+        return response
+
+    def node_left(self, url: str) -> None:
+        """The node's channel closed or went silent: stop waiting for its answers."""
+        for scope in self._waiting.pop(url, ()):
+            scope.cancel()
+        pool = self._pools.pop(url, None)
+        if pool is not None:
+            pool.close_idle()
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+        await self.client.aclose()

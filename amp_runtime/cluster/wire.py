@@ -1,0 +1,96 @@
+"""The node channel's messages: one WebSocket per node, opened by the node to the coordinator.
+
+The node says `Hello` first (its URL and workers), then beats. The coordinator assigns jobs
+(`Assign`) and asks them to stop or go (`StopJob`, `CancelJob`). A job running on a node
+talks to the coordinator's scheduler through `Ask` (its `Started`/`Stopping`/`Finished`),
+`Progress`, `Flush` and `ReadProgress`; each of those except `Progress` gets one `Answer`
+(or `ProgressRows`), in order, for the same `(job_id, attempt)`.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from ..jobs.messages import Finished, Started, Stopping
+from ..jobs.store import JobRecord, ProgressRow
+
+
+class WorkerInfo(msgspec.Struct):
+    """A node's worker as the coordinator routes to it."""
+
+    id: str
+    groups: list[str]
+    slots: int
+    max_queue: int
+
+
+# -- node -> coordinator -------------------------------------------------------------------
+class Hello(msgspec.Struct, tag=True):
+    url: str  # where the coordinator reaches this node (`[cluster] advertise_url`)
+    workers: list[WorkerInfo]
+
+
+class Beat(msgspec.Struct, tag=True):
+    pass
+
+
+class Ask(msgspec.Struct, tag=True):
+    job_id: int
+    attempt: int
+    msg: Union[Started, Stopping, Finished]
+
+
+class Progress(msgspec.Struct, tag=True):
+    row: ProgressRow
+
+
+class Flush(msgspec.Struct, tag=True):
+    job_id: int
+    attempt: int
+
+
+class ReadProgress(msgspec.Struct, tag=True):
+    job_id: int
+    attempt: int
+
+
+# -- coordinator -> node -------------------------------------------------------------------
+class Welcome(msgspec.Struct, tag=True):
+    heartbeat_s: float
+
+
+class Assign(msgspec.Struct, tag=True):
+    record: JobRecord
+    attempt: int
+
+
+class StopJob(msgspec.Struct, tag=True):
+    job_id: int
+    attempt: int
+
+
+class CancelJob(msgspec.Struct, tag=True):
+    job_id: int
+    attempt: int
+
+
+class Answer(msgspec.Struct, tag=True):
+    job_id: int
+    attempt: int
+    value: bool | None = None
+
+
+class ProgressRows(msgspec.Struct, tag=True):
+    job_id: int
+    attempt: int
+    rows: list[ProgressRow]
+
+
+FromNode = Union[Hello, Beat, Ask, Progress, Flush, ReadProgress]
+ToNode = Union[Welcome, Assign, StopJob, CancelJob, Answer, ProgressRows]
+
+encode = msgspec.json.Encoder().encode
+decode_from_node = msgspec.json.Decoder(FromNode).decode
+decode_to_node = msgspec.json.Decoder(ToNode).decode

@@ -213,3 +213,18 @@ async def test_drain_unregisters_own_workers(server_factory, tmp_path):
         assert conn.execute("SELECT id, registered FROM registry_workers").fetchall() == [("worker-01", False)]
     finally:
         conn.close()
+
+
+async def test_get_all_defaults_to_last_seen_but_get_count_does_not(server_factory):
+    srv = await server_factory(registry={"default_last_seen_s": 1, "heartbeat_s": 3600})
+    c = srv.client
+    data(await c.post("/workers.register", json={"worker": "quiet"}))
+
+    async def aged():
+        rec = await srv.runtime.registry.get("quiet")
+        return (naive_utc(utcnow()) - rec.heartbeat_at).total_seconds() > 1.1
+
+    await wait_until(aged, timeout=5, interval=0.1)
+    ids = [x["id"] for x in data(await c.post("/workers.get_all", json={}))["workers"]]
+    assert "quiet" not in ids
+    assert data(await c.post("/workers.get_count", json={"tags": []}))["count"] == 2  # quiet + worker-01

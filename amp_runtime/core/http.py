@@ -148,15 +148,22 @@ class Api:
         family: str,
         *,
         render_error: ErrorRenderer = render_coded,
+        error_schema: Callable[[int], type] = lambda status: CodedError,
         prefixes: tuple[str, ...] = (),
         authorize: Callable[[str], bool] | None = None,
     ):
         self.family = family
         self.render_error = render_error
+        self.error_schema = error_schema  # the struct `render_error` produces for a status
         self.prefixes = prefixes
         self.authorize = authorize
         self.blueprint = Blueprint(family, __name__)
         self.routes: list[RouteInfo] = []
+
+    def _documented(self, responses: dict[int, Any], *, public: bool, body: bool, query: bool) -> dict[int, Any]:
+        """The route's responses plus the errors the wrapper itself can answer."""
+        implied = ([] if public else [401]) + ([400, 413] if body else []) + ([400] if query else [])
+        return {**{status: self.error_schema(status) for status in implied}, **responses}
 
     def is_authorized(self, header: str | None = None) -> bool:
         """True when no key is configured or the request carries a valid credential."""
@@ -218,11 +225,11 @@ class Api:
                     return json_response(result.body, result.status, result.headers)
                 return json_response(result)
 
-            endpoint = f"{handler.__name__}_{method.lower()}"
+            endpoint = f"{handler.__name__}_{method.lower()}".replace(".", "_")
             methods = [method, *extra_methods]
             for rule in (path, *aliases):
-                self.blueprint.add_url_rule(
-                    rule, endpoint=f"{endpoint}_{rule}", view_func=view, methods=methods
+                self.blueprint.add_url_rule(  # Flask refuses dots in endpoint names
+                    rule, endpoint=f"{endpoint}_{rule}".replace(".", "_"), view_func=view, methods=methods
                 )
             self.routes.append(
                 RouteInfo(
@@ -232,7 +239,8 @@ class Api:
                     family=self.family,
                     body=body,
                     query=query,
-                    responses=responses or {},
+                    responses=self._documented(responses or {}, public=public, body=body is not None,
+                                               query=query is not None),
                     public=public,
                     content_type=content_type,
                 )

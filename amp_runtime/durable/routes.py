@@ -28,7 +28,8 @@ from .models import (
     WorkerMetadata,
 )
 
-api = Api("durable", render_error=render_durable, prefixes=("/v1/",))
+api = Api("durable", render_error=render_durable, prefixes=("/v1/",),
+          error_schema=lambda status: DurableErrors if status == 400 else DurableError)
 
 _ERRORS = {400: DurableErrors, 401: DurableError, 404: DurableError, 500: DurableError}
 _WORKER = "/v1/templates/<template_id>/workers/<worker_name>"

@@ -41,7 +41,7 @@ def encode(payload: dict[str, Any], secret: str) -> str:
 def decode(token: str, secret: str, *, now: float | None = None) -> dict[str, Any]:
     """The payload of a valid, unexpired token; raises `InvalidToken` otherwise."""
     parts = token.split(".")
-    if len(parts) != 3:
+    if len(parts) != 3 or not token.isascii():  # a JWT is base64url: ASCII only
         raise InvalidToken("not a JWT")
     header_b64, body_b64, signature = parts
     if not hmac.compare_digest(signature.encode(), _sign(secret, f"{header_b64}.{body_b64}").encode()):

@@ -6,11 +6,10 @@ accepted bare and `/v2.N/`-prefixed, by GET (with a JSON body) as well as POST.
 from __future__ import annotations
 
 import base64
-import binascii
 import uuid
 
 import msgspec
-from quart import Blueprint, current_app, request
+from quart import current_app, request
 
 from ..core.clock import rfc3339
 from ..core.http import Api, ApiError, Reply, key_matches, presented_credential
@@ -64,17 +63,8 @@ def _authorize(credential: str) -> bool:
     return current_app.runtime.registry.token_identity(credential) is not None
 
 
-class _DottedPathBlueprint(Blueprint):
-    """`Api` names endpoints after their rule; Flask refuses dots there, and our paths have them."""
-
-    def add_url_rule(self, rule, endpoint=None, view_func=None, **options):
-        endpoint = endpoint.replace(".", "_") if endpoint else endpoint
-        return super().add_url_rule(rule, endpoint, view_func, **options)
-
-
 api = Api("reporting", prefixes=("/workers.", "/auth.", "/v2."), render_error=render_envelope_error,
-          authorize=_authorize)
-api.blueprint = _DottedPathBlueprint("reporting", __name__)
+          error_schema=lambda status: Envelope, authorize=_authorize)
 
 
 def _ok(data: msgspec.Struct) -> Reply:
@@ -117,7 +107,7 @@ def _basic_pair(header: str) -> tuple[str, str] | None:
         return None
     try:
         access_key, sep, secret_key = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError; so is non-ASCII input
         return None
     return (access_key, secret_key) if sep else None
 

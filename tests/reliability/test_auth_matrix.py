@@ -111,9 +111,6 @@ async def test_401_bodies_are_the_family_error_shape(server_factory):
     await bare.aclose()
 
 
-@pytest.mark.xfail(reason="jobs routes (amp_runtime/jobs/routes.py `_ERRORS`) do not declare 401 in "
-                          "their responses, so /openapi omits it for GET/POST/DELETE /jobs*, PUT .../stop",
-                   strict=True)
 async def test_every_secured_operation_documents_401(server_factory):
     srv, bare, spec = await keyed_server(server_factory)
     missing = [f"{m.upper()} {p}" for m, p, op in operations(spec)
@@ -258,12 +255,6 @@ NON_ASCII = [b"Bearer \xc3\xa9t\xc3\xa9", b"Basic \xc3\xa9t\xc3\xa9", b"Bearer \
              b"\xc3\xa9.\xc3\xa9.\xc3\xa9"]
 
 
-@pytest.mark.xfail(reason="registry (issue 4): non-ASCII credentials answer 500, want 401/400: "
-                          "(1) GET /auth.login with 'Authorization: Basic <UTF-8 bytes>': base64.b64decode raises "
-                          "ValueError (amp_runtime/registry/reporting.py:120 login); "
-                          "(2) any /workers.* route and /auth.login with 'Bearer \u00e9.\u00e9.\u00e9' (3 dot parts): "
-                          "UnicodeEncodeError from signing_input.encode('ascii') in amp_runtime/registry/jwt.py _sign, "
-                          "called by decode (only InvalidToken is caught)", strict=True)
 async def test_non_ascii_credentials_never_500(server_factory):
     srv = await server_factory(auth={"api_key": KEY, "jwt_secret": "sec",
                                      "clients": [{"access_key": "ak", "secret_key": "sk"}]})

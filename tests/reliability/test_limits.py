@@ -80,9 +80,6 @@ async def test_queue_limit_answers_429_with_retry_after(server_factory):
     assert statuses == [202, 202, 202, 429, 429], statuses
 
 
-@pytest.mark.xfail(reason="/openapi documents 413 only on POST /task: every operation with a body can answer 413 "
-                          "([http] max_body_bytes, amp_runtime/app.py) but its responses omit it (routes' `responses=` "
-                          "or amp_runtime/core/openapi.py could add 413 to every route with a body)", strict=True)
 async def test_every_operation_with_a_body_documents_413_and_400(server):
     spec = (await server.client.get("/openapi")).json()
     missing = [f"{method.upper()} {path}" for path, ops in spec["paths"].items() for method, op in ops.items()

@@ -37,8 +37,9 @@ RECONNECT_MAX_S = 1.0  # a lost coordinator is retried often: it is probably res
 
 
 def leaf(exc: BaseException) -> BaseException:
-    """The one exception inside nested single-exception groups (else `exc` itself)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+    """The first plain exception inside (nested) exception groups, so a connection lost by
+    a reader and a writer at once is handled as one; `exc` itself if it is no group."""
+    while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
 
@@ -148,10 +149,11 @@ class NodeAgent:
                 if failing:
                     log.info("cluster: reporting to %s again", self.coordinator)
                 failing = False
-            except (httpx.HTTPError, RuntimeError, Refused) as exc:
+            except Exception as exc:  # httpx errors, refusals, bad answers: retried next heartbeat
                 registered = False
                 if not failing:
-                    log.warning("cluster: reporting to %s failed: %s", self.coordinator, exc or type(exc).__name__)
+                    log.warning("cluster: reporting to %s failed: %s", self.coordinator, exc or type(exc).__name__,
+                                exc_info=not isinstance(exc, (httpx.HTTPError, RuntimeError, Refused)))
                 failing = True
             await trio.sleep(self.config.registry.heartbeat_s)
 
@@ -185,6 +187,9 @@ class NodeAgent:
             except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError, msgspec.DecodeError) as exc:
                 log.warning("cluster: channel to %s lost (%s); reconnecting", self.coordinator, type(exc).__name__)
                 backoff = min(backoff * 2, RECONNECT_MAX_S)
+            except Exception:  # a bug here must not take the node's own workers down
+                log.exception("cluster: channel to %s failed; reconnecting", self.coordinator)
+                backoff = RECONNECT_MAX_S
             finally:
                 for job in list(self._jobs.values()):
                     job.handle.cancel_scope.cancel()
@@ -217,8 +222,11 @@ class NodeAgent:
 
     @staticmethod
     async def _write(ws, outbox: trio.MemoryReceiveChannel) -> None:
-        async for msg in outbox:
-            await ws.send_message(wire.encode(msg).decode())
+        try:
+            async for msg in outbox:
+                await ws.send_message(wire.encode(msg).decode())
+        except ConnectionClosed:
+            pass  # the reader sees it too and ends the session
 
     def _on_message(self, msg, outbox: trio.MemorySendChannel) -> None:
         match msg:

@@ -37,6 +37,7 @@ class Forwarder:
         self._connect_timeout_s = connect_timeout_s
         self._pools: dict[str, NodeConnections] = {}
         self._waiting: dict[str, set[trio.CancelScope]] = {}  # forwards waiting per node URL
+        self._departures: dict[str, int] = {}  # times each node URL left the cluster
         # No read timeout: the node enforces each function's own timeout.
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=connect_timeout_s),
@@ -119,21 +120,43 @@ class Forwarder:
                             content_type=upstream.headers.get("content-type", "application/json"), headers=headers)
         return self._relay_stream(upstream, headers, picked.url)
 
-    @staticmethod
-    def _relay_stream(upstream: httpx.Response, headers: dict[str, str], url: str) -> Response:
+    def _relay_stream(self, upstream: httpx.Response, headers: dict[str, str], url: str) -> Response:
         task_id = upstream.headers.get("x-task-id", "")
+        joined = self._departures.get(url, 0)
+
+        def error_event(why: str) -> bytes:
+            log.warning("cluster: stream from node %s broke: %s", url, why)
+            result = TaskResult(id=task_id, status="failed", success=False,
+                                error=TaskError(type="NodeLost", message=f"node {url} stopped answering ({why})"))
+            return b"\n\nevent: error\ndata: " + _encode(result) + b"\n\n"
 
         async def events():
+            chunks = upstream.aiter_raw().__aiter__()
             try:
-                async for chunk in upstream.aiter_raw():
+                while True:
+                    # Each read is cancelled if the node leaves meanwhile; a departure between
+                    # reads is seen by the counter. No cancel scope spans a yield.
+                    if self._departures.get(url, 0) != joined:
+                        yield error_event("it left the cluster")
+                        return
+                    with trio.CancelScope() as scope:
+                        waiting = self._waiting.setdefault(url, set())
+                        waiting.add(scope)
+                        try:
+                            chunk = await chunks.__anext__()
+                        except StopAsyncIteration:
+                            return
+                        finally:
+                            waiting.discard(scope)
+                    if scope.cancelled_caught:
+                        yield error_event("it left the cluster")
+                        return
                     yield chunk
             except httpx.HTTPError as exc:
-                log.warning("cluster: stream from node %s broke: %s", url, type(exc).__name__)
-                result = TaskResult(id=task_id, status="failed", success=False,
-                                    error=TaskError(type="NodeLost", message=f"node {url} stopped answering"))
-                yield b"\n\nevent: error\ndata: " + _encode(result) + b"\n\n"
+                yield error_event(type(exc).__name__)
             finally:
-                await upstream.aclose()  # the reader left or the stream ended: the node cancels its task
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await upstream.aclose()  # the reader left or the stream ended: the node cancels its task
 
         response = Response(events(), content_type="text/event-stream", headers=headers)
         response.timeout = None
@@ -141,6 +164,7 @@ class Forwarder:
 
     def node_left(self, url: str) -> None:
         """The node's channel closed or went silent: stop waiting for its answers."""
+        self._departures[url] = self._departures.get(url, 0) + 1
         for scope in self._waiting.pop(url, ()):
             scope.cancel()
         pool = self._pools.pop(url, None)

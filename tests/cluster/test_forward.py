@@ -109,3 +109,21 @@ async def test_a_sync_task_on_a_node_that_hangs_answers_502_once_the_node_is_dro
 
 async def _busy(client) -> bool:
     return (await client.get("/health")).json()["slots"]["busy"] == 1
+
+
+async def test_a_stream_whose_node_hangs_ends_with_an_error_event_once_the_node_is_dropped(nursery, tmp_path):
+    cluster = await start_cluster(nursery, tmp_path, nodes=1)
+    (node,) = cluster.nodes
+    body = {"function": "count", "contract": 1, "mode": "stream", "input": {"n": 100, "delay_ms": 100}}
+    lines = []
+    try:
+        with trio.fail_after(10):
+            async with cluster.client.stream("POST", "/task", json=body) as response:
+                async for line in response.aiter_lines():
+                    lines.append(line)
+                    if line == 'data: {"i":1}':
+                        node.send_signal(signal.SIGSTOP)  # hung: sockets open, nothing flows
+    finally:
+        node.kill9()
+    assert "event: error" in lines, lines[-4:]
+    assert "left the cluster" in lines[lines.index("event: error") + 1]

@@ -63,7 +63,8 @@ class Forwarder:
                     else:
                         response = await self._send(picked, data)
                 finally:
-                    self.table.tell_nowait(Done(picked.url, picked.worker))
+                    if picked.counted:
+                        self.table.tell_nowait(Done(picked.url, picked.worker))
             except (httpx.ConnectError, httpx.ConnectTimeout, ConnectFailed) as exc:
                 log.warning("cluster: node %s unreachable (%s); routing elsewhere", picked.url, type(exc).__name__)
                 self.table.tell_nowait(SlotsLost(picked.url))

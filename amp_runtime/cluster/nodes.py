@@ -65,6 +65,7 @@ class Picked(msgspec.Struct):
     url: str
     worker: str
     room: int
+    counted: bool = True  # picked by the table (so in flight until `Done`), not named by the client
 
 
 @dataclass(slots=True)

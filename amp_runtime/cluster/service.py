@@ -95,7 +95,7 @@ class ClusterService(ServiceBase):
             url = await self.table.ask(NodeOf(body.worker))
             if url is None:
                 return None  # unknown everywhere: the local validation says so
-            picked = Picked(url, body.worker, 0)
+            picked = Picked(url, body.worker, 0, counted=False)
         else:
             picked = await self.forwarder.pick(spec.group, above=local_room)
             if picked is None:

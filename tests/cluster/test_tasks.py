@@ -59,3 +59,15 @@ async def test_webhook_mode_is_forwarded_and_accepted(nursery, tmp_path):
     async with cluster.node_client(cluster.nodes[0]) as node:
         view = (await node.get(f"/tasks/{task_id}")).json()
     assert view["result"] == 1 and view["status"] == "completed", view
+
+
+async def test_a_task_naming_a_worker_on_a_node_goes_to_that_node(nursery, tmp_path):
+    cluster = await start_cluster(nursery, tmp_path)
+    for index, node in enumerate(cluster.nodes):
+        response = await cluster.client.post("/task", json={
+            "function": "hello", "contract": 1, "input": {"name": "node"}, "worker": f"node-{index}-w"})
+        assert response.status_code == 200 and response.json()["result"] == "Hello, node!"
+        assert response.headers["x-amp-node"] == node.url
+    unknown = await cluster.client.post("/task", json={"function": "hello", "contract": 1, "input": {},
+                                                       "worker": "nowhere"})
+    assert unknown.status_code == 400 and "nowhere" in unknown.json()["error_message"]

@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: dict = {"machine": machine(), "command": "python -m benchmarks " + " ".join(argv or sys.argv[1:]),
                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cases": {}}
+    latest = HERE / "results" / "latest.json"
+    if args.only and latest.exists():  # a partial run updates the previous full one
+        previous = json.loads(latest.read_text())
+        results["cases"] = previous.get("cases", {})
+        results["command"] = f"{previous.get('command', '')}; then {results['command']}"
     for name, run in suite.items():
         if args.only and name not in args.only:
             continue

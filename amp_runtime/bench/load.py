@@ -39,6 +39,7 @@ class _Conn:
     def __init__(self, stream: trio.SocketStream):
         self.stream = stream
         self.buf = bytearray()
+        self.closing = False
 
     async def _fill(self) -> None:
         data = await self.stream.receive_some(65536)
@@ -70,6 +71,7 @@ class _Conn:
         for line in header_block.split(b"\r\n"):
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip()
+        self.closing = headers.get(b"connection", b"").lower() == b"close"  # e.g. hypercorn's recycling
         if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
             body = bytearray()
             while True:
@@ -123,6 +125,9 @@ async def run_load(
                 if first:
                     result.first_event_s.append(first[0])
                 result.statuses[status] = result.statuses.get(status, 0) + 1
+                if conn.closing:  # the server said so: the next request goes on a new connection
+                    await conn.stream.aclose()
+                    conn = None
             except (OSError, ConnectionError, trio.BrokenResourceError, ValueError, IndexError):
                 result.errors += 1
                 if conn is not None:

@@ -3,7 +3,7 @@
 import trio
 
 from ..helpers import wait_until
-from .util import APPROVAL, COUNTER, KV, call, create, new_key, oplog, promise_ids, status, worker_path
+from .util import start_suspended_request, APPROVAL, COUNTER, KV, call, create, new_key, oplog, promise_ids, status, worker_path
 
 
 async def test_templates_are_listed_with_their_interface(server):
@@ -173,15 +173,11 @@ async def test_recover_immediately_keeps_status_and_reruns(server):
     await create(c, APPROVAL, "a")
     got = []
     async with trio.open_nursery() as nursery:
-        async def caller():
-            got.append(await call(c, APPROVAL, "a", "request", ["x"]))
-
-        nursery.start_soon(caller)
+        await start_suspended_request(nursery, c, "a", got)
 
         async def suspended():
             return await status(c, APPROVAL, "a") == "Suspended"
 
-        await wait_until(suspended)
         for spelling in ("recover-immediately", "recovery-immediately"):
             r = await c.post(worker_path(APPROVAL, "a") + "/interrupt", params={spelling: "true"})
             assert r.status_code == 200
@@ -228,15 +224,7 @@ async def test_shutdown_answers_a_suspended_caller_at_once(server):
     await create(c, APPROVAL, "a")
     got = []
     async with trio.open_nursery() as nursery:
-        async def caller():
-            got.append(await call(c, APPROVAL, "a", "request", ["x"]))
-
-        nursery.start_soon(caller)
-
-        async def suspended():
-            return await status(c, APPROVAL, "a") == "Suspended"
-
-        await wait_until(suspended)
+        await start_suspended_request(nursery, c, "a", got)
         with trio.fail_after(2):  # well inside the 5 s grace period
             server.runtime.request_stop()
             await wait_until(lambda: bool(got))

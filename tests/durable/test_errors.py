@@ -7,7 +7,7 @@ from amp_runtime.durable.templates import template_id_for
 
 from . import templates_for_tests
 from ..helpers import wait_until
-from .util import APPROVAL, COUNTER, call, create, new_key, promise_ids, status, worker_path
+from .util import start_suspended_request, APPROVAL, COUNTER, call, create, new_key, promise_ids, status, worker_path
 
 FLAKY = template_id_for("test-flaky")
 TYPED = template_id_for("test-typed")
@@ -170,15 +170,7 @@ async def test_delete_fails_an_awaiting_caller_with_404(server):
     await create(c, APPROVAL, "a")
     got = []
     async with trio.open_nursery() as nursery:
-        async def caller():
-            got.append(await call(c, APPROVAL, "a", "request", ["x"]))
-
-        nursery.start_soon(caller)
-
-        async def suspended():
-            return await status(c, APPROVAL, "a") == "Suspended"
-
-        await wait_until(suspended)
+        await start_suspended_request(nursery, c, "a", got)
         assert (await c.delete(worker_path(APPROVAL, "a"))).status_code == 200
     assert got[0].status_code == 404
 

@@ -49,3 +49,19 @@ async def oplog(client, template_id, name) -> list[dict]:
 
 async def promise_ids(client, template_id, name) -> list[int]:
     return [e["oplogIdx"] for e in await oplog(client, template_id, name) if e["kind"] == "promise"]
+
+
+async def start_suspended_request(nursery, client, name: str, results: list) -> None:
+    """Start `approval.request` on worker `name` in `nursery` (its response goes to `results`)
+    and return once the worker is Suspended on the request's promise."""
+    from ..helpers import wait_until
+
+    async def caller():
+        results.append(await call(client, APPROVAL, name, "request", ["x"]))
+
+    nursery.start_soon(caller)
+
+    async def suspended():
+        return await status(client, APPROVAL, name) == "Suspended"
+
+    await wait_until(suspended)

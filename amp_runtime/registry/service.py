@@ -10,7 +10,7 @@ from functools import partial
 
 import trio
 
-from .. import __version__
+from .. import __version__, build_info
 from ..config import parse_bind
 from ..core.actor import supervise
 from ..core.clock import naive_utc, utcnow
@@ -77,7 +77,9 @@ class RegistryService(ServiceBase):
             nursery.start_soon(self.writer.run)
             if not self.jwt_secret:
                 self.jwt_secret = await self.store.write(sql.set_secret_once, "jwt", jwt.new_secret())
-            info = WorkerInfo(version=__version__, commit_sha="unknown", commit_timestamp=None, build_date=None)
+            build = await trio.to_thread.run_sync(build_info.current)  # from a checkout: runs git once
+            info = WorkerInfo(version=build.version, commit_sha=build.commit_sha,
+                              commit_timestamp=build.commit_timestamp, build_date=build.build_date)
             for worker_id in self.own_ids:
                 await self.register(worker_id, ip=self._own_ip, info=info)
             sampler = await trio.to_thread.run_sync(MachineSampler)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import msgspec
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, current_app, request, websocket
 
 log = logging.getLogger("amp_runtime.http")
 
@@ -133,6 +133,7 @@ class RouteInfo:
     content_type: str = JSON  # of the 2xx response
 
 
+_FROM_REQUEST = object()
 _PATH_PARAM = re.compile(r"<(?:[a-z]+:)?([a-zA-Z_]+)>")
 
 
@@ -165,12 +166,13 @@ class Api:
         implied = ([] if public else [401]) + ([400, 413] if body else []) + ([400] if query else [])
         return {**{status: self.error_schema(status) for status in implied}, **responses}
 
-    def is_authorized(self, header: str | None = None) -> bool:
-        """True when no key is configured or the request carries a valid credential."""
+    def is_authorized(self, header: str | None | object = _FROM_REQUEST) -> bool:
+        """True when no key is configured or the credential (by default the request's
+        Authorization header; `None` = none presented) is valid."""
         key = current_app.runtime.config.auth.api_key  # type: ignore[attr-defined]
         if not key:
             return True
-        if header is None:
+        if header is _FROM_REQUEST:
             header = request.headers.get("Authorization")
         credential = presented_credential(header)
         if key_matches(credential, key):
@@ -180,6 +182,12 @@ class Api:
     def check_auth(self) -> None:
         if not self.is_authorized():
             raise ApiError(401, "UNAUTHORIZED", "missing or wrong Authorization header")
+
+    def websocket_authorized(self) -> bool:
+        """For an upgrade on one of this family's WebSocket routes: the key comes as the
+        Authorization header or, from browsers (which cannot set headers), as the subprotocol."""
+        protocols = websocket.requested_subprotocols
+        return self.is_authorized(websocket.headers.get("Authorization") or (protocols[0] if protocols else None))
 
     def route(
         self,

@@ -137,3 +137,11 @@ async def test_query_strings_list_every_problem_too(server):
     r = await server.client.post(f"/v1/templates/{counter}/workers/q/interrupt",
                                  params={"recover-immediately": "maybe", "recovery-immediately": "perhaps"})
     assert r.status_code == 400 and len(r.json()["errors"]) == 2, r.text
+
+
+async def test_service_rules_of_the_reporting_api_are_listed_together(server_factory):
+    srv = await server_factory(http={"max_tags": 2})
+    r = await srv.client.post("/workers.register", json={"worker": "9bad", "tags": ["a", "b", "c"]})
+    assert r.status_code == 400, r.text
+    problems = r.json()["meta"]["error_data"]["problems"]
+    assert len(problems) == 2 and "9bad" in problems[0] and "tags" in problems[1], problems

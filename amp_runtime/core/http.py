@@ -294,8 +294,14 @@ def decode_body(decoder: msgspec.json.Decoder, data: bytes) -> Any:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         # msgspec stops at the first problem; the client is owed all of them. The body is
-        # well-formed JSON here (else DecodeError), so it decodes as plain values.
-        problems = every_problem(msgspec.json.decode(data), decoder.type) or [str(exc)]
+        # well-formed JSON here (else DecodeError): decoded as plain values it is checked again
+        # field by field, unless even that fails (a number out of any range, like 1e400).
+        try:
+            plain = msgspec.json.decode(data)
+        except msgspec.MsgspecError:
+            problems = [str(exc)]
+        else:
+            problems = every_problem(plain, decoder.type) or [str(exc)]
         raise ApiError(400, "INVALID_REQUEST", "invalid request body: " + "; ".join(problems),
                        problems=problems) from None
     except msgspec.DecodeError as exc:

@@ -145,3 +145,11 @@ async def test_service_rules_of_the_reporting_api_are_listed_together(server_fac
     assert r.status_code == 400, r.text
     problems = r.json()["meta"]["error_data"]["problems"]
     assert len(problems) == 2 and "9bad" in problems[0] and "tags" in problems[1], problems
+
+
+async def test_numbers_out_of_any_range_are_400s(server):
+    c = server.client
+    r = await c.post("/workers.get_stats", content=b'{"from_date": 1e400, "to_date": 1, "interval": 1, "items": []}')
+    assert r.status_code == 400, r.text
+    r = await c.post("/jobs", content=b'{"dataset": "example/blocks@1.0.0", "start_block": 1e400, "end_block": -1e999}')
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_REQUEST", r.text

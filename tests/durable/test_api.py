@@ -144,6 +144,9 @@ async def test_interrupt_then_invoke_resumes_the_interrupted_call_first(server):
         r = await c.post(worker_path(APPROVAL, "a") + "/interrupt")
         assert r.status_code == 200 and r.json() is True
         assert await status(c, APPROVAL, "a") == "Interrupted"
+        await wait_until(lambda: bool(first))  # the waiting caller is answered at once
+        assert first[0].status_code == 409 and "interrupted" in first[0].json()["error"]
+        first.clear()
         (promise,) = await promise_ids(c, APPROVAL, "a")
         # Completing is not a use: the worker stays Interrupted until the next invocation.
         path = worker_path(APPROVAL, "a") + "/complete"
@@ -156,8 +159,8 @@ async def test_interrupt_then_invoke_resumes_the_interrupted_call_first(server):
             second.append(await call(c, APPROVAL, "a", "request", ["two"], key=second_key))
 
         nursery.start_soon(second_caller)
-        await wait_until(lambda: bool(first))
-        assert first[0].json() == {"result": [[1]]}
+        await wait_until(suspended)  # the interrupted call ran first, then the second one
+        assert (await call(c, APPROVAL, "a", "request", ["one"], key=key)).json() == {"result": [[1]]}
         await wait_until(suspended)
         promises = await promise_ids(c, APPROVAL, "a")
         assert len(promises) == 2

@@ -100,7 +100,7 @@ async def test_bad_requests_are_coded_400s(server):
         ({"dataset": "nope/nope@1"}, "UNKNOWN_DATASET"),
         ({"dataset": "example/blocks"}, "UNKNOWN_DATASET"),
         ({"dataset": DATASET, "start_block": 10, "end_block": 9}, "INVALID_BLOCK_RANGE"),
-        ({"dataset": DATASET, "start_block": -1, "end_block": 9}, "INVALID_BLOCK_RANGE"),
+        ({"dataset": DATASET, "start_block": -1, "end_block": 9}, "INVALID_REQUEST"),  # out of the struct's range
         ({"dataset": DATASET, "start_block": "zero"}, "INVALID_REQUEST"),
         ({"dataset": DATASET, "node_id": "worker-99"}, "INVALID_NODE_ID"),
         ({}, "INVALID_REQUEST"),
@@ -110,7 +110,8 @@ async def test_bad_requests_are_coded_400s(server):
         assert r.status_code == 400 and r.json()["error_code"] == code, (body, r.text)
         assert set(r.json()) == {"error_code", "error_message"}
     assert (await c.post("/jobs", content=b"{nope")).json()["error_code"] == "MALFORMED_JSON"
-    for method, path in (("GET", "/jobs/abc"), ("GET", "/jobs/1.5/progress"), ("PUT", "/jobs/-1/stop"), ("DELETE", "/jobs/x")):
+    for method, path in (("GET", "/jobs/abc"), ("GET", "/jobs/1.5/progress"), ("PUT", "/jobs/-1/stop"), ("DELETE", "/jobs/x"),
+                         ("GET", "/jobs/0"), ("GET", "/jobs/0/progress"), ("PUT", "/jobs/0/stop"), ("DELETE", "/jobs/0")):
         r = await c.request(method, path)
         assert r.status_code == 400 and r.json()["error_code"] == "INVALID_JOB_ID", (method, path)
     for method, path in (("GET", "/jobs/999"), ("GET", "/jobs/999/progress"), ("PUT", "/jobs/999/stop")):

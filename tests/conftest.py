@@ -23,3 +23,6 @@ def server_factory(nursery, tmp_path):
         return srv
 
     return make
+
+
+from .pg import pg_server, pg_url, store_url  # noqa: E402,F401  (fixtures: a throwaway PostgreSQL)

@@ -25,4 +25,4 @@ def server_factory(nursery, tmp_path):
     return make
 
 
-from .pg import pg_server, pg_url, store_url  # noqa: E402,F401  (fixtures: a throwaway PostgreSQL)
+from .pg import any_store, pg_server, pg_url, store_url  # noqa: E402,F401  (fixtures: a throwaway PostgreSQL)

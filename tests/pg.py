@@ -139,3 +139,16 @@ def store_url(request):
     if request.param == "duckdb":
         return ""
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+async def any_store(nursery, tmp_path, store_url):
+    """A running Store on each backend in turn (DuckDB file in tmp_path, or a fresh PostgreSQL database)."""
+    from amp_runtime.core.store import Store, store_backend
+
+    store = Store(store_backend(store_url, tmp_path / "store.duckdb"), group_commit_ms=1)
+    await store.open()
+    nursery.start_soon(store.run)
+    yield store
+    store.close()
+    await store.close_connection()

@@ -115,7 +115,8 @@ def stats_buckets(
     if worker_ids:
         sql += " AND worker IN (SELECT unnest($workers::VARCHAR[]))"
         params["workers"] = worker_ids
-    sql += " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, length(v), v, 4"  # variants "2" before "10"
+    # variants "2" before "10"; PostgreSQL sorts by an alias only bare, hence length({variant}) not length(v)
+    sql += f" GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, length({variant}), 3, 4"
     return conn.execute(sql, params).fetchall()
 
 

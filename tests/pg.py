@@ -133,6 +133,10 @@ def pg_url(pg_server):
     pg_server.drop_database(url)
 
 
+# Marks a test whose `server` / `server_factory` / spawned servers run once on each backend.
+on_both_stores = pytest.mark.usefixtures("store_url")
+
+
 @pytest.fixture(params=["duckdb", "postgres"])
 def store_url(request):
     """Parametrizes a test on both store backends: "" (DuckDB in the data dir) or a fresh PostgreSQL URL."""

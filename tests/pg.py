@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,28 @@ async def any_store(nursery, tmp_path, store_url):
     yield store
     store.close()
     await store.close_connection()
+
+
+def store_env(store_url: str) -> dict[str, str]:
+    """Environment for a spawned server on that store ("" = its DuckDB file)."""
+    return {"AMP_STORE_URL": store_url} if store_url else {}
+
+
+@contextmanager
+def direct_connection(store_url: str, data_dir: Path):
+    """The store's database opened by the test itself, taking DuckDB-style SQL on both backends.
+    On DuckDB the server must be stopped first (the file is locked while it runs)."""
+    if store_url:
+        import psycopg
+
+        from amp_runtime.core.postgres import PgConnection
+
+        conn = PgConnection(psycopg.connect(store_url, autocommit=True))
+    else:
+        import duckdb
+
+        conn = duckdb.connect(str(data_dir / "amp_runtime.duckdb"))
+    try:
+        yield conn
+    finally:
+        conn.close()

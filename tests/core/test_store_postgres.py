@@ -1,5 +1,6 @@
 """What the PostgreSQL backend adds: placeholder translation, twin migrations, connecting, peers migrating at once."""
 
+import signal
 from datetime import datetime
 from importlib import resources
 
@@ -101,3 +102,14 @@ async def test_an_unreachable_server_is_a_store_error_without_the_password(tmp_p
     with pytest.raises(StoreError, match=r"cannot connect to the store postgresql://amp:\*\*\*@127\.0\.0\.1:1/amp") as caught:
         await Store(store_backend(url, tmp_path / "unused.duckdb")).open()
     assert "s3cret" not in str(caught.value)
+
+
+async def test_a_server_on_postgresql_never_prints_the_password(nursery, tmp_path, pg_url):
+    from ..helpers import spawn_server
+
+    url = pg_url.replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@")  # trust auth ignores it
+    proc = await spawn_server(nursery, tmp_path / "d", env={"AMP_STORE_URL": url, "AMP_LOG_LEVEL": "debug"})
+    proc.send_signal(signal.SIGTERM)
+    assert await proc.wait() == 0
+    assert b"store postgresql://postgres:***@127.0.0.1" in proc.output
+    assert b"s3cret-pw" not in proc.output

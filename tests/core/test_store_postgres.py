@@ -113,3 +113,13 @@ async def test_a_server_on_postgresql_never_prints_the_password(nursery, tmp_pat
     assert await proc.wait() == 0
     assert b"store postgresql://postgres:***@127.0.0.1" in proc.output
     assert b"s3cret-pw" not in proc.output
+
+
+async def test_serve_on_an_unreachable_store_exits_2_with_one_masked_line(tmp_path):
+    from ..helpers import run_cli
+
+    env = {"AMP_STORE_URL": "postgresql://amp:s3cret@127.0.0.1:1/amp"}
+    code, output = await run_cli("serve", "--bind", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"), env=env)
+    assert code == 2
+    assert "cannot connect to the store postgresql://amp:***@127.0.0.1:1/amp" in output
+    assert "s3cret" not in output and "Traceback" not in output

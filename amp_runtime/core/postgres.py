@@ -84,6 +84,11 @@ class PgConnection:
         self.raw.close()
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class PostgresBackend:
     """A shared PostgreSQL database, given by `[store] url`; the URL is logged masked."""
 
@@ -101,16 +106,18 @@ class PostgresBackend:
                 self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="amp-runtime"
             )
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"cannot connect to the store {self.describe()}: {reason}") from None
+            raise StoreError(f"cannot connect to the store {self.describe()}: {_first_line(exc)}") from None
         return PgConnection(raw)
 
     def migrate(self, conn: PgConnection) -> list[int]:
-        conn.execute("SELECT pg_advisory_lock(?)", [MIGRATION_LOCK_KEY])
         try:
-            return apply_migrations(conn, MIGRATIONS)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(?)", [MIGRATION_LOCK_KEY])
+            conn.execute("SELECT pg_advisory_lock(?)", [MIGRATION_LOCK_KEY])
+            try:
+                return apply_migrations(conn, MIGRATIONS)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(?)", [MIGRATION_LOCK_KEY])
+        except psycopg.Error as exc:  # e.g. a role without CREATE on the schema: one line, not a traceback
+            raise StoreError(f"cannot migrate the store {self.describe()}: {_first_line(exc)}") from None
 
     def close(self, conn: PgConnection) -> None:
         conn.close()  # nothing to checkpoint: every commit is already durable on the server

@@ -123,3 +123,19 @@ async def test_serve_on_an_unreachable_store_exits_2_with_one_masked_line(tmp_pa
     assert code == 2
     assert "cannot connect to the store postgresql://amp:***@127.0.0.1:1/amp" in output
     assert "s3cret" not in output and "Traceback" not in output
+
+
+async def test_a_role_that_cannot_create_tables_is_a_store_error(tmp_path, pg_url):
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("CREATE ROLE amp_reader LOGIN")  # PostgreSQL 15+: no CREATE on schema public
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    reader_url = pg_url.replace("postgresql://postgres@", "postgresql://amp_reader:pw@")
+    try:
+        with pytest.raises(StoreError, match=r"cannot migrate the store postgresql://amp_reader:\*\*\*@.*permission denied"):
+            await Store(store_backend(reader_url, tmp_path / "unused.duckdb")).open()
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("DROP OWNED BY amp_reader")
+            admin.execute("DROP ROLE amp_reader")

@@ -117,6 +117,7 @@ class PostgresBackend:
             finally:
                 conn.execute("SELECT pg_advisory_unlock(?)", [MIGRATION_LOCK_KEY])
         except psycopg.Error as exc:  # e.g. a role without CREATE on the schema: one line, not a traceback
+            conn.close()
             raise StoreError(f"cannot migrate the store {self.describe()}: {_first_line(exc)}") from None
 
     def close(self, conn: PgConnection) -> None:

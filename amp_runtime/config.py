@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -52,6 +53,7 @@ class AuthConfig(_Section):
 
 
 class StoreConfig(_Section):
+    url: str = ""
     file_name: str = "amp_runtime.duckdb"
     group_commit_rows: int = 500
     group_commit_ms: float = 5.0
@@ -257,10 +259,28 @@ def _check(config: Config, source: str) -> None:
         problems.append("http.max_body_bytes: must be positive")
     if config.cluster.join and not config.cluster.key:
         problems.append("cluster.key: required to join a coordinator (cluster.join is set)")
+    if config.store.url and not config.store.url.startswith(POSTGRES_URL_SCHEMES):
+        # Never echo the value: it may hold a password.
+        problems.append("store.url: empty (the DuckDB file in data_dir) or a postgresql:// URL")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("log.level: one of debug, info, warning, error")
     if problems:
         raise ConfigError(f"bad config in {source}: " + "; ".join(problems))
+
+
+POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def masked_url(url: str) -> str:
+    """`url` fit for logs: the password (in the userinfo or a `password=` parameter) is replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostinfo}" if has_password else netloc
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def parse_bind(bind: str) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""The durable workers' SQL: plain functions of a connection, run by the coordinator.
+"""The durable workers' SQL: plain functions of a connection (DuckDB or PostgreSQL), run by the coordinator.
 
 Write functions run inside the coordinator's group-commit transaction (never BEGIN here) and
 may be re-run alone if their batch fails, so each is self-contained. Every change a worker

@@ -4,6 +4,7 @@ import trio
 
 from ..helpers import wait_until
 from .util import start_suspended_request, APPROVAL, COUNTER, KV, call, create, new_key, oplog, promise_ids, status, worker_path
+from ..pg import on_both_stores
 
 
 async def test_templates_are_listed_with_their_interface(server):
@@ -35,6 +36,7 @@ async def test_create_describe_and_parse_worker_id(server):
     assert (await c.get(worker_path(KV, "k1"))).json()["env"] == {"A": "1"}
 
 
+@on_both_stores
 async def test_counter_invocations_in_order(server):
     c = server.client
     await create(c, COUNTER, "c")
@@ -53,6 +55,7 @@ async def test_kv_put_get(server):
     assert (await call(c, KV, "kv", "get", ["missing"])).json() == {"result": [None]}
 
 
+@on_both_stores
 async def test_same_key_sequentially_runs_once(server):
     c = server.client
     await create(c, COUNTER, "c")
@@ -63,6 +66,7 @@ async def test_same_key_sequentially_runs_once(server):
     assert (await call(c, COUNTER, "c", "get")).json() == {"result": [5]}
 
 
+@on_both_stores
 async def test_same_key_concurrently_runs_once(server):
     c = server.client
     await create(c, APPROVAL, "a")
@@ -97,6 +101,7 @@ async def test_invoke_enqueues_and_runs_in_order(server):
     assert (await call(c, COUNTER, "c", "get")).json() == {"result": [111]}
 
 
+@on_both_stores
 async def test_approval_complete_resumes_the_awaiting_caller(server):
     c = server.client
     await create(c, APPROVAL, "a")
@@ -200,6 +205,7 @@ async def test_interrupting_an_idle_worker_is_not_an_error(server):
     assert await status(c, COUNTER, "c") == "Idle"
 
 
+@on_both_stores
 async def test_delete_removes_the_worker(server):
     c = server.client
     await create(c, COUNTER, "c")

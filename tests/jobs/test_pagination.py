@@ -4,6 +4,10 @@ from amp_runtime.core.clock import utcnow
 from amp_runtime.jobs import store as jobs_store
 from amp_runtime.jobs.states import ACTIVE, STATUSES
 
+from ..pg import on_both_stores
+
+pytestmark = on_both_stores  # every test here runs on DuckDB and on PostgreSQL
+
 TOTAL = 2500
 
 

@@ -80,6 +80,9 @@ class PgConnection:
             for row in rows:
                 copy.write_row(row)
 
+    def lock_for_transaction(self, key: int) -> None:
+        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
     def close(self) -> None:
         self.raw.close()
 

@@ -20,6 +20,7 @@ leave together as the next one (bounded by `group_commit_rows`); an idle store l
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import re
@@ -386,6 +387,21 @@ class Store(Actor):
             return [(item[1], False, exc)]
 
 
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for a PostgreSQL advisory lock named `name` (same in every peer)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def lock_for_transaction(conn, name: str) -> None:
+    """Serialise a check-then-write on `name` across peers until this transaction ends.
+
+    PostgreSQL: `pg_advisory_xact_lock`, released by COMMIT or ROLLBACK. DuckDB has one process,
+    whose group commit already runs one transaction at a time: nothing to do."""
+    lock = getattr(conn, "lock_for_transaction", None)
+    if lock is not None:
+        lock(advisory_key(name))
+
+
 def insert_columns(conn, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """One `INSERT ... SELECT unnest(...)` for many rows: ~100x faster than executemany."""
     insert_rows = getattr(conn, "insert_rows", None)  # PostgreSQL: COPY (unnest flattens arrays of arrays)
@@ -401,5 +417,5 @@ def insert_columns(conn, table: str, columns: tuple[str, ...], rows: list[tuple]
 
 __all__ = [
     "Store", "StoreError", "StoreStats", "StoreBackend", "DuckDBBackend", "store_backend",
-    "ActorUnavailable", "insert_columns", "apply_migrations",
+    "ActorUnavailable", "insert_columns", "apply_migrations", "advisory_key", "lock_for_transaction",
 ]

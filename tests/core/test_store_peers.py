@@ -94,3 +94,26 @@ async def test_peers_saving_the_same_worker_keep_one_row_the_newest(two_peers):
 async def test_an_invocation_key_added_twice_is_kept_once(two_peers):
     await race(two_peers, durable_sql.add_key, ("t.w", "k1"), ("t.w", "k1"))
     assert await two_peers[0].execute("SELECT count(*) FROM durable_keys") == [(1,)]
+
+
+async def test_two_servers_on_one_database_racing_a_create_answer_200_and_409(nursery, tmp_path, pg_url):
+    from ..durable.util import COUNTER, create
+    from ..helpers import start_server
+
+    servers = [
+        await start_server(nursery, tmp_path / f"d{n}", store={"url": pg_url}, workers=[{"id": f"peer-{n}"}])
+        for n in range(2)
+    ]
+    for round_ in range(ROUNDS):
+        statuses: list[int] = []
+
+        async def one(server):
+            statuses.append((await create(server.client, COUNTER, f"same{round_}")).status_code)
+
+        async with trio.open_nursery() as race_nursery:
+            for server in servers:
+                race_nursery.start_soon(one, server)
+        assert sorted(statuses) == [200, 409]
+    for server in servers:
+        await server.client.aclose()
+        await server.stop()

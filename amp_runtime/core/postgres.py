@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
@@ -24,6 +25,7 @@ MIGRATIONS = "amp_runtime.migrations.postgres"
 # Peers starting together on one database: one migrates, the others wait and find it done.
 MIGRATION_LOCK_KEY = 0x616D705F6D6967  # "amp_mig"
 CONNECT_TIMEOUT_S = 10
+CLAIM_GRACE_S = 2.0  # how long a taken worker id is retried before it counts as held by a live peer
 
 # Quoted text and comments are copied as they are; placeholders and `%` are rewritten.
 _TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|\?|\$(\d+)|\$([A-Za-z_]\w*)|%""")
@@ -170,8 +172,7 @@ class PostgresBackend:
         conn = self.connect("worker-id claims")
         try:
             for worker_id in self._claim_ids:
-                (taken,) = conn.execute("SELECT pg_try_advisory_lock(?)", [worker_claim_key(worker_id)]).fetchone()
-                if not taken:
+                if not self._try_lock(conn, worker_claim_key(worker_id)):
                     raise WorkerIdClaimed(
                         f"worker id {worker_id} was claimed by another process while this one was cut off from the store"
                         if again else
@@ -184,6 +185,16 @@ class PostgresBackend:
             conn.close()  # the locks taken so far go with it
             raise
         self._claims = conn
+
+    @staticmethod
+    def _try_lock(conn: PgConnection, key: int) -> bool:
+        # A holder killed a moment ago may still have its session until the server reads the EOF.
+        deadline = time.monotonic() + CLAIM_GRACE_S
+        while True:
+            (taken,) = conn.execute("SELECT pg_try_advisory_lock(?)", [key]).fetchone()
+            if taken or time.monotonic() >= deadline:
+                return taken
+            time.sleep(0.1)
 
     def close(self, conn: PgConnection) -> None:
         conn.close()  # nothing to checkpoint: every commit is already durable on the server

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import psycopg
+import psycopg.conninfo
 
 from ..config import masked_url
 from .store import StoreError, WorkerIdClaimed, advisory_key, apply_migrations
@@ -25,6 +26,9 @@ MIGRATIONS = "amp_runtime.migrations.postgres"
 # Peers starting together on one database: one migrates, the others wait and find it done.
 MIGRATION_LOCK_KEY = 0x616D705F6D6967  # "amp_mig"
 CONNECT_TIMEOUT_S = 10
+# A server that vanished without closing the socket (host down, partition) is noticed in ~10 s,
+# not after the kernel's two hours; the URL may set its own.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 CLAIM_GRACE_S = 2.0  # how long a taken worker id is retried before it counts as held by a live peer
 
 # Quoted text and comments are copied as they are; placeholders and `%` are rewritten.
@@ -127,8 +131,11 @@ class PostgresBackend:
 
     def connect(self, purpose: str = "store") -> PgConnection:
         try:
+            given = psycopg.conninfo.conninfo_to_dict(self.url)
+            defaults = {k: v for k, v in KEEPALIVES.items() if k not in given}
             raw = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name=f"amp-runtime {purpose}"
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name=f"amp-runtime {purpose}",
+                **defaults,
             )
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to the store {self.describe()}: {_first_line(exc)}") from None

@@ -37,6 +37,8 @@ async def test_a_terminated_session_is_reconnected_and_the_caught_write_is_a_cod
     proc = await spawn_server(nursery, tmp_path / "d", env={"AMP_STORE_URL": pg_url, **QUIET})
     async with httpx.AsyncClient(base_url=proc.url, timeout=60) as client:
         assert (await create(client, COUNTER, "before")).status_code == 200
+        # Its instance has loaded itself from the store: nothing of the process's own reads next.
+        assert (await client.get(worker_path(COUNTER, "before"))).status_code == 200
         assert _terminate_store_session(pg_url) == 1
 
         caught = await create(client, COUNTER, "caught")

@@ -83,8 +83,6 @@ class _Flush:
     pass
 
 
-
-
 @dataclass
 class StoreStats:
     """What the group commit has done so far (read by /metrics and benchmarks)."""
@@ -269,6 +267,7 @@ class Store(Actor):
     thread with capped exponential backoff for up to `reconnect_s`: the writes of the failed batch
     fail their callers with `StoreUnavailable` (never acknowledged), its reads run once more on the
     new connection, later messages wait in the mailbox. Past the bound, `run` raises `StoreError`.
+    (So a shielded `call` lasts at most `reconnect_s` plus one connect timeout.)
     """
 
     def __init__(

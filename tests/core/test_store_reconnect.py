@@ -109,3 +109,29 @@ async def test_a_store_gone_past_the_bound_exits_non_zero_with_one_line(nursery,
     lines = [line for line in out.splitlines() if line.startswith("amp-runtime:")]
     assert len(lines) == 1 and "unreachable" in lines[0] and "reconnect_s" in lines[0], out
     assert "Traceback" not in out
+
+
+async def test_a_durable_call_and_a_job_caught_on_a_broken_connection_are_503s_then_work(nursery, tmp_path, pg_url):
+    from ..durable.util import call
+    from ..jobs.jobutil import DATASET
+
+    proc = await spawn_server(nursery, tmp_path / "d", env={"AMP_STORE_URL": pg_url, **QUIET})
+    async with httpx.AsyncClient(base_url=proc.url, timeout=60) as client:
+        assert (await create(client, COUNTER, "c")).status_code == 200
+        assert (await call(client, COUNTER, "c", "add", [1])).status_code == 200
+
+        assert _terminate_store_session(pg_url) == 1
+        r = await client.post(worker_path(COUNTER, "c") + "/invoke", params={"function": "add"}, json={"params": [5]})
+        assert r.status_code == 503, r.text
+        r = await call(client, COUNTER, "c", "get")  # the instance rebuilt itself from the store
+        assert r.status_code == 200 and r.json() == {"result": [1]}, r.text
+
+        assert _terminate_store_session(pg_url) == 1
+        r = await client.post("/jobs", json={"dataset": DATASET, "start_block": 0, "end_block": 9})
+        assert r.status_code == 503 and r.json()["error_code"] == "STORE_UNAVAILABLE", r.text
+        r = await client.post("/jobs", json={"dataset": DATASET, "start_block": 0, "end_block": 9})
+        assert r.status_code in (200, 201), r.text
+    proc.send_signal(signal.SIGTERM)
+    assert await proc.wait() == 0
+    # The instance and the scheduler were restarted (rebuilt from the store), as after any crash.
+    assert b"restarting actor" in proc.output

@@ -7,11 +7,12 @@ become what reads see; a failed write drops the proposal. So one slow commit doe
 other workers' reports, and a store failure never leaves a change listed that was not saved.
 A change of a worker with a proposal in flight builds on that proposal (the writer commits
 batches in order). The version guard in `store.save_workers` drops a row that reaches the
-store after a newer one of the same worker.
+store after a newer one of the same worker, from this process or a peer.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import msgspec
@@ -97,7 +98,9 @@ class RegistryActor(Actor):
         return self.proposed.get(worker) or self.workers.get(worker)
 
     def _propose(self, rec: WorkerRecord) -> WorkerRecord:
-        self.version += 1
+        # Microseconds of wall time, kept increasing: a later change made by another peer on the
+        # same store outranks an earlier one of ours (a bare per-process counter would not).
+        self.version = max(self.version + 1, time.time_ns() // 1000)
         rec.version = self.version
         self.proposed[rec.id] = rec
         return rec

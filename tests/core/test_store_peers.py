@@ -117,3 +117,24 @@ async def test_two_servers_on_one_database_racing_a_create_answer_200_and_409(nu
     for server in servers:
         await server.client.aclose()
         await server.stop()
+
+
+async def test_a_later_change_through_another_peer_is_saved_whatever_each_peer_did_before(nursery, tmp_path, pg_url):
+    from ..helpers import start_server
+
+    busy, quiet = [
+        await start_server(nursery, tmp_path / f"d{n}", store={"url": pg_url}, workers=[{"id": f"peer-{n}"}],
+                           registry={"heartbeat_s": 3600})
+        for n in range(2)
+    ]
+    for n in range(30):  # the busy peer has made many more changes than the quiet one
+        assert (await busy.client.post("/workers.status_report", json={"worker": "other", "timestamp": n})).status_code == 200
+    r = await busy.client.post("/workers.register", json={"worker": "agent", "tags": ["first"]})
+    assert r.status_code == 200, r.text
+    r = await quiet.client.post("/workers.status_report", json={"worker": "agent", "timestamp": 1, "tags": ["later"]})
+    assert r.status_code == 200, r.text
+    rows = await quiet.runtime.store.execute("SELECT tags FROM registry_workers WHERE id = 'agent'")
+    assert [list(tags) for (tags,) in rows] == [["later"]]
+    for server in (busy, quiet):
+        await server.client.aclose()
+        await server.stop()

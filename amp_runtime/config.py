@@ -89,6 +89,7 @@ class TasksConfig(_Section):
     retry_after_s: int = 1
     slots_push_min_interval_ms: float = 100.0
     tags: list[str] = []
+    process_pool_size: int = 0  # worker processes for run="process" functions; 0 = the CPU count
 
 
 class WebhookConfig(_Section):
@@ -253,6 +254,8 @@ def _check(config: Config, source: str) -> None:
             problems.append(f"workers.slots: worker {w.id} needs at least 1 slot")
         if w.max_queue < 0:
             problems.append(f"workers.max_queue: worker {w.id} has a negative queue length")
+    if config.tasks.process_pool_size < 0:
+        problems.append("tasks.process_pool_size: must be 0 (the CPU count) or more")
     if config.http.max_body_bytes < 1:
         problems.append("http.max_body_bytes: must be positive")
     if config.cluster.join and not config.cluster.key:

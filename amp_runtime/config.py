@@ -28,6 +28,8 @@ class ServerConfig(_Section):
     bind: str = "127.0.0.1:1610"
     data_dir: str = "./data"
     shutdown_grace_s: float = 10.0
+    gc_freeze: bool = True
+    gc_threshold: list[int] = msgspec.field(default_factory=lambda: [50_000, 10, 10])
 
 
 class HttpConfig(_Section):
@@ -254,6 +256,9 @@ def _check(config: Config, source: str) -> None:
             problems.append(f"workers.slots: worker {w.id} needs at least 1 slot")
         if w.max_queue < 0:
             problems.append(f"workers.max_queue: worker {w.id} has a negative queue length")
+    gc_threshold = config.server.gc_threshold
+    if gc_threshold and (len(gc_threshold) != 3 or gc_threshold[0] < 1 or min(gc_threshold) < 0):
+        problems.append("server.gc_threshold: three counts [gen0 >= 1, gen1, gen2], or [] for Python's default")
     if config.tasks.process_pool_size < 0:
         problems.append("tasks.process_pool_size: must be 0 (the CPU count) or more")
     if config.http.max_body_bytes < 1:

@@ -76,13 +76,25 @@ def load(url: str, *, path: str = "/task", function: str = "echo", mode: str = "
 
 def _wrk(url: str, path: str, body: str, concurrency: int, duration: float) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        # A Lua long string: the JSON body's quotes need no escaping.
         script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                     f"wrk.body = {body!r}\n".replace("'", '"'))
-    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--latency",
-                          "-s", script.name, url + path], capture_output=True, text=True, timeout=600).stdout
+                     f"wrk.body = [==[{body}]==]\n")
+    try:
+        out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency",
+                              "-s", script.name, url + path], capture_output=True, text=True, timeout=600).stdout
+    finally:
+        os.unlink(script.name)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = re.search(r"50%\s+([\d.]+)(\w+)", out)
-    return {"per_s": rate, "p50_ms": _ms(p50), "tool": "wrk", "errors": 0}
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    if errors:  # failed requests are not throughput
+        total = int(re.search(r"(\d+) requests in", out).group(1))
+        rate *= max(0, total - errors) / total if total else 0
+    return {"per_s": round(rate, 1), "p50_ms": _ms(re.search(r"50%\s+([\d.]+)(\w+)", out)),
+            "p99_ms": _ms(re.search(r"99%\s+([\d.]+)(\w+)", out)), "tool": "wrk", "errors": errors}
 
 
 def _ms(match) -> float | None:

@@ -3,6 +3,7 @@
 import os
 import signal
 
+import httpx
 import psutil
 import pytest
 import trio
@@ -141,22 +142,23 @@ def test_process_functions_must_be_importable_by_name():
 
 
 async def test_stopping_the_server_leaves_no_worker_process(nursery, tmp_path):
-    env = {"AMP_FUNCTIONS_MODULES": '["tests.tasks.process_fns"]', "AMP_TASKS_PROCESS_POOL_SIZE": "2"}
+    env = {"AMP_FUNCTIONS_MODULES": '["tests.tasks.process_fns"]', "AMP_TASKS_PROCESS_POOL_SIZE": "2",
+           "AMP_SERVER_SHUTDOWN_GRACE_S": "1"}
     server = await spawn_server(nursery, tmp_path / "d", env=env, timeout=60)
-    import httpx
-
+    pid_file = tmp_path / "pid"
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-        async with trio.open_nursery() as calls:
-            pids = []
+        idle_pid = await square_in_fresh_pool(client)
+        async def spin() -> None:
+            try:
+                await post_task(client, "test_proc_spin", {"pid_file": str(pid_file)})
+            except httpx.HTTPError:
+                pass  # past the grace period the server may close the connection: not the point here
 
-            async def square():
-                pids.append(await square_in_fresh_pool(client))
-
-            for _ in range(2):
-                calls.start_soon(square)
-    children = {p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)}
-    assert set(pids) <= children
-    server.send_signal(signal.SIGTERM)
-    assert await server.wait(timeout=60) == 0
+        nursery.start_soon(spin)
+        busy_pid = await read_pid(pid_file)  # SIGTERM comes mid-work
+        children = {p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)}
+        assert {idle_pid, busy_pid} <= children
+        server.send_signal(signal.SIGTERM)
+        assert await server.wait(timeout=60) == 0
     # multiprocessing's resource tracker sees the server's end of its pipe close, then exits too.
     await wait_until(lambda: all(gone(pid) for pid in children), timeout=10)

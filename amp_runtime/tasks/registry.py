@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -76,3 +77,9 @@ def _check_importable(fn: Callable[..., Any]) -> None:
     if "<" in qualname or not getattr(fn, "__module__", None):
         raise TypeError(f"function {qualname or fn!r}: run='process' needs a function defined at the "
                         "top level of an importable module (not a lambda or a nested def)")
+
+
+def preload(module: str | None) -> None:
+    """Runs in a new worker process: import a `run="process"` function's module ahead of its task."""
+    if module:
+        importlib.import_module(module)

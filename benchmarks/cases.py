@@ -63,8 +63,8 @@ def load(url: str, *, path: str = "/task", function: str = "echo", mode: str = "
     """Load from a separate process: wrk when installed (sync POSTs), else our own generator."""
     body = {"function": function, "input": msgspec.json.decode(input) if input else {"x": 1},
             "contract": 1, "mode": mode}
-    if shutil.which("wrk") and mode == "sync":
-        return _wrk(url, path, msgspec.json.encode(body).decode(), concurrency, duration or 10)
+    if shutil.which("wrk") and mode == "sync" and duration:  # wrk runs for a time, not a count
+        return _wrk(url, path, msgspec.json.encode(body).decode(), concurrency, duration)
     args = [sys.executable, "-m", "amp_runtime", "bench", "--url", url, "--path", path, "--json",
             "--function", function, "--mode", mode, "--concurrency", str(concurrency)]
     args += ["--duration", str(duration)] if duration else ["--tasks", str(tasks or 5000)]

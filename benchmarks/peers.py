@@ -151,10 +151,10 @@ def wait_ready(call, timeout: float = 60) -> None:
 def ours(duration: float) -> dict:
     body = json.dumps
     with cases.server_process() as (url, _):
-        cases.load(url, tasks=1000, duration=2, concurrency=ECHO_CLIENTS)  # warm up
+        cases.load(url, tasks=1000, concurrency=ECHO_CLIENTS)  # warm up
         echo = cases.load(url, duration=duration, concurrency=ECHO_CLIENTS, input=body(ECHO_INPUT))
-        warm = dict(tasks=40, concurrency=CPU_CLIENTS, input=body(CPU_INPUT))
-        cases.load(url, function="cpu_burn_process", **warm)  # starts the worker processes
+        # Starts the worker processes. A count, not a time: a run cut off mid-task would kill them.
+        cases.load(url, function="cpu_burn_process", tasks=40, concurrency=CPU_CLIENTS, input=body(CPU_INPUT))
         process = cases.load(url, function="cpu_burn_process", duration=duration, concurrency=CPU_CLIENTS,
                              input=body(CPU_INPUT))
         thread = cases.load(url, function="cpu_burn", duration=duration, concurrency=CPU_CLIENTS,

@@ -45,6 +45,9 @@ def add_bench_parser(commands) -> None:
                        help="also measure the ceilings in the same run (this server's Quart-Trio no-op route "
                        "POST /noop, and a bare hypercorn-trio ASGI app doing the same msgspec decode/encode) "
                        "and print the figure as a ratio of each; servers it starts run in their own processes")
+    bench.add_argument("--rounds", type=int, default=1,
+                       help="with --compare: measure the three in turn this many times and keep each one's "
+                       "median run (steadier ratios on a busy machine; default 1)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -101,7 +104,7 @@ def _compare_command(args: argparse.Namespace, task_input) -> int:
 
 
 async def _compare(args: argparse.Namespace, task_input):
-    """The figure, then its two ceilings, each warmed up and driven the same way."""
+    """The figure and its two ceilings, each warmed up and driven the same way, `--rounds` times."""
     from contextlib import AsyncExitStack
 
     from .compare import bare_process, compare, runtime_process
@@ -118,10 +121,13 @@ async def _compare(args: argparse.Namespace, task_input):
         if not url:
             url, key = await stack.enter_async_context(runtime_process(args.slots)), ""
         url = url.rstrip("/")
-        task = await measure(url, args.path, args.mode, key, f"{args.function} POST {args.path}")
-        noop = await measure(url, "/noop", "sync", key, "Quart-Trio POST /noop")
         bare_url = await stack.enter_async_context(bare_process())
-        bare = await measure(bare_url, "/", "sync", "", "bare hypercorn-trio ASGI")
+        runs: dict[str, list[BenchSummary]] = {"task": [], "noop": [], "bare": []}
+        for _ in range(max(1, args.rounds)):  # interleaved, so a change of load hits all three
+            runs["task"].append(await measure(url, args.path, args.mode, key, f"{args.function} POST {args.path}"))
+            runs["noop"].append(await measure(url, "/noop", "sync", key, "Quart-Trio POST /noop"))
+            runs["bare"].append(await measure(bare_url, "/", "sync", "", "bare hypercorn-trio ASGI"))
+    task, noop, bare = (sorted(r, key=lambda s: s.per_s)[len(r) // 2] for r in runs.values())
     return compare(task, noop, bare)
 
 

@@ -8,7 +8,8 @@ from ..helpers import run_cli, spawn_server
 
 
 async def test_compare_prints_each_figure_with_its_ratios():
-    code, out = await run_cli("bench", "--compare", "--tasks", "50", "--concurrency", "2", timeout=180)
+    code, out = await run_cli("bench", "--compare", "--rounds", "2", "--tasks", "50", "--concurrency", "2",
+                              timeout=180)
     assert code == 0, out
     for case in ("echo POST /task", "Quart-Trio POST /noop", "bare hypercorn-trio ASGI"):
         assert case in out

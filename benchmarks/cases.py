@@ -33,7 +33,10 @@ def server_process(*, module: str = "amp_runtime", env: dict | None = None, slot
         with open(config, "w") as f:
             f.write(f'[[workers]]\nid = "bench-01"\nslots = {slots}\nmax_queue = 100000\n')
         args += ["--config", config]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True)
+    # Its own session, as the peers' workers have in peers.py: with the kernel's autogroup
+    # scheduling each session gets one fair share of a busy machine.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True,
+                            start_new_session=True)
     url = None
     deadline = time.monotonic() + 30
     while url is None and time.monotonic() < deadline:

@@ -70,11 +70,13 @@ class Coordinator:
         self._links: dict[str, NodeLink] = {}
         self._changed = trio.Event()
         self.known_remote: set[str] = set()  # every worker id a node ever announced
+        self.handed_back: set[str] = set()  # workers of nodes that drained, until they join again
         self.on_leave = lambda url: None  # the forwarder stops waiting for a node that left
 
     # -- membership ------------------------------------------------------------------------
     def remote_workers(self) -> list[str]:
-        return [w for link in self._links.values() for w in link.workers]
+        """Workers of connected nodes, except those of a node that is leaving."""
+        return [w for link in self._links.values() for w in link.workers if w not in self.handed_back]
 
     def link_for(self, worker: str) -> NodeLink | None:
         return next((link for link in self._links.values() if worker in link.workers), None)
@@ -119,6 +121,7 @@ class Coordinator:
         if old is not None:
             old.outbox.close()  # a reconnect replaced it
         self.known_remote.update(link.workers)
+        self.handed_back.difference_update(link.workers)
         await ws.send(wire.encode(wire.Welcome(heartbeat_s=heartbeat)).decode())
         await self.table.ask(Join(hello.url, hello.workers))
         self._set(hello.url, link)
@@ -157,6 +160,11 @@ class Coordinator:
             except msgspec.MsgspecError as exc:
                 log.warning("cluster: node %s sent a bad message (%s); dropping it", link.url, exc)
                 return
+            if isinstance(msg, wire.Leaving):
+                self.handed_back.update(link.workers)
+                link.send_nowait(wire.Left())
+                log.info("cluster: node %s is draining; its jobs move to other workers now", link.url)
+                continue
             job_id = msg.row.job_id if isinstance(msg, wire.Progress) else getattr(msg, "job_id", None)
             if job_id is None:
                 continue  # a beat

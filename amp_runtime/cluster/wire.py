@@ -4,7 +4,8 @@ The node says `Hello` first (its URL and workers), then beats. The coordinator a
 (`Assign`) and asks them to stop or go (`StopJob`, `CancelJob`). A job running on a node
 talks to the coordinator's scheduler through `Ask` (its `Started`/`Stopping`/`Finished`),
 `Progress`, `Flush` and `ReadProgress`; each of those except `Progress` gets one `Answer`
-(or `ProgressRows`), in order, for the same `(job_id, attempt)`.
+(or `ProgressRows`), in order, for the same `(job_id, attempt)`. A draining node pauses its
+jobs, then says `Leaving`: the coordinator moves them at once (answering `Left`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class ReadProgress(msgspec.Struct, tag=True):
     attempt: int
 
 
+class Leaving(msgspec.Struct, tag=True):
+    """The node drains: its jobs are paused with their progress flushed; move them now."""
+
+
 # -- coordinator -> node -------------------------------------------------------------------
 class Welcome(msgspec.Struct, tag=True):
     heartbeat_s: float
@@ -88,8 +93,12 @@ class ProgressRows(msgspec.Struct, tag=True):
     rows: list[ProgressRow]
 
 
-FromNode = Union[Hello, Beat, Ask, Progress, Flush, ReadProgress]
-ToNode = Union[Welcome, Assign, StopJob, CancelJob, Answer, ProgressRows]
+class Left(msgspec.Struct, tag=True):
+    """The coordinator heard `Leaving`: no job is assigned to this node any more."""
+
+
+FromNode = Union[Hello, Beat, Ask, Progress, Flush, ReadProgress, Leaving]
+ToNode = Union[Welcome, Assign, StopJob, CancelJob, Answer, ProgressRows, Left]
 
 encode = msgspec.json.Encoder().encode
 decode_from_node = msgspec.json.Decoder(FromNode).decode

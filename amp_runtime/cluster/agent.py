@@ -26,6 +26,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 
+from ..jobs.messages import Finished
 from ..jobs.runner import RunnerEnv, RunnerHandle, run_job
 from ..jobs.service import output_dir
 from ..jobs.store import ProgressRow
@@ -63,6 +64,7 @@ class RemoteJob:
     answers: trio.MemoryReceiveChannel
     answers_in: trio.MemorySendChannel
     handle: RunnerHandle
+    finished: bool = False  # the run asked `Finished`: it ended with an outcome
 
     def _send(self, msg) -> None:
         try:
@@ -71,6 +73,7 @@ class RemoteJob:
             pass  # the channel is gone; this run is being cancelled
 
     async def ask(self, msg):
+        self.finished = self.finished or isinstance(msg, Finished)
         self._send(wire.Ask(self.job_id, self.attempt, msg))
         return (await self.answers.receive()).value
 
@@ -244,6 +247,10 @@ class NodeAgent:
                 job = self._jobs.get(job_id)
                 if job is not None and job.attempt == attempt:
                     job.handle.request_stop()
+            case wire.PauseJob(job_id=job_id, attempt=attempt):
+                job = self._jobs.get(job_id)
+                if job is not None and job.attempt == attempt:
+                    job.handle.request_pause()
             case wire.CancelJob(job_id=job_id, attempt=attempt):
                 job = self._jobs.get(job_id)
                 if job is not None and job.attempt == attempt:
@@ -280,6 +287,8 @@ class NodeAgent:
         finally:
             if self._jobs.get(record.id) is job:
                 del self._jobs[record.id]
+            if job.handle.pause_requested.is_set() and not job.finished:
+                job._send(wire.Released(job.job_id, job.attempt))
 
     # -- drain -----------------------------------------------------------------------------
     def stop_accepting(self) -> None:

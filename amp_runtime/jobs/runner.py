@@ -47,7 +47,8 @@ class RunnerHandle:
     stop_requested: trio.Event = field(default_factory=trio.Event)
     pause_requested: trio.Event = field(default_factory=trio.Event)
     wake: trio.Event = field(default_factory=trio.Event)  # a stop or a pause was asked for
-    extracting: bool = False  # it holds its slot and writes files: a pause waits for a boundary
+    # It holds its slot and writes files (or a node runs it): a pause waits for a boundary.
+    extracting: bool = False
     done: trio.Event = field(default_factory=trio.Event)
 
     def request_stop(self) -> None:

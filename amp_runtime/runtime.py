@@ -137,7 +137,15 @@ class Runtime:
             for service in self.services:
                 await service.drain()
         if scope.cancelled_caught:
-            log.warning("grace period of %.1fs over: cancelling the rest", grace)
+            log.warning("grace period of %.1fs over: cancelling the rest%s", grace, await self._still_running())
+
+    async def _still_running(self) -> str:
+        """What the cancel cuts short, for the log: work in a thread is abandoned, not awaited."""
+        with trio.move_on_after(0.5):
+            running = [f"{s.worker}: {', '.join(s.running)}" for s in await self.tasks.snapshot() if s.running]
+            if running:
+                return f" (still running on {'; '.join(running)}; threads that ignore it are abandoned)"
+        return ""
 
 
 class InFlightRequests:

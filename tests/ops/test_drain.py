@@ -33,6 +33,20 @@ def stored(data: Path, sql: str, *params) -> list[tuple]:
         conn.close()
 
 
+async def call_stuck_task(url: str) -> None:
+    """A sync task whose function never returns; the server going away ends the call."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        try:
+            await client.post("/task", json={"function": "stuck", "contract": 1, "input": {}})
+        except httpx.HTTPError:
+            pass
+
+
+async def running_tasks(client) -> bool:
+    """The stuck job and the stuck task each hold a slot."""
+    return (await client.get("/health")).json()["slots"]["busy"] >= 2
+
+
 async def sigterm_and_time_exit(server, limit_s: float) -> tuple[int, float]:
     started = trio.current_time()
     server.send_signal(signal.SIGTERM)
@@ -84,20 +98,23 @@ async def test_sigterm_mid_finite_job_exits_promptly_and_the_job_resumes_to_one_
         assert progress[table]["files_count"] == len(list(table_dir(data, table).glob("*.parquet"))) == FILES
 
 
-async def test_a_write_stuck_in_its_thread_is_abandoned_and_the_exit_stays_bounded(nursery, tmp_path):
+async def test_work_stuck_in_threads_is_abandoned_and_the_exit_stays_bounded(nursery, tmp_path):
     data = tmp_path / "d"
-    env = {**ENV, "AMP_FUNCTIONS_MODULES": '["tests.ops.stuck_dataset"]', "AMP_TEST_STUCK_FROM_BLOCK": "100"}
+    env = {**ENV, "AMP_FUNCTIONS_MODULES": '["tests.ops.stuck"]', "AMP_TEST_STUCK_FROM_BLOCK": "100"}
     server = await spawn_server(nursery, data, env=env)
     dataset = "test/stuck@1.0.0"
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         job = (await client.post("/jobs", json={"dataset": dataset, "start_block": 0, "end_block": 999})).json()
         await wait_for_files(client, job["id"], 5)  # blocks 0-99; the write of 100-119 never returns
+        nursery.start_soon(call_stuck_task, server.url)
+        await wait_until(lambda: running_tasks(client), timeout=10, interval=0.05)
     ticks = table_dir(data, "ticks", "test/stuck/1.0.0")
     code, took = await sigterm_and_time_exit(server, GRACE_S + 2)
     log = server.output.decode(errors="replace")
     assert code == 0, log
     assert took <= GRACE_S + 2, f"exit took {took:.1f}s:\n{log}"
-    assert "abandoned" in log and dataset in log and "100-119" in log, log
+    assert f"abandoned the write of {dataset} table ticks blocks 100-119" in log, log
+    assert f"still running on worker-01: " in log and f"job:{job['id']}" in log, log
     assert sorted(p.name for p in ticks.glob("*.parquet")) == [f"{b}-{b + 19}.parquet" for b in (0, 20, 40, 60, 80)]
     assert stored(data, "SELECT status FROM jobs WHERE id = ?", job["id"]) == [("Running",)]
     assert stored(data, "SELECT files_count, current_block FROM job_progress WHERE job_id = ?", job["id"]) == [(5, 99)]

@@ -123,7 +123,7 @@ async def _run(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> tuple
             await env.ask(Stopping(record.id, handle.attempt))
     await env.progress.flush()
     if not finished and not stopping:
-        log.info("job %d paused at block %s for the drain; it resumes at the next start",
+        log.info("job %d paused at block %s (the process drains); it resumes from there",
                  record.id, _current_block(done))
         return None
     return ("stopped" if stopping else "complete", None)

@@ -197,7 +197,7 @@ class Scheduler(Actor):
             if old_runner is not None:
                 old_runner.cancel_scope.cancel()
                 job.runner = None
-            reason = f"worker {node} {'was handed back by its draining node' if node in handed_back else 'is no longer live'}"
+            reason = f"worker {node} " + ("left with its draining node" if node in handed_back else "is no longer live")
             if job.record.status in (states.STOP_REQUESTED, states.STOPPING):
                 await self._transition(job, Event.FINISH_STOPPING)
             elif not self.jobs_config.reschedule_on_expiry:

@@ -98,6 +98,8 @@ class Runtime:
                 self.store.close()  # the coordinator commits what is queued, then returns
                 root.cancel_scope.deadline = trio.current_time() + STORE_CLOSE_S
         finally:
+            # Shielded so a cancelled run still checkpoints; bounded by the DB thread: once the
+            # coordinator has committed, CHECKPOINT and close take milliseconds.
             with trio.CancelScope(shield=True):
                 await self.store.close_connection()
             log.info("stopped")

@@ -15,7 +15,7 @@ from ..helpers import spawn_server, wait_until
 from ..jobs.jobutil import DATASET, query, table_dir, wait_for_files, wait_for_status
 
 GRACE_S = 3.0
-LAST_BLOCK = 39_999
+LAST_BLOCK = 19_999
 FILES = (LAST_BLOCK + 1) // 20  # per table
 ENV = {"AMP_JOBS_BATCH_BLOCKS": "20", "AMP_SERVER_SHUTDOWN_GRACE_S": str(GRACE_S)}
 

@@ -29,6 +29,8 @@ class ServerConfig(_Section):
     bind: str = "127.0.0.1:1610"
     data_dir: str = "./data"
     shutdown_grace_s: float = 10.0
+    gc_freeze: bool = True
+    gc_threshold: list[int] = msgspec.field(default_factory=lambda: [50_000, 10, 10])
 
 
 class HttpConfig(_Section):
@@ -92,6 +94,7 @@ class TasksConfig(_Section):
     retry_after_s: int = 1
     slots_push_min_interval_ms: float = 100.0
     tags: list[str] = []
+    process_pool_size: int = 0  # worker processes for run="process" functions; 0 = the CPU count
 
 
 class WebhookConfig(_Section):
@@ -256,6 +259,11 @@ def _check(config: Config, source: str) -> None:
             problems.append(f"workers.slots: worker {w.id} needs at least 1 slot")
         if w.max_queue < 0:
             problems.append(f"workers.max_queue: worker {w.id} has a negative queue length")
+    gc_threshold = config.server.gc_threshold
+    if gc_threshold and (len(gc_threshold) != 3 or gc_threshold[0] < 1 or min(gc_threshold) < 0):
+        problems.append("server.gc_threshold: three counts [gen0 >= 1, gen1, gen2], or [] for Python's default")
+    if config.tasks.process_pool_size < 0:
+        problems.append("tasks.process_pool_size: must be 0 (the CPU count) or more")
     if config.http.max_body_bytes < 1:
         problems.append("http.max_body_bytes: must be positive")
     if config.cluster.join and not config.cluster.key:

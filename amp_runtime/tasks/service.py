@@ -15,6 +15,7 @@ from .. import __version__
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  (registers the built-in functions)
 from .models import TaskRequest
+from .process_slots import ProcessSlots
 from .registry import FUNCTIONS, FunctionSpec
 from .webhooks import Deliver, WebhookSender
 from .worker import Cancel, Hold, Lookup, RecordDelivery, Rejected, SetMaintenance, Submit, Task, Unhold, WorkerActor
@@ -44,6 +45,7 @@ class TaskService(ServiceBase):
             )
             for w in self.config.workers
         }
+        self.process_slots = ProcessSlots(tasks.process_pool_size)  # run="process" functions
         self.maintenance = False
         self.open_streams = 0
         self.tags: dict[str, str] = {
@@ -57,7 +59,7 @@ class TaskService(ServiceBase):
             self.tags[name] = value or "true"
 
     def actors(self) -> list:
-        return [self.webhooks, *self.workers.values()]
+        return [self.process_slots, self.webhooks, *self.workers.values()]
 
     # -- routing ---------------------------------------------------------------------------
     def worker_ids(self) -> list[str]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import msgspec
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +19,7 @@ class FunctionSpec:
     timeout_s: float | None
     fn: Callable[..., Any]
     kind: str  # "async", "stream" (async generator) or "thread" (plain def)
+    input_type: Any = None  # a msgspec.Struct the input is decoded into at admission; None: any JSON
 
 
 FUNCTIONS: dict[str, FunctionSpec] = {}
@@ -30,7 +34,8 @@ def function(
     timeout_s: float | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a task function. `async def` runs on trio, an async generator streams, a plain
-    `def` runs in a worker thread. The function receives the task's `input`."""
+    `def` runs in a worker thread. The function receives the task's `input`; when its parameter
+    is annotated with a `msgspec.Struct`, the input is decoded into it (and checked) at admission."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(fn):
@@ -50,8 +55,19 @@ def function(
             timeout_s=timeout_s,
             fn=fn,
             kind=kind,
+            input_type=declared_input(fn),
         )
         FUNCTIONS[spec.name] = spec
         return fn
 
     return register
+
+
+def declared_input(fn: Callable[..., Any]) -> Any:
+    """The `msgspec.Struct` a function's first parameter is annotated with, else None."""
+    try:
+        first = next(iter(inspect.signature(fn).parameters.values()), None)
+        hint = typing.get_type_hints(fn).get(first.name) if first is not None else None
+    except (TypeError, ValueError, NameError):
+        return None
+    return hint if isinstance(hint, type) and issubclass(hint, msgspec.Struct) else None

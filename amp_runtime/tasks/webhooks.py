@@ -175,7 +175,9 @@ class WebhookSender(Actor):
 
     async def _attempts(self, owed: _Owed) -> None:
         msg = owed.msg
-        headers = merged_headers(self.config.headers, msg.headers, {"Content-Type": "application/json"})
+        merged = merged_headers(self.config.headers, msg.headers, {"Content-Type": "application/json"})
+        # Values are latin-1 (admission checked); httpx would encode a str value as ASCII.
+        headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in merged.items()]
         payload = self._payload(msg.body)
         async with self.limiter:
             while owed.attempts < self.config.attempts:
@@ -202,7 +204,7 @@ class WebhookSender(Actor):
         except Exception:
             log.exception("webhook for task %s: could not record attempt %d", msg.task_id, delivery.attempt)
 
-    async def _attempt(self, url: str, headers: dict[str, str], payload: bytes, attempt: int) -> Delivery:
+    async def _attempt(self, url: str, headers: list[tuple[bytes, bytes]], payload: bytes, attempt: int) -> Delivery:
         at = rfc3339(utcnow())
         try:
             await check_target(url, self.config.allow_private)

@@ -542,6 +542,9 @@ async def run_leased(worker: WorkerActor, lease: Lease, task: Task) -> TaskResul
     The lease goes back whatever happens, also when the caller is cancelled (client gone)."""
     try:
         await run_task(task, worker.expose_tracebacks)
+    except Exception as exc:  # our code around the function broke, not the function: say so, once
+        log.exception("task %s on worker %s: running it failed", task.id, worker.name)
+        settle(task, "failed", error=TaskError(type="WorkerFailed", message=f"running the task failed: {_describe(exc)}"))
     finally:
         if not task.finished:  # the caller was cancelled
             task.cancel_requested = True

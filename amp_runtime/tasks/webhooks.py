@@ -183,7 +183,12 @@ class WebhookSender(Actor):
             while owed.attempts < self.config.attempts:
                 owed.attempts += 1
                 attempt = owed.attempts
-                delivery = await self._attempt(msg.url, headers, payload, attempt)
+                try:
+                    delivery = await self._attempt(msg.url, headers, payload, attempt)
+                except Exception as exc:  # a bug, or a value admission let through: this attempt failed
+                    log.warning("webhook for task %s: attempt %d raised %s: %s", msg.task_id, attempt,
+                                type(exc).__name__, exc)
+                    delivery = Delivery(attempt=attempt, at=rfc3339(utcnow()), error=f"{type(exc).__name__}: {exc}")
                 ok = delivery.status_code is not None and 200 <= delivery.status_code < 300
                 last = ok or attempt >= self.config.attempts
                 self._report(msg, delivery, None if not last else ("delivered" if ok else "failed"))
@@ -211,9 +216,6 @@ class WebhookSender(Actor):
             response = await self._client.post(url, content=payload, headers=headers)
             return Delivery(attempt=attempt, at=at, status_code=response.status_code)
         except (httpx.HTTPError, UnsafeTarget, OSError) as exc:
-            return Delivery(attempt=attempt, at=at, error=f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # a bug or a value admission let through: this attempt fails, logged
-            log.warning("webhook attempt %d to %s raised %s: %s", attempt, url[:256], type(exc).__name__, exc)
             return Delivery(attempt=attempt, at=at, error=f"{type(exc).__name__}: {exc}")
 
     def _backoff(self, attempt: int) -> float:

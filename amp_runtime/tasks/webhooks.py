@@ -175,14 +175,18 @@ class WebhookSender(Actor):
 
     async def _attempts(self, owed: _Owed) -> None:
         msg = owed.msg
-        merged = merged_headers(self.config.headers, msg.headers, {"Content-Type": "application/json"})
+        merged = merged_headers(self.config.headers, msg.headers, {"Content-Type": "application/json",
+                                                                   "X-Amp-Task-Id": msg.task_id})
         # Values are latin-1 (admission checked); httpx would encode a str value as ASCII.
-        headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in merged.items()]
+        fixed = [(name.encode("ascii"), value.encode("latin-1")) for name, value in merged.items()
+                 if name.lower() != "x-amp-delivery-attempt"]
         payload = self._payload(msg.body)
         async with self.limiter:
             while owed.attempts < self.config.attempts:
                 owed.attempts += 1
                 attempt = owed.attempts
+                # The task id and attempt number let a receiver deduplicate (delivery is at-least-once).
+                headers = [*fixed, (b"X-Amp-Delivery-Attempt", b"%d" % attempt)]
                 try:
                     delivery = await self._attempt(msg.url, headers, payload, attempt)
                 except Exception as exc:  # a bug, or a value admission let through: this attempt failed

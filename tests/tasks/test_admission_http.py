@@ -152,6 +152,7 @@ async def test_webhook_headers_merge_case_insensitively_and_202_says_queued(serv
     assert names.count("authorization") == 1 and values["authorization"] == "Bearer mine"
     assert names.count("content-type") == 1 and values["content-type"] == "application/json"
     assert values["x-default"] == "d" and values["x-extra"] == "e"
+    assert values["x-amp-task-id"] == r.json()["id"] and values["x-amp-delivery-attempt"] == "1"
     assert body["id"] == r.json()["id"]
     await srv.client.aclose()
 

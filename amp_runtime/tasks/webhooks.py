@@ -135,7 +135,10 @@ class WebhookSender(Actor):
         self._owed.add(owed)
         self._none_owed = trio.Event() if self._none_owed.is_set() else self._none_owed
         if self._nursery is not None:
-            self._nursery.start_soon(self._deliver, owed)
+            try:
+                self._nursery.start_soon(self._deliver, owed)
+            except RuntimeError:  # the nursery is closing (shutdown): it stays owed
+                pass
 
     async def handle(self, msg: Any, reply: Reply | None) -> None:
         match msg:

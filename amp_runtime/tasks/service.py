@@ -77,19 +77,27 @@ class StreamHandle:
         return self.task.id
 
     async def events(self) -> AsyncIterator[tuple[bytes | None, bytes]]:
-        """(None, item) per item, then (b"end" | b"error", encoded outcome). Each wait is bounded by
-        the task's deadline plus a grace: a worker that never answers still ends the stream."""
+        """(None, item) per item, then (b"end" | b"error", encoded outcome).
+
+        Bounded: once running, the task's own deadline ends it (and a failing worker settles it);
+        while it waits in the queue, the wait is bounded by its deadline plus a grace."""
         task = self.task
-        deadline = task.deadline + SETTLE_GRACE_S
+        items = task.items_recv
         while True:
-            with trio.move_on_at(deadline) as waited:  # never around a yield: the reader's code is not ours
+            if task.status == "queued":
+                with trio.move_on_at(task.deadline + SETTLE_GRACE_S) as waited:  # never around a yield
+                    try:
+                        item = await items.receive()
+                    except trio.EndOfChannel:
+                        break
+                if waited.cancelled_caught:
+                    yield b"error", _encode(_unanswered(task))
+                    return
+            else:
                 try:
-                    item = await task.items_recv.receive()
+                    item = await items.receive()
                 except trio.EndOfChannel:
                     break
-            if waited.cancelled_caught:
-                yield b"error", _encode(_unanswered(task))
-                return
             yield None, item
         result = await wait_outcome(self._service.workers[task.worker], task)
         yield (b"end" if result.status == "completed" else b"error"), _encode(result)

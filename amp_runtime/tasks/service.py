@@ -99,7 +99,10 @@ class StreamHandle:
                 except trio.EndOfChannel:
                     break
             yield None, item
-        result = await wait_outcome(self._service.workers[task.worker], task)
+        try:
+            result = await wait_outcome(self._service.workers[task.worker], task)
+        except WorkerFailed:
+            result = _unanswered(task)
         yield (b"end" if result.status == "completed" else b"error"), _encode(result)
 
     def close(self) -> None:

@@ -8,7 +8,9 @@ The public API is what users write functions, datasets and templates with:
     async def hello(input): ...
 """
 
-__version__ = "0.1.0"
+from .build_info import package_version
+
+__version__ = package_version()  # from the build (setuptools-scm); see build_info.py
 
 from .tasks.registry import function  # noqa: E402
 from .jobs.datasets import dataset  # noqa: E402

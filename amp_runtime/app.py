@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quart import Response, request
+from quart import Response, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
 
 from .core.http import Api, ApiError, error_response, render_coded
 
@@ -49,24 +50,47 @@ def create_app(runtime: "Runtime") -> QuartTrio:
                 return family
         return None
 
+    by_blueprint = {family.blueprint.name: family for family in families}
+
+    def target() -> tuple[str, str]:
+        """(method, path) of what is being answered: a request, or a WebSocket upgrade (which
+        has no `request`: an error answered before accept is sent as the upgrade's HTTP answer)."""
+        if has_websocket_context():
+            return "WEBSOCKET", websocket.path
+        return request.method, request.path
+
     def render(err: ApiError) -> Response:
-        family = family_for(request.path)
+        family = family_for(target()[1])
         return error_response(err, family.render_error if family else render_coded)
+
+    @app.before_websocket
+    async def websocket_door() -> Response | None:
+        """Refuse an unauthorized upgrade with 401 before any family's handler runs."""
+        family = by_blueprint.get(websocket.blueprint or "")
+        if family is not None and not family.websocket_authorized():
+            return render(ApiError(401, "UNAUTHORIZED", "missing or wrong Authorization header or subprotocol"))
+        return None
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
+        method, path = target()
+        status = exc.code or 500
+        if method == "WEBSOCKET" and (status == 405 or isinstance(exc, WebsocketMismatch)):
+            status = 404  # an upgrade on a plain HTTP route: there is no WebSocket there
         code = {
             404: "NOT_FOUND",
             405: "METHOD_NOT_ALLOWED",
             413: "PAYLOAD_TOO_LARGE",
             400: "BAD_REQUEST",
-        }.get(exc.code or 500, "HTTP_ERROR")
+        }.get(status, "HTTP_ERROR")
         message = {
-            404: f"no route for {request.method} {request.path}",
-            405: f"method {request.method} is not allowed on {request.path}",
+            404: f"no WebSocket route for {path}" if method == "WEBSOCKET" else f"no route for {method} {path}",
+            405: f"method {method} is not allowed on {path}",
             413: f"request body over the limit of {runtime.config.http.max_body_bytes} bytes",
-        }.get(exc.code or 500, exc.description or "error")
-        response = render(ApiError(exc.code or 500, code, message))
+        }.get(status, exc.description or "error")
+        response = render(ApiError(status, code, message))
+        if method == "WEBSOCKET":
+            return response
         if exc.code == 413:
             response.headers["Connection"] = "close"  # the rest of that body is never read
         else:
@@ -78,7 +102,7 @@ def create_app(runtime: "Runtime") -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", *target())
         return render(ApiError(500, "INTERNAL_ERROR", "internal server error"))
 
     return app

@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -28,6 +29,8 @@ class ServerConfig(_Section):
     bind: str = "127.0.0.1:1610"
     data_dir: str = "./data"
     shutdown_grace_s: float = 10.0
+    gc_freeze: bool = True
+    gc_threshold: list[int] = msgspec.field(default_factory=lambda: [50_000, 10, 10])
 
 
 class HttpConfig(_Section):
@@ -52,6 +55,7 @@ class AuthConfig(_Section):
 
 
 class StoreConfig(_Section):
+    url: str = ""
     file_name: str = "amp_runtime.duckdb"
     group_commit_rows: int = 500
     group_commit_ms: float = 5.0
@@ -89,6 +93,7 @@ class TasksConfig(_Section):
     retry_after_s: int = 1
     slots_push_min_interval_ms: float = 100.0
     tags: list[str] = []
+    process_pool_size: int = 0  # worker processes for run="process" functions; 0 = the CPU count
 
 
 class WebhookConfig(_Section):
@@ -253,14 +258,37 @@ def _check(config: Config, source: str) -> None:
             problems.append(f"workers.slots: worker {w.id} needs at least 1 slot")
         if w.max_queue < 0:
             problems.append(f"workers.max_queue: worker {w.id} has a negative queue length")
+    gc_threshold = config.server.gc_threshold
+    if gc_threshold and (len(gc_threshold) != 3 or gc_threshold[0] < 1 or min(gc_threshold) < 0):
+        problems.append("server.gc_threshold: three counts [gen0 >= 1, gen1, gen2], or [] for Python's default")
+    if config.tasks.process_pool_size < 0:
+        problems.append("tasks.process_pool_size: must be 0 (the CPU count) or more")
     if config.http.max_body_bytes < 1:
         problems.append("http.max_body_bytes: must be positive")
     if config.cluster.join and not config.cluster.key:
         problems.append("cluster.key: required to join a coordinator (cluster.join is set)")
+    if config.store.url and not config.store.url.startswith(POSTGRES_URL_SCHEMES):
+        # Never echo the value: it may hold a password.
+        problems.append("store.url: empty (the DuckDB file in data_dir) or a postgresql:// URL")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("log.level: one of debug, info, warning, error")
     if problems:
         raise ConfigError(f"bad config in {source}: " + "; ".join(problems))
+
+
+POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def masked_url(url: str) -> str:
+    """`url` fit for logs: the password (in the userinfo or a `password=` parameter) is replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostinfo}" if has_password else netloc
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def parse_bind(bind: str) -> tuple[str, int]:

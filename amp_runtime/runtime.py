@@ -21,7 +21,7 @@ from hypercorn.trio import serve
 from . import __version__
 from .config import Config, ConfigError, parse_bind
 from .core.logs import LogRing, setup_logging
-from .core.store import Store
+from .core.store import Store, store_backend
 
 log = logging.getLogger("amp_runtime.runtime")
 
@@ -50,7 +50,7 @@ class Runtime:
         self.logs = log_ring or setup_logging(config.log.level, config.log.ring_size)
         self.started_monotonic = time.monotonic()
         self.store = Store(
-            config.store_path,
+            store_backend(config.store.url, config.store_path),
             group_commit_rows=config.store.group_commit_rows,
             group_commit_ms=config.store.group_commit_ms,
         )

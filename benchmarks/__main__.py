@@ -15,7 +15,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from . import cases
+from . import cases, peers
 
 HERE = Path(__file__).parent
 TARGETS = {
@@ -24,6 +24,7 @@ TARGETS = {
     "stream": ("first_event_p50_ms", "<=", 5.0),
     "sustained_rss": ("rss_growth", "<=", 0.10),
     "jobs_progress": ("progress_updates_per_s", ">=", 50_000),
+    "peers": ("cpu_process_vs_thread", ">=", 1.8),
 }
 
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "webhook": cases.webhook,
         "jobs_progress": jobs_progress,
         "sustained_rss": lambda: cases.sustained_rss(duration=args.sustained_s),
+        "peers": lambda: peers.run(duration=args.http_s),
     }
     results: dict = {"machine": machine(), "command": "python -m benchmarks " + " ".join(argv or sys.argv[1:]),
                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cases": {}}

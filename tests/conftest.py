@@ -3,23 +3,34 @@ import pytest
 from .helpers import start_server
 
 
+def _with_test_store(request, sections: dict) -> dict:
+    """A test marked `on_both_stores` (it uses `store_url`) runs its servers on that store."""
+    url = request.getfixturevalue("store_url") if "store_url" in request.fixturenames else ""
+    if not url:
+        return sections
+    return {**sections, "store": {**sections.get("store", {}), "url": url}}
+
+
 @pytest.fixture
-async def server(nursery, tmp_path):
+async def server(nursery, tmp_path, request):
     """A runtime on 127.0.0.1:0 with default config and a private data dir."""
-    srv = await start_server(nursery, tmp_path / "data")
+    srv = await start_server(nursery, tmp_path / "data", **_with_test_store(request, {}))
     yield srv
     await srv.client.aclose()
     await srv.stop()
 
 
 @pytest.fixture
-def server_factory(nursery, tmp_path):
+def server_factory(nursery, tmp_path, request):
     """`await server_factory(tasks={...}, workers=[...])` for a runtime with config overrides."""
     started = []
 
     async def make(**sections):
-        srv = await start_server(nursery, tmp_path / f"data{len(started)}", **sections)
+        srv = await start_server(nursery, tmp_path / f"data{len(started)}", **_with_test_store(request, sections))
         started.append(srv)
         return srv
 
     return make
+
+
+from .pg import any_store, pg_server, pg_url, store_url  # noqa: E402,F401  (fixtures: a throwaway PostgreSQL)

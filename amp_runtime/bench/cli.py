@@ -14,6 +14,7 @@ import trio
 from .load import LoadResult, run_load
 from .report import BenchSummary, summarize, table
 
+WARM_UP = 200  # requests before each measured run of --compare
 DEFAULT_INPUTS = {
     "echo": {"x": 1},
     "hello": {"name": "bench"},
@@ -40,6 +41,13 @@ def add_bench_parser(commands) -> None:
     amount.add_argument("--duration", type=float, help="seconds to run instead of a task count")
     bench.add_argument("--path", default="/task",
                        help="path to POST to (default /task; /noop measures the HTTP ceiling of the same app)")
+    bench.add_argument("--compare", action="store_true",
+                       help="also measure the ceilings in the same run (this server's Quart-Trio no-op route "
+                       "POST /noop, and a bare hypercorn-trio ASGI app doing the same msgspec decode/encode) "
+                       "and print the figure as a ratio of each; servers it starts run in their own processes")
+    bench.add_argument("--rounds", type=int, default=1,
+                       help="with --compare: measure the three in turn this many times and keep each one's "
+                       "median run (steadier ratios on a busy machine; default 1)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -51,6 +59,8 @@ def bench_command(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"amp-runtime bench: --input is not JSON: {exc}", file=sys.stderr)
         return 2
+    if args.compare:
+        return _compare_command(args, task_input)
     summary = trio.run(_bench, args, task_input)
     if args.json:
         print(msgspec.json.encode(summary).decode())
@@ -78,6 +88,47 @@ async def _bench(args: argparse.Namespace, task_input) -> BenchSummary:
             summary = await _drive(args, urls[0], task_input, "")
             runtime.request_stop()
         return summary
+
+
+def _compare_command(args: argparse.Namespace, task_input) -> int:
+    from .compare import ratio_lines
+
+    comparison = trio.run(_compare, args, task_input)
+    if args.json:
+        print(msgspec.json.encode(comparison).decode())
+    else:
+        print(table([comparison.task, comparison.noop, comparison.bare]))
+        print()
+        print(ratio_lines(comparison))
+    return 0 if comparison.task.ok and comparison.noop.ok and comparison.bare.ok else 1
+
+
+async def _compare(args: argparse.Namespace, task_input):
+    """The figure and its two ceilings, each warmed up and driven the same way, `--rounds` times."""
+    from contextlib import AsyncExitStack
+
+    from .compare import bare_process, compare, runtime_process
+
+    async def measure(url: str, path: str, mode: str, key: str, name: str) -> BenchSummary:
+        run = argparse.Namespace(**{**vars(args), "path": path, "mode": mode, "json": True})
+        await _drive(argparse.Namespace(**{**vars(run), "tasks": WARM_UP, "duration": None}), url, task_input, key)
+        summary = await _drive(run, url, task_input, key)
+        summary.name = name
+        return summary
+
+    async with AsyncExitStack() as stack:
+        url, key = args.url, args.key
+        if not url:
+            url, key = await stack.enter_async_context(runtime_process(args.slots)), ""
+        url = url.rstrip("/")
+        bare_url = await stack.enter_async_context(bare_process())
+        runs: dict[str, list[BenchSummary]] = {"task": [], "noop": [], "bare": []}
+        for _ in range(max(1, args.rounds)):  # interleaved, so a change of load hits all three
+            runs["task"].append(await measure(url, args.path, args.mode, key, f"{args.function} POST {args.path}"))
+            runs["noop"].append(await measure(url, "/noop", "sync", key, "Quart-Trio POST /noop"))
+            runs["bare"].append(await measure(bare_url, "/", "sync", "", "bare hypercorn-trio ASGI"))
+    task, noop, bare = (sorted(r, key=lambda s: s.per_s)[len(r) // 2] for r in runs.values())
+    return compare(task, noop, bare)
 
 
 async def _drive(args, url: str, task_input, key: str) -> BenchSummary:

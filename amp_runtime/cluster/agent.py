@@ -27,9 +27,9 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError,
 from ..jobs.runner import RunnerEnv, RunnerHandle, run_job
 from ..jobs.service import output_dir
 from ..jobs.store import ProgressRow
+from ..registry.stats import MachineSampler
 from . import wire
 from .auth import bearer
-from .stats import MachineStats
 
 log = logging.getLogger("amp_runtime.cluster")
 REFUSED_RETRY_S = 5.0  # a refused node retries slowly (the operator has to fix its key)
@@ -131,7 +131,7 @@ class NodeAgent:
 
     async def _report_loop(self, client: httpx.AsyncClient) -> None:
         await self.welcomed.wait()
-        stats = MachineStats()
+        sampler = await trio.to_thread.run_sync(MachineSampler)
         registered, failing = False, False
         groups = {w.id: list(w.groups) for w in self.config.workers}
         while True:
@@ -139,7 +139,7 @@ class NodeAgent:
                 if not registered:
                     await self._register(client)
                     registered = True
-                machine = await trio.to_thread.run_sync(stats.read)
+                machine = msgspec.to_builtins(await trio.to_thread.run_sync(sampler.sample))
                 for snap in await self.runtime.tasks.snapshot():
                     report = {"worker": snap.worker, "timestamp": int(time.time() * 1000),
                               "machine_stats": machine, "queues": groups.get(snap.worker, [])}

@@ -11,11 +11,13 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Annotated, Any, Awaitable, Callable
 
 import msgspec
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, current_app, request, websocket
 
 log = logging.getLogger("amp_runtime.http")
 
@@ -134,6 +136,7 @@ class RouteInfo:
     describe: Callable[[dict, dict], None] | None = None  # amends (operation, component schemas)
 
 
+_FROM_REQUEST = object()
 _PATH_PARAM = re.compile(r"<(?:[a-z]+:)?([a-zA-Z_]+)>")
 
 
@@ -166,12 +169,13 @@ class Api:
         implied = ([] if public else [401]) + ([400, 413] if body else []) + ([400] if query else [])
         return {**{status: self.error_schema(status) for status in implied}, **responses}
 
-    def is_authorized(self, header: str | None = None) -> bool:
-        """True when no key is configured or the request carries a valid credential."""
+    def is_authorized(self, header: str | None | object = _FROM_REQUEST) -> bool:
+        """True when no key is configured or the credential (by default the request's
+        Authorization header; `None` = none presented) is valid."""
         key = current_app.runtime.config.auth.api_key  # type: ignore[attr-defined]
         if not key:
             return True
-        if header is None:
+        if header is _FROM_REQUEST:
             header = request.headers.get("Authorization")
         credential = presented_credential(header)
         if key_matches(credential, key):
@@ -181,6 +185,12 @@ class Api:
     def check_auth(self) -> None:
         if not self.is_authorized():
             raise ApiError(401, "UNAUTHORIZED", "missing or wrong Authorization header")
+
+    def websocket_authorized(self) -> bool:
+        """For an upgrade on one of this family's WebSocket routes: the key comes as the
+        Authorization header or, from browsers (which cannot set headers), as the subprotocol."""
+        protocols = websocket.requested_subprotocols
+        return self.is_authorized(websocket.headers.get("Authorization") or (protocols[0] if protocols else None))
 
     def route(
         self,
@@ -288,7 +298,17 @@ def decode_body(decoder: msgspec.json.Decoder, data: bytes) -> Any:
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise ApiError(400, "INVALID_REQUEST", f"invalid request body: {exc}") from None
+        # msgspec stops at the first problem; the client is owed all of them. The body is
+        # well-formed JSON here (else DecodeError): decoded as plain values it is checked again
+        # field by field, unless even that fails (a number out of any range, like 1e400).
+        try:
+            plain = msgspec.json.decode(data)
+        except msgspec.MsgspecError:
+            problems = [str(exc)]
+        else:
+            problems = every_problem(plain, decoder.type) or [str(exc)]
+        raise ApiError(400, "INVALID_REQUEST", "invalid request body: " + "; ".join(problems),
+                       problems=problems) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "MALFORMED_JSON", f"malformed JSON: {exc}") from None
 
@@ -301,4 +321,95 @@ def decode_query(query_type: type, args: Any) -> Any:
     try:
         return msgspec.convert(values, query_type, strict=False)
     except msgspec.ValidationError as exc:
-        raise ApiError(400, "INVALID_QUERY", f"invalid query parameter: {exc}") from None
+        problems = every_problem(values, query_type, strict=False) or [str(exc)]
+        raise ApiError(400, "INVALID_QUERY", "invalid query parameter: " + "; ".join(problems),
+                       problems=problems) from None
+
+
+# -- every problem, not just the first ------------------------------------------------
+_INT64_RANGE = range(-(2**63), 2**64)  # what msgspec's JSON decoder takes for an `int`
+
+
+def every_problem(value: Any, target: Any, path: str = "$", *, strict: bool = True) -> list[str]:
+    """Every validation problem of `value` (plain decoded JSON) against the type `target`,
+    each naming its JSON path as msgspec does. Structs are checked field by field, arrays and
+    objects item by item, so one bad field does not hide the next; a leaf gives msgspec's
+    own message. Only called once decoding has failed: the happy path costs nothing."""
+    try:
+        msgspec.convert(value, target, strict=strict)
+    except msgspec.ValidationError as exc:
+        message, sep, where = str(exc).rpartition(" - at `$")
+        first = f"{message} - at `{path}{where[:-1]}`" if sep else f"{str(exc)} - at `{path}`"
+        return _dedupe(_explain(value, target, path, strict)) or [first]
+    if type(value) is int and value not in _INT64_RANGE and _takes_int(target):
+        return [f"Number out of range - at `{path}`"]  # convert takes big ints; JSON decoding does not
+    return []
+
+
+def _base(target: Any) -> Any:
+    while typing.get_origin(target) is Annotated:
+        target = typing.get_args(target)[0]
+    return target
+
+
+def _takes_int(target: Any) -> bool:
+    target = _base(target)
+    if typing.get_origin(target) in (typing.Union, types.UnionType):
+        return any(_takes_int(t) for t in typing.get_args(target))
+    return target is int
+
+
+def _dedupe(problems: list[str]) -> list[str]:
+    return list(dict.fromkeys(problems))
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if key.isidentifier() else f"{path}[{_encoder.encode(key).decode()}]"
+
+
+def _explain(value: Any, target: Any, path: str, strict: bool) -> list[str]:
+    """The problems inside a container value that failed as a whole; [] when the problem is
+    the value itself (its type, a bound, a length)."""
+    target = _base(target)
+    origin, args = typing.get_origin(target), typing.get_args(target)
+    if isinstance(target, type) and issubclass(target, msgspec.Struct) and isinstance(value, dict):
+        problems: list[str] = []
+        fields = msgspec.structs.fields(target)
+        for info in fields:
+            if info.encode_name in value:
+                problems += every_problem(value[info.encode_name], info.type, _key_path(path, info.encode_name),
+                                          strict=strict)
+            elif info.required:
+                problems.append(f"Object missing required field `{info.encode_name}` - at `{path}`")
+        if target.__struct_config__.forbid_unknown_fields:
+            known = {info.encode_name for info in fields}
+            problems += [f"Object contains unknown field `{key}` - at `{path}`" for key in value if key not in known]
+        return problems
+    if origin in (list, set, frozenset) and isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in every_problem(item, args[0], f"{path}[{i}]", strict=strict)]
+    if origin is tuple and isinstance(value, list):
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        if len(args) != len(value):
+            return []
+        return [p for i, (item, kind) in enumerate(zip(value, args))
+                for p in every_problem(item, kind, f"{path}[{i}]", strict=strict)]
+    if origin is dict and isinstance(value, dict):
+        key_type, value_type = args or (Any, Any)
+        return [p for key, item in value.items()
+                for p in every_problem(key, key_type, path, strict=strict)
+                + every_problem(item, value_type, _key_path(path, str(key)), strict=strict)]
+    if origin in (typing.Union, types.UnionType):
+        branches = [t for t in args if _same_json_kind(value, _base(t))]
+        return every_problem(value, branches[0], path, strict=strict) if len(branches) == 1 else []
+    return []
+
+
+def _same_json_kind(value: Any, target: Any) -> bool:
+    """Could `value` be meant as a `target`? (Picks the branch of a union to explain.)"""
+    origin = typing.get_origin(target) or target
+    if isinstance(value, list):
+        return origin in (list, tuple, set, frozenset)
+    if isinstance(value, dict):
+        return origin is dict or (isinstance(origin, type) and issubclass(origin, msgspec.Struct))
+    return False

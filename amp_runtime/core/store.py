@@ -1,4 +1,4 @@
-"""The coordinator's store: the one DuckDB connection, on the one thread that touches it.
+"""The coordinator's store: the one database connection, on the one thread that touches it.
 
 Other actors never see the connection. They send the coordinator work as plain functions of
 the connection:
@@ -8,6 +8,10 @@ the connection:
   that transaction is durable;
 - `await store.append(table, columns, row)`  adds one row to a column batch; rows of many
   callers become one `INSERT ... SELECT unnest(...)` per table in one transaction.
+
+Backends: the embedded DuckDB file (the default, `DuckDBBackend`) or PostgreSQL
+(`core.postgres.PostgresBackend`, chosen by `[store] url`). Store functions are written once with
+DuckDB's placeholders (`?`, `$name`); the PostgreSQL connection translates them.
 
 Group commit: while one transaction is on the thread, new writes pile up in the mailbox and
 leave together as the next one (bounded by `group_commit_rows`); an idle store lingers at most
@@ -24,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import duckdb
 import trio
@@ -78,11 +82,10 @@ class StoreStats:
 class _DbThread:
     """One OS thread that owns the connection; jobs come in through a queue."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, name: str):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._main, name="amp-duckdb", daemon=True)
-        self.conn: duckdb.DuckDBPyConnection | None = None
+        self._thread = threading.Thread(target=self._main, name=f"amp-{name}", daemon=True)
+        self.conn: Any = None
 
     def start(self) -> None:
         self._thread.start()
@@ -138,17 +141,62 @@ def _open_connection(path: Path) -> duckdb.DuckDBPyConnection:
         raise StoreError(f"cannot open the store {path}: {exc}") from None
 
 
-def _migrations() -> list[tuple[int, str, str]]:
+class StoreBackend(Protocol):
+    """What the Store needs of a database: its connection, its migrations, how it closes."""
+
+    name: str
+
+    def describe(self) -> str: ...  # for logs: never a password
+
+    def connect(self) -> Any: ...  # raises StoreError
+
+    def migrate(self, conn: Any) -> list[int]: ...
+
+    def close(self, conn: Any) -> None: ...
+
+
+class DuckDBBackend:
+    """The embedded default: one DuckDB file in the data dir, locked by this process."""
+
+    name = "duckdb"
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        return _open_connection(self.path)
+
+    def migrate(self, conn: duckdb.DuckDBPyConnection) -> list[int]:
+        return apply_migrations(conn)
+
+    def close(self, conn: duckdb.DuckDBPyConnection) -> None:
+        conn.execute("CHECKPOINT")
+        conn.close()
+
+
+def store_backend(url: str, duckdb_path: Path) -> StoreBackend:
+    """`[store] url` empty: the DuckDB file at `duckdb_path`; a postgresql:// URL: PostgreSQL."""
+    if not url:
+        return DuckDBBackend(duckdb_path)
+    from .postgres import PostgresBackend  # psycopg is loaded only when asked for
+
+    return PostgresBackend(url)
+
+
+def _migrations(package: str) -> list[tuple[int, str, str]]:
     found = []
-    for entry in resources.files("amp_runtime.migrations").iterdir():
+    for entry in resources.files(package).iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
     return sorted(found)
 
 
-def apply_migrations(conn: duckdb.DuckDBPyConnection) -> list[int]:
-    """Apply every migration newer than `schema_version`, each in its own transaction."""
+def apply_migrations(conn: Any, package: str = "amp_runtime.migrations") -> list[int]:
+    """Apply every migration of `package` newer than `schema_version`, each in its own transaction."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
@@ -156,7 +204,7 @@ def apply_migrations(conn: duckdb.DuckDBPyConnection) -> list[int]:
     )
     current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
     applied = []
-    for version, name, sql in _migrations():
+    for version, name, sql in _migrations(package):
         if version <= current:
             continue
         conn.execute("BEGIN TRANSACTION")
@@ -172,23 +220,23 @@ def apply_migrations(conn: duckdb.DuckDBPyConnection) -> list[int]:
 
 
 class Store(Actor):
-    """The coordinator actor: owns the DuckDB connection and batches writes."""
+    """The coordinator actor: owns the database connection and batches writes."""
 
     def __init__(
         self,
-        path: Path,
+        target: Path | StoreBackend,
         *,
         group_commit_rows: int = 500,
         group_commit_ms: float = 5.0,
         mailbox_size: int = 4096,
     ):
         super().__init__("coordinator", mailbox_size=mailbox_size)
-        self.path = path
+        self.backend: StoreBackend = DuckDBBackend(target) if isinstance(target, Path) else target
         self.group_commit_rows = max(1, group_commit_rows)
         self.linger_s = max(0.0, group_commit_ms) / 1000.0
         self.stats = StoreStats()
         self.applied_migrations: list[int] = []
-        self._db = _DbThread(path)
+        self._db = _DbThread(self.backend.name)
 
     # -- client side -------------------------------------------------------------------
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -210,12 +258,12 @@ class Store(Actor):
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
-        """Open the file and migrate, on the DB thread. Raises `StoreError`."""
+        """Connect and migrate, on the DB thread. Raises `StoreError`."""
         self._db.start()
 
         def open_and_migrate() -> list[int]:
-            self._db.conn = _open_connection(self.path)
-            return apply_migrations(self._db.conn)
+            self._db.conn = self.backend.connect()
+            return self.backend.migrate(self._db.conn)
 
         try:
             self.applied_migrations = await self._db.call(open_and_migrate)
@@ -223,16 +271,15 @@ class Store(Actor):
             self._db.stop()
             raise
         if self.applied_migrations:
-            log.info("store %s: applied migrations %s", self.path, self.applied_migrations)
+            log.info("store %s: applied migrations %s", self.backend.describe(), self.applied_migrations)
         else:
-            log.info("store %s: schema up to date", self.path)
+            log.info("store %s: schema up to date", self.backend.describe())
 
     async def close_connection(self) -> None:
         """Checkpoint and close the connection; call after `run` returned. Idempotent."""
         def checkpoint_and_close() -> None:
             if self._db.conn is not None:
-                self._db.conn.execute("CHECKPOINT")
-                self._db.conn.close()
+                self.backend.close(self._db.conn)
                 self._db.conn = None
 
         if not self._db.is_alive():
@@ -341,6 +388,10 @@ class Store(Actor):
 
 def insert_columns(conn, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """One `INSERT ... SELECT unnest(...)` for many rows: ~100x faster than executemany."""
+    insert_rows = getattr(conn, "insert_rows", None)  # PostgreSQL: COPY (unnest flattens arrays of arrays)
+    if insert_rows is not None:
+        insert_rows(table, columns, rows)
+        return
     column_values = [list(values) for values in zip(*rows)]
     selects = ", ".join("unnest(?)" for _ in columns)
     conn.execute(
@@ -348,4 +399,7 @@ def insert_columns(conn, table: str, columns: tuple[str, ...], rows: list[tuple]
     )
 
 
-__all__ = ["Store", "StoreError", "StoreStats", "ActorUnavailable", "insert_columns", "apply_migrations"]
+__all__ = [
+    "Store", "StoreError", "StoreStats", "StoreBackend", "DuckDBBackend", "store_backend",
+    "ActorUnavailable", "insert_columns", "apply_migrations",
+]

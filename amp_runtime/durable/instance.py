@@ -9,8 +9,9 @@ together with the new state in one write. A re-run (after a restart, an interrup
 starts from the last recorded state; the promises it creates are handed back by position, so
 it finds the same promise ids, completed or not.
 
-Interrupt: the running invocation is cancelled and rolled back; its callers keep waiting (it
-finishes once the worker is used again, or they get 504). A raising function is retried
+Interrupt: the running invocation is cancelled and rolled back; its waiting callers get 409 at
+once, and it runs again once the worker is used (a retry with the same key is a use, and gets
+its result). An invocation key stands for one call: reusing it for another is a 409. A raising function is retried
 `max_retries` times from the recorded state, then the worker is Failed for good (new
 invocations get 500; delete and re-create it). No template here makes a worker Exited.
 """
@@ -30,7 +31,7 @@ from ..core.actor import Actor, Reply
 from ..core.store import Store
 from . import store as sql
 from .models import EXITED, FAILED, IDLE, INTERRUPTED, RETRYING, RUNNING, SUSPENDED, WorkerError
-from .store import PendingInvocation, Snapshot
+from .store import PendingInvocation, RecordedCall, Snapshot
 from .templates import TemplateSpec
 
 log = logging.getLogger("amp_runtime.durable")
@@ -178,6 +179,7 @@ class Instance(Actor):
         self.last_idx = snap.last_idx
         self.queue: deque[PendingInvocation] = deque(snap.pending)
         self.keys = dict(snap.keys)
+        self.key_calls = dict(snap.key_calls)
         self.outcomes = {seq: Outcome(ok, payload) for seq, (ok, payload) in snap.outcomes.items()}
         self.promises = {
             p.idx: _Promise(p.invocation_seq, p.ordinal, p.completed, p.data) for p in snap.promises
@@ -239,6 +241,14 @@ class Instance(Actor):
                 raise_to(reply, WorkerError(400, f"unknown invocation key {msg.key!r}: create one with POST .../key"))
                 return
             seq = self.keys[msg.key]
+            call = RecordedCall.of(msg.function, msg.params, msg.convention)
+            recorded = self.key_calls.get(msg.key)
+            difference = recorded.mismatch(call) if recorded is not None else None
+            if difference is not None:
+                raise_to(reply, WorkerError(
+                    409, f"invocation key {msg.key} was used for another call ({difference}); "
+                    "a key stands for one call: create a new key for this one"))
+                return
             if seq is not None:  # a retry: answer from the record, or wait for the same run
                 if seq in self.outcomes:
                     reply and reply.set(self.outcomes[seq])
@@ -258,6 +268,7 @@ class Instance(Actor):
         await self.deps.store.write(sql.accept_invocation, self.worker, inv)
         if msg.key is not None:
             self.keys[msg.key] = inv.seq
+            self.key_calls[msg.key] = RecordedCall.of(msg.function, msg.params, msg.convention)
         self.queue.append(inv)
         if reply is not None:
             if msg.wait:
@@ -302,6 +313,8 @@ class Instance(Actor):
         await self.deps.store.write(
             sql.set_status, self.worker, self._next_idx(), "interrupt", INTERRUPTED, self.retry_count, {}
         )
+        # Nothing runs until the worker is used again: no waiter may hang until its timeout.
+        self._fail_waiters(lambda seq: True, _interrupted(self.worker_name))
 
     async def _remove(self) -> None:
         self.removed = True
@@ -416,6 +429,11 @@ class Instance(Actor):
             for reply in self.waiters.pop(seq, []):
                 reply.set(outcome)
         self.deps.count("failed")
+
+
+def _interrupted(worker_name: str) -> WorkerError:
+    return WorkerError(409, f"worker {worker_name} was interrupted; the invocation resumes the next time the "
+                            "worker is used (retry with the same invocation key to await its result)")
 
 
 def _shutting_down() -> WorkerError:

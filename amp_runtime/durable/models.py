@@ -90,7 +90,7 @@ Byte = Annotated[int, msgspec.Meta(ge=0, le=255)]
 
 
 class CompleteParameters(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
-    oplogIdx: int
+    oplogIdx: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1, description="the promise id")]
     data: list[Byte] = []
 
 

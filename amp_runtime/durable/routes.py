@@ -99,9 +99,11 @@ async def create_key(template_id: str, worker_name: str):
 
 
 @api.route(f"{_WORKER}/invoke-and-await", "POST",
-           summary="Invoke a function under an invocation key and await its result (a retried key runs once)",
+           summary="Invoke a function under an invocation key and await its result (a retried key runs once). "
+           "409: the key was used for another call, or the worker was interrupted while the caller waited "
+           "(the invocation resumes when the worker is next used: retry with the same key)",
            query=InvokeAndAwaitQuery, body=InvokeParameters,
-           responses={200: InvokeResult, **_ERRORS, 504: DurableError})
+           responses={200: InvokeResult, **_ERRORS, 409: DurableError, 504: DurableError})
 @_errors
 async def invoke_and_await(template_id: str, worker_name: str, query: InvokeAndAwaitQuery, body: InvokeParameters):
     return await _service().invoke_and_await(

@@ -1,4 +1,4 @@
-"""The durable workers' SQL: plain functions of a connection, run by the coordinator.
+"""The durable workers' SQL: plain functions of a connection (DuckDB or PostgreSQL), run by the coordinator.
 
 Write functions run inside the coordinator's group-commit transaction (never BEGIN here) and
 may be re-run alone if their batch fails, so each is self-contained. Every change a worker
@@ -40,6 +40,29 @@ class PendingInvocation:
     convention: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """What an invocation key was first used for: a later use must make the same call."""
+
+    function: str
+    convention: str
+    params: bytes  # canonical JSON (object keys sorted)
+
+    @classmethod
+    def of(cls, function: str, params: list[Any], convention: str) -> RecordedCall:
+        return cls(function, convention, msgspec.json.encode(params, order="sorted"))
+
+    def mismatch(self, other: RecordedCall) -> str | None:
+        """How `other` differs from this call, or None when it is the same call."""
+        if other.function != self.function:
+            return f"function {self.function!r}, not {other.function!r}"
+        if other.convention != self.convention:
+            return f"calling-convention {self.convention}, not {other.convention}"
+        if other.params != self.params:
+            return f"other parameters ({self.params.decode()[:200]})"
+        return None
+
+
 @dataclass(slots=True)
 class PromiseRow:
     idx: int
@@ -57,6 +80,7 @@ class Snapshot:
     last_idx: int
     pending: list[PendingInvocation] = field(default_factory=list)
     keys: dict[str, int | None] = field(default_factory=dict)  # key -> invocation seq (None = unused)
+    key_calls: dict[str, RecordedCall] = field(default_factory=dict)  # used key -> the call it made
     outcomes: dict[int, tuple[bool, bytes]] = field(default_factory=dict)  # keyed seq -> (ok, result or error)
     promises: list[PromiseRow] = field(default_factory=list)
 
@@ -129,12 +153,14 @@ def load_snapshot(conn, worker: str) -> Snapshot | None:
         " ORDER BY seq",
         [worker],
     ).fetchall():
+        decoded = msgspec.json.decode(params)
         if outcome == "pending":
-            snap.pending.append(PendingInvocation(seq, key, function, msgspec.json.decode(params), convention))
+            snap.pending.append(PendingInvocation(seq, key, function, decoded, convention))
         else:
             snap.outcomes[seq] = (outcome == "ok", (result if outcome == "ok" else error).encode())
         if key is not None:
             snap.keys[key] = seq
+            snap.key_calls[key] = RecordedCall.of(function, decoded, convention)
     for (key,) in conn.execute("SELECT invocation_key FROM durable_keys WHERE worker = ?", [worker]).fetchall():
         snap.keys.setdefault(key, None)
     snap.promises = [

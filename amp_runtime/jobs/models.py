@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+# Generous (Ethereum is near 2.3e7) and safe downstream: `example/blocks` turns a block into a
+# TIMESTAMP (12 s each, good to ~7.6e11) and grid arithmetic stays far inside INT64.
+MAX_BLOCK = 10**11
+Block = Annotated[int, msgspec.Meta(ge=0, le=MAX_BLOCK, description="a block number")]
 
 
 class JobDescriptor(msgspec.Struct, kw_only=True):
@@ -45,13 +52,16 @@ class CreateJob(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     """`POST /jobs`. `end_block` is inclusive; omitted or null = continuous."""
 
     dataset: str
-    start_block: int = 0
-    end_block: int | None = None
+    start_block: Block = 0
+    end_block: Annotated[Block, msgspec.Meta(description="inclusive; >= start_block")] | None = None
     node_id: str | None = None
 
 
 class ListJobsQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
-    limit: int | None = None
+    # 0 and over `[jobs] max_limit` pass here so the service answers them with its own codes.
+    limit: Annotated[int, msgspec.Meta(
+        ge=0, le=2**31 - 1, description="1 to [jobs] max_limit (default 1000): 0 is LIMIT_INVALID, "
+        "more is LIMIT_TOO_LARGE")] | None = None
     last_job_id: str | None = None
     status: str | None = None
 

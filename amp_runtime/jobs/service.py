@@ -24,7 +24,7 @@ from . import builtin  # noqa: F401  registers example/blocks@1.0.0
 from . import states
 from . import store as jobs_store
 from .datasets import DATASETS, resolve
-from .models import Job, JobList, JobProgress, JobsError
+from .models import MAX_BLOCK, Job, JobList, JobProgress, JobsError
 from .progress import ProgressWriter
 from .runner import RunnerEnv
 from .messages import Create, Stop, Suspend, WorkersAlive
@@ -32,13 +32,13 @@ from .scheduler import Scheduler
 
 log = logging.getLogger("amp_runtime.jobs")
 
-MAX_BLOCK = 2**62  # block numbers are BIGINT in the store and in the files
 MAX_JOB_ID = 2**63 - 1
 
 
 def parse_job_id(text: str) -> int:
-    """Path ids are decimal integers; anything else is 400 INVALID_JOB_ID."""
-    if not text.isascii() or not text.isdigit() or int(text) > MAX_JOB_ID:
+    """Path ids are decimal integers from 1 (the store's sequence starts there); anything else
+    is 400 INVALID_JOB_ID."""
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_JOB_ID:
         raise JobsError(400, "INVALID_JOB_ID", f"invalid job id {text!r}: expected a positive integer")
     return int(text)
 

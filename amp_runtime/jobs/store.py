@@ -1,7 +1,8 @@
 """The jobs SQL: plain functions of a connection, run by the coordinator (`store.read/write`).
 
 Write functions run inside the coordinator's group-commit transaction (never BEGIN here) and
-may be re-run alone if a batch they shared fails, so each is self-contained.
+may be re-run alone if a batch they shared fails, so each is self-contained. The SQL runs on
+DuckDB and PostgreSQL: list parameters and possibly-NULL ones are cast so both know their type.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def insert_jobs_bulk(conn, rows: list[tuple[str, int, int | None, str, str, int]
     columns = list(zip(*rows)) if rows else [[]] * 6
     conn.execute(
         "INSERT INTO jobs (id, dataset, start_block, end_block, node_id, status, batch_blocks, created_at, updated_at)"
-        " SELECT unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), ?, ?",
+        " SELECT unnest(?::BIGINT[]), unnest(?::VARCHAR[]), unnest(?::BIGINT[]), unnest(?::BIGINT[]),"
+        " unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::BIGINT[]), ?, ?",
         [ids, *[list(c) for c in columns], now, now],
     )
     return ids
@@ -115,7 +117,8 @@ def upsert_progress(conn, rows: list[ProgressRow], now: datetime) -> None:
     if not rows:
         return
     conn.execute(
-        "INSERT INTO job_progress SELECT unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), ?"
+        "INSERT INTO job_progress SELECT unnest(?::BIGINT[]), unnest(?::VARCHAR[]), unnest(?::BIGINT[]),"
+        " unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::BIGINT[]), ?"
         " ON CONFLICT (job_id, table_name) DO UPDATE SET files_count = excluded.files_count,"
         " total_size_bytes = excluded.total_size_bytes, start_block = excluded.start_block,"
         " current_block = excluded.current_block, updated_at = excluded.updated_at",
@@ -135,7 +138,7 @@ def _delete_ids(conn, where: str, params: list) -> int:
     ids = [row[0] for row in conn.execute(f"SELECT id FROM jobs WHERE {where}", params).fetchall()]
     if ids:
         for table, column in (("jobs", "id"), ("job_progress", "job_id"), ("job_transitions", "job_id")):
-            conn.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT unnest(?))", [ids])
+            conn.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT unnest(?::BIGINT[]))", [ids])
     return len(ids)
 
 
@@ -153,7 +156,7 @@ def delete_job(conn, job_id: int) -> str | None:
 def delete_jobs_with_status(conn, statuses: frozenset[str]) -> int:
     """Delete every job whose status is in `statuses` (all terminal); one transaction."""
     assert statuses <= TERMINAL, "only terminal jobs may be deleted"
-    return _delete_ids(conn, "status IN (SELECT unnest(?))", [sorted(statuses)])
+    return _delete_ids(conn, "status IN (SELECT unnest(?::VARCHAR[]))", [sorted(statuses)])
 
 
 # -- reads -------------------------------------------------------------------------------
@@ -165,8 +168,8 @@ def get_job(conn, job_id: int) -> JobRecord | None:
 def list_jobs(conn, statuses: frozenset[str], before_id: int | None, limit: int) -> list[JobRecord]:
     """Newest first; `before_id` is the cursor (exclusive)."""
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM jobs WHERE status IN (SELECT unnest(?))"
-        " AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+        f"SELECT {_COLUMNS} FROM jobs WHERE status IN (SELECT unnest(?::VARCHAR[]))"
+        " AND (?::BIGINT IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
         [sorted(statuses), before_id, before_id, limit],
     ).fetchall()
     return _records(rows)
@@ -174,7 +177,7 @@ def list_jobs(conn, statuses: frozenset[str], before_id: int | None, limit: int)
 
 def active_jobs(conn) -> list[JobRecord]:
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM jobs WHERE status NOT IN (SELECT unnest(?)) ORDER BY id",
+        f"SELECT {_COLUMNS} FROM jobs WHERE status NOT IN (SELECT unnest(?::VARCHAR[])) ORDER BY id",
         [sorted(TERMINAL)],
     ).fetchall()
     return _records(rows)
@@ -195,6 +198,7 @@ def job_with_progress(conn, job_id: int) -> tuple[JobRecord | None, list[Progres
 
 def transitions_of(conn, job_id: int) -> list[tuple[str, str]]:
     rows = conn.execute(
+        # rowid: DuckDB's implicit one; the PostgreSQL schema declares it (an identity column)
         "SELECT from_status, to_status FROM job_transitions WHERE job_id = ? ORDER BY changed_at, rowid",
         [job_id],
     ).fetchall()

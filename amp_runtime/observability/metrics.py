@@ -44,7 +44,7 @@ def _read_store_figures(conn) -> StoreFigures:
     if "job_progress" in tables:
         row = conn.execute(
             "SELECT coalesce(sum(blocks), 0) FROM (SELECT job_id, max(current_block - start_block + 1)"
-            " AS blocks FROM job_progress GROUP BY job_id)"
+            " AS blocks FROM job_progress GROUP BY job_id) AS per_job"
         ).fetchone()
         figures.blocks_extracted = int(row[0])
     return figures

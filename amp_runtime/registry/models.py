@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -53,22 +53,34 @@ class WorkerRecord(msgspec.Struct):
     queue: str | None
 
 
+# -- ranges of request numbers (in the structs, so /openapi shows them) ---------------------
+# A reading's bound keeps sums over millions of rows finite in DuckDB's DOUBLE aggregates.
+Reading = Annotated[float, msgspec.Meta(ge=-1e15, le=1e15)]
+Readings = Annotated[list[Reading], msgspec.Meta(max_length=4096, description="one per CPU / GPU")]
+# Epoch seconds (milliseconds from 10^12 on, as the reference agent sends them) until year ~2286.
+EpochTime = Annotated[float, msgspec.Meta(ge=0, le=1e13, description="epoch seconds or milliseconds")]
+Seconds = Annotated[int, msgspec.Meta(ge=0, le=10**9)]
+WorkerTimeout = Annotated[int, msgspec.Meta(ge=1, le=31_536_000, description="seconds without a report before "
+                                             "the worker expires (at most a year)")]
+Interval = Annotated[int, msgspec.Meta(ge=1, le=10**9, description="bucket width in seconds")]
+
+
 # -- machine stats ------------------------------------------------------------------------
 class MachineStats(msgspec.Struct):
-    cpu_usage: list[float] | None = None
-    gpu_usage: list[float] | None = None
-    memory_used: float | None = None
-    memory_free: float | None = None
-    gpu_memory_free: list[float] | None = None
-    gpu_memory_used: list[float] | None = None
-    network_tx: float | None = None
-    network_rx: float | None = None
-    disk_free_home: float | None = None
-    disk_free_temp: float | None = None
-    disk_read: float | None = None
-    disk_write: float | None = None
-    cpu_temperature: list[float] | None = None
-    gpu_temperature: list[float] | None = None
+    cpu_usage: Readings | None = None
+    gpu_usage: Readings | None = None
+    memory_used: Reading | None = None
+    memory_free: Reading | None = None
+    gpu_memory_free: Readings | None = None
+    gpu_memory_used: Readings | None = None
+    network_tx: Reading | None = None
+    network_rx: Reading | None = None
+    disk_free_home: Reading | None = None
+    disk_free_temp: Reading | None = None
+    disk_read: Reading | None = None
+    disk_write: Reading | None = None
+    cpu_temperature: Readings | None = None
+    gpu_temperature: Readings | None = None
 
 
 def stats_rows(stats: MachineStats) -> list[tuple[str, str, float]]:
@@ -117,7 +129,7 @@ class WorkerDetail(msgspec.Struct):
 # -- reporting API bodies -----------------------------------------------------------------
 class RegisterRequest(msgspec.Struct):
     worker: str
-    timeout: int | None = None
+    timeout: WorkerTimeout | None = None
     queues: list[str] | None = None
     tags: list[str] | None = None
     system_tags: list[str] | None = None
@@ -125,7 +137,7 @@ class RegisterRequest(msgspec.Struct):
 
 class StatusReportRequest(msgspec.Struct):
     worker: str
-    timestamp: float
+    timestamp: EpochTime
     task: str | None = None
     queue: str | None = None
     queues: list[str] | None = None
@@ -139,7 +151,7 @@ class UnregisterRequest(msgspec.Struct):
 
 
 class WorkersFilter(msgspec.Struct):
-    last_seen: int | str | None = None
+    last_seen: Annotated[Seconds, msgspec.Meta(description="seconds; 0 or \"none\": no filter")] | str | None = None
     tags: list[str] | None = None
     system_tags: list[str] | None = None
 
@@ -155,18 +167,18 @@ class StatItem(msgspec.Struct):
 
 
 class StatsRequest(msgspec.Struct):
-    from_date: float
-    to_date: float
-    interval: int
+    from_date: EpochTime
+    to_date: EpochTime
+    interval: Interval
     items: list[StatItem]
     split_by_variant: bool = False
     worker_ids: list[str] | None = None
 
 
 class ActivityRequest(msgspec.Struct):
-    from_date: float
-    to_date: float
-    interval: int
+    from_date: EpochTime
+    to_date: EpochTime
+    interval: Interval
 
 
 class IdName(msgspec.Struct):
@@ -249,7 +261,7 @@ class LoginData(msgspec.Struct):
 class LoginQuery(msgspec.Struct):
     """`expiration_sec`: the client may ask for a shorter-lived token (capped at `jwt_ttl_s`)."""
 
-    expiration_sec: int | None = None
+    expiration_sec: Annotated[Seconds, msgspec.Meta(description="0: the configured lifetime")] | None = None
 
 
 class Endpoint(msgspec.Struct):

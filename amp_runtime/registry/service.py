@@ -10,7 +10,7 @@ from functools import partial
 
 import trio
 
-from .. import __version__
+from .. import __version__, build_info
 from ..config import parse_bind
 from ..core.actor import supervise
 from ..core.clock import naive_utc, utcnow
@@ -77,7 +77,9 @@ class RegistryService(ServiceBase):
             nursery.start_soon(self.writer.run)
             if not self.jwt_secret:
                 self.jwt_secret = await self.store.write(sql.set_secret_once, "jwt", jwt.new_secret())
-            info = WorkerInfo(version=__version__, commit_sha="unknown", commit_timestamp=None, build_date=None)
+            build = await trio.to_thread.run_sync(build_info.current)  # from a checkout: runs git once
+            info = WorkerInfo(version=build.version, commit_sha=build.commit_sha,
+                              commit_timestamp=build.commit_timestamp, build_date=build.build_date)
             for worker_id in self.own_ids:
                 await self.register(worker_id, ip=self._own_ip, info=info)
             sampler = await trio.to_thread.run_sync(MachineSampler)
@@ -140,9 +142,22 @@ class RegistryService(ServiceBase):
     # -- changes -----------------------------------------------------------------------
     def _check_worker(self, worker: str) -> None:
         if not valid_node_id(worker, self.config.http.max_id_length):
-            raise ApiError(400, "INVALID_WORKER_ID", f"invalid worker id {worker!r}: it must start with a "
-                           "letter and hold only letters, digits, '_', '-', '.' "
-                           f"(1-{self.config.http.max_id_length} chars)")
+            raise ApiError(400, "INVALID_WORKER_ID", self._worker_id_problem(worker))
+
+    def _worker_id_problem(self, worker: str) -> str:
+        return (f"invalid worker id {worker!r}: it must start with a letter and hold only letters, digits, "
+                f"'_', '-', '.' (1-{self.config.http.max_id_length} chars)")
+
+    def _check_worker_and_tags(self, worker: str, **fields: list[str] | None) -> None:
+        """One 400 listing the id's and the tags' problems together."""
+        try:
+            self._check_tags(**fields)
+        except ApiError as err:
+            if not valid_node_id(worker, self.config.http.max_id_length):
+                err.problems.insert(0, self._worker_id_problem(worker))
+                err.message = "; ".join(err.problems)
+            raise
+        self._check_worker(worker)
 
     def _check_tags(self, **fields: list[str] | None) -> None:
         limits = self.config.http
@@ -162,8 +177,7 @@ class RegistryService(ServiceBase):
         queues: list[str] | None = None, tags: list[str] | None = None, system_tags: list[str] | None = None,
     ) -> None:
         """Register (or re-register) a worker; returns once the record is durable."""
-        self._check_worker(worker)
-        self._check_tags(queues=queues, tags=tags, system_tags=system_tags)
+        self._check_worker_and_tags(worker, queues=queues, tags=tags, system_tags=system_tags)
         if timeout is not None and timeout <= 0:
             raise ApiError(400, "INVALID_REQUEST", "timeout must be a positive number of seconds")
         row = await self.actor.ask(Register(
@@ -174,8 +188,7 @@ class RegistryService(ServiceBase):
 
     async def status_report(self, req: StatusReportRequest, *, ip: str | None = None) -> None:
         """Update the record, then persist it with the report's stats and activity in one go."""
-        self._check_worker(req.worker)
-        self._check_tags(queues=req.queues, tags=req.tags, system_tags=req.system_tags)
+        self._check_worker_and_tags(req.worker, queues=req.queues, tags=req.tags, system_tags=req.system_tags)
         ts = report_ts(req.timestamp)
         row = await self.actor.ask(Report(
             worker=req.worker, now=naive_utc(utcnow()), default_timeout_s=self.settings.default_timeout_s,

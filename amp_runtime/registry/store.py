@@ -1,4 +1,6 @@
-"""The registry's SQL: functions of the DuckDB connection, run by the store's coordinator."""
+"""The registry's SQL: functions of the store's connection (DuckDB or PostgreSQL), run by its coordinator.
+
+Portable SQL: list parameters are cast (`?::VARCHAR[]`) so PostgreSQL knows their type too."""
 
 from __future__ import annotations
 
@@ -38,12 +40,12 @@ def save_workers(conn, rows: list[tuple]) -> None:
     if not newest:
         return
     stored = dict(conn.execute(
-        "SELECT id, version FROM registry_workers WHERE list_contains(?, id)", [list(newest)]
+        "SELECT id, version FROM registry_workers WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(newest)]
     ).fetchall())
     newest = {k: row for k, row in newest.items() if stored.get(k, -1) < row[1]}
     if not newest:
         return
-    conn.execute("DELETE FROM registry_workers WHERE list_contains(?, id)", [list(newest)])
+    conn.execute("DELETE FROM registry_workers WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(newest)])
     insert_columns(conn, "registry_workers", tuple(c.strip() for c in WORKER_COLUMNS.split(",")), list(newest.values()))
 
 
@@ -92,7 +94,7 @@ def metric_keys(conn, worker_ids: list[str] | None) -> list[str]:
     sql = "SELECT DISTINCT metric FROM registry_stats"
     params: list[Any] = []
     if worker_ids:
-        sql += " WHERE list_contains(?, worker)"
+        sql += " WHERE worker IN (SELECT unnest(?::VARCHAR[]))"
         params.append(worker_ids)
     return [r[0] for r in conn.execute(sql + " ORDER BY metric", params).fetchall()]
 
@@ -107,13 +109,14 @@ def stats_buckets(
         f"SELECT worker, metric, {variant} AS v, floor(ts / $interval) * $interval AS bucket,"
         " avg(value), min(value), max(value)"
         " FROM registry_stats"
-        " WHERE ts >= $from AND ts <= $to AND list_contains($metrics, metric)"
+        " WHERE ts >= $from AND ts <= $to AND metric IN (SELECT unnest($metrics::VARCHAR[]))"
     )
     params: dict[str, Any] = {"interval": interval, "from": from_date, "to": to_date, "metrics": metrics}
     if worker_ids:
-        sql += " AND list_contains($workers, worker)"
+        sql += " AND worker IN (SELECT unnest($workers::VARCHAR[]))"
         params["workers"] = worker_ids
-    sql += " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, length(v), v, 4"  # variants "2" before "10"
+    # variants "2" before "10"; PostgreSQL sorts by an alias only bare, hence length({variant}) not length(v)
+    sql += f" GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, length({variant}), 3, 4"
     return conn.execute(sql, params).fetchall()
 
 

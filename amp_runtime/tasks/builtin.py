@@ -67,3 +67,17 @@ def hash_sync(input: dict) -> str:
     import hashlib
 
     return hashlib.sha256(str(input.get("data", "")).encode()).hexdigest()
+
+
+def burn(input: dict) -> int:
+    """Pure-Python CPU work: `n` rounds of integer arithmetic (n=250_000 is ~15 ms)."""
+    n = int(input.get("n", 250_000))
+    total = 0
+    for i in range(n):
+        total = (total + i * i) % 1_000_003
+    return total
+
+
+# The same CPU-bound function on both kinds of slot, so benchmarks can compare them.
+function(name="cpu_burn")(burn)
+function(name="cpu_burn_process", run="process")(burn)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+
+from .queue import MAX_PRIORITY
+
+Priority = Annotated[int, msgspec.Meta(ge=1, le=MAX_PRIORITY, description="lower runs first")]
+Contract = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 
 
 class Webhook(msgspec.Struct, kw_only=True):
@@ -17,9 +22,9 @@ class TaskRequest(msgspec.Struct, kw_only=True):
 
     function: str
     input: Any = None
-    contract: int | None = None
+    contract: Contract | None = None
     group: str | None = None
-    priority: int | None = None
+    priority: Priority | None = None
     mode: str = "sync"
     webhook: Webhook | None = None
     worker: str | None = None

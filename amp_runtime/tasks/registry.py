@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import typing
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ class FunctionSpec:
     streaming: bool
     timeout_s: float | None
     fn: Callable[..., Any]
-    kind: str  # "async", "stream" (async generator) or "thread" (plain def)
+    kind: str  # "async", "stream" (async generator), "thread" or "process" (plain def)
     input_type: Any = None  # a msgspec.Struct the input is decoded into at admission; None: any JSON
 
 
@@ -32,10 +33,19 @@ def function(
     contract: int = 1,
     streaming: bool | None = None,
     timeout_s: float | None = None,
+    run: str = "thread",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a task function. `async def` runs on trio, an async generator streams, a plain
-    `def` runs in a worker thread. The function receives the task's `input`; when its parameter
-    is annotated with a `msgspec.Struct`, the input is decoded into it (and checked) at admission."""
+    `def` runs in a worker thread, or with `run="process"` in the runtime's pool of worker
+    processes (CPU-bound work; a timeout or cancel kills the process). The function receives
+    the task's `input`; when its parameter is annotated with a `msgspec.Struct`, the input is
+    decoded into it (and checked) at admission.
+
+    A `run="process"` function is sent to the worker process by name, so it must be defined at
+    the top level of a module the worker process can import (not a lambda, not nested), and
+    its input and result must pickle."""
+    if run not in ("thread", "process"):
+        raise ValueError(f"run must be 'thread' or 'process', not {run!r}")
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(fn):
@@ -43,7 +53,9 @@ def function(
         elif inspect.iscoroutinefunction(fn):
             kind = "async"
         else:
-            kind = "thread"
+            kind = run
+        if run == "process":
+            _check_importable(fn)
         is_streaming = kind == "stream" if streaming is None else streaming
         if is_streaming and kind != "stream":
             raise TypeError(f"function {fn.__name__}: streaming=True needs an async generator")
@@ -71,3 +83,19 @@ def declared_input(fn: Callable[..., Any]) -> Any:
     except (TypeError, ValueError, NameError):
         return None
     return hint if isinstance(hint, type) and issubclass(hint, msgspec.Struct) else None
+
+
+def _check_importable(fn: Callable[..., Any]) -> None:
+    """A worker process finds a function by module and name; refuse what it could not find."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(f"function {fn.__name__}: run='process' needs a plain def")
+    qualname = getattr(fn, "__qualname__", "")
+    if "<" in qualname or not getattr(fn, "__module__", None):
+        raise TypeError(f"function {qualname or fn!r}: run='process' needs a function defined at the "
+                        "top level of an importable module (not a lambda or a nested def)")
+
+
+def preload(module: str | None) -> None:
+    """Runs in a new worker process: import a `run="process"` function's module ahead of its task."""
+    if module:
+        importlib.import_module(module)

@@ -22,6 +22,7 @@ from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  (registers the built-in functions)
 from .errors import Rejected, WorkerFailed
 from .models import TaskAccepted, TaskError, TaskRequest, TaskResult
+from .process_slots import ProcessSlots
 from .registry import FUNCTIONS, FunctionSpec
 from .validation import decode_input, task_problems
 from .webhooks import Deliver, UnsafeTarget, WebhookSender, check_target
@@ -136,6 +137,7 @@ class TaskService(ServiceBase):
             )
             for w in self.config.workers
         }
+        self.process_slots = ProcessSlots(tasks.process_pool_size)  # run="process" functions
         self.open_streams = 0  # changed only by `submit` and `StreamHandle.close`, neither awaits
         self.tags: dict[str, str] = {
             "python": platform.python_version(),
@@ -148,7 +150,7 @@ class TaskService(ServiceBase):
             self.tags[name] = value or "true"
 
     def actors(self) -> list:
-        return [self.webhooks, *self.workers.values()]
+        return [self.process_slots, self.webhooks, *self.workers.values()]
 
     @property
     def maintenance(self) -> bool:

@@ -36,6 +36,7 @@ from ..core.actor import Actor, Reply
 from ..core.clock import rfc3339
 from .errors import Rejected, WorkerFailed
 from .models import SlotState, TaskError, TaskResult, TaskView
+from .process_slots import run_in_process
 from .queue import PriorityQueue
 from .registry import FunctionSpec
 
@@ -587,6 +588,8 @@ async def _call(task: Task) -> Any:
         return await spec.fn(task.input)
     if spec.kind == "thread":
         return await trio.to_thread.run_sync(spec.fn, task.input, abandon_on_cancel=True)
+    if spec.kind == "process":  # a timeout or cancel kills the worker process
+        return await run_in_process(spec.fn, task.input)
     agen = spec.fn(task.input)
     try:
         if task.mode != "stream":  # a streaming function asked for one answer: all items

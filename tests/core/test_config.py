@@ -52,3 +52,26 @@ def test_shipped_config_toml_has_every_key_and_loads(tmp_path):
         for key in typ.__struct_fields__:
             assert key in data.get(section, {}), f"config.toml lacks {section}.{key}"
     assert config == Config(), "config.toml holds exactly the defaults"
+
+
+def test_store_url_from_env_selects_postgresql():
+    config = load_config(None, environ={"AMP_STORE_URL": "postgresql://amp:s3cret@db:5432/amp"})
+    assert config.store.url == "postgresql://amp:s3cret@db:5432/amp"
+    assert load_config(None, environ={}).store.url == ""  # default: the DuckDB file in data_dir
+
+
+def test_a_bad_store_url_is_refused_without_echoing_it():
+    with pytest.raises(ConfigError, match="store.url") as caught:
+        load_config(None, environ={"AMP_STORE_URL": "mysql://amp:s3cret@db/amp"})
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://amp:s3cret@db:5432/amp", "postgresql://amp:***@db:5432/amp"),
+    ("postgresql://amp@db/amp?sslmode=require&password=s3cret", "postgresql://amp@db/amp?sslmode=require&password=***"),
+    ("postgresql://127.0.0.1:5432/amp", "postgresql://127.0.0.1:5432/amp"),
+])
+def test_masked_url_hides_the_password(url, shown):
+    from amp_runtime.config import masked_url
+
+    assert masked_url(url) == shown

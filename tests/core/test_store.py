@@ -1,12 +1,21 @@
+"""The store on both backends: `store_url` is "" (DuckDB in tmp_path) or a fresh PostgreSQL database."""
+
 import pytest
 import trio
 
-from amp_runtime.core.store import Store, StoreError
+from amp_runtime.core.store import Store, StoreError, store_backend
+
+# The error a statement on a missing table raises, per backend.
+MISSING_TABLE_ERROR = {"duckdb": "CatalogException", "postgres": "UndefinedTable"}
+
+
+def backend_name(url: str) -> str:
+    return "postgres" if url else "duckdb"
 
 
 @pytest.fixture
-async def store(nursery, tmp_path):
-    store = Store(tmp_path / "s.duckdb", group_commit_rows=500, group_commit_ms=5)
+async def store(nursery, tmp_path, store_url):
+    store = Store(store_backend(store_url, tmp_path / "s.duckdb"), group_commit_rows=500, group_commit_ms=5)
     await store.open()
     nursery.start_soon(store.run)
     await store.write(lambda c: c.execute("CREATE TABLE t (k BIGINT, v VARCHAR)"))
@@ -15,12 +24,12 @@ async def store(nursery, tmp_path):
     await store.close_connection()
 
 
-async def test_migrations_applied_once(tmp_path):
-    first = Store(tmp_path / "m.duckdb")
+async def test_migrations_applied_once(tmp_path, store_url):
+    first = Store(store_backend(store_url, tmp_path / "m.duckdb"))
     await first.open()
     assert first.applied_migrations  # a fresh file gets every migration
     await first.close_connection()
-    second = Store(tmp_path / "m.duckdb")
+    second = Store(store_backend(store_url, tmp_path / "m.duckdb"))
     await second.open()
     assert second.applied_migrations == []
     await second.close_connection()
@@ -36,7 +45,7 @@ async def test_group_commit_gathers_many_callers_into_few_transactions(store):
     assert store.stats.transactions - before <= 50
 
 
-async def test_a_failing_write_fails_only_its_caller(store):
+async def test_a_failing_write_fails_only_its_caller(store, store_url):
     results = {}
 
     async def good(i):
@@ -54,7 +63,7 @@ async def test_a_failing_write_fails_only_its_caller(store):
             nursery.start_soon(good, i)
         nursery.start_soon(bad)
     assert sum(1 for v in results.values() if v == "ok") == 20
-    assert results["bad"] == "CatalogException"
+    assert results["bad"] == MISSING_TABLE_ERROR[backend_name(store_url)]
     assert await store.execute("SELECT count(*) FROM t") == [(20,)]
 
 

@@ -4,6 +4,7 @@ import trio
 
 from ..helpers import wait_until
 from .util import start_suspended_request, APPROVAL, COUNTER, KV, call, create, new_key, oplog, promise_ids, status, worker_path
+from ..pg import on_both_stores
 
 
 async def test_templates_are_listed_with_their_interface(server):
@@ -35,6 +36,7 @@ async def test_create_describe_and_parse_worker_id(server):
     assert (await c.get(worker_path(KV, "k1"))).json()["env"] == {"A": "1"}
 
 
+@on_both_stores
 async def test_counter_invocations_in_order(server):
     c = server.client
     await create(c, COUNTER, "c")
@@ -53,6 +55,7 @@ async def test_kv_put_get(server):
     assert (await call(c, KV, "kv", "get", ["missing"])).json() == {"result": [None]}
 
 
+@on_both_stores
 async def test_same_key_sequentially_runs_once(server):
     c = server.client
     await create(c, COUNTER, "c")
@@ -63,6 +66,7 @@ async def test_same_key_sequentially_runs_once(server):
     assert (await call(c, COUNTER, "c", "get")).json() == {"result": [5]}
 
 
+@on_both_stores
 async def test_same_key_concurrently_runs_once(server):
     c = server.client
     await create(c, APPROVAL, "a")
@@ -97,6 +101,7 @@ async def test_invoke_enqueues_and_runs_in_order(server):
     assert (await call(c, COUNTER, "c", "get")).json() == {"result": [111]}
 
 
+@on_both_stores
 async def test_approval_complete_resumes_the_awaiting_caller(server):
     c = server.client
     await create(c, APPROVAL, "a")
@@ -144,6 +149,9 @@ async def test_interrupt_then_invoke_resumes_the_interrupted_call_first(server):
         r = await c.post(worker_path(APPROVAL, "a") + "/interrupt")
         assert r.status_code == 200 and r.json() is True
         assert await status(c, APPROVAL, "a") == "Interrupted"
+        await wait_until(lambda: bool(first))  # the waiting caller is answered at once
+        assert first[0].status_code == 409 and "interrupted" in first[0].json()["error"]
+        first.clear()
         (promise,) = await promise_ids(c, APPROVAL, "a")
         # Completing is not a use: the worker stays Interrupted until the next invocation.
         path = worker_path(APPROVAL, "a") + "/complete"
@@ -156,8 +164,8 @@ async def test_interrupt_then_invoke_resumes_the_interrupted_call_first(server):
             second.append(await call(c, APPROVAL, "a", "request", ["two"], key=second_key))
 
         nursery.start_soon(second_caller)
-        await wait_until(lambda: bool(first))
-        assert first[0].json() == {"result": [[1]]}
+        await wait_until(suspended)  # the interrupted call ran first, then the second one
+        assert (await call(c, APPROVAL, "a", "request", ["one"], key=key)).json() == {"result": [[1]]}
         await wait_until(suspended)
         promises = await promise_ids(c, APPROVAL, "a")
         assert len(promises) == 2
@@ -197,6 +205,7 @@ async def test_interrupting_an_idle_worker_is_not_an_error(server):
     assert await status(c, COUNTER, "c") == "Idle"
 
 
+@on_both_stores
 async def test_delete_removes_the_worker(server):
     c = server.client
     await create(c, COUNTER, "c")

@@ -119,7 +119,10 @@ async def test_keys_promises_and_their_errors(nursery, store):
         assert await instance.ask(Complete(promise, [5])) is True
         assert await instance.ask(Complete(promise, [6])) is False
     assert [r.payload for r in results] == [b"[[5]]", b"[[5]]"]
-    assert (await instance.ask(Invoke("request", ["y"], key=key))).payload == b"[[5]]"
+    assert (await instance.ask(Invoke("request", ["x"], key=key))).payload == b"[[5]]"
+    with pytest.raises(WorkerError) as err:  # the key stands for one call
+        await instance.ask(Invoke("request", ["y"], key=key))
+    assert err.value.status == 409
 
 
 async def test_template_versions_follow_interface_changes(store):

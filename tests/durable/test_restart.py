@@ -7,13 +7,14 @@ import pytest
 import trio
 
 from ..helpers import spawn_server, wait_until
+from ..pg import store_env
 from .util import APPROVAL, COUNTER, call, create, new_key, oplog, promise_ids, status, worker_path
 
 
-async def restarted(nursery, data_dir, first):
+async def restarted(nursery, data_dir, first, env=None):
     first.kill9()
     await first.wait()
-    return await spawn_server(nursery, data_dir)
+    return await spawn_server(nursery, data_dir, env=env)
 
 
 async def stop(proc) -> None:
@@ -21,9 +22,9 @@ async def stop(proc) -> None:
     assert await proc.wait() == 0
 
 
-async def test_counter_and_invocation_keys_survive_kill9(nursery, tmp_path):
+async def test_counter_and_invocation_keys_survive_kill9(nursery, tmp_path, store_url):
     data = tmp_path / "d"
-    first = await spawn_server(nursery, data)
+    first = await spawn_server(nursery, data, env=store_env(store_url))
     async with httpx.AsyncClient(base_url=first.url, timeout=30) as c:
         assert (await create(c, COUNTER, "c", args=["x"])).status_code == 200
         for n in (1, 2, 3):
@@ -31,7 +32,7 @@ async def test_counter_and_invocation_keys_survive_kill9(nursery, tmp_path):
         key = await new_key(c, COUNTER, "c")
         assert (await call(c, COUNTER, "c", "add", [10], key=key)).json() == {"result": [16]}
         unused = await new_key(c, COUNTER, "c")
-    second = await restarted(nursery, data, first)
+    second = await restarted(nursery, data, first, env=store_env(store_url))
     async with httpx.AsyncClient(base_url=second.url, timeout=30) as c:
         meta = (await c.get(worker_path(COUNTER, "c"))).json()
         assert meta["status"] == "Idle" and meta["args"] == ["x"]

@@ -6,6 +6,7 @@ from amp_runtime.jobs import store as jobs_store
 
 from ..helpers import wait_until
 from .jobutil import DATASET, query, table_dir, wait_for_files, wait_for_status
+from ..pg import on_both_stores
 
 
 @amp_runtime.dataset("test/boom", version="1", tables=["rows"])
@@ -20,6 +21,7 @@ def plain(table, first_block, last_block):
     return f"SELECT range AS block_num FROM range({first_block}, {last_block} + 1)"
 
 
+@on_both_stores
 async def test_job_runs_to_completed_with_parquet_rows_matching_the_range(server_factory):
     srv = await server_factory(jobs={"batch_blocks": 100})
     r = await srv.client.post("/jobs", json={"dataset": DATASET, "start_block": 5, "end_block": 1204})
@@ -53,6 +55,7 @@ async def test_job_runs_to_completed_with_parquet_rows_matching_the_range(server
     assert transitions == [("Scheduled", "Running"), ("Running", "Completed")]
 
 
+@on_both_stores
 async def test_continuous_job_stops_through_stop_requested_and_stopping(server_factory):
     srv = await server_factory(jobs={"batch_blocks": 50, "continuous_blocks_per_s": 2000.0})
     job = (await srv.client.post("/jobs", json={"dataset": DATASET, "start_block": 0, "end_block": None})).json()
@@ -100,7 +103,7 @@ async def test_bad_requests_are_coded_400s(server):
         ({"dataset": "nope/nope@1"}, "UNKNOWN_DATASET"),
         ({"dataset": "example/blocks"}, "UNKNOWN_DATASET"),
         ({"dataset": DATASET, "start_block": 10, "end_block": 9}, "INVALID_BLOCK_RANGE"),
-        ({"dataset": DATASET, "start_block": -1, "end_block": 9}, "INVALID_BLOCK_RANGE"),
+        ({"dataset": DATASET, "start_block": -1, "end_block": 9}, "INVALID_REQUEST"),  # out of the struct's range
         ({"dataset": DATASET, "start_block": "zero"}, "INVALID_REQUEST"),
         ({"dataset": DATASET, "node_id": "worker-99"}, "INVALID_NODE_ID"),
         ({}, "INVALID_REQUEST"),
@@ -110,7 +113,8 @@ async def test_bad_requests_are_coded_400s(server):
         assert r.status_code == 400 and r.json()["error_code"] == code, (body, r.text)
         assert set(r.json()) == {"error_code", "error_message"}
     assert (await c.post("/jobs", content=b"{nope")).json()["error_code"] == "MALFORMED_JSON"
-    for method, path in (("GET", "/jobs/abc"), ("GET", "/jobs/1.5/progress"), ("PUT", "/jobs/-1/stop"), ("DELETE", "/jobs/x")):
+    for method, path in (("GET", "/jobs/abc"), ("GET", "/jobs/1.5/progress"), ("PUT", "/jobs/-1/stop"), ("DELETE", "/jobs/x"),
+                         ("GET", "/jobs/0"), ("GET", "/jobs/0/progress"), ("PUT", "/jobs/0/stop"), ("DELETE", "/jobs/0")):
         r = await c.request(method, path)
         assert r.status_code == 400 and r.json()["error_code"] == "INVALID_JOB_ID", (method, path)
     for method, path in (("GET", "/jobs/999"), ("GET", "/jobs/999/progress"), ("PUT", "/jobs/999/stop")):
@@ -119,6 +123,7 @@ async def test_bad_requests_are_coded_400s(server):
     assert (await c.get("/jobs")).json() == {"jobs": [], "next_cursor": None}
 
 
+@on_both_stores
 async def test_delete_rules(server_factory):
     srv = await server_factory(jobs={"batch_blocks": 50, "continuous_blocks_per_s": 500.0})
     c = srv.client
@@ -138,6 +143,7 @@ async def test_delete_rules(server_factory):
     assert list(table_dir(srv.runtime.config.data_path, "blocks").glob("*.parquet"))
 
 
+@on_both_stores
 async def test_bulk_delete_only_touches_matching_terminal_jobs(server):
     c = server.client
     statuses = ["Completed", "Stopped", "Failed", "Running", "Scheduled", "StopRequested", "Stopping"] * 3
@@ -173,6 +179,7 @@ async def test_failing_extractor_marks_the_job_failed_with_its_message(server_fa
     assert again.status_code == 201
 
 
+@on_both_stores
 async def test_jobs_of_an_expired_worker_move_to_a_live_one_then_fail_when_none_is_left(server_factory):
     srv = await server_factory(
         workers=[{"id": "w-a", "slots": 2}, {"id": "w-b", "slots": 2}],

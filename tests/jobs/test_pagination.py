@@ -4,6 +4,10 @@ from amp_runtime.core.clock import utcnow
 from amp_runtime.jobs import store as jobs_store
 from amp_runtime.jobs.states import ACTIVE, STATUSES
 
+from ..pg import on_both_stores
+
+pytestmark = on_both_stores  # every test here runs on DuckDB and on PostgreSQL
+
 TOTAL = 2500
 
 
@@ -78,12 +82,13 @@ async def test_list_parameter_errors(server):
     c = server.client
     cases = [
         ({"limit": "0"}, "LIMIT_INVALID"),
-        ({"limit": "-3"}, "LIMIT_INVALID"),
+        ({"limit": "-3"}, "INVALID_QUERY"),  # out of the query struct's range
         ({"limit": "1001"}, "LIMIT_TOO_LARGE"),
         ({"limit": "many"}, "INVALID_QUERY"),
         ({"status": "done"}, "INVALID_STATUS"),
         ({"status": "running,"}, "INVALID_STATUS"),
         ({"last_job_id": "abc"}, "INVALID_LAST_JOB_ID"),
+        ({"last_job_id": "0"}, "INVALID_LAST_JOB_ID"),
     ]
     for params, code in cases:
         r = await c.get("/jobs", params=params)

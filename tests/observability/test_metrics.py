@@ -9,6 +9,7 @@ from amp_runtime.observability.metrics import RATE_WINDOW_S, _Rolling, _Sample, 
 from amp_runtime.tasks.worker import DURATION_BUCKETS_S
 
 from ..helpers import wait_until
+from ..pg import on_both_stores
 
 
 async def scrape(client) -> dict[str, list]:
@@ -90,6 +91,7 @@ async def test_task_families_move_under_load(server):
                for name, samples in after.items() if name.startswith("amp_") for labels, _ in samples)
 
 
+@on_both_stores
 async def test_job_and_store_families_move(server):
     before = await scrape(server.client)
     r = await server.client.post("/jobs", json={"dataset": "example/blocks@1.0.0", "start_block": 0, "end_block": 2000})
@@ -122,6 +124,7 @@ async def test_openapi_lists_the_observability_routes(server):
     assert "/metrics" in paths and "/ui" in paths and "/ui/api/overview" in paths
 
 
+@on_both_stores
 async def test_every_job_status_is_exported_even_at_zero(server):
     samples = await scrape(server.client)
     statuses = {labels["status"] for labels, _ in samples["amp_jobs"]}

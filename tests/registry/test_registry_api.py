@@ -10,6 +10,7 @@ import trio
 
 from amp_runtime.core.clock import naive_utc, utcnow
 from tests.helpers import wait_until
+from ..pg import on_both_stores
 
 
 def data(r):
@@ -41,6 +42,7 @@ async def test_read_api_errors(server):
     assert r.status_code == 404 and r.json() == {"error_code": "WORKER_NOT_FOUND", "error_message": r.json()["error_message"]}
 
 
+@on_both_stores
 async def test_register_report_unregister(server):
     c = server.client
     data(await c.post("/workers.register", json={"worker": "node-a", "tags": ["gpu"], "system_tags": ["amp-url=http://x:1"],
@@ -78,6 +80,7 @@ async def test_status_report_registers_unknown_worker(server):
     assert "implicit" in [x["id"] for x in data(await c.post("/workers.get_all", json={}))["workers"]]
 
 
+@on_both_stores
 async def test_created_at_kept_across_reregistration(server):
     c = server.client
     data(await c.post("/workers.register", json={"worker": "node-b"}))
@@ -89,6 +92,7 @@ async def test_created_at_kept_across_reregistration(server):
     assert second["registered_at"] > first["registered_at"]
 
 
+@on_both_stores
 async def test_created_at_kept_across_restart(server_factory, tmp_path):
     srv = await server_factory(registry={"heartbeat_s": 0.05})
     data(await srv.client.post("/workers.register", json={"worker": "node-c"}))
@@ -100,7 +104,7 @@ async def test_created_at_kept_across_restart(server_factory, tmp_path):
     import trio
 
     async with trio.open_nursery() as nursery:
-        again = await start_server(nursery, tmp_path / "data0")
+        again = await start_server(nursery, tmp_path / "data0", store={"url": srv.runtime.config.store.url})
         own2 = (await again.client.get("/workers/worker-01")).json()
         remote2 = (await again.client.get("/workers/node-c")).json()
         assert own2["created_at"] == own["created_at"]
@@ -131,6 +135,7 @@ async def test_expiry_by_timer(server_factory):
     assert "short" in await srv.runtime.registry.live_workers()
 
 
+@on_both_stores
 async def test_tag_filters_and_count(server):
     c = server.client
     for name, tags, sys in (("w-a", ["a"], ["x"]), ("w-b", ["b"], ["x"]), ("w-ab", ["a", "b"], []), ("w-c", ["c"], ["y"])):
@@ -215,6 +220,7 @@ async def test_drain_unregisters_own_workers(server_factory, tmp_path):
         conn.close()
 
 
+@on_both_stores
 async def test_get_all_defaults_to_last_seen_but_get_count_does_not(server_factory):
     srv = await server_factory(registry={"default_last_seen_s": 1, "heartbeat_s": 3600})
     c = srv.client

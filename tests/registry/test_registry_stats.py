@@ -5,6 +5,10 @@ from statistics import mean
 
 from tests.helpers import wait_until
 
+from ..pg import on_both_stores
+
+pytestmark = on_both_stores  # every test here runs on DuckDB and on PostgreSQL
+
 
 def data(r):
     assert r.status_code == 200, r.text

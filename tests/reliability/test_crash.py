@@ -1,5 +1,6 @@
 """Crash durability: `kill -9` the server at seeded random points while work is in flight,
-restart it on the same data dir, and check the invariants each family promises.
+restart it on the same data dir (and the same store: DuckDB, then PostgreSQL), and check the
+invariants each family promises.
 
 One harness run (CRASH_CYCLES kill points, seed CRASH_SEED; override with AMP_CRASH_CYCLES /
 AMP_CRASH_SEED to reproduce or lengthen) drives all families at once and records violations per
@@ -24,6 +25,7 @@ import httpx
 import trio
 
 from ..helpers import spawn_server
+from ..pg import store_env
 
 CRASH_SEED = int(os.environ.get("AMP_CRASH_SEED", "1610"))
 CRASH_CYCLES = int(os.environ.get("AMP_CRASH_CYCLES", "20"))
@@ -217,10 +219,10 @@ def check_output(model: Model, cycle: int, output: bytearray) -> None:
 
 
 # -- the harness ---------------------------------------------------------------------------
-async def crash_harness(nursery: trio.Nursery, data_dir: Path, cycles: int, seed: int) -> Model:
+async def crash_harness(nursery: trio.Nursery, data_dir: Path, cycles: int, seed: int, store_url: str = "") -> Model:
     rng = random.Random(seed)
     model = Model()
-    env = {"AMP_JOBS_BATCH_BLOCKS": str(BATCH_BLOCKS), "AMP_LOG_LEVEL": "warning"}
+    env = {"AMP_JOBS_BATCH_BLOCKS": str(BATCH_BLOCKS), "AMP_LOG_LEVEL": "warning", **store_env(store_url)}
     for cycle in range(cycles + 1):  # the last start only checks
         try:
             server = await spawn_server(nursery, data_dir, env=env, timeout=20)
@@ -256,40 +258,41 @@ async def crash_harness(nursery: trio.Nursery, data_dir: Path, cycles: int, seed
     return model
 
 
-_runs: list[Model] = []
+_runs: dict[str, Model] = {}  # per backend
 
 
-async def harness(nursery, tmp_path) -> Model:
-    """One harness run per session, shared by the family tests."""
-    if not _runs:
+async def harness(nursery, tmp_path, store_url: str) -> Model:
+    """One harness run per session and backend, shared by the family tests."""
+    backend = "postgres" if store_url else "duckdb"
+    if backend not in _runs:
         with trio.fail_after(150):
-            _runs.append(await crash_harness(nursery, tmp_path / "data", CRASH_CYCLES, CRASH_SEED))
-    return _runs[0]
+            _runs[backend] = await crash_harness(nursery, tmp_path / "data", CRASH_CYCLES, CRASH_SEED, store_url)
+    return _runs[backend]
 
 
 def report(model: Model, family: str) -> str:
     return f"seed {CRASH_SEED}, {model.kill_points} kill points: " + "\n".join(model.violations[family][:20])
 
 
-async def test_store_opens_cleanly_after_every_kill(nursery, tmp_path):
-    model = await harness(nursery, tmp_path)
+async def test_store_opens_cleanly_after_every_kill(nursery, tmp_path, store_url):
+    model = await harness(nursery, tmp_path, store_url)
     assert model.kill_points >= 20 and model.kill_points == CRASH_CYCLES
     assert not model.violations["store"], report(model, "store")
 
 
-async def test_jobs_survive_kills_exactly_once_with_monotonic_progress(nursery, tmp_path):
-    model = await harness(nursery, tmp_path)
+async def test_jobs_survive_kills_exactly_once_with_monotonic_progress(nursery, tmp_path, store_url):
+    model = await harness(nursery, tmp_path, store_url)
     assert not model.violations["jobs"], report(model, "jobs")
     assert len(model.jobs) >= 2 and model.progress_seen >= CRASH_CYCLES, "the harness exercised too few jobs"
 
 
-async def test_durable_keys_run_at_most_once_across_kills(nursery, tmp_path):
-    model = await harness(nursery, tmp_path)
+async def test_durable_keys_run_at_most_once_across_kills(nursery, tmp_path, store_url):
+    model = await harness(nursery, tmp_path, store_url)
     assert not model.violations["durable"], report(model, "durable")
     assert len(model.keys) >= 10, "the harness completed too few keyed invocations"
 
 
-async def test_registry_consistent_across_kills(nursery, tmp_path):
-    model = await harness(nursery, tmp_path)
+async def test_registry_consistent_across_kills(nursery, tmp_path, store_url):
+    model = await harness(nursery, tmp_path, store_url)
     assert not model.violations["registry"], report(model, "registry")
     assert len(model.workers) >= 10, "the harness registered too few workers"

@@ -1,0 +1,70 @@
+"""The jobs SQL on both store backends (`any_store`: DuckDB, then PostgreSQL)."""
+
+from datetime import datetime, timedelta
+
+from amp_runtime.jobs import store as sql
+from amp_runtime.jobs.states import TERMINAL
+
+NOW = datetime(2026, 12, 1, 12, 0, 0, 250000)
+
+
+async def test_jobs_get_increasing_ids_and_read_back_whole(any_store):
+    first = await any_store.write(sql.insert_job, "ns/a@1.0.0", 0, None, "w1", 1000, NOW)
+    second = await any_store.write(sql.insert_job, "ns/b@1.0.0", 5, 99, "w2", 10, NOW)
+    assert second.id == first.id + 1
+    assert await any_store.read(sql.get_job, first.id) == first
+    assert (await any_store.read(sql.get_job, second.id)).end_block == 99
+    assert await any_store.read(sql.get_job, 12345) is None
+
+
+async def test_bulk_insert_and_pages_newest_first(any_store):
+    rows = [("ns/a@1.0.0", i, None, "w1", "Scheduled" if i % 2 else "Completed", 100) for i in range(7)]
+    ids = await any_store.write(sql.insert_jobs_bulk, rows, NOW)
+    assert ids == list(range(ids[0], ids[0] + 7))
+    everything = frozenset({"Scheduled", "Completed"})
+    page = await any_store.read(sql.list_jobs, everything, None, 3)
+    assert [r.id for r in page] == ids[::-1][:3]
+    after = await any_store.read(sql.list_jobs, everything, page[-1].id, 10)
+    assert [r.id for r in after] == ids[::-1][3:]
+    assert [r.start_block for r in await any_store.read(sql.active_jobs)] == [1, 3, 5]
+    assert await any_store.write(sql.insert_jobs_bulk, [], NOW) == []
+
+
+async def test_transitions_keep_their_order_within_one_instant(any_store):
+    job = await any_store.write(sql.insert_job, "ns/a@1.0.0", 0, 10, "w1", 10, NOW)
+    await any_store.write(sql.set_status, job.id, "Scheduled", "Running", NOW, None)
+    await any_store.write(sql.set_status, job.id, "Running", "Failed", NOW, "boom")
+    await any_store.write(sql.set_status, job.id, "Failed", "Scheduled", NOW, None)  # error kept
+    assert await any_store.read(sql.transitions_of, job.id) == [
+        ("Scheduled", "Running"), ("Running", "Failed"), ("Failed", "Scheduled")
+    ]
+    record = await any_store.read(sql.get_job, job.id)
+    assert (record.status, record.error) == ("Scheduled", "boom")
+    await any_store.write(sql.set_node, job.id, "w9", NOW + timedelta(seconds=1))
+    assert (await any_store.read(sql.get_job, job.id)).node_id == "w9"
+
+
+async def test_progress_upserts_keep_the_latest_per_table(any_store):
+    job = await any_store.write(sql.insert_job, "ns/a@1.0.0", 0, None, "w1", 10, NOW)
+    await any_store.write(sql.upsert_progress, [
+        sql.ProgressRow(job.id, "blocks", 1, 100, 0, 9), sql.ProgressRow(job.id, "txs", 1, 50, 0, 9)
+    ], NOW)
+    await any_store.write(sql.upsert_progress, [sql.ProgressRow(job.id, "blocks", 2, 200, 0, 19)], NOW)
+    record, rows = await any_store.read(sql.job_with_progress, job.id)
+    assert record.id == job.id
+    assert rows == [sql.ProgressRow(job.id, "blocks", 2, 200, 0, 19), sql.ProgressRow(job.id, "txs", 1, 50, 0, 9)]
+
+
+async def test_only_terminal_jobs_are_deleted_with_their_rows(any_store):
+    live = await any_store.write(sql.insert_job, "ns/a@1.0.0", 0, None, "w1", 10, NOW)
+    done = await any_store.write(sql.insert_job, "ns/a@1.0.0", 0, 5, "w1", 10, NOW)
+    failed = await any_store.write(sql.insert_job, "ns/a@1.0.0", 0, 5, "w1", 10, NOW)
+    await any_store.write(sql.set_status, done.id, "Scheduled", "Completed", NOW, None)
+    await any_store.write(sql.set_status, failed.id, "Scheduled", "Failed", NOW, "x")
+    await any_store.write(sql.upsert_progress, [sql.ProgressRow(done.id, "blocks", 1, 1, 0, 5)], NOW)
+    assert await any_store.write(sql.delete_job, live.id) == "Scheduled"
+    assert await any_store.write(sql.delete_job, done.id) is None
+    assert await any_store.read(sql.job_with_progress, done.id) == (None, [])
+    assert await any_store.read(sql.transitions_of, done.id) == []
+    assert await any_store.write(sql.delete_jobs_with_status, TERMINAL) == 1
+    assert [r.id for r in await any_store.read(sql.list_jobs, TERMINAL | {"Scheduled"}, None, 10)] == [live.id]

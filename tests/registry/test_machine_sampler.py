@@ -1,0 +1,47 @@
+"""The one machine sampler reports in the reporting API's units (MB = MiB, MB/s = MiB/s)."""
+
+import psutil
+
+from amp_runtime.cluster import agent
+from amp_runtime.registry import service, stats
+from amp_runtime.registry.stats import MIB, IoCounters, MachineSampler
+
+
+def fed(*readings: IoCounters):
+    """A counter reader returning `readings` in order."""
+    queue = list(readings)
+    return lambda: queue.pop(0)
+
+
+def test_io_rates_are_mib_per_second_since_the_previous_sample():
+    sampler = MachineSampler(fed(
+        IoCounters(at=100.0, net_sent=0, net_recv=10 * MIB, disk_read=0, disk_write=0),
+        IoCounters(at=102.0, net_sent=4 * MIB, net_recv=13 * MIB, disk_read=MIB, disk_write=8 * MIB),
+        IoCounters(at=106.0, net_sent=4 * MIB, net_recv=13 * MIB, disk_read=MIB, disk_write=8 * MIB),
+    ))
+    first = sampler.sample()
+    assert (first.network_tx, first.network_rx, first.disk_read, first.disk_write) == (2.0, 1.5, 0.5, 4.0)
+    idle = sampler.sample()
+    assert (idle.network_tx, idle.network_rx, idle.disk_read, idle.disk_write) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_a_counter_that_goes_backwards_reads_zero():
+    sampler = MachineSampler(fed(
+        IoCounters(at=0.0, net_sent=50 * MIB, net_recv=0, disk_read=0, disk_write=0),
+        IoCounters(at=1.0, net_sent=MIB, net_recv=MIB, disk_read=0, disk_write=0),
+    ))
+    reading = sampler.sample()
+    assert reading.network_tx == 0.0 and reading.network_rx == 1.0
+
+
+def test_memory_is_mib_and_disk_free_percent():
+    reading = MachineSampler().sample()
+    total_mib = psutil.virtual_memory().total / MIB
+    assert 0 < reading.memory_used < total_mib and 0 < reading.memory_free < total_mib
+    assert 0 <= reading.disk_free_home <= 100 and 0 <= reading.disk_free_temp <= 100
+    assert reading.cpu_usage and all(0 <= v <= 100 for v in reading.cpu_usage)
+
+
+def test_registry_and_cluster_node_report_with_the_same_sampler():
+    assert service.MachineSampler is stats.MachineSampler
+    assert agent.MachineSampler is stats.MachineSampler

@@ -117,9 +117,9 @@ async def test_typed_inputs_are_decoded_and_checked_at_admission(server):
     assert r.status_code == 400 and "height" in r.json()["error_message"]
     r = await server.client.post("/task", json={"function": "hello", "input": "str", **CALL})  # was a 500
     assert r.status_code == 400 and "$.input" in r.json()["error_message"]
-    r = await server.client.post("/task", json={"function": "sleep", "input": {"ms": "soon"}, "priority": 0, **CALL})
+    r = await server.client.post("/task", json={"function": "sleep", "input": {"ms": "soon"}, "contract": 7})
     message = r.json()["error_message"]
-    assert r.status_code == 400 and "$.input.ms" in message and "priority" in message  # listed together
+    assert r.status_code == 400 and "$.input.ms" in message and "contract" in message  # listed together
     r = await server.client.post("/task", json={"function": "echo", "input": "any JSON", **CALL})
     assert r.status_code == 200 and r.json()["result"] == "any JSON"  # untyped keeps taking anything
     r = await server.client.post("/task", json={"function": "hello", **CALL})  # omitted: the defaults

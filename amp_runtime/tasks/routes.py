@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import msgspec
 import trio
 from quart import Response, current_app, websocket
-
-from contextlib import aclosing
 
 from ..core.http import Api, ApiError, CodedError, Reply
 from .errors import Rejected, WorkerFailed

@@ -171,22 +171,35 @@ class TaskService(ServiceBase):
         task_input = await self._check(request, spec)
         worker = self.pick_worker(spec, request.worker)
         task = self.new_task(request, spec, task_input)
-        # Idempotency and webhook persistence join here, before the task reaches a worker.
+        # An idempotency key is looked up / claimed here: a duplicate gets the first task's answer.
         if request.mode == "sync":
-            lease = worker.admit(task, lease=True)
-            if lease is not None:
-                result = await run_leased(worker, lease, task)
-            else:
-                result = await wait_outcome(worker, task)
-            return SyncOutcome(OUTCOME_STATUS[result.status], result)
+            return await self._run_sync(worker, task)
         if request.mode == "stream":
-            self._take_stream()
-            try:
-                worker.admit(task)
-            except BaseException:
-                self._stream_closed()
-                raise
-            return StreamHandle(self, task)
+            return self._start_stream(worker, task)
+        return await self._accept(worker, task)
+
+    async def _run_sync(self, worker: WorkerActor, task: Task) -> SyncOutcome:
+        """On a slot the worker lends when one is free (no hop), else through its queue."""
+        lease = worker.admit(task, lease=True)
+        if lease is not None:
+            result = await run_leased(worker, lease, task)
+        else:
+            result = await wait_outcome(worker, task)
+        return SyncOutcome(OUTCOME_STATUS[result.status], result)
+
+    def _start_stream(self, worker: WorkerActor, task: Task) -> StreamHandle:
+        """The stream's place is taken here and given back by `StreamHandle.close`."""
+        self._take_stream()
+        try:
+            worker.admit(task)
+        except BaseException:
+            self._stream_closed()
+            raise
+        return StreamHandle(self, task)
+
+    async def _accept(self, worker: WorkerActor, task: Task) -> TaskAccepted:
+        """A webhook task: queued now, answered 202, its outcome delivered when it settles."""
+        # Accepted async work is persisted here, before the 202 (and forgotten if `admit` refuses).
         worker.admit(task)
         return TaskAccepted(id=task.id)
 

@@ -134,8 +134,9 @@ async def test_openapi_documents_each_function_input(server):
     assert body["examples"]["test_resize"]["value"] == {
         "function": "test_resize", "contract": 1, "input": {"width": 1, "height": 1, "keep_ratio": True}}
     assert body["examples"]["echo"]["value"]["input"] == {}
-    variant = next(v for v in body["schema"]["anyOf"] if v.get("title") == "hello")
-    assert variant["allOf"][1]["properties"]["input"] == {"$ref": "#/components/schemas/HelloInput"}
+    functions = doc["paths"]["/task"]["post"]["x-functions"]
+    assert functions["hello"]["input"] == {"$ref": "#/components/schemas/HelloInput"}
+    assert functions["echo"]["input"] == {} and functions["count"]["streaming"] is True
 
 
 async def test_webhook_headers_merge_case_insensitively_and_202_says_queued(server_factory, nursery):

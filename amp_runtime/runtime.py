@@ -3,7 +3,9 @@
 Start order: the store (open + migrate; fatal if it fails), then each service, then HTTP.
 Stop order (SIGINT/SIGTERM or `request_stop()`): services stop taking new work, hypercorn
 stops accepting and lets in-flight requests finish, running work gets what is left of
-`shutdown_grace_s`, the rest is cancelled, the store flushes and checkpoints.
+`shutdown_grace_s` (jobs pause at a batch boundary), the rest is cancelled (a thread that
+ignores it is abandoned), the store flushes and checkpoints within `STORE_CLOSE_S`; the
+process exits within `shutdown_grace_s` + 2 s of the signal.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from .core.logs import LogRing, setup_logging
 from .core.store import Store, store_backend
 
 log = logging.getLogger("amp_runtime.runtime")
+
+STORE_CLOSE_S = 1.0  # after the grace: the coordinator commits what is queued, then it is cut off
 
 
 class Service(Protocol):
@@ -92,8 +96,10 @@ class Runtime:
                     await self._drain(http_done)
                     services.cancel_scope.cancel()
                 self.store.close()  # the coordinator commits what is queued, then returns
-                root.cancel_scope.deadline = trio.current_time() + self.config.server.shutdown_grace_s
+                root.cancel_scope.deadline = trio.current_time() + STORE_CLOSE_S
         finally:
+            # Shielded so a cancelled run still checkpoints; bounded by the DB thread: once the
+            # coordinator has committed, CHECKPOINT and close take milliseconds.
             with trio.CancelScope(shield=True):
                 await self.store.close_connection()
             log.info("stopped")
@@ -133,7 +139,15 @@ class Runtime:
             for service in self.services:
                 await service.drain()
         if scope.cancelled_caught:
-            log.warning("grace period of %.1fs over: cancelling the rest", grace)
+            log.warning("grace period of %.1fs over: cancelling the rest%s", grace, await self._still_running())
+
+    async def _still_running(self) -> str:
+        """What the cancel cuts short, for the log: work in a thread is abandoned, not awaited."""
+        with trio.move_on_after(0.5):
+            running = [f"{s.worker}: {', '.join(s.running)}" for s in await self.tasks.snapshot() if s.running]
+            if running:
+                return f" (still running on {'; '.join(running)}; threads that ignore it are abandoned)"
+        return ""
 
 
 class InFlightRequests:

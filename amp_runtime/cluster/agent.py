@@ -9,7 +9,9 @@ Two loops, both reconnecting on their own (a coordinator restart costs a few sec
   inbound reachability needed for jobs). It receives job assignments and stop requests and
   runs each job with the same runner as local jobs, talking to the coordinator's scheduler
   and progress writer through `RemoteJob`. A lost channel cancels the node's jobs: the
-  coordinator re-assigns them from their last persisted progress.
+  coordinator re-assigns them from their last persisted progress. A draining node pauses its
+  jobs at a batch boundary, flushes their progress, then says `Leaving`: the coordinator
+  moves them to another live worker at once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 
+from ..jobs.messages import Finished
 from ..jobs.runner import RunnerEnv, RunnerHandle, run_job
 from ..jobs.service import output_dir
 from ..jobs.store import ProgressRow
@@ -61,6 +64,7 @@ class RemoteJob:
     answers: trio.MemoryReceiveChannel
     answers_in: trio.MemorySendChannel
     handle: RunnerHandle
+    finished: bool = False  # the run asked `Finished`: it ended with an outcome
 
     def _send(self, msg) -> None:
         try:
@@ -69,6 +73,7 @@ class RemoteJob:
             pass  # the channel is gone; this run is being cancelled
 
     async def ask(self, msg):
+        self.finished = self.finished or isinstance(msg, Finished)
         self._send(wire.Ask(self.job_id, self.attempt, msg))
         return (await self.answers.receive()).value
 
@@ -93,6 +98,8 @@ class NodeAgent:
         self._accepting = True
         self._jobs: dict[int, RemoteJob] = {}
         self._jobs_nursery: trio.Nursery | None = None
+        self._outbox: trio.MemorySendChannel | None = None  # the open channel's, if any
+        self._left = trio.Event()
         # Reporting starts once the coordinator welcomed this node: a refused node (wrong key,
         # clashing worker ids) must not overwrite another process's workers in the registry.
         self.welcomed = trio.Event()
@@ -208,11 +215,15 @@ class NodeAgent:
             log.info("cluster: joined %s as %s", self.coordinator, self.url)
             self.welcomed.set()
             outbox_send, outbox = trio.open_memory_channel(math.inf)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._beat, outbox_send, welcome.heartbeat_s / 2)
-                nursery.start_soon(self._write, ws, outbox)
-                while True:
-                    self._on_message(wire.decode_to_node(await ws.get_message()), outbox_send)
+            self._outbox = outbox_send
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._beat, outbox_send, welcome.heartbeat_s / 2)
+                    nursery.start_soon(self._write, ws, outbox)
+                    while True:
+                        self._on_message(wire.decode_to_node(await ws.get_message()), outbox_send)
+            finally:
+                self._outbox = None
 
     @staticmethod
     async def _beat(outbox: trio.MemorySendChannel, every_s: float) -> None:
@@ -235,11 +246,17 @@ class NodeAgent:
             case wire.StopJob(job_id=job_id, attempt=attempt):
                 job = self._jobs.get(job_id)
                 if job is not None and job.attempt == attempt:
-                    job.handle.stop_requested.set()
+                    job.handle.request_stop()
+            case wire.PauseJob(job_id=job_id, attempt=attempt):
+                job = self._jobs.get(job_id)
+                if job is not None and job.attempt == attempt:
+                    job.handle.request_pause()
             case wire.CancelJob(job_id=job_id, attempt=attempt):
                 job = self._jobs.get(job_id)
                 if job is not None and job.attempt == attempt:
                     job.handle.cancel_scope.cancel()
+            case wire.Left():
+                self._left.set()
             case wire.Answer() | wire.ProgressRows():
                 job = self._jobs.get(msg.job_id)
                 if job is not None and job.attempt == msg.attempt:
@@ -270,16 +287,28 @@ class NodeAgent:
         finally:
             if self._jobs.get(record.id) is job:
                 del self._jobs[record.id]
+            if job.handle.pause_requested.is_set() and not job.finished:
+                job._send(wire.Released(job.job_id, job.attempt))
 
     # -- drain -----------------------------------------------------------------------------
     def stop_accepting(self) -> None:
-        """Stop the jobs this node runs (their slots must free up for the drain); the
-        coordinator moves them once this node is gone."""
+        """Pause the jobs this node runs at their next batch boundary (their slots must free
+        up for the drain)."""
         self._accepting = False
         for job in self._jobs.values():
-            job.handle.cancel_scope.cancel()
+            job.handle.request_pause()
 
     async def drain(self) -> None:
+        """Wait for the paused jobs (their progress is flushed to the coordinator), hand them
+        back, unregister. Bounded by the runtime's grace period; hand-back waits 1 s at most
+        for its answer (unanswered, the coordinator moves them after `expiry_grace_s`)."""
         for job in list(self._jobs.values()):
             await job.handle.done.wait()
+        if self._outbox is not None:
+            try:
+                self._outbox.send_nowait(wire.Leaving())
+                with trio.move_on_after(1):
+                    await self._left.wait()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # the channel is down: the coordinator sees the node go
         await self.unregister()

@@ -8,7 +8,7 @@ to it afterwards. After one silent heartbeat it already gets no new tasks.
 
 A job assigned to a node's worker is run by `run_remote_job`, the coordinator-side twin of
 the local runner: it sends `Assign`, relays the node runner's scheduler questions and
-progress to the local scheduler and progress writer, and sends `StopJob`/`CancelJob`.
+progress to the local scheduler and progress writer, and sends `StopJob`/`PauseJob`/`CancelJob`.
 """
 
 from __future__ import annotations
@@ -70,11 +70,13 @@ class Coordinator:
         self._links: dict[str, NodeLink] = {}
         self._changed = trio.Event()
         self.known_remote: set[str] = set()  # every worker id a node ever announced
+        self.handed_back: set[str] = set()  # workers of nodes that drained, until they join again
         self.on_leave = lambda url: None  # the forwarder stops waiting for a node that left
 
     # -- membership ------------------------------------------------------------------------
     def remote_workers(self) -> list[str]:
-        return [w for link in self._links.values() for w in link.workers]
+        """Workers of connected nodes, except those of a node that is leaving."""
+        return [w for link in self._links.values() for w in link.workers if w not in self.handed_back]
 
     def link_for(self, worker: str) -> NodeLink | None:
         return next((link for link in self._links.values() if worker in link.workers), None)
@@ -119,6 +121,7 @@ class Coordinator:
         if old is not None:
             old.outbox.close()  # a reconnect replaced it
         self.known_remote.update(link.workers)
+        self.handed_back.difference_update(link.workers)
         await ws.send(wire.encode(wire.Welcome(heartbeat_s=heartbeat)).decode())
         await self.table.ask(Join(hello.url, hello.workers))
         self._set(hello.url, link)
@@ -157,6 +160,11 @@ class Coordinator:
             except msgspec.MsgspecError as exc:
                 log.warning("cluster: node %s sent a bad message (%s); dropping it", link.url, exc)
                 return
+            if isinstance(msg, wire.Leaving):
+                self.handed_back.update(link.workers)
+                link.send_nowait(wire.Left())
+                log.info("cluster: node %s is draining; its jobs move to other workers now", link.url)
+                continue
             job_id = msg.row.job_id if isinstance(msg, wire.Progress) else getattr(msg, "job_id", None)
             if job_id is None:
                 continue  # a beat
@@ -205,7 +213,7 @@ class Coordinator:
             with handle.cancel_scope:
                 if handle.previous is not None:
                     await handle.previous.done.wait()
-                while True:
+                while not handle.pause_requested.is_set():
                     link = await self.wait_link(record.node_id)
                     if await self._drive(env, handle, record, link):
                         return
@@ -222,8 +230,9 @@ class Coordinator:
             return False  # it left between wait_link and now: wait for it again
         try:
             link.send_nowait(wire.Assign(record, handle.attempt))
+            handle.extracting = True  # the node has it: a pause is relayed, not a cancel
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._relay_stop, handle, link, record.id)
+                nursery.start_soon(self._relay_wind_down, handle, link, record.id)
                 async for msg in inbox:
                     if not isinstance(msg, wire.Progress) and msg.attempt != handle.attempt:
                         continue  # from a run of this job the node had before this one
@@ -233,15 +242,19 @@ class Coordinator:
                 nursery.cancel_scope.cancel()
             return finished
         finally:
+            handle.extracting = False
             if link.inboxes.get(record.id) is inbox_send:
                 del link.inboxes[record.id]
             if not finished:
                 link.send_nowait(wire.CancelJob(record.id, handle.attempt))
 
     @staticmethod
-    async def _relay_stop(handle: RunnerHandle, link: NodeLink, job_id: int) -> None:
-        await handle.stop_requested.wait()
-        link.send_nowait(wire.StopJob(job_id, handle.attempt))
+    async def _relay_wind_down(handle: RunnerHandle, link: NodeLink, job_id: int) -> None:
+        await handle.wake.wait()
+        if handle.stop_requested.is_set():
+            link.send_nowait(wire.StopJob(job_id, handle.attempt))
+        else:
+            link.send_nowait(wire.PauseJob(job_id, handle.attempt))
 
     @staticmethod
     async def _answer(env: RunnerEnv, link: NodeLink, job_id: int, attempt: int, msg) -> bool:
@@ -258,4 +271,6 @@ class Coordinator:
             case wire.ReadProgress():
                 rows = await env.store.read(jobs_store.progress_of, job_id)
                 link.send_nowait(wire.ProgressRows(job_id, attempt, rows))
+            case wire.Released():
+                return True  # paused on the node: the job keeps its status
         return False

@@ -74,6 +74,10 @@ class ClusterService(ServiceBase):
     async def run_remote_job(self, env, handle, record) -> None:
         await self.coordinator.run_remote_job(env, handle, record)
 
+    def handed_back(self) -> list[str]:
+        """Workers of nodes that drained and handed their jobs back: move those jobs now."""
+        return sorted(self.coordinator.handed_back)
+
     def job_liveness(self, registry_live: list[str]) -> tuple[list[str], list[str]]:
         """(live workers, workers of connected nodes). A node's workers are live while its
         channel is open, whatever the registry still lists: a killed node drops at once."""

@@ -1,10 +1,12 @@
 """The node channel's messages: one WebSocket per node, opened by the node to the coordinator.
 
 The node says `Hello` first (its URL and workers), then beats. The coordinator assigns jobs
-(`Assign`) and asks them to stop or go (`StopJob`, `CancelJob`). A job running on a node
+(`Assign`) and asks them to stop, pause or go (`StopJob`, `PauseJob`, `CancelJob`); a paused
+run ends with `Released`. A job running on a node
 talks to the coordinator's scheduler through `Ask` (its `Started`/`Stopping`/`Finished`),
 `Progress`, `Flush` and `ReadProgress`; each of those except `Progress` gets one `Answer`
-(or `ProgressRows`), in order, for the same `(job_id, attempt)`.
+(or `ProgressRows`), in order, for the same `(job_id, attempt)`. A draining node pauses its
+jobs, then says `Leaving`: the coordinator moves them at once (answering `Left`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,17 @@ class ReadProgress(msgspec.Struct, tag=True):
     attempt: int
 
 
+class Released(msgspec.Struct, tag=True):
+    """A paused run ended at a batch boundary with its progress flushed, without an outcome."""
+
+    job_id: int
+    attempt: int
+
+
+class Leaving(msgspec.Struct, tag=True):
+    """The node drains: its jobs are paused with their progress flushed; move them now."""
+
+
 # -- coordinator -> node -------------------------------------------------------------------
 class Welcome(msgspec.Struct, tag=True):
     heartbeat_s: float
@@ -76,6 +89,13 @@ class CancelJob(msgspec.Struct, tag=True):
     attempt: int
 
 
+class PauseJob(msgspec.Struct, tag=True):
+    """The coordinator drains: end the run at the next batch boundary and say `Released`."""
+
+    job_id: int
+    attempt: int
+
+
 class Answer(msgspec.Struct, tag=True):
     job_id: int
     attempt: int
@@ -88,8 +108,12 @@ class ProgressRows(msgspec.Struct, tag=True):
     rows: list[ProgressRow]
 
 
-FromNode = Union[Hello, Beat, Ask, Progress, Flush, ReadProgress]
-ToNode = Union[Welcome, Assign, StopJob, CancelJob, Answer, ProgressRows]
+class Left(msgspec.Struct, tag=True):
+    """The coordinator heard `Leaving`: no job is assigned to this node any more."""
+
+
+FromNode = Union[Hello, Beat, Ask, Progress, Flush, ReadProgress, Released, Leaving]
+ToNode = Union[Welcome, Assign, StopJob, PauseJob, CancelJob, Answer, ProgressRows, Left]
 
 encode = msgspec.json.Encoder().encode
 decode_from_node = msgspec.json.Decoder(FromNode).decode

@@ -5,7 +5,9 @@ Layout (fixed, tools read it), under the output root (`[jobs] output_dir`, defau
     <root>/<namespace>/<name>/<version>/<table>/<first_block>-<last_block>.parquet
 
 Each file is written to a temporary name in the same directory and then `os.replace`d, so a
-file under its final name is always complete. Files are aligned on a grid of `batch_blocks`
+file under its final name is always complete. A `RenameGate` decides whether the rename may
+still happen: once a cancelled run closed it, a write left running in its thread renames
+nothing (its temporary is deleted). Files are aligned on a grid of `batch_blocks`
 starting at the job's `start_block`, so a resumed job rewrites exactly the same names.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -49,18 +52,54 @@ def open_private_connection() -> duckdb.DuckDBPyConnection:
     return conn
 
 
+class WriteAbandoned(Exception):
+    """The run that asked for this file was cancelled: the file was not put in place."""
+
+
+class RenameGate:
+    """Whether one file write may still rename its temporary into place.
+
+    Shared by the writing thread and the trio task that awaits it, so guarded by a lock (held
+    only around one rename): after `close()` returned, no rename happens any more.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = True
+        self.renamed = False
+
+    def rename(self, temp: Path, final: Path) -> None:
+        """Thread side: put the finished file in place, or raise `WriteAbandoned`."""
+        with self._lock:
+            if not self._open:
+                raise WriteAbandoned(str(final))
+            os.replace(temp, final)
+            self.renamed = True
+
+    def close(self) -> bool:
+        """Trio side, once the run is cancelled; returns whether the file is in place already."""
+        with self._lock:
+            self._open = False
+            return self.renamed
+
+
 def write_file(
-    conn: duckdb.DuckDBPyConnection, root: Path, spec: DatasetSpec, table: str, first: int, last: int
+    conn: duckdb.DuckDBPyConnection, root: Path, spec: DatasetSpec, table: str, first: int, last: int,
+    gate: RenameGate | None = None,
 ) -> int:
     """Write one table's file for `[first, last]`; returns its size in bytes. Blocking: run it
-    in a worker thread. The dataset's own exceptions propagate (the job fails with them)."""
+    in a worker thread. The dataset's own exceptions propagate (the job fails with them).
+    With a closed `gate` it leaves nothing behind and raises `WriteAbandoned`."""
     final = file_path(root, spec, table, first, last)
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    query = spec.query(table, first, last)
     try:
+        query = spec.query(table, first, last)
         conn.execute(f"COPY ({query}) TO '{_sql_path(temp)}' (FORMAT parquet)")
-        os.replace(temp, final)
+        if gate is None:
+            os.replace(temp, final)
+        else:
+            gate.rename(temp, final)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

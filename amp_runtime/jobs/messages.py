@@ -45,14 +45,17 @@ class Finished(msgspec.Struct, tag=True):
 
 
 class WorkersAlive(msgspec.Struct, tag=True):
-    """From the worker watch loop: who is live now (`candidates`: live local workers)."""
+    """From the worker watch loop: who is live now (`candidates`: live workers that can hold
+    a job). `handed_back`: workers of nodes that drained: their jobs move now, not after
+    `expiry_grace_s`."""
 
     live: list[str]
     candidates: list[str]
     now: float  # trio clock
+    handed_back: list[str] = []
 
 
 class Suspend(msgspec.Struct, tag=True):
-    """From the service when the process drains: cancel every runner and start no more (jobs
+    """From the service when the process drains: pause every runner and start no more (jobs
     keep their status and resume at the next start). Replies with the done events of every
-    runner suspended so far, to be awaited outside the actor. Idempotent."""
+    runner paused so far, to be awaited outside the actor. Idempotent."""

@@ -1,9 +1,13 @@
 """One run of one job: hold a worker slot, write the files, report progress, say how it ended.
 
 A runner never changes a job's status itself: it asks the scheduler (`Started`, `Stopping`,
-`Finished`), which persists the transition. Cancellation (the scheduler moved or stopped the
-job, or the process is shutting down) can land anywhere: files are replaced atomically and
-progress is absolute, so the next run picks up from the last persisted progress.
+`Finished`), which persists the transition. Three ways to end early:
+- stop (`PUT /jobs/{id}/stop`): at the next batch boundary, through Stopping to Stopped;
+- pause (the process drains): at the next batch boundary, progress flushed, no outcome: the
+  job keeps its status and resumes at the next start (or on another node);
+- cancel (moved, or the drain's grace is over): anywhere. A write in flight is abandoned
+  (`files.JobFiles`): its file is in place already or never will be. Progress is absolute and
+  may lag the files on disk; the next run rewrites those under the same names, same bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import trio
 from . import store as jobs_store
 from .datasets import resolve
 from .messages import Finished, Started, Stopping
-from .extractor import batches, open_private_connection, remove_temp_files, write_file
+from .extractor import batches, remove_temp_files
+from .files import JobFiles
 from .store import JobRecord, ProgressRow
 
 if TYPE_CHECKING:
@@ -29,7 +34,10 @@ log = logging.getLogger("amp_runtime.jobs")
 
 @dataclass(eq=False)
 class RunnerHandle:
-    """The scheduler's grip on one run: cancel it, ask it to stop, know when it is gone."""
+    """The scheduler's grip on one run: cancel it, ask it to stop or pause, know when it is gone.
+
+    Shared by the run and whoever steers it; its methods never await (atomic between checkpoints).
+    """
 
     job_id: int
     attempt: int
@@ -37,7 +45,26 @@ class RunnerHandle:
     previous: "RunnerHandle | None" = None  # a cancelled earlier run that must exit first
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     stop_requested: trio.Event = field(default_factory=trio.Event)
+    pause_requested: trio.Event = field(default_factory=trio.Event)
+    wake: trio.Event = field(default_factory=trio.Event)  # a stop or a pause was asked for
+    # It holds its slot and writes files (or a node runs it): a pause waits for a boundary.
+    extracting: bool = False
     done: trio.Event = field(default_factory=trio.Event)
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+        self.wake.set()
+
+    def request_pause(self) -> None:
+        """End at the next batch boundary with progress flushed, or now if nothing is written yet."""
+        self.pause_requested.set()
+        self.wake.set()
+        if not self.extracting:
+            self.cancel_scope.cancel()
+
+    @property
+    def winding_down(self) -> bool:
+        return self.wake.is_set()
 
 
 @dataclass(slots=True)
@@ -77,53 +104,63 @@ async def _run(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> tuple
     if spec is None:
         raise LookupError(f"dataset {record.dataset} is not registered in this process")
     async with env.tasks.hold_slot(handle.node_id, holder=f"job:{record.id}"):
-        if not await env.ask(Started(record.id, handle.attempt)):
-            return None  # stopped or moved while waiting for the slot
+        if handle.pause_requested.is_set() or not await env.ask(Started(record.id, handle.attempt)):
+            return None  # paused, stopped or moved while waiting for the slot
+        handle.extracting = True
         await env.progress.flush()  # an earlier run's reports land before we read them
         persisted = await env.store.read(jobs_store.progress_of, record.id)
         done = {row.table: row for row in persisted}
         await trio.to_thread.run_sync(remove_temp_files, env.output_dir, spec)
         # A private connection: the store's connection belongs to the coordinator, never bulk work.
-        conn = await trio.to_thread.run_sync(open_private_connection)
+        files = JobFiles(record.id, env.output_dir, spec)
         try:
-            await _extract(env, handle, record, spec, conn, done)
+            await files.open()
+            finished = await _extract(env, handle, record, spec, files, done)
         finally:
-            conn.close()
-        stopping = handle.stop_requested.is_set()
+            files.close()
+        stopping = not finished and handle.stop_requested.is_set()
         if stopping:  # seen between files: nothing is half-written
             await env.ask(Stopping(record.id, handle.attempt))
     await env.progress.flush()
+    if not finished and not stopping:
+        log.info("job %d paused at block %s (the process drains); it resumes from there",
+                 record.id, _current_block(done))
+        return None
     return ("stopped" if stopping else "complete", None)
 
 
-async def _extract(env, handle: RunnerHandle, record: JobRecord, spec, conn, done: dict[str, ProgressRow]) -> None:
+def _current_block(done: dict[str, ProgressRow]) -> str:
+    return str(min(row.current_block for row in done.values())) if done else "none"
+
+
+async def _extract(env, handle: RunnerHandle, record: JobRecord, spec, files: JobFiles,
+                   done: dict[str, ProgressRow]) -> bool:
+    """Write the batches not persisted yet; True once the range is done, False when a stop or
+    a pause was seen at a batch boundary."""
     paced_from = trio.current_time()
     produced = 0
     for first, last in batches(record.start_block, record.end_block, record.batch_blocks):
-        if handle.stop_requested.is_set():
-            return
+        if handle.winding_down:
+            return False
         wrote = False
         for table in spec.tables:
             before = done.get(table)
             if before is not None and last <= before.current_block:
                 continue  # persisted by an earlier run
             wrote = True
-            # Shielded: a cancel waits for the file anyway; this way every file written is reported.
-            with trio.CancelScope(shield=True):
-                size = await trio.to_thread.run_sync(
-                    write_file, conn, env.output_dir, spec, table, first, last
-                )
-                row = ProgressRow(
-                    job_id=record.id,
-                    table=table,
-                    files_count=(before.files_count if before else 0) + 1,
-                    total_size_bytes=(before.total_size_bytes if before else 0) + size,
-                    start_block=record.start_block,
-                    current_block=last,
-                )
-                done[table] = row
-                await env.progress.report(row)
+            size = await files.write(table, first, last)
+            row = ProgressRow(
+                job_id=record.id,
+                table=table,
+                files_count=(before.files_count if before else 0) + 1,
+                total_size_bytes=(before.total_size_bytes if before else 0) + size,
+                start_block=record.start_block,
+                current_block=last,
+            )
+            done[table] = row
+            await env.progress.report(row)
         if wrote and record.end_block is None:  # continuous: keep to the configured rate
             produced += last - first + 1
             with trio.move_on_at(paced_from + produced / env.blocks_per_s):
-                await handle.stop_requested.wait()
+                await handle.wake.wait()
+    return True

@@ -147,7 +147,7 @@ class Scheduler(Actor):
         await self._transition(job, Event.REQUEST_STOP)
         runner = job.runner
         if runner is not None and job.record.status == states.STOP_REQUESTED:
-            runner.stop_requested.set()  # a running extractor winds down through Stopping
+            runner.request_stop()  # a running extractor winds down through Stopping
             if was == states.SCHEDULED:
                 runner.cancel_scope.cancel()  # still waiting for a slot: it never ran
                 job.runner = None
@@ -174,9 +174,13 @@ class Scheduler(Actor):
         return None
 
     async def _workers_alive(self, msg: WorkersAlive) -> list[int]:
-        """Move (or fail) the active jobs of workers missing for `expiry_grace_s`; returns
-        the ids of the jobs it touched."""
+        """Move (or fail) the active jobs of workers missing for `expiry_grace_s`, or at once
+        when their node handed them back; returns the ids of the jobs it touched. Draining,
+        it touches nothing: this process's own workers going away is not a worker dying."""
+        if self._suspended:
+            return []
         live = set(msg.live)
+        handed_back = set(msg.handed_back)
         for worker in list(self._missing_since):
             if worker in live:
                 del self._missing_since[worker]
@@ -186,14 +190,14 @@ class Scheduler(Actor):
             if node in live:
                 continue
             since = self._missing_since.setdefault(node, msg.now)
-            if msg.now - since < self.jobs_config.expiry_grace_s:
+            if node not in handed_back and msg.now - since < self.jobs_config.expiry_grace_s:
                 continue
             touched.append(job.record.id)
             old_runner = job.runner
             if old_runner is not None:
                 old_runner.cancel_scope.cancel()
                 job.runner = None
-            reason = f"worker {node} is no longer live"
+            reason = f"worker {node} " + ("left with its draining node" if node in handed_back else "is no longer live")
             if job.record.status in (states.STOP_REQUESTED, states.STOPPING):
                 await self._transition(job, Event.FINISH_STOPPING)
             elif not self.jobs_config.reschedule_on_expiry:
@@ -207,12 +211,14 @@ class Scheduler(Actor):
         return touched
 
     def _suspend(self) -> list[trio.Event]:
+        """Pause every runner: each ends at its next batch boundary with its progress flushed
+        (or at once if it has not started writing) and says nothing, so the job keeps its
+        status. It stays the job's runner meanwhile: a run that completes or stops is heard."""
         self._suspended = True
         for job in self._active.values():
-            if job.runner is not None:
-                job.runner.cancel_scope.cancel()
+            if job.runner is not None and job.runner not in self._paused:
+                job.runner.request_pause()
                 self._paused.append(job.runner)
-                job.runner = None
         return [runner.done for runner in self._paused]
 
     # -- helpers -----------------------------------------------------------------------
@@ -244,7 +250,7 @@ class Scheduler(Actor):
         handle = RunnerHandle(job.record.id, self._attempts, job.record.node_id, previous)
         job.runner = handle
         if job.record.status == states.STOP_REQUESTED:
-            handle.stop_requested.set()
+            handle.request_stop()
         # The runner gets its own copy: it reads the range, never the live status.
         remote = job.record.node_id not in self.local_workers and self.env.run_remote is not None
         runner = self.env.run_remote if remote else run_job

@@ -120,12 +120,17 @@ class JobService(ServiceBase):
 
     async def _watch_workers(self) -> None:
         """Every `worker_check_s`, tell the scheduler who is live. A failing check is logged
-        and retried: it must not take the jobs service down. Cancelled at shutdown."""
-        while True:
+        and retried: it must not take the jobs service down. Ends when the process drains
+        (its own workers unregister then: they are not dead workers)."""
+        while self._accepting:
             await trio.sleep(self.config.jobs.worker_check_s)
+            if not self._accepting:
+                return
             try:
                 candidates, live = await self._candidates()
-                await self._ask(WorkersAlive(live=live, candidates=candidates, now=trio.current_time()))
+                handed_back = self._cluster.handed_back() if self._cluster is not None else []
+                await self._ask(WorkersAlive(live=live, candidates=candidates, now=trio.current_time(),
+                                             handed_back=handed_back))
             except Exception:
                 log.exception("jobs: checking worker liveness failed; retrying")
 

@@ -123,7 +123,8 @@ class Runtime:
         host, port = parse_bind(self.config.server.bind)
         hconfig = HypercornConfig()
         hconfig.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-        hconfig.graceful_timeout = self.config.server.shutdown_grace_s
+        # The drain's grace decides what is cut short (and logs it); hypercorn's own timer only backs it up.
+        hconfig.graceful_timeout = self.config.server.shutdown_grace_s + 1.0
         hconfig.accesslog = None
         hconfig.errorlog = logging.getLogger("amp_runtime.hypercorn")
         hconfig.loglevel = "WARNING"

@@ -184,17 +184,18 @@ async def _priority(slots: int, filler: int, urgent: int) -> dict:
     from amp_runtime.core.actor import supervise
     from amp_runtime.tasks import builtin  # noqa: F401
     from amp_runtime.tasks.registry import FUNCTIONS
-    from amp_runtime.tasks.worker import Submit, Task, WorkerActor
+    from amp_runtime.tasks.worker import Task, WorkerActor
 
     worker = WorkerActor(WorkerConfig(id="w", slots=slots, max_queue=100_000),
                          keep_results=10_000, keep_results_s=600, expose_tracebacks=False)
     waits: dict[int, list[float]] = {1: [], 10: []}
 
     async def submit(priority: int, ms: int):
-        task = Task(f"p{priority}-{time.perf_counter_ns()}", FUNCTIONS["sleep"], {"ms": ms},
+        spec = FUNCTIONS["sleep"]
+        task = Task(f"p{priority}-{time.perf_counter_ns()}", spec, spec.input_type(ms=ms),
                     priority=priority, mode="sync", timeout_s=600)
         submitted = time.perf_counter()
-        await worker.tell(Submit(task))
+        worker.admit(task)
         await task.outcome.wait()
         waits[priority].append(time.perf_counter() - submitted - task.duration_ms / 1000)
 

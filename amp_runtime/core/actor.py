@@ -59,7 +59,8 @@ class Actor:
     """Base class. Subclasses implement `handle(msg, reply)`; `reply` is None for a `tell`.
 
     `on_start` runs before the first message (and again after a restart), so an actor can
-    rebuild its state from the store. `run` returns when the mailbox is closed.
+    rebuild its state from the store. `run` returns when the mailbox is closed. A message that
+    raises fails its own `ask` and crashes the actor (see `supervise` for what a restart needs).
     """
 
     def __init__(self, name: str, *, mailbox_size: int = 1024, ask_timeout: float = 30.0):
@@ -146,8 +147,12 @@ async def supervise(
     max_restarts_per_minute: int = 5,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run `actor.run()`; log and restart it when it crashes, within a budget.
+    """Run `actor.run()`; log the crash once with its cause and run it again, within a budget.
 
+    A restart calls `run` on the same object, so an actor supervised here must rebuild in `run`
+    (from the store in `on_start`, or from nothing) and settle, before its `run` raises, every
+    caller it owed an answer: never carry half-changed state into the next run (the worker actor
+    closes its books and starts a new generation; the webhook sender restarts what it owes).
     Returns when the actor returns normally (mailbox closed). Cancellation passes through.
     """
     crashes: deque[float] = deque()

@@ -133,6 +133,7 @@ class RouteInfo:
     responses: dict[int, Any] = field(default_factory=dict)
     public: bool = False
     content_type: str = JSON  # of the 2xx response
+    describe: Callable[[dict, dict], None] | None = None  # amends (operation, component schemas)
 
 
 _FROM_REQUEST = object()
@@ -204,11 +205,14 @@ class Api:
         aliases: tuple[str, ...] = (),
         extra_methods: tuple[str, ...] = (),
         content_type: str = JSON,
+        describe: Callable[[dict, dict], None] | None = None,
     ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
         """Register `handler(**path_params, body=?, query=?)` for `method path`.
 
         `aliases` are extra URL rules for the same handler that `/openapi` does not list (e.g.
         version-prefixed paths); `extra_methods` likewise (GET-with-body for POST routes).
+        `describe(operation, schemas)` adds to the route's generated OpenAPI what only the family
+        knows (the tasks API: each function's input schema).
         """
         body_decoder = msgspec.json.Decoder(body) if body is not None else None
 
@@ -253,6 +257,7 @@ class Api:
                                                query=query is not None),
                     public=public,
                     content_type=content_type,
+                    describe=describe,
                 )
             )
             return handler

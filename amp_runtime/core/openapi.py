@@ -74,6 +74,8 @@ def build_openapi(routes: Iterable[RouteInfo], *, title: str, version: str) -> d
         op["responses"] = responses
         if not route.public:
             op["security"] = [{"apiKey": []}, {"bearer": []}]
+        if route.describe is not None:
+            route.describe(op, components)
         paths.setdefault(route.path, {})[route.method] = op
 
     return {

@@ -49,11 +49,10 @@ class TaskResult(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class TaskAccepted(msgspec.Struct, kw_only=True):
-    """202 for webhook mode."""
+    """202 for webhook mode: accepted, nothing ran yet."""
 
     id: str
     status: str = "queued"
-    success: bool = True
 
 
 class Delivery(msgspec.Struct, kw_only=True, omit_defaults=True):

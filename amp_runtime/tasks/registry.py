@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import msgspec
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +20,7 @@ class FunctionSpec:
     timeout_s: float | None
     fn: Callable[..., Any]
     kind: str  # "async", "stream" (async generator), "thread" or "process" (plain def)
+    input_type: Any = None  # a msgspec.Struct the input is decoded into at admission; None: any JSON
 
 
 FUNCTIONS: dict[str, FunctionSpec] = {}
@@ -34,7 +38,8 @@ def function(
     """Register a task function. `async def` runs on trio, an async generator streams, a plain
     `def` runs in a worker thread, or with `run="process"` in the runtime's pool of worker
     processes (CPU-bound work; a timeout or cancel kills the process). The function receives
-    the task's `input`.
+    the task's `input`; when its parameter is annotated with a `msgspec.Struct`, the input is
+    decoded into it (and checked) at admission.
 
     A `run="process"` function is sent to the worker process by name, so it must be defined at
     the top level of a module the worker process can import (not a lambda, not nested), and
@@ -62,11 +67,22 @@ def function(
             timeout_s=timeout_s,
             fn=fn,
             kind=kind,
+            input_type=declared_input(fn),
         )
         FUNCTIONS[spec.name] = spec
         return fn
 
     return register
+
+
+def declared_input(fn: Callable[..., Any]) -> Any:
+    """The `msgspec.Struct` a function's first parameter is annotated with, else None."""
+    try:
+        first = next(iter(inspect.signature(fn).parameters.values()), None)
+        hint = typing.get_type_hints(fn).get(first.name) if first is not None else None
+    except (TypeError, ValueError, NameError):
+        return None
+    return hint if isinstance(hint, type) and issubclass(hint, msgspec.Struct) else None
 
 
 def _check_importable(fn: Callable[..., Any]) -> None:

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import msgspec
 import trio
 from quart import Response, current_app, websocket
 
 from ..core.http import Api, ApiError, CodedError, Reply
+from .errors import Rejected, WorkerFailed
 from .models import (
     FunctionInfo, Health, Logs, Maintenance, Slots, TaskAccepted, TaskRequest, TaskResult,
     TaskView, WorkerHealth,
 )
+from .openapi import document_function_inputs
 from .registry import FUNCTIONS
-from .validation import task_problems
-from .webhooks import UnsafeTarget, check_target
-from .worker import Rejected, Submit, run_sync
+from .service import Forwarded, StreamHandle, SyncOutcome
 
 api = Api("tasks", prefixes=("/task", "/health", "/logs", "/on", "/off", "/ws/"))
 _encode = msgspec.json.Encoder().encode
-OUTCOME_STATUS = {"completed": 200, "failed": 500, "timed_out": 504, "cancelled": 409}
 
 
-def _rejected(exc: Rejected) -> ApiError:
-    headers = {"Retry-After": str(current_app.runtime.config.tasks.retry_after_s)} if exc.status == 429 else None
-    return ApiError(exc.status, exc.code, exc.message, headers=headers)
+def _api_error(exc: Rejected | WorkerFailed) -> ApiError:
+    retry_after = str(current_app.runtime.config.tasks.retry_after_s)
+    if isinstance(exc, WorkerFailed):
+        return ApiError(503, "WORKER_FAILED", str(exc), headers={"Retry-After": retry_after})
+    headers = {"Retry-After": retry_after} if exc.status == 429 else None
+    return ApiError(exc.status, exc.code, exc.message, problems=exc.problems, headers=headers)
 
 
 @api.route(
@@ -31,61 +35,38 @@ def _rejected(exc: Rejected) -> ApiError:
     responses={200: TaskResult, 202: TaskAccepted, 400: CodedError, 401: CodedError, 404: CodedError,
                409: TaskResult, 413: CodedError, 429: CodedError, 500: TaskResult, 503: CodedError,
                504: TaskResult},
+    describe=document_function_inputs,
 )
 async def submit_task(body: TaskRequest):
-    runtime = current_app.runtime
-    service = runtime.tasks
-    spec = FUNCTIONS.get(body.function)
-    if spec is None:
-        raise ApiError(404, "FUNCTION_NOT_FOUND", f"no function {body.function[:256]!r}")
-    forwarded = await runtime.cluster.route_task(body, spec)  # a node with more room answers
-    if forwarded is not None:
-        return forwarded
-    problems = task_problems(body, spec, service.workers, runtime.config.http.max_id_length)
-    if problems:
-        raise ApiError(400, "VALIDATION_ERROR", "; ".join(problems), problems=problems)
-    if body.mode == "webhook":
-        try:
-            await check_target(body.webhook.url, runtime.config.webhook.allow_private)
-        except UnsafeTarget as exc:
-            raise ApiError(400, "WEBHOOK_TARGET_REFUSED", str(exc)) from None
     try:
-        worker = service.pick_worker(spec, body.worker)
-        task = service.new_task(body, spec)
-        if body.mode == "sync":
-            result = await run_sync(worker, task)
-            return Reply(OUTCOME_STATUS[result.status], result)
-        if service.maintenance:
-            raise Rejected(503, "MAINTENANCE", "the runtime is in maintenance mode")
-        if body.mode == "stream" and service.open_streams >= runtime.config.http.max_open_streams:
-            raise Rejected(429, "TOO_MANY_STREAMS", "too many open streams")
-        await worker.ask(Submit(task))
-        if task.outcome.done and task.status == "queued":  # refused by the worker
-            await task.outcome.wait()
-    except Rejected as exc:
-        raise _rejected(exc) from None
-    if body.mode == "webhook":
-        return Reply(202, TaskAccepted(id=task.id))
-    return _stream_response(service, task)
+        submitted = await current_app.runtime.tasks.submit(body)
+    except (Rejected, WorkerFailed) as exc:
+        raise _api_error(exc) from None
+    match submitted:
+        case SyncOutcome(status=status, result=result):
+            return Reply(status, result, {"X-Task-Id": result.id})
+        case TaskAccepted():
+            return Reply(202, submitted)
+        case StreamHandle():
+            return _stream_response(submitted)
+        case Forwarded(response=response):
+            return response
 
 
-def _stream_response(service, task) -> Response:
-    async def events():
-        service.open_streams += 1
+def _stream_response(handle: StreamHandle) -> Response:
+    async def body():
         try:
-            async for item in task.items_recv:
-                yield b"data: " + item + b"\n\n"
-            result = await task.outcome.wait()
-            event = b"end" if result.status == "completed" else b"error"
-            yield b"event: " + event + b"\ndata: " + _encode(result) + b"\n\n"
+            async with aclosing(handle.events()) as events:
+                async for event, data in events:
+                    if event is None:
+                        yield b"data: " + data + b"\n\n"
+                    else:
+                        yield b"event: " + event + b"\ndata: " + data + b"\n\n"
         finally:
-            service.open_streams -= 1
-            task.items_recv.close()
-            if not task.outcome.done:  # the reader left: cancel the task, free its slot now
-                service.cancel_nowait(task)
+            handle.close()  # the stream's place and, if the reader left, its task
 
-    response = Response(events(), content_type="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Task-Id": task.id})
+    response = Response(body(), content_type="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Task-Id": handle.id})
     response.timeout = None
     return response
 

@@ -1,4 +1,9 @@
-"""The task service: worker actors, webhook sender, routing and the runtime's tags."""
+"""The task service: admission of `POST /task`, the worker actors, the webhook sender.
+
+`submit` is the one way a task gets in: forwarding to a node with more room, validation (every
+problem listed), the webhook target check, maintenance, the stream count and the worker's queue
+limits all happen there, before anything runs. Routes only decode, submit and encode.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import platform
 import sys
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import msgspec
@@ -14,11 +20,18 @@ import trio
 from .. import __version__
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  (registers the built-in functions)
-from .models import TaskRequest
+from .errors import Rejected, WorkerFailed
+from .models import TaskAccepted, TaskError, TaskRequest, TaskResult
 from .process_slots import ProcessSlots
 from .registry import FUNCTIONS, FunctionSpec
-from .webhooks import Deliver, WebhookSender
-from .worker import Cancel, Hold, Lookup, RecordDelivery, Rejected, SetMaintenance, Submit, Task, Unhold, WorkerActor
+from .validation import decode_input, task_problems
+from .webhooks import Deliver, UnsafeTarget, WebhookSender, check_target
+from .worker import (
+    SETTLE_GRACE_S, Cancel, Hold, Lookup, RecordDelivery, SlotHold, Task, Unhold, WorkerActor,
+    run_leased, wait_outcome,
+)
+
+OUTCOME_STATUS = {"completed": 200, "failed": 500, "timed_out": 504, "cancelled": 409}
 
 
 class WorkerSnapshot(msgspec.Struct):
@@ -30,6 +43,85 @@ class WorkerSnapshot(msgspec.Struct):
     queued: int
     maintenance: bool
     running: list[str] = []  # ids of running tasks (and jobs holding a slot, as "job:<id>")
+
+
+# -- what `submit` answers ---------------------------------------------------------------------
+@dataclass(slots=True)
+class SyncOutcome:
+    """A sync task's result; `status` is the HTTP status of its outcome."""
+
+    status: int
+    result: TaskResult
+
+
+@dataclass(slots=True)
+class Forwarded:
+    """A node of the cluster answered; the response goes back as it is."""
+
+    response: Any
+
+
+class StreamHandle:
+    """An admitted stream task: its items, then its outcome. `close()` (in the reader's
+    `finally`) gives back the stream's place in `[http] max_open_streams` and cancels the task
+    if it is still going (the reader left)."""
+
+    __slots__ = ("task", "_service", "_open")
+
+    def __init__(self, service: "TaskService", task: Task):
+        self.task = task
+        self._service = service
+        self._open = True
+
+    @property
+    def id(self) -> str:
+        return self.task.id
+
+    async def events(self) -> AsyncIterator[tuple[bytes | None, bytes]]:
+        """(None, item) per item, then (b"end" | b"error", encoded outcome).
+
+        Bounded: once running, the task's own deadline ends it (and a failing worker settles it);
+        while it waits in the queue, the wait is bounded by its deadline plus a grace."""
+        task = self.task
+        items = task.items_recv
+        while True:
+            if task.status == "queued":
+                with trio.move_on_at(task.deadline + SETTLE_GRACE_S) as waited:  # never around a yield
+                    try:
+                        item = await items.receive()
+                    except trio.EndOfChannel:
+                        break
+                if waited.cancelled_caught:
+                    yield b"error", _encode(_unanswered(task))
+                    return
+            else:
+                try:
+                    item = await items.receive()
+                except trio.EndOfChannel:
+                    break
+            yield None, item
+        try:
+            result = await wait_outcome(self._service.workers[task.worker], task)
+        except WorkerFailed:
+            result = _unanswered(task)
+        yield (b"end" if result.status == "completed" else b"error"), _encode(result)
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._service._stream_closed()
+            self.task.items_recv.close()
+            if not self.task.outcome.done:  # the reader left: cancel the task, free its slot now
+                self._service.cancel_nowait(self.task)
+
+
+Submitted = SyncOutcome | StreamHandle | TaskAccepted | Forwarded
+_encode = msgspec.json.Encoder().encode
+
+
+def _unanswered(task: Task) -> TaskResult:
+    return TaskResult(id=task.id, status="failed", success=False, error=TaskError(
+        type="WorkerFailed", message=f"worker {task.worker} did not answer in time"))
 
 
 class TaskService(ServiceBase):
@@ -46,8 +138,7 @@ class TaskService(ServiceBase):
             for w in self.config.workers
         }
         self.process_slots = ProcessSlots(tasks.process_pool_size)  # run="process" functions
-        self.maintenance = False
-        self.open_streams = 0
+        self.open_streams = 0  # changed only by `submit` and `StreamHandle.close`, neither awaits
         self.tags: dict[str, str] = {
             "python": platform.python_version(),
             "amp_runtime": __version__,
@@ -61,7 +152,79 @@ class TaskService(ServiceBase):
     def actors(self) -> list:
         return [self.process_slots, self.webhooks, *self.workers.values()]
 
-    # -- routing ---------------------------------------------------------------------------
+    @property
+    def maintenance(self) -> bool:
+        """True while every worker is in maintenance: the workers hold the one flag."""
+        return all(worker.maintenance for worker in self.workers.values())
+
+    # -- admission -------------------------------------------------------------------------
+    async def submit(self, request: TaskRequest) -> Submitted:
+        """Admit one `POST /task` and start it: a sync task's outcome, a stream to read, a
+        webhook task's acceptance, or a node's answer. Raises `Rejected` (4xx/5xx with a code,
+        every problem of a 400 listed) and `WorkerFailed`."""
+        spec = FUNCTIONS.get(request.function)
+        if spec is None:
+            raise Rejected(404, "FUNCTION_NOT_FOUND", f"no function {request.function[:256]!r}")
+        forwarded = await self.runtime.cluster.route_task(request, spec)  # a node with more room answers
+        if forwarded is not None:
+            return Forwarded(forwarded)
+        task_input = await self._check(request, spec)
+        worker = self.pick_worker(spec, request.worker)
+        task = self.new_task(request, spec, task_input)
+        # An idempotency key is looked up / claimed here: a duplicate gets the first task's answer.
+        if request.mode == "sync":
+            return await self._run_sync(worker, task)
+        if request.mode == "stream":
+            return self._start_stream(worker, task)
+        return await self._accept(worker, task)
+
+    async def _run_sync(self, worker: WorkerActor, task: Task) -> SyncOutcome:
+        """On a slot the worker lends when one is free (no hop), else through its queue."""
+        lease = worker.admit(task, lease=True)
+        if lease is not None:
+            result = await run_leased(worker, lease, task)
+        else:
+            result = await wait_outcome(worker, task)
+        return SyncOutcome(OUTCOME_STATUS[result.status], result)
+
+    def _start_stream(self, worker: WorkerActor, task: Task) -> StreamHandle:
+        """The stream's place is taken here and given back by `StreamHandle.close`."""
+        self._take_stream()
+        try:
+            worker.admit(task)
+        except BaseException:
+            self._stream_closed()
+            raise
+        return StreamHandle(self, task)
+
+    async def _accept(self, worker: WorkerActor, task: Task) -> TaskAccepted:
+        """A webhook task: queued now, answered 202, its outcome delivered when it settles."""
+        # Accepted async work is persisted here, before the 202 (and forgotten if `admit` refuses).
+        worker.admit(task)
+        return TaskAccepted(id=task.id)
+
+    async def _check(self, request: TaskRequest, spec: FunctionSpec) -> Any:
+        """The function's input, decoded; raises `Rejected` (400) listing every problem."""
+        problems = task_problems(request, spec, self.workers, self.config.http.max_id_length)
+        task_input, input_problems = decode_input(spec, request.input)
+        problems += input_problems
+        if problems:
+            raise Rejected(400, "VALIDATION_ERROR", "; ".join(problems), problems=problems)
+        if request.mode == "webhook":
+            try:
+                await check_target(request.webhook.url, self.config.webhook.allow_private)
+            except UnsafeTarget as exc:
+                raise Rejected(400, "WEBHOOK_TARGET_REFUSED", str(exc)) from None
+        return task_input
+
+    def _take_stream(self) -> None:
+        if self.open_streams >= self.config.http.max_open_streams:
+            raise Rejected(429, "TOO_MANY_STREAMS", "too many open streams", retry_after=1)
+        self.open_streams += 1
+
+    def _stream_closed(self) -> None:
+        self.open_streams -= 1
+
     def worker_ids(self) -> list[str]:
         return list(self.workers)
 
@@ -70,8 +233,6 @@ class TaskService(ServiceBase):
 
     def pick_worker(self, spec: FunctionSpec, named: str | None) -> WorkerActor:
         """The named worker, or the one serving the function's group with most free capacity."""
-        if self.maintenance:
-            raise Rejected(503, "MAINTENANCE", "the runtime is in maintenance mode")
         if named is not None:
             return self.workers[named]
         best, best_room, serving = None, None, 0
@@ -91,11 +252,12 @@ class TaskService(ServiceBase):
             raise Rejected(404, "NO_WORKER", f"no worker serves group {spec.group!r}")
         return best
 
-    def new_task(self, request: TaskRequest, spec: FunctionSpec) -> Task:
+    def new_task(self, request: TaskRequest, spec: FunctionSpec, task_input: Any) -> Task:
         timeout = spec.timeout_s if spec.timeout_s is not None else self.config.tasks.default_timeout_s
-        return Task(uuid.uuid4().hex, spec, request.input, priority=request.priority,
+        return Task(uuid.uuid4().hex, spec, task_input, priority=request.priority,
                     mode=request.mode, timeout_s=timeout, webhook=request.webhook)
 
+    # -- after admission -------------------------------------------------------------------
     def cancel_nowait(self, task: Task) -> None:
         self.workers[task.worker].tell_nowait(Cancel(task.id))
 
@@ -121,14 +283,13 @@ class TaskService(ServiceBase):
         def report(task_id: str, delivery: Any, final: str | None) -> None:
             worker.tell_nowait(RecordDelivery(task_id, delivery, final))
 
-        self.webhooks.tell_nowait(Deliver(task.id, task.webhook.url, dict(task.webhook.headers),
-                                          task.result_body(), report))
+        self.webhooks.enqueue(Deliver(task.id, task.webhook.url, dict(task.webhook.headers),
+                                      task.result_body(), report))
 
     # -- maintenance and capacity --------------------------------------------------------
     async def set_maintenance(self, on: bool) -> None:
-        self.maintenance = on
         for worker in self.workers.values():
-            await worker.ask(SetMaintenance(on))
+            worker.set_maintenance(on)
 
     async def snapshot(self) -> list[WorkerSnapshot]:
         return [
@@ -140,26 +301,31 @@ class TaskService(ServiceBase):
     @asynccontextmanager
     async def hold_slot(self, worker_id: str, holder: str) -> AsyncIterator[None]:
         """Occupy one slot of `worker_id` for the body (a running job). Waits for a free slot
-        ahead of queued tasks; raises KeyError for an unknown worker."""
+        ahead of queued tasks; raises KeyError for an unknown worker and `WorkerFailed` when
+        the worker fails (the body is cancelled then)."""
         worker = self.workers[worker_id]
-        from .worker import SlotHold
-
         hold = SlotHold(holder)
         await worker.ask(Hold(hold))
         try:
             await hold.granted.wait()
-            yield
+            if hold.failure is None:
+                with hold.scope:
+                    yield
+            if hold.failure is not None:
+                raise hold.failure
         finally:
             if not worker.tell_nowait(Unhold(hold)):
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_GRACE_S):
                     await worker.tell(Unhold(hold))
 
     def stop_accepting(self) -> None:
-        self.maintenance = True
         for worker in self.workers.values():
-            worker.tell_nowait(SetMaintenance(True))
+            worker.set_maintenance(True)
 
     async def drain(self) -> None:
         for worker in self.workers.values():
             await worker.wait_idle()
         await self.webhooks.wait_idle()
+
+
+__all__ = ["TaskService", "Submitted", "SyncOutcome", "StreamHandle", "Forwarded", "Rejected", "WorkerFailed"]

@@ -4,6 +4,10 @@ The sender is an actor with one shared HTTP client; each delivery runs in its nu
 by a limiter. Every attempt is reported back to the task's worker, which owns the record.
 Redirects are not followed; URLs resolving to private, loopback or link-local addresses are
 refused unless `[webhook] allow_private` (checked at submission and again before each attempt).
+
+A failure is contained to its delivery: whatever one attempt raises is recorded as that attempt's
+error and retried like a refused one. If the sender itself fails, its restart starts again every
+delivery it still owes (it keeps them until they end), from the attempt that was cut short.
 """
 
 from __future__ import annotations
@@ -32,14 +36,37 @@ class UnsafeTarget(Exception):
     pass
 
 
+MAX_URL_LENGTH = 2048
+
+
 def url_problems(url: str) -> list[str]:
-    """Syntax only: scheme and host."""
-    parts = urlsplit(url)
+    """Syntax only: length, characters, scheme, host and port."""
+    shown = repr(url[:256])
+    if len(url) > MAX_URL_LENGTH:
+        return [f"webhook.url: longer than {MAX_URL_LENGTH} characters"]
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return [f"webhook.url: only printable ASCII without spaces (percent-encode the rest, "
+                f"punycode for hosts), got {shown}"]
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises for a port out of range or not a number
+    except ValueError as exc:
+        return [f"webhook.url: {exc}: {shown}"]
     if parts.scheme not in ("http", "https"):
-        return [f"webhook.url must be an http or https URL, got {url!r}"]
+        return [f"webhook.url must be an http or https URL, got {shown}"]
     if not parts.hostname:
-        return [f"webhook.url has no host: {url!r}"]
+        return [f"webhook.url has no host: {shown}"]
     return []
+
+
+def merged_headers(*layers: dict[str, str]) -> dict[str, str]:
+    """Later layers override earlier ones whatever the case of the name (HTTP names are
+    case-insensitive): a request's `authorization` replaces the configured `Authorization`."""
+    merged: dict[str, tuple[str, str]] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            merged[name.lower()] = (name, value)
+    return dict(merged.values())
 
 
 async def check_target(url: str, allow_private: bool) -> None:
@@ -69,35 +96,64 @@ class Deliver(msgspec.Struct, tag=True):
     report: Any  # callable(task_id, Delivery, final_status | None)
 
 
+class _Owed:
+    """One delivery the sender owes: its message and the attempts made so far."""
+
+    __slots__ = ("msg", "attempts")
+
+    def __init__(self, msg: Deliver):
+        self.msg = msg
+        self.attempts = 0
+
+
 class WebhookSender(Actor):
     def __init__(self, config: WebhookConfig):
         super().__init__("webhooks", mailbox_size=4096)
         self.config = config
         self.limiter = trio.CapacityLimiter(MAX_CONCURRENT_DELIVERIES)
         self.outcomes = {"delivered": 0, "failed": 0, "retried": 0}
-        self._pending = 0
-        self._none_pending = trio.Event()
-        self._none_pending.set()
+        self._owed: set[_Owed] = set()  # until each ends: what a restart starts again
+        self._nursery: trio.Nursery | None = None
+        self._none_owed = trio.Event()
+        self._none_owed.set()
 
     async def run(self) -> None:
         async with httpx.AsyncClient(follow_redirects=False, timeout=self.config.timeout_s) as client:
             self._client = client
             async with trio.open_nursery() as nursery:
+                for owed in self._owed:  # after a failure: the deliveries it cut short
+                    nursery.start_soon(self._deliver, owed)
                 self._nursery = nursery
-                await super().run()
+                try:
+                    await super().run()
+                finally:
+                    self._nursery = None
+
+    def enqueue(self, msg: Deliver) -> None:
+        """Owe one delivery; it starts at once (or when the sender runs again). Never awaits."""
+        owed = _Owed(msg)
+        self._owed.add(owed)
+        self._none_owed = trio.Event() if self._none_owed.is_set() else self._none_owed
+        if self._nursery is not None:
+            try:
+                self._nursery.start_soon(self._deliver, owed)
+            except RuntimeError:  # the nursery is closing (shutdown): it stays owed
+                pass
 
     async def handle(self, msg: Any, reply: Reply | None) -> None:
         match msg:
             case Deliver():
-                self._pending += 1
-                self._none_pending = trio.Event()
-                self._nursery.start_soon(self._deliver, msg)
+                self.enqueue(msg)
 
     async def wait_idle(self) -> None:
-        await self._none_pending.wait()
+        await self._none_owed.wait()
 
     def _payload(self, body: TaskResult) -> bytes:
-        data = _encode(body)
+        try:
+            data = _encode(body)
+        except (TypeError, ValueError) as exc:  # a result JSON cannot express
+            data = _encode(TaskResult(id=body.id, status="failed", success=False, error=TaskError(
+                type="ResultNotSerializable", message=str(exc)[:1000])))
         if len(data) > self.config.max_payload_bytes:
             data = _encode(TaskResult(
                 id=body.id, status="failed", success=False,
@@ -106,33 +162,61 @@ class WebhookSender(Actor):
             ))
         return data
 
-    async def _deliver(self, msg: Deliver) -> None:
-        report: Callable[[str, Delivery, str | None], None] = msg.report
-        headers = {**self.config.headers, **msg.headers, "Content-Type": "application/json"}
-        payload = self._payload(msg.body)
+    async def _deliver(self, owed: _Owed) -> None:
+        msg = owed.msg
         try:
-            async with self.limiter:
-                for attempt in range(1, self.config.attempts + 1):
-                    delivery = await self._attempt(msg.url, headers, payload, attempt)
-                    ok = delivery.status_code is not None and 200 <= delivery.status_code < 300
-                    last = ok or attempt == self.config.attempts
-                    final = None if not last else ("delivered" if ok else "failed")
-                    report(msg.task_id, delivery, final)
-                    if ok:
-                        self.outcomes["delivered"] += 1
-                        return
-                    if last:
-                        self.outcomes["failed"] += 1
-                        log.warning("webhook for task %s failed after %d attempts", msg.task_id, attempt)
-                        return
-                    self.outcomes["retried"] += 1
-                    await trio.sleep(self._backoff(attempt))
-        finally:
-            self._pending -= 1
-            if self._pending == 0:
-                self._none_pending.set()
+            await self._attempts(owed)
+        except Exception:  # contained: the other deliveries go on
+            log.exception("webhook for task %s: delivery failed", msg.task_id)
+            self.outcomes["failed"] += 1
+            self._report(msg, Delivery(attempt=owed.attempts, at=rfc3339(utcnow()),
+                                       error="the sender failed"), "failed")
+        # Not in a `finally`: a delivery cut short by the sender's failure stays owed.
+        self._owed.discard(owed)
+        if not self._owed:
+            self._none_owed.set()
 
-    async def _attempt(self, url: str, headers: dict[str, str], payload: bytes, attempt: int) -> Delivery:
+    async def _attempts(self, owed: _Owed) -> None:
+        msg = owed.msg
+        merged = merged_headers(self.config.headers, msg.headers, {"Content-Type": "application/json",
+                                                                   "X-Amp-Task-Id": msg.task_id})
+        # Values are latin-1 (admission checked); httpx would encode a str value as ASCII.
+        fixed = [(name.encode("ascii"), value.encode("latin-1")) for name, value in merged.items()
+                 if name.lower() != "x-amp-delivery-attempt"]
+        payload = self._payload(msg.body)
+        async with self.limiter:
+            while owed.attempts < self.config.attempts:
+                owed.attempts += 1
+                attempt = owed.attempts
+                # The task id and attempt number let a receiver deduplicate (delivery is at-least-once).
+                headers = [*fixed, (b"X-Amp-Delivery-Attempt", b"%d" % attempt)]
+                try:
+                    delivery = await self._attempt(msg.url, headers, payload, attempt)
+                except Exception as exc:  # a bug, or a value admission let through: this attempt failed
+                    log.warning("webhook for task %s: attempt %d raised %s: %s", msg.task_id, attempt,
+                                type(exc).__name__, exc)
+                    delivery = Delivery(attempt=attempt, at=rfc3339(utcnow()), error=f"{type(exc).__name__}: {exc}")
+                ok = delivery.status_code is not None and 200 <= delivery.status_code < 300
+                last = ok or attempt >= self.config.attempts
+                self._report(msg, delivery, None if not last else ("delivered" if ok else "failed"))
+                if ok:
+                    self.outcomes["delivered"] += 1
+                    return
+                if last:
+                    self.outcomes["failed"] += 1
+                    log.warning("webhook for task %s failed after %d attempts", msg.task_id, attempt)
+                    return
+                self.outcomes["retried"] += 1
+                await trio.sleep(self._backoff(attempt))
+
+    def _report(self, msg: Deliver, delivery: Delivery, final: str | None) -> None:
+        report: Callable[[str, Delivery, str | None], None] = msg.report
+        try:
+            report(msg.task_id, delivery, final)
+        except Exception:
+            log.exception("webhook for task %s: could not record attempt %d", msg.task_id, delivery.attempt)
+
+    async def _attempt(self, url: str, headers: list[tuple[bytes, bytes]], payload: bytes, attempt: int) -> Delivery:
         at = rfc3339(utcnow())
         try:
             await check_target(url, self.config.allow_private)

@@ -1,15 +1,21 @@
-"""A worker actor: owns its slots and its priority queue.
+"""A worker actor: owns one worker's slots, its priority queue and the records of its tasks.
 
-`slots` long-lived slot tasks pull from the queue (no task spawned per submission). Callers
-hand over a `Task` with `Submit`; its outcome comes back through the task's `outcome` reply
-(and, in stream mode, its items through a bounded channel, so a slow reader slows the
-function instead of growing memory).
+Only the actor's own code changes that state: the handler of its mailbox (cancel, lookup, job
+holds, delivery reports), its slot tasks, and the methods the hot path calls without a task
+switch -- `admit`, `release`, `set_maintenance` -- none of which awaits, so each runs atomically
+between checkpoints (as trio's MemoryChannelState does). Nothing outside reads or writes its
+fields; others read what it publishes: `state`, `running_ids()` and the counters for /metrics.
 
-The fast lane: while nothing is queued, the worker offers its free slots as leases on the
-`offers` channel. A sync request that receives one runs the function in its own task (no
-hop through the scheduler, ~20% of a request's cost) and gives the slot back with `Finished`.
-Queued work withdraws every offer first, so leases never jump the queue. A task's record is
-written by whoever holds its slot: a slot task, or the lease holder until `Finished`.
+Slots: `slots` long-lived slot tasks take work from a channel only this actor sends on. A sync
+request that finds a free slot gets a `Lease` from `admit` and runs its function in its own task
+(no hop through the scheduler, ~20% of a request's cost), then hands the lease back to `release`.
+Queued work goes to a slot the moment one frees, so a free slot means an empty queue: a lease
+never jumps the queue (strict priority: 1 first, FIFO within a priority).
+
+Failure: when any of this code raises, the worker fails as a whole. Every task and job hold it
+owes an answer is settled with the cause (a `WorkerFailed` error), the supervisor logs it once
+and starts the worker again from nothing: an empty queue, every slot free, a new generation
+(leases lent before are then ignored when they come back).
 """
 
 from __future__ import annotations
@@ -18,37 +24,34 @@ import bisect
 import logging
 import time
 import traceback
-from datetime import datetime, timezone
 from collections import OrderedDict
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 import trio
 
 from ..config import WorkerConfig
-from ..core.actor import YIELD_EVERY, Actor, Reply
+from ..core.actor import Actor, Reply
 from ..core.clock import rfc3339
+from .errors import Rejected, WorkerFailed
 from .models import SlotState, TaskError, TaskResult, TaskView
 from .process_slots import run_in_process
 from .queue import PriorityQueue
 from .registry import FunctionSpec
 
+__all__ = ["Rejected", "WorkerFailed", "Task", "Lease", "SlotHold", "WorkerActor", "run_sync", "run_leased"]
+
 log = logging.getLogger("amp_runtime.tasks")
 _encode = msgspec.json.Encoder().encode
 DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 STREAM_BUFFER = 16  # items waiting for a stream reader before the function is paused
-
-
-class Rejected(Exception):
-    """The worker refused a task; `status` and `code` say how to answer."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+SETTLE_GRACE_S = 5.0  # past a task's deadline, how long a caller waits for its worker to answer
 
 
 class Task:
-    """One task's record. Written only by its worker once submitted."""
+    """One task's record. Written by whoever runs it (a slot task of its worker, or the sync request
+    holding its lease); its worker reads it for lookups and settles it if the worker fails."""
 
     __slots__ = (
         "id", "spec", "input", "priority", "mode", "webhook", "worker", "status", "result",
@@ -110,27 +113,40 @@ class Task:
 
 
 class SlotHold:
-    """A job occupying a slot: granted when a slot takes it, released by its holder."""
+    """A job occupying a slot: granted when a slot frees, released by its holder (`Unhold`).
 
-    __slots__ = ("holder", "granted", "released")
+    If the worker fails, `failure` is set, `granted` too (a waiter wakes) and `scope` (entered by
+    the holder around its work) is cancelled: the job learns at once that its slot is gone."""
+
+    __slots__ = ("holder", "granted", "scope", "failure")
 
     def __init__(self, holder: str):
         self.holder = holder
         self.granted = trio.Event()
-        self.released = trio.Event()
+        self.scope = trio.CancelScope()
+        self.failure: WorkerFailed | None = None
+
+
+class Lease:
+    """A free slot a worker lends to a sync request, which runs its task in its own task.
+
+    Made by `WorkerActor.admit`, given back once to `WorkerActor.release`; opaque to its holder."""
+
+    __slots__ = ("_task", "_generation")
+
+    def __init__(self, task: Task, generation: object):
+        self._task = task
+        self._generation: object | None = generation
 
 
 # -- mailbox messages ----------------------------------------------------------------------
-class Submit(msgspec.Struct, tag=True):
-    """A route hands over a task. Rejections arrive as `Rejected` on `task.outcome`."""
-
-    task: Any
-
-
 class Cancel(msgspec.Struct, tag=True):
-    """Cancel a queued or running task (client gone, DELETE /tasks/{id})."""
+    """Cancel a queued or running task (DELETE /tasks/{id}, a stream reader gone, or a caller
+    whose task outlived its deadline in the queue: `timed_out`). Answers the task's outcome
+    slot (await it for the final state), or None."""
 
     task_id: str
+    timed_out: bool = False
 
 
 class Hold(msgspec.Struct, tag=True):
@@ -145,26 +161,14 @@ class Unhold(msgspec.Struct, tag=True):
     hold: Any
 
 
-class Started(msgspec.Struct, tag=True):
-    """A lease holder started a task (so Lookup, Cancel and running_ids see it)."""
-
-    task: Any
-
-
-class Finished(msgspec.Struct, tag=True):
-    """A lease holder's task is over. Its slot comes back with this message unless the holder
-    already put the lease back on offer (`reoffered`)."""
-
-    task: Any
-    reoffered: bool = False
-
-
 class SetMaintenance(msgspec.Struct, tag=True):
+    """Maintenance on: new tasks are refused; queued and running ones finish."""
+
     on: bool
 
 
 class Lookup(msgspec.Struct, tag=True):
-    """The task record with this id, or None (kept for a bounded time and count)."""
+    """The task record with this id as a `TaskView`, or None (kept for a bounded time and count)."""
 
     task_id: str
 
@@ -185,230 +189,230 @@ class WorkerActor(Actor):
         self.keep_results = keep_results
         self.keep_results_s = keep_results_s
         self.expose_tracebacks = expose_tracebacks
-        self.on_finished = on_finished  # called with each finished webhook task
-        self._queue: PriorityQueue[Task | SlotHold] = PriorityQueue()
-        self._queued_tasks: dict[str, Task] = {}
-        self._running: dict[str, Task] = {}
-        self._holds: set[SlotHold] = set()
-        self._history: OrderedDict[str, Task] = OrderedDict()
-        self._work = trio.lowlevel.ParkingLot()
-        self._idle = trio.Event()
-        self.maintenance = False
-        # Counters read at scrape time by /metrics; plain ints, no locks on the hot path.
+        self.on_finished = on_finished  # called with each settled webhook task
+        self._maintenance = False  # the operator's switch: kept across a restart
+        self._history: OrderedDict[str, Task] = OrderedDict()  # settled records only
+        # Published for /metrics and the dashboard: written only here, monotonic across restarts.
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self.duration_buckets = [0] * (len(DURATION_BUCKETS_S) + 1)
         self.duration_sum_s = 0.0
-        self.changed = trio.Event()
+        self._changed = trio.Event()
         self._watched = False
-        self._idle_watched = False
-        # Every slot is in exactly one place: offered (in the channel), leased, held by a
-        # slot task (running a task or a job's hold), or spare (the actor's, for the queue).
-        self._offer, self.offers = trio.open_memory_channel[object](config.slots)
-        for _ in range(config.slots):
-            self._offer.send_nowait(LEASE)
-        self._spare = 0
+        self._idle: trio.Event | None = None
+        self._start_generation()
+        self._failure: BaseException | None = None  # set between a failure and the next start
+
+    def _start_generation(self) -> None:
+        """Everything a restart rebuilds from nothing: an empty queue, every slot free."""
+        self._generation = object()
+        self._queue: PriorityQueue[Task | SlotHold] = PriorityQueue()
+        self._queued: dict[str, Task] = {}
+        self._running: dict[str, Task] = {}  # on a slot task or leased
+        self._holds: set[SlotHold] = set()
+        self._busy = 0  # slots running a task, lent, or held by a job
+        self._to_slots, self._slot_inbox = trio.open_memory_channel[Task](self.config.slots)
+        self._failure = None
+        self._failed = trio.Event()
 
     # -- published state -------------------------------------------------------------------
-    def _busy(self) -> int:
-        offered = self._offer.statistics().current_buffer_used
-        return self.config.slots - offered - self._spare
-
     @property
     def state(self) -> SlotState:
-        """A snapshot others may read (routing, /health, /ws/slots); built when asked for."""
-        return SlotState(worker=self.name, free=self.config.slots - self._busy(), total=self.config.slots,
-                         queued=len(self._queue._entries), maintenance=self.maintenance)
+        """A snapshot others may read (routing, /health, /metrics, /ws/slots); built when asked."""
+        return SlotState(worker=self.name, free=self.config.slots - self._busy, total=self.config.slots,
+                         queued=len(self._queue), maintenance=self._maintenance)
+
+    @property
+    def maintenance(self) -> bool:
+        return self._maintenance
+
+    def running_ids(self) -> list[str]:
+        """Ids of running tasks and of jobs holding a slot (as their holder name)."""
+        return list(self._running) + [h.holder for h in self._holds if h.granted.is_set()]
+
+    async def wait_changed(self) -> None:
+        """Returns after the next change of `state`."""
+        self._watched = True
+        await self._changed.wait()
+
+    async def wait_idle(self) -> None:
+        """Returns when nothing is queued or running (used by drain)."""
+        while self._busy or self._queue:
+            if self._idle is None:
+                self._idle = trio.Event()
+            await self._idle.wait()
 
     def _publish(self) -> None:
         """Wake whoever waits for a change; nothing to do (and nothing allocated) otherwise."""
         if self._watched:  # only /ws/slots waits on it
             self._watched = False
-            self.changed.set()
-            self.changed = trio.Event()
-        if self._idle_watched and not self._queue and not self._busy():
+            self._changed.set()
+            self._changed = trio.Event()
+        if self._idle is not None and not self._busy and not self._queue:
             self._idle.set()
+            self._idle = None
 
-    async def wait_changed(self) -> None:
-        """Returns after the next change of `state`."""
-        self._watched = True
-        await self.changed.wait()
+    # -- the hot path: methods that never await --------------------------------------------
+    def admit(self, task: Task, *, lease: bool = False) -> Lease | None:
+        """Take `task`. Never awaits: atomic between checkpoints.
 
-    def running_ids(self) -> list[str]:
-        return list(self._running) + [h.holder for h in self._holds if h.granted.is_set()]
-
-    async def wait_idle(self) -> None:
-        """Returns when nothing is queued or running (used by drain)."""
-        self._idle_watched = True
-        while self._busy() or self._queue:
-            self._idle = trio.Event()
-            await self._idle.wait()
-
-    def try_lease(self) -> object | None:
-        """A free slot for the caller to run a sync task in, or None (then `Submit`)."""
+        With `lease=True` (a sync request) and a free slot, returns a `Lease`: the caller runs
+        the task itself (`run_leased`) and gives the lease back. Otherwise the task is queued and
+        its outcome arrives on `task.outcome`. Raises `Rejected` (maintenance, queue full,
+        duplicate id) or `WorkerFailed` (the worker is failing or restarting)."""
+        if self._failure is not None:
+            raise WorkerFailed(f"worker {self.name} is restarting after a failure")
+        if task.id in self._queued or task.id in self._running:
+            raise Rejected(409, "DUPLICATE_TASK_ID", f"task {task.id} is already queued or running")
+        if self._maintenance:
+            raise Rejected(503, "MAINTENANCE", f"worker {self.name} is in maintenance mode")
+        free = self._busy < self.config.slots
+        if not free and len(self._queue) >= self.config.max_queue:
+            raise Rejected(429, "QUEUE_FULL", f"worker {self.name}: queue full ({self.config.max_queue} waiting)",
+                           retry_after=1)
+        task.worker = self.name
         try:
-            return self.offers.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            if lease and free:  # a free slot means nothing is queued: the lease jumps no one
+                self._busy += 1
+                self._running[task.id] = task
+                self._publish()
+                return Lease(task, self._generation)
+            self._queued[task.id] = task
+            self._queue.push(task, task.priority)
+            self._dispatch()
             return None
+        except Exception as exc:
+            self._fail(exc)
+            raise WorkerFailed(f"worker {self.name} failed: {_describe(exc)}") from exc
 
-    def give_back(self) -> bool:
-        """A lease holder puts its lease straight back on offer when nothing waits in the
-        queue (the next request can take it before this actor runs). False: send it home."""
-        if self._queue or self.maintenance:
-            return False
-        self._offer.send_nowait(LEASE)
-        return True
+    def release(self, lease: Lease) -> None:
+        """Take a lease back once its task is settled. Never awaits: atomic between checkpoints.
 
-    def _rebalance(self) -> None:
-        """Queued work takes every offered slot; with an empty queue, spare slots are offered."""
-        if self._queue or self.maintenance:
-            while True:
-                try:
-                    self.offers.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                self._spare += 1
-            if self._queue:
-                self._work.unpark(count=self._spare)  # one slot per spare slot, not all of them
-        else:
-            while self._spare:
-                self._offer.send_nowait(LEASE)
-                self._spare -= 1
+        A lease lent before a restart is ignored: that generation's books are closed."""
+        if lease._generation is not self._generation:
+            return
+        lease._generation = None
+        task = lease._task
+        try:
+            self._record(task)  # first: if it breaks, the task is still on the books to answer
+            del self._running[task.id]
+            self._busy -= 1
+            self._dispatch()
+        except Exception as exc:  # the caller keeps its (settled) answer; the worker fails
+            self._fail(exc)
+
+    def set_maintenance(self, on: bool) -> None:
+        """Maintenance on refuses new tasks; queued and running ones finish. Never awaits."""
+        self._maintenance = on
         self._publish()
+
+    def _fail(self, exc: BaseException) -> None:
+        """A method called from another task broke the books: the worker's own task fails with it."""
+        if self._failure is None:
+            self._failure = exc
+            self._failed.set()
 
     # -- the actor -------------------------------------------------------------------------
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            for _ in range(self.config.slots):
-                nursery.start_soon(self._slot)
-            await super().run()
-            nursery.cancel_scope.cancel()
+        if self._generation is None:  # restarted after a failure: rebuild from nothing
+            self._start_generation()
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.config.slots):
+                    nursery.start_soon(self._slot, self._slot_inbox)
+                nursery.start_soon(self._fail_when_told)
+                await super().run()
+                nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            self._close_books(exc)
+            raise
+        self._close_books(None)
+
+    async def _fail_when_told(self) -> None:
+        await self._failed.wait()
+        raise WorkerFailed(f"worker {self.name} failed: {_describe(self._failure)}") from self._failure
 
     async def handle(self, msg: Any, reply: Reply | None) -> None:
+        answer = None
         match msg:
-            case Submit(task=task):
-                self._submit(task)  # a rejection fails task.outcome
-                if reply is not None:
-                    reply.set(None)
-            case Cancel(task_id=task_id):
-                outcome = self._cancel(task_id)
-                if reply is not None:
-                    reply.set(outcome)
+            case Cancel(task_id=task_id, timed_out=timed_out):
+                answer = self._cancel(task_id, timed_out)
             case Hold(hold=hold):
                 self._holds.add(hold)
                 self._queue.push(hold, 0)
-                self._rebalance()
-                if reply is not None:
-                    reply.set(None)
+                self._dispatch()
             case Unhold(hold=hold):
-                self._queue.remove(hold)
-                self._holds.discard(hold)
-                hold.released.set()
-                self._rebalance()
+                self._unhold(hold)
             case SetMaintenance(on=on):
-                self.maintenance = on
-                self._rebalance()
-                if reply is not None:
-                    reply.set(None)
-            case Started(task=task):
-                self._running[task.id] = task
-                self._publish()
-            case Finished(task=task, reoffered=reoffered):
-                self._running.pop(task.id, None)
-                self._record(task)
-                if reoffered:
-                    self._publish()
-                else:
-                    self._spare += 1
-                    self._rebalance()
+                self.set_maintenance(on)
             case Lookup(task_id=task_id):
-                task = (self._running.get(task_id) or self._queued_tasks.get(task_id)
-                        or self._history.get(task_id))
-                reply.set(task.view() if task is not None else None)
+                task = self._running.get(task_id) or self._queued.get(task_id) or self._history.get(task_id)
+                answer = task.view() if task is not None else None
             case RecordDelivery(task_id=task_id, delivery=delivery, final_status=final):
                 task = self._history.get(task_id)
                 if task is not None:
                     task.deliveries.append(delivery)
                     if final is not None:
                         task.webhook_status = final
+        if reply is not None:
+            reply.set(answer)
 
-    def _submit(self, task: Task) -> None:
-        if task.id in self._queued_tasks or task.id in self._running:
-            task.outcome.fail(Rejected(409, "DUPLICATE_TASK_ID", f"task {task.id} is already queued or running"))
-            return
-        if self.maintenance:
-            task.outcome.fail(Rejected(503, "MAINTENANCE", "the worker is in maintenance mode"))
-            return
-        if len(self._queue) >= self.config.max_queue + self._free_slots():
-            task.outcome.fail(Rejected(
-                429, "QUEUE_FULL", f"worker {self.name}: queue full ({self.config.max_queue} waiting)",
-                retry_after=1,
-            ))
-            return
-        task.worker = self.name
-        self._queued_tasks[task.id] = task
-        self._queue.push(task, task.priority)
-        self._rebalance()
+    def _dispatch(self) -> None:
+        """Hand queued work to free slots, highest priority first; then tell whoever watches."""
+        while self._queue and self._busy < self.config.slots:
+            item = self._queue.pop()
+            if isinstance(item, SlotHold):
+                self._busy += 1
+                item.granted.set()
+                continue
+            if trio.current_time() >= item.deadline:
+                settle(item, "timed_out", error=TaskError(type="Timeout", message="timed out waiting in the queue"))
+                self._record(item)
+                del self._queued[item.id]
+                continue
+            self._busy += 1
+            self._running[item.id] = self._queued.pop(item.id)
+            self._to_slots.send_nowait(item)  # room for every slot: never blocks
+        self._publish()
 
-    def _free_slots(self) -> int:
-        return self.config.slots - self._busy()
+    def _unhold(self, hold: SlotHold) -> None:
+        if hold not in self._holds:
+            return  # given up before a restart: that generation is gone
+        self._holds.discard(hold)
+        if hold.granted.is_set():
+            self._busy -= 1
+        else:
+            self._queue.remove(hold)
+        self._dispatch()
 
-    def _cancel(self, task_id: str) -> Reply | None:
-        """Returns the task's outcome slot when the task was queued or running."""
-        task = self._queued_tasks.pop(task_id, None)
+    def _cancel(self, task_id: str, timed_out: bool) -> Reply | None:
+        """The task's outcome slot when the task was queued or running, else None."""
+        task = self._queued.get(task_id)
         if task is not None:
             self._queue.remove(task)
-            task.cancel_requested = True
-            self._finish(task, "cancelled", error=TaskError(type="Cancelled", message="cancelled before it started"))
+            if timed_out:
+                settle(task, "timed_out", error=TaskError(type="Timeout", message="timed out waiting in the queue"))
+            else:
+                settle(task, "cancelled", error=TaskError(type="Cancelled", message="cancelled before it started"))
+            self._record(task)
+            del self._queued[task_id]
+            self._publish()
             return task.outcome
         task = self._running.get(task_id)
-        if task is not None and task.scope is not None:
+        if task is not None:
             task.cancel_requested = True
-            task.scope.cancel()
+            if task.scope is not None:
+                task.scope.cancel()
             return task.outcome
         return None
 
     # -- slots -----------------------------------------------------------------------------
-    async def _slot(self) -> None:
-        done = 0
-        while True:
-            while not (self._queue and self._spare):
-                await self._work.park()
-            done += 1
-            if done % YIELD_EVERY == 0:  # a slot fed only instant tasks must still let others run
-                await trio.lowlevel.checkpoint()
-                if not (self._queue and self._spare):
-                    continue
-            item = self._queue.pop()
-            self._spare -= 1
-            try:
-                if isinstance(item, SlotHold):
-                    item.granted.set()
-                    self._rebalance()
-                    await item.released.wait()
-                else:
-                    await self._execute(item)
-            finally:
-                self._spare += 1
-                self._rebalance()
-
-    async def _execute(self, task: Task) -> None:
-        del self._queued_tasks[task.id]
-        if trio.current_time() >= task.deadline:
-            self._finish(task, "timed_out", error=TaskError(type="Timeout", message="timed out waiting in the queue"))
-            return
-        self._running[task.id] = task
-        self._rebalance()
-        try:
+    async def _slot(self, inbox: trio.MemoryReceiveChannel[Task]) -> None:
+        async for task in inbox:
             await run_task(task, self.expose_tracebacks)
-        finally:
+            self._record(task)  # first: if it breaks, the task is still on the books to answer
             del self._running[task.id]
-        self._record(task)
-
-    def _finish(self, task: Task, status: str, *, error: TaskError | None = None) -> None:
-        """A task that never ran (cancelled or timed out in the queue)."""
-        settle(task, status, error=error)
-        self._record(task)
-        self._publish()
+            self._busy -= 1
+            self._dispatch()
 
     def _record(self, task: Task) -> None:
         """Bookkeeping of a settled task: counters, history, its waiter, its webhook."""
@@ -434,15 +438,62 @@ class WorkerActor(Actor):
             while history and next(iter(history.values())).finished_mono < horizon:
                 history.popitem(last=False)
 
+    def _close_books(self, cause: BaseException | None) -> None:
+        """Settle every task and job hold this generation owes an answer, then forget them.
+
+        Runs when the worker stops (drained or cancelled) or fails; each caller is answered even
+        if answering another one raises."""
+        stopped = cause is None or _only_cancelled(cause)
+        reason = f"worker {self.name} stopped" if stopped else f"worker {self.name} failed: {_describe(cause)}"
+        self._generation = None  # leases lent so far are stale
+        if self._failure is None:
+            self._failure = cause or WorkerFailed(reason)
+        for task in [*self._queued.values(), *self._running.values()]:
+            try:
+                task.cancel_requested = True
+                if task.scope is not None:
+                    task.scope.cancel()  # a lease holder still running it stops now
+                settle(task, "failed", error=TaskError(type="WorkerFailed", message=reason))
+                task.outcome.set(task.result_body())
+                self._remember(task)
+                if task.mode == "webhook" and self.on_finished is not None:
+                    self.on_finished(task)
+            except Exception:
+                log.exception("worker %s: could not settle task %s", self.name, task.id)
+        for hold in self._holds:
+            hold.failure = WorkerFailed(reason)
+            hold.granted.set()
+            hold.scope.cancel()
+        self._queued, self._running, self._holds = {}, {}, set()
+        self._queue = PriorityQueue()
+        self._busy = 0
+        self._publish()
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
+
+
+def _describe(exc: BaseException | None) -> str:
+    """The first real cause inside `exc` (skipping exception groups and cancellations)."""
+    if isinstance(exc, BaseExceptionGroup):
+        causes = [e for e in exc.exceptions if not _only_cancelled(e)]
+        return _describe(causes[0] if causes else exc.exceptions[0])
+    if isinstance(exc, WorkerFailed) and exc.__cause__ is not None:
+        return _describe(exc.__cause__)
+    return f"{type(exc).__name__}: {exc}" if exc is not None else "unknown cause"
+
 
 def _moment(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, timezone.utc)
 
 
-LEASE = object()  # a slot on offer; any object would do, one is enough
-
-
 def settle(task: Task, status: str, *, result: Any = None, error: TaskError | None = None) -> None:
+    """A task's final state; the first settlement wins (a failed worker may settle first)."""
+    if task.finished:
+        return
     task.status = status
     task.result = result
     task.error = error
@@ -456,6 +507,11 @@ async def run_task(task: Task, expose_tracebacks: bool) -> None:
     """Run the function within the task's deadline and settle the task with its outcome.
 
     Cancellation from outside (the caller's scope) propagates; the task is then not settled."""
+    if task.finished:  # settled before it started (its worker failed)
+        return
+    if task.cancel_requested:  # cancelled between admission and start
+        settle(task, "cancelled", error=TaskError(type="Cancelled", message="cancelled before it started"))
+        return
     task.status = "running"
     task.started_at = time.time()
     task.started = time.perf_counter()
@@ -481,40 +537,49 @@ async def run_task(task: Task, expose_tracebacks: bool) -> None:
     settle(task, status, result=result, error=error)
 
 
-async def run_leased(worker: WorkerActor, task: Task) -> TaskResult:
-    """Run a sync task in the caller's own task on a slot leased from `worker.try_lease()`.
+async def run_leased(worker: WorkerActor, lease: Lease, task: Task) -> TaskResult:
+    """Run a sync task in the caller's own task on a slot `worker.admit` lent it.
 
-    The slot goes back with `Finished` whatever happens, also when the caller is cancelled."""
-    task.worker = worker.name
-    worker.tell_nowait(Started(task))  # best effort: only Lookup/Cancel visibility depends on it
+    The lease goes back whatever happens, also when the caller is cancelled (client gone)."""
     try:
         await run_task(task, worker.expose_tracebacks)
+    except Exception as exc:  # our code around the function broke, not the function: say so, once
+        log.exception("task %s on worker %s: running it failed", task.id, worker.name)
+        settle(task, "failed", error=TaskError(type="WorkerFailed", message=f"running the task failed: {_describe(exc)}"))
     finally:
-        if not task.finished:  # the caller was cancelled (client gone)
+        if not task.finished:  # the caller was cancelled
             task.cancel_requested = True
             task.duration_ms = round((time.perf_counter() - task.started) * 1000, 3)
             settle(task, "cancelled", error=TaskError(type="Cancelled", message="the client went away"))
-        message = Finished(task, reoffered=worker.give_back())
-        if not worker.tell_nowait(message):
-            with trio.CancelScope(shield=True):
-                await worker.tell(message)
+        worker.release(lease)
     return task.result_body()
 
 
-async def run_sync(worker: WorkerActor, task: Task) -> TaskResult:
-    """A sync task's outcome: on a leased slot when one is on offer, else through the queue.
+async def wait_outcome(worker: WorkerActor, task: Task) -> TaskResult:
+    """The outcome of a queued task, within its deadline plus a grace.
 
-    Raises `Rejected` (queue full, maintenance). A cancelled caller cancels its task."""
-    if worker.try_lease() is not None:
-        return await run_leased(worker, task)
-    message = Submit(task)
-    if not worker.tell_nowait(message):
-        await worker.tell(message)
+    A task still queued at its deadline is expired through the worker's mailbox; a worker that
+    does not answer even then raises `WorkerFailed`. A cancelled caller cancels its task."""
     try:
-        return await task.outcome.wait()
+        with trio.move_on_at(task.deadline + 0.5):
+            return await task.outcome.wait()
+        worker.tell_nowait(Cancel(task.id, timed_out=True))
+        with trio.move_on_after(SETTLE_GRACE_S):
+            return await task.outcome.wait()
+        raise WorkerFailed(f"worker {worker.name} did not settle task {task.id}")
     finally:
         if not task.outcome.done:  # the caller went away: free the queue place or the slot
             worker.tell_nowait(Cancel(task.id))
+
+
+async def run_sync(worker: WorkerActor, task: Task) -> TaskResult:
+    """A sync task's outcome: on a lent slot when one is free, else through the queue.
+
+    Raises `Rejected` (queue full, maintenance) or `WorkerFailed`."""
+    lease = worker.admit(task, lease=True)
+    if lease is not None:
+        return await run_leased(worker, lease, task)
+    return await wait_outcome(worker, task)
 
 
 async def _call(task: Task) -> Any:

@@ -1,5 +1,8 @@
 """Functions only the tests use: a gate that holds a slot until released, a slow one."""
 
+from typing import Annotated
+
+import msgspec
 import trio
 
 import amp_runtime
@@ -31,3 +34,22 @@ async def endless(input: dict):
         yield {"i": i}
         i += 1
         await trio.sleep(0.01)
+
+
+class ResizeInput(msgspec.Struct, kw_only=True):
+    """A typed input: decoded and checked at admission, documented in /openapi."""
+
+    width: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    height: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    keep_ratio: bool = True
+
+
+@amp_runtime.function(name="test_resize")
+async def resize(input: ResizeInput) -> dict:
+    return {"area": input.width * input.height, "typed": isinstance(input, ResizeInput)}
+
+
+@amp_runtime.function(name="test_gated_stream", streaming=True)
+async def gated_stream(input: dict):
+    yield {"open": True}
+    await gate(input["gate"]).wait()

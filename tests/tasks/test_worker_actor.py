@@ -1,11 +1,19 @@
-"""The worker actor through its messages, without HTTP."""
+"""The slot owner (the worker actor) through its methods and messages, without HTTP."""
 
+import itertools
+
+import msgspec
+import pytest
 import trio
 
 from amp_runtime.config import WorkerConfig
 from amp_runtime.core.actor import supervise
+from amp_runtime.tasks import builtin  # noqa: F401  (echo, count)
 from amp_runtime.tasks.registry import FUNCTIONS
-from amp_runtime.tasks.worker import Cancel, Rejected, SetMaintenance, Submit, Task, WorkerActor
+from amp_runtime.tasks.worker import (
+    Cancel, Hold, Lookup, Rejected, SetMaintenance, SlotHold, Task, Unhold, WorkerActor, WorkerFailed,
+    run_leased, run_sync,
+)
 
 from ..helpers import wait_until
 from . import fns
@@ -16,28 +24,34 @@ def make_worker(slots=1, max_queue=100):
                        keep_results=100, keep_results_s=60, expose_tracebacks=False)
 
 
-def task(name, input, priority=None, timeout=10):
-    return Task(f"t{id(input)}", FUNCTIONS[name], input, priority=priority, mode="sync", timeout_s=timeout)
+_ids = itertools.count()
+
+
+def task(name, input, priority=None, timeout=10, mode="sync"):
+    spec = FUNCTIONS[name]
+    if spec.input_type is not None:  # as admission would decode it
+        input = msgspec.convert(input, spec.input_type)
+    return Task(f"t{next(_ids)}", spec, input, priority=priority, mode=mode, timeout_s=timeout)
 
 
 async def test_priority_order_under_saturation(nursery):
     worker = make_worker(slots=1)
     await nursery.start(supervise, worker)
     blocker = task("test_gate", {"gate": "w-block", "tag": "blocker"})
-    await worker.tell(Submit(blocker))
+    worker.admit(blocker)
     await wait_until(lambda: blocker.status == "running")  # else it would queue behind priorities
     queued = [task("test_gate", {"gate": "w-open", "tag": f"actor:p{p}-{i}"}, priority=p)
               for i, p in enumerate([None, 10, 1, 10, 1, None, 5])]
     for t in queued:
-        await worker.tell(Submit(t))
+        assert worker.admit(t, lease=True) is None  # slots busy: even a sync task queues
+    assert worker.state.queued == 7 and worker.state.free == 0
     fns.gate("w-open").set()
     fns.gate("w-block").set()
     with trio.fail_after(5):
         results = [(await t.outcome.wait()).result for t in queued]
     order = [tag.removeprefix("actor:") for tag in fns.STARTED if tag.startswith("actor:")]
-    assert order == ["p1-2", "p1-4", "p5-6", "p10-1", "p10-3", "pNone-0", "pNone-5"]
-    results = [r.removeprefix("actor:") for r in results]
-    assert sorted(results) == sorted(order)
+    assert order == ["p1-2", "p1-4", "p5-6", "p10-1", "p10-3", "pNone-0", "pNone-5"]  # FIFO within a priority
+    assert sorted(r.removeprefix("actor:") for r in results) == sorted(order)
 
 
 async def test_queue_full_and_maintenance_reject(nursery):
@@ -45,48 +59,147 @@ async def test_queue_full_and_maintenance_reject(nursery):
     await nursery.start(supervise, worker)
     running = task("test_gate", {"gate": "q-full"})
     waiting = task("test_gate", {"gate": "q-full"})
-    refused = task("test_gate", {"gate": "q-full"})
     for t in (running, waiting):
-        await worker.tell(Submit(t))
-    await worker.tell(Submit(refused))
-    try:
-        await refused.outcome.wait()
-        raise AssertionError("expected a rejection")
-    except Rejected as exc:
-        assert exc.status == 429
+        worker.admit(t)
+    with pytest.raises(Rejected) as refused:
+        worker.admit(task("test_gate", {"gate": "q-full"}))
+    assert refused.value.status == 429 and refused.value.code == "QUEUE_FULL"
     await worker.ask(SetMaintenance(True))
-    late = task("echo", {})
-    await worker.tell(Submit(late))
-    try:
-        await late.outcome.wait()
-        raise AssertionError("expected a rejection")
-    except Rejected as exc:
-        assert exc.status == 503
+    assert worker.state.maintenance
+    with pytest.raises(Rejected) as refused:
+        worker.admit(task("echo", {}), lease=True)
+    assert refused.value.status == 503
     fns.gate("q-full").set()
-    with trio.fail_after(5):
+    with trio.fail_after(5):  # maintenance lets queued and running work finish
         assert (await running.outcome.wait()).status == "completed"
         assert (await waiting.outcome.wait()).status == "completed"
+    worker.set_maintenance(False)
+    with trio.fail_after(5):
+        assert (await run_sync(worker, task("echo", {"back": 1}))).result == {"back": 1}
 
 
-async def test_cancel_running_frees_the_slot(nursery):
+async def test_cancel_running_and_queued(nursery):
     worker = make_worker(slots=1)
     await nursery.start(supervise, worker)
     stuck = task("test_gate", {"gate": "never"})
-    await worker.tell(Submit(stuck))
-    await worker.tell(Submit(after := task("echo", {"x": 1})))
-    outcome = None
+    queued = task("test_gate", {"gate": "never", "n": 2})
+    after = task("echo", {"x": 1})
+    for t in (stuck, queued, after):
+        worker.admit(t)
     with trio.fail_after(5):
-        while outcome is None:  # the slot may not have picked it up yet
-            outcome = await worker.ask(Cancel(stuck.id))
-            await trio.lowlevel.checkpoint()
+        assert await worker.ask(Cancel(queued.id)) is not None
+        assert (await queued.outcome.wait()).status == "cancelled"
+        await worker.ask(Cancel(stuck.id))
         assert (await stuck.outcome.wait()).status == "cancelled"
         assert (await after.outcome.wait()).result == {"x": 1}
+    assert await worker.ask(Cancel(stuck.id)) is None  # finished: nothing to cancel
+    assert (await worker.ask(Lookup(stuck.id))).status == "cancelled"
+    assert worker.state.free == 1
 
 
 async def test_timeout_is_reported(nursery):
     worker = make_worker(slots=1)
     await nursery.start(supervise, worker)
     t = Task("slow", FUNCTIONS["test_slow"], {}, priority=None, mode="sync", timeout_s=0.05)
-    await worker.tell(Submit(t))
+    worker.admit(t)
     with trio.fail_after(5):
         assert (await t.outcome.wait()).status == "timed_out"
+
+
+async def test_a_lease_only_when_a_slot_is_free_and_it_comes_back_once(nursery):
+    worker = make_worker(slots=2)
+    await nursery.start(supervise, worker)
+    first, second, third = task("echo", {"a": 1}), task("echo", {"a": 2}), task("echo", {"a": 3})
+    lease1 = worker.admit(first, lease=True)
+    lease2 = worker.admit(second, lease=True)
+    assert lease1 is not None and lease2 is not None
+    assert worker.state.free == 0 and set(worker.running_ids()) == {first.id, second.id}
+    assert worker.admit(third, lease=True) is None  # no free slot: queued, not lent
+    assert worker.state.queued == 1
+    assert (await run_leased(worker, lease1, first)).result == {"a": 1}
+    with trio.fail_after(5):  # the lease's slot went straight to the queued task
+        assert (await third.outcome.wait()).result == {"a": 3}
+    worker.release(lease1)  # a second release is ignored
+    assert worker.state.free == 1
+    assert (await run_leased(worker, lease2, second)).result == {"a": 2}
+    assert worker.state.free == 2 and worker.state.queued == 0
+    assert (await worker.ask(Lookup(first.id))).status == "completed"
+
+
+async def test_a_job_hold_goes_before_queued_tasks(nursery):
+    worker = make_worker(slots=1)
+    await nursery.start(supervise, worker)
+    blocker = task("test_gate", {"gate": "hold-block"})
+    worker.admit(blocker)
+    waiting = task("echo", {"w": 1}, priority=1)
+    worker.admit(waiting)
+    hold = SlotHold("job:1")
+    await worker.ask(Hold(hold))
+    fns.gate("hold-block").set()
+    with trio.fail_after(5):
+        await hold.granted.wait()
+    assert waiting.status == "queued" and "job:1" in worker.running_ids()
+    await worker.tell(Unhold(hold))
+    with trio.fail_after(5):
+        assert (await waiting.outcome.wait()).result == {"w": 1}
+
+
+async def served_again(worker, input):
+    """The worker's answer once it serves again after a failure (it restarts on its own)."""
+    with trio.fail_after(5):
+        while True:
+            try:
+                return (await run_sync(worker, task("echo", input))).result
+            except WorkerFailed:
+                await trio.sleep(0.01)
+
+
+def break_bookkeeping(monkeypatch, message):
+    """`_record` raises for a task whose input has "boom"."""
+    intact = WorkerActor._record
+
+    def record(self, t):
+        if isinstance(t.input, dict) and t.input.get("boom"):
+            raise RuntimeError(message)
+        intact(self, t)
+
+    monkeypatch.setattr(WorkerActor, "_record", record)
+
+
+async def test_a_failing_slot_answers_everyone_and_the_worker_starts_again(nursery, monkeypatch):
+    worker = make_worker(slots=2, max_queue=10)
+    await nursery.start(supervise, worker)
+    breaking = task("test_gate", {"gate": "crash-open", "boom": True})
+    stream = task("count", {"n": 1_000_000, "delay_ms": 10}, mode="stream")
+    queued = [task("echo", {"q": i}) for i in range(3)]
+    for t in (breaking, stream, *queued):
+        worker.admit(t)
+    hold = SlotHold("job:9")
+    await worker.tell(Hold(hold))
+    await wait_until(lambda: breaking.status == "running" and stream.status == "running")
+    break_bookkeeping(monkeypatch, "bookkeeping broke")
+    fns.gate("crash-open").set()  # the slot finishing `breaking` breaks: the worker fails
+    with trio.fail_after(5):
+        assert (await breaking.outcome.wait()).status == "completed"  # it did finish
+        for t in (stream, *queued):
+            result = await t.outcome.wait()
+            assert result.status == "failed" and result.error.type == "WorkerFailed"
+            assert "bookkeeping broke" in result.error.message
+        await hold.granted.wait()
+    assert isinstance(hold.failure, WorkerFailed)
+    assert worker.state.free == 2 and worker.state.queued == 0  # rebuilt from nothing
+    assert await served_again(worker, {"again": 1}) == {"again": 1}
+
+
+async def test_a_crash_in_bookkeeping_during_release_fails_the_worker_not_the_caller(nursery, monkeypatch):
+    worker = make_worker(slots=2)
+    await nursery.start(supervise, worker)
+    waiting_on = task("test_gate", {"gate": "release-crash"})
+    worker.admit(waiting_on)
+    break_bookkeeping(monkeypatch, "injected")
+    with trio.fail_after(5):
+        result = await run_sync(worker, task("echo", {"boom": True}))  # leased: its release breaks
+        assert result.status == "completed"  # the caller keeps its true answer
+        failed = await waiting_on.outcome.wait()
+    assert failed.status == "failed" and "injected" in failed.error.message
+    assert await served_again(worker, {"ok": 1}) == {"ok": 1}

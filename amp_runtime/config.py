@@ -40,6 +40,7 @@ class HttpConfig(_Section):
     max_id_length: int = 256
     max_tags: int = 64
     max_open_streams: int = 1000
+    max_batch: int = 1000
 
 
 class AuthClient(_Section):
@@ -266,6 +267,8 @@ def _check(config: Config, source: str) -> None:
         problems.append("tasks.process_pool_size: must be 0 (the CPU count) or more")
     if config.http.max_body_bytes < 1:
         problems.append("http.max_body_bytes: must be positive")
+    if config.http.max_batch < 1:
+        problems.append("http.max_batch: must be positive")
     if config.cluster.join and not config.cluster.key:
         problems.append("cluster.key: required to join a coordinator (cluster.join is set)")
     if config.store.url and not config.store.url.startswith(POSTGRES_URL_SCHEMES):

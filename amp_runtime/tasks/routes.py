@@ -6,9 +6,10 @@ from contextlib import aclosing
 
 import msgspec
 import trio
-from quart import Response, current_app, websocket
+from quart import Response, current_app, request, websocket
 
 from ..core.http import Api, ApiError, CodedError, Reply
+from .batch import NDJSON, BatchLine, decode_batch
 from .errors import Rejected, WorkerFailed
 from .models import (
     FunctionInfo, Health, Logs, Maintenance, Slots, TaskAccepted, TaskRequest, TaskResult,
@@ -67,6 +68,37 @@ def _stream_response(handle: StreamHandle) -> Response:
 
     response = Response(body(), content_type="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Task-Id": handle.id})
+    response.timeout = None
+    return response
+
+
+def _document_batch_body(operation: dict, schemas: dict) -> None:
+    """The body is read raw (each item decoded on its own), so its schema is stated here."""
+    items = {"type": "array", "items": {"$ref": "#/components/schemas/TaskRequest"}}
+    operation["requestBody"] = {"required": True, "content": {
+        "application/json": {"schema": items}, NDJSON: {"schema": {"type": "string"}}}}
+    operation["responses"]["200"]["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+
+
+@api.route(
+    "/tasks", "POST", summary="Run a batch of tasks (a JSON array or NDJSON of task requests); "
+    "a line per task as it finishes (NDJSON, or SSE with Accept: text/event-stream)",
+    responses={200: BatchLine, 400: CodedError, 413: CodedError}, content_type=NDJSON,
+    describe=_document_batch_body,
+)
+async def submit_batch():
+    runtime = current_app.runtime
+    items = decode_batch(await request.get_data(), request.mimetype == NDJSON, runtime.config.http.max_batch)
+    sse = "text/event-stream" in request.headers.get("Accept", "")
+    lines = runtime.tasks.submit_batch(items)
+
+    async def body():
+        async with aclosing(lines):  # closing it cancels the unfinished items (the client left)
+            async for line in lines:
+                yield (b"data: " + _encode(line) + b"\n\n") if sse else _encode(line) + b"\n"
+
+    response = Response(body(), content_type="text/event-stream" if sse else NDJSON,
+                        headers={"Cache-Control": "no-cache"})
     response.timeout = None
     return response
 

@@ -20,6 +20,7 @@ import trio
 from .. import __version__
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  (registers the built-in functions)
+from .batch import BatchItem, BatchLine, run_batch
 from .errors import Rejected, WorkerFailed
 from .models import TaskAccepted, TaskError, TaskRequest, TaskResult
 from .process_slots import ProcessSlots
@@ -177,6 +178,11 @@ class TaskService(ServiceBase):
         if request.mode == "stream":
             return self._start_stream(worker, task)
         return await self._accept(worker, task)
+
+    def submit_batch(self, items: list[BatchItem]) -> AsyncIterator[BatchLine]:
+        """Admit each item of a `POST /tasks` through `submit`; a line per item as it finishes.
+        Closing the iterator cancels the unfinished items (see `batch.run_batch`)."""
+        return run_batch(self, items)
 
     async def _run_sync(self, worker: WorkerActor, task: Task) -> SyncOutcome:
         """On a slot the worker lends when one is free (no hop), else through its queue."""

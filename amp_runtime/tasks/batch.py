@@ -1,0 +1,150 @@
+"""Batch submission (`POST /tasks`): many task requests in one body, one line per task as it finishes.
+
+Each item goes through `TaskService.submit`, the one admission path, so a batch item meets the same
+checks, priorities and queue limits as a single `POST /task`. The items run in one nursery owned by
+the generator the response streams: when the client leaves, the response's `aclose` cancels the
+nursery and every unfinished item gives its queue place or slot back at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, AsyncIterator
+
+import msgspec
+import trio
+
+from ..core.http import ApiError, decode_body
+from .errors import Rejected, WorkerFailed
+from .models import TaskAccepted, TaskError, TaskRequest, TaskResult
+
+log = logging.getLogger("amp_runtime.tasks.batch")
+
+NDJSON = "application/x-ndjson"
+BatchItem = TaskRequest | Rejected  # a request, or why it could not even be decoded
+
+
+class BatchLine(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One task of a `POST /tasks` batch, sent when it finishes (an NDJSON line or an SSE event).
+
+    `status` is the task's outcome (completed, failed, timed_out, cancelled), `queued` for an
+    accepted webhook task, or `rejected` for an item admission refused (`problems` lists why);
+    `http_status` is what a single `POST /task` would have answered."""
+
+    index: Annotated[int, msgspec.Meta(ge=0, description="position of the item in the batch")]
+    id: str | None = None
+    status: str
+    success: bool
+    http_status: Annotated[int, msgspec.Meta(ge=100, le=599)]
+    result: Any = None
+    error: TaskError | None = None
+    duration_ms: float | None = None
+    problems: list[str] | None = None
+
+
+_item_decoder = msgspec.json.Decoder(TaskRequest)
+_raw_items = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def decode_batch(data: bytes, ndjson: bool, max_batch: int) -> list[BatchItem]:
+    """The batch's items; an item that does not decode is kept as its `Rejected` (its own line).
+
+    Raises `ApiError`: 400 for a body that is not a JSON array (or NDJSON) of objects, 413 for
+    more than `max_batch` items."""
+    if ndjson:
+        raws: list[Any] = [line for line in data.split(b"\n") if line.strip()]
+    else:
+        try:
+            raws = _raw_items.decode(data)
+        except msgspec.ValidationError:
+            raise ApiError(400, "INVALID_REQUEST", "a batch is a JSON array of task requests") from None
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, "MALFORMED_JSON", f"malformed JSON: {exc}") from None
+    if len(raws) > max_batch:
+        raise ApiError(413, "BATCH_TOO_LARGE", f"{len(raws)} tasks in one batch; at most {max_batch}")
+    if not raws:
+        raise ApiError(400, "EMPTY_BATCH", "a batch needs at least one task request")
+    items: list[BatchItem] = []
+    for raw in raws:
+        try:
+            items.append(decode_body(_item_decoder, bytes(raw)))
+        except ApiError as err:
+            items.append(Rejected(err.status, err.code, err.message, problems=err.problems))
+    return items
+
+
+async def run_batch(service: Any, items: list[BatchItem]) -> AsyncIterator[BatchLine]:
+    """A line per item, in the order they finish. Closing the generator (the response's
+    `aclose`, also when the client left) cancels the items still queued or running."""
+    # Room for every line: an item never waits on the reader, so a slow reader holds no slot.
+    send, receive = trio.open_memory_channel[BatchLine](len(items))
+    async with trio.open_nursery() as nursery:
+        try:
+            for index, item in enumerate(items):
+                nursery.start_soon(_run_item, service, index, item, send)
+            for _ in items:
+                yield await receive.receive()
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def _run_item(service: Any, index: int, item: BatchItem, send: trio.MemorySendChannel) -> None:
+    # Never raises (but Cancelled): a crash here would cancel the nursery from under the reader.
+    try:
+        if isinstance(item, Rejected):
+            line = _rejected(index, item)
+        elif item.mode == "stream":
+            line = _rejected(index, Rejected(400, "STREAM_IN_BATCH", "stream mode is not available in a batch; "
+                                             "use POST /task"))
+        else:
+            line = await _submit(service, index, item)
+    except Rejected as exc:
+        line = _rejected(index, exc)
+    except ApiError as err:  # a cluster node could not be reached
+        line = _rejected(index, Rejected(err.status, err.code, err.message, problems=err.problems))
+    except WorkerFailed as exc:
+        line = BatchLine(index=index, status="failed", success=False, http_status=503,
+                         error=TaskError(type="WorkerFailed", message=str(exc)))
+    except Exception as exc:
+        log.exception("batch item %d failed", index)
+        line = BatchLine(index=index, status="failed", success=False, http_status=500,
+                         error=TaskError(type="InternalError", message=type(exc).__name__))
+    send.send_nowait(line)
+
+
+async def _submit(service: Any, index: int, request: TaskRequest) -> BatchLine:
+    from .service import Forwarded, SyncOutcome  # the service imports this module
+
+    submitted = await service.submit(request)
+    match submitted:
+        case SyncOutcome(status=status, result=result):
+            return _outcome(index, status, result)
+        case TaskAccepted(id=task_id, status=state):
+            return BatchLine(index=index, id=task_id, status=state, success=True, http_status=202)
+        case Forwarded(response=response):
+            return _forwarded(index, response.status_code, await response.get_data())
+    raise TypeError(f"unexpected answer {type(submitted).__name__} to a batch item")
+
+
+def _outcome(index: int, status: int, result: TaskResult) -> BatchLine:
+    return BatchLine(index=index, id=result.id, status=result.status, success=result.success,
+                     http_status=status, result=result.result, error=result.error,
+                     duration_ms=result.duration_ms)
+
+
+def _rejected(index: int, exc: Rejected) -> BatchLine:
+    return BatchLine(index=index, status="rejected", success=False, http_status=exc.status,
+                     error=TaskError(type=exc.code, message=exc.message), problems=exc.problems)
+
+
+def _forwarded(index: int, status: int, body: bytes) -> BatchLine:
+    """A node's answer to a forwarded item, read back into a line."""
+    if status == 202:
+        accepted = msgspec.json.decode(body, type=TaskAccepted)
+        return BatchLine(index=index, id=accepted.id, status=accepted.status, success=True, http_status=202)
+    try:
+        return _outcome(index, status, msgspec.json.decode(body, type=TaskResult))
+    except msgspec.ValidationError:  # an error body: {error_code, error_message}
+        error = msgspec.json.decode(body)
+        return _rejected(index, Rejected(status, error.get("error_code", "NODE_ERROR"),
+                                         error.get("error_message", "")))

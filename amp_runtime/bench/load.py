@@ -91,9 +91,11 @@ class _Conn:
 async def run_load(
     url: str, path: str, body: bytes, *, headers: dict[str, str] | None = None,
     concurrency: int = 50, total: int | None = None, duration_s: float | None = None,
-    method: str = "POST", progress=None,
+    method: str = "POST", progress=None, count_in_body: bytes | None = None,
 ) -> LoadResult:
-    """Drive `concurrency` keep-alive connections until `total` requests or `duration_s` pass."""
+    """Drive `concurrency` keep-alive connections until `total` requests or `duration_s` pass.
+
+    `count_in_body`: count its occurrences in each response as events (a batch's successful lines)."""
     parts = urlsplit(url)
     request = build_request(url, method, path, body, headers or {})
     result = LoadResult()
@@ -120,7 +122,9 @@ async def run_load(
                     count_events(chunk)
 
                 await conn.stream.send_all(request)
-                status, _ = await conn.response(on_chunk)
+                status, answer = await conn.response(on_chunk)
+                if count_in_body is not None:
+                    result.events += answer.count(count_in_body)
                 result.latencies_s.append(time.perf_counter() - t0)
                 if first:
                     result.first_event_s.append(first[0])

@@ -19,6 +19,7 @@ class BenchSummary(msgspec.Struct, kw_only=True):
     max_ms: float
     first_event_p50_ms: float | None = None
     events_per_s: float | None = None
+    ok_batches: int | None = None  # --batch: requests answered 2xx (ok counts tasks)
     statuses: dict[str, int] = {}
 
 

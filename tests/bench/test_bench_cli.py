@@ -14,6 +14,14 @@ async def test_bench_in_process_prints_json():
     assert summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
 
 
+async def test_bench_batch_counts_each_task_of_each_batch():
+    code, out = await run_cli("bench", "--batch", "50", "--tasks", "200", "--concurrency", "2", "--json", timeout=60)
+    assert code == 0, out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["mode"] == "batch" and summary["ok"] == 200 and summary["ok_batches"] == 4
+    assert summary["errors"] == 0 and summary["per_s"] > 0
+
+
 async def test_bench_against_a_running_server_each_mode(nursery, tmp_path):
     server = await spawn_server(nursery, tmp_path / "d", env={"AMP_WEBHOOK_ALLOW_PRIVATE": "true"})
     for mode, function in (("sync", "echo"), ("stream", "count"), ("webhook", "echo")):

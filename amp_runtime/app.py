@@ -105,6 +105,10 @@ def create_app(runtime: "Runtime") -> QuartTrio:
         log.exception("unhandled error on %s %s", *target())
         return render(ApiError(500, "INTERNAL_ERROR", "internal server error"))
 
+    if runtime.config.http.hot_path:
+        from .tasks.hotpath import HotPath
+
+        app.asgi_app = HotPath(app.asgi_app, app)  # type: ignore[method-assign]
     return app
 
 

@@ -41,6 +41,7 @@ class HttpConfig(_Section):
     max_tags: int = 64
     max_open_streams: int = 1000
     max_batch: int = 1000
+    hot_path: bool = True
 
 
 class AuthClient(_Section):

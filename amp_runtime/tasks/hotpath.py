@@ -1,0 +1,159 @@
+"""A lean ASGI layer in front of the Quart-Trio app for the hottest routes (`POST /task`, `POST /noop`).
+
+Quart's request machinery (contexts, routing, the Request object, body wrappers) costs more than
+running an echo task; this layer answers the common case itself, with the same auth, limits, structs,
+error bodies and headers as the Quart routes (tests/tasks/test_hotpath_http.py compares them byte for
+byte). Whatever is not the common case goes to Quart unchanged: another route, a body without
+Content-Length or over `[http] max_body_bytes` (Quart's 413), a stream task, a cluster that may
+forward. Installed by `create_app` through Quart's own `app.asgi_app` hook when `[http] hot_path`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+import trio
+
+from ..core.http import ApiError, CodedError, decode_body, json_depth_exceeds, key_matches, presented_credential
+from .errors import Rejected, WorkerFailed
+from .models import TaskAccepted, TaskRequest
+from .service import SyncOutcome
+
+log = logging.getLogger("amp_runtime.http")
+
+_encode = msgspec.json.Encoder().encode
+_decoder = msgspec.json.Decoder(TaskRequest)
+_JSON = b"application/json"
+_UNAUTHORIZED = ApiError(401, "UNAUTHORIZED", "missing or wrong Authorization header")
+_INTERNAL = ApiError(500, "INTERNAL_ERROR", "internal server error")
+
+
+class HotPath:
+    """ASGI middleware: `app.asgi_app = HotPath(app.asgi_app, app)`."""
+
+    def __init__(self, asgi_app: Any, app: Any):
+        self.next = asgi_app
+        self.app = app
+        self.runtime = app.runtime
+        http = self.runtime.config.http
+        self.max_body = http.max_body_bytes
+        self.max_depth = http.max_json_depth
+        self.api_key = self.runtime.config.auth.api_key
+        self.retry_after = str(self.runtime.config.tasks.retry_after_s).encode()
+        self.routes = {"/task": self._submit_task, "/noop": self._noop}
+        from .routes import NoopResult  # the routes module imports the service; so does this one
+
+        self.noop_result = NoopResult
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        handler = self.routes.get(scope.get("path")) if scope["type"] == "http" else None
+        if handler is None or scope["method"] != "POST" or self.runtime.cluster.forwarder is not None:
+            return await self.next(scope, receive, send)
+        length, authorization = None, None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else -1
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        if length is None or not 0 <= length <= self.max_body:
+            return await self.next(scope, receive, send)  # chunked, or Quart's own 413
+        body = await _read_body(receive)
+        if len(body) > self.max_body:
+            return await self.next(scope, _replay(body, receive), send)
+        answer = None
+        try:
+            if self.api_key and not key_matches(presented_credential(authorization), self.api_key):
+                raise _UNAUTHORIZED
+            request = await self._decode(body)
+            if request.mode == "stream" and scope["path"] == "/task":
+                return await self.next(scope, _replay(body, receive), send)  # Quart streams it
+            async with trio.open_nursery() as nursery:  # as in Quart-Trio: a client gone cancels its task
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+                answer = await _answered(handler, request, scope["path"])
+                nursery.cancel_scope.cancel()
+        except ApiError as err:
+            answer = _error(err)
+        if answer is None:
+            return  # the client left: nobody to answer
+        status, payload, headers = answer
+        data = _encode(payload)
+        response_headers = [(b"content-type", _JSON), (b"content-length", str(len(data)).encode())]
+        if headers:
+            response_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _decode(self, body: bytes) -> TaskRequest:
+        if body.strip() and not json_depth_exceeds(body, self.max_depth):
+            try:
+                return _decoder.decode(body)
+            except msgspec.MsgspecError:
+                pass
+        async with self.app.app_context():  # the error path: the route's own decoder words it
+            return decode_body(_decoder, body)
+
+    async def _submit_task(self, request: TaskRequest) -> tuple[int, Any, dict[str, str] | None]:
+        try:
+            submitted = await self.runtime.tasks.submit(request)
+        except WorkerFailed as exc:
+            raise ApiError(503, "WORKER_FAILED", str(exc), headers={"Retry-After": self.retry_after.decode()}) from None
+        except Rejected as exc:
+            headers = {"Retry-After": self.retry_after.decode()} if exc.status == 429 else None
+            raise ApiError(exc.status, exc.code, exc.message, problems=exc.problems, headers=headers) from None
+        if isinstance(submitted, SyncOutcome):
+            return submitted.status, submitted.result, {"X-Task-Id": submitted.result.id}
+        if isinstance(submitted, TaskAccepted):
+            return 202, submitted, None
+        raise RuntimeError(f"the hot path cannot answer {type(submitted).__name__}")
+
+    async def _noop(self, request: TaskRequest) -> tuple[int, Any, None]:
+        return 200, self.noop_result(function=request.function), None
+
+
+async def _answered(handler: Any, request: TaskRequest, path: str) -> tuple[int, Any, dict[str, str] | None]:
+    """The handler's answer, or its error's (never raises but Cancelled: it runs in a nursery)."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return _error(err)
+    except Exception:
+        log.exception("unhandled error on POST %s", path)
+        return _error(_INTERNAL)
+
+
+def _error(err: ApiError) -> tuple[int, CodedError, dict[str, str] | None]:
+    return err.status, CodedError(err.code, err.message), err.headers
+
+
+async def _read_body(receive: Any) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    parts = [body]
+    while message.get("more_body"):
+        message = await receive()
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
+
+
+async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A `receive` that gives the body already read, then the client's next messages."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

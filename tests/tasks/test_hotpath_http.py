@@ -1,0 +1,139 @@
+"""The hot path (`[http] hot_path`) answers byte for byte what the Quart routes answer.
+
+The same raw requests go to a server with the hot path and to one without; status line, headers
+(but `date`) and body must be equal once the task id and the run time, which differ by nature,
+are masked."""
+
+import json
+import re
+
+import trio
+
+from ..helpers import wait_until
+from . import fns
+
+KEY = "hot-path-key"
+_VOLATILE = [(re.compile(rb"[0-9a-f]{32}"), b"<id>"), (re.compile(rb'"duration_ms":[0-9.e-]+'), b'"duration_ms":0'),
+             (re.compile(rb"date: [^\r]*\r\n"), b"")]
+
+
+def request(path: str, body: bytes, *, key: str | None = KEY, content_type: bool = True) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}"]
+    if content_type:
+        head.append("Content-Type: application/json")
+    if key is not None:
+        head.append(f"Authorization: Bearer {key}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def exchange(url: str, raw: bytes) -> bytes:
+    host, port = url.split("//")[1].split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(raw)
+    answer = b""
+    with trio.fail_after(20):
+        while True:
+            head, sep, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"content-length: (\d+)", head)
+            if sep and length and len(body) >= int(length.group(1)):
+                break
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            answer += data
+    await stream.aclose()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert int(re.search(rb"content-length: (\d+)", head).group(1)) == len(body)
+    answer = re.sub(rb"content-length: \d+", b"content-length: <n>", answer)  # the run time's digits vary
+    for pattern, mask in _VOLATILE:
+        answer = pattern.sub(mask, answer)
+    return answer
+
+
+def task(function, input=None, **extra) -> bytes:
+    return json.dumps({"function": function, "input": input or {}, "contract": 1, **extra}).encode()
+
+
+CASES = {
+    "200 completed": ("/task", task("echo", {"a": [1, 2]})),
+    "500 failed": ("/task", task("fail", {"message": "nope"})),
+    "504 timed out": ("/task", task("test_slow")),
+    "400 every problem": ("/task", b'{"function": "hello", "contract": -1, "priority": 0, "mode": "webhook"}'),
+    "400 semantic problems": ("/task", task("hello", contract=7, mode="webhook", priority=5)),
+    "400 typed input": ("/task", task("test_resize", {"width": 0})),
+    "400 malformed": ("/task", b"{not json"),
+    "400 wrong type": ("/task", b"[1, 2]"),
+    "400 empty body": ("/task", b""),
+    "400 too deep": ("/task", b'{"function": "echo", "input": ' + b"[" * 40 + b"]" * 40 + b"}"),
+    "404 function": ("/task", task("no_such_function")),
+    "400 unknown worker": ("/task", task("echo", worker="nobody")),
+    "202 webhook": ("/task", task("echo", mode="webhook", webhook={"url": "http://127.0.0.1:9/hook"})),
+    "413 over the limit": ("/task", task("echo", {"x": "y" * 5000})),
+    "noop 200": ("/noop", task("echo")),
+    "noop 400": ("/noop", b'{"input": 1}'),
+}
+
+
+async def both(server_factory):
+    sections = dict(auth={"api_key": KEY}, http={"max_body_bytes": 4096},
+                    webhook={"allow_private": True, "attempts": 1},
+                    workers=[{"id": "w", "slots": 1, "max_queue": 1}])
+    hot = await server_factory(**sections)
+    cold = await server_factory(**{**sections, "http": {**sections["http"], "hot_path": False}})
+    return hot, cold
+
+
+async def test_same_answers_for_every_documented_status(server_factory):
+    hot, cold = await both(server_factory)
+    for name, (path, body) in CASES.items():
+        ours, quart = await exchange(hot.url, request(path, body)), await exchange(cold.url, request(path, body))
+        assert ours == quart, name
+        assert ours.startswith(b"HTTP/1.1 " + name.split()[-1 if name.startswith("noop") else 0].encode()), (name, ours)
+    for raw in (request("/task", task("echo"), key=None), request("/task", task("echo"), key="wrong"),
+                request("/noop", task("echo"), key=None), request("/task", task("echo"), content_type=False)):
+        assert await exchange(hot.url, raw) == await exchange(cold.url, raw)
+    for srv in (hot, cold):
+        await srv.client.aclose()
+
+
+async def test_same_answers_when_full_and_in_maintenance(server_factory):
+    hot, cold = await both(server_factory)
+    answers = []
+    for n, srv in enumerate((hot, cold)):
+        worker = srv.runtime.tasks.workers["w"]
+        async with trio.open_nursery() as nursery:
+            gate = f"hot-path-full-{n}"
+            for tag in ("running", "queued"):
+                nursery.start_soon(exchange, srv.url, request("/task", task("test_gate", {"gate": gate, "tag": tag})))
+            await wait_until(lambda: worker.state.free == 0 and worker.state.queued == 1, timeout=10)
+            full = await exchange(srv.url, request("/task", task("echo")))
+            fns.gate(gate).set()
+        await srv.client.post("/off")
+        maintenance = await exchange(srv.url, request("/task", task("echo")))
+        await srv.client.post("/on")
+        answers.append((full, maintenance))
+        await srv.client.aclose()
+    assert answers[0] == answers[1]
+    assert answers[0][0].startswith(b"HTTP/1.1 429") and b"retry-after: 1" in answers[0][0]
+    assert answers[0][1].startswith(b"HTTP/1.1 503")
+
+
+async def test_stream_tasks_still_stream(server_factory):
+    hot, _ = await both(server_factory)
+    async with hot.client.stream("POST", "/task", json={"function": "count", "input": {"n": 2}, "mode": "stream",
+                                                        "contract": 1}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        text = "".join([chunk async for chunk in r.aiter_text()])
+    assert "event: end" in text
+
+
+async def test_a_client_gone_cancels_its_sync_task(server_factory):
+    hot, _ = await both(server_factory)
+    worker = hot.runtime.tasks.workers["w"]
+    host, port = hot.url.split("//")[1].split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(request("/task", task("test_gate", {"gate": "hot-path-never"})))
+    await wait_until(lambda: worker.state.free == 0, timeout=10)
+    await stream.aclose()
+    await wait_until(lambda: worker.state.free == 1, timeout=10)
+    await hot.client.aclose()

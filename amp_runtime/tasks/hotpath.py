@@ -4,8 +4,9 @@ Quart's request machinery (contexts, routing, the Request object, body wrappers)
 running an echo task; this layer answers the common case itself, with the same auth, limits, structs,
 error bodies and headers as the Quart routes (tests/tasks/test_hotpath_http.py compares them byte for
 byte). Whatever is not the common case goes to Quart unchanged: another route, a body without
-Content-Length or over `[http] max_body_bytes` (Quart's 413), a stream task, a cluster that may
-forward. Installed by `create_app` through Quart's own `app.asgi_app` hook when `[http] hot_path`.
+Content-Length or over `[http] max_body_bytes` (Quart's 413), a stream task, a request with an
+Idempotency-Key, a cluster that may forward. Installed by `create_app` through Quart's own
+`app.asgi_app` hook when `[http] hot_path`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class HotPath:
                 length = int(value) if value.isdigit() else -1
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
+            elif name == b"idempotency-key":  # keyed admission is the Quart route's business
+                return await self.next(scope, receive, send)
         if length is None or not 0 <= length <= self.max_body:
             return await self.next(scope, receive, send)  # chunked, or Quart's own 413
         body = await _read_body(receive)

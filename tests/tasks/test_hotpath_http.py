@@ -137,3 +137,12 @@ async def test_a_client_gone_cancels_its_sync_task(server_factory):
     await stream.aclose()
     await wait_until(lambda: worker.state.free == 1, timeout=10)
     await hot.client.aclose()
+
+
+async def test_idempotency_keyed_requests_go_through_quart(server_factory):
+    hot, cold = await both(server_factory)
+    raw = request("/task", task("echo", {"k": 1}))
+    keyed = raw.replace(b"Host: test\r\n", b"Host: test\r\nIdempotency-Key: k-1\r\n")
+    assert await exchange(hot.url, keyed) == await exchange(cold.url, keyed)
+    for srv in (hot, cold):
+        await srv.client.aclose()

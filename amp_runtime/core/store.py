@@ -177,15 +177,6 @@ class DuckDBBackend:
         conn.close()
 
 
-def store_backend(url: str, duckdb_path: Path) -> StoreBackend:
-    """`[store] url` empty: the DuckDB file at `duckdb_path`; a postgresql:// URL: PostgreSQL."""
-    if not url:
-        return DuckDBBackend(duckdb_path)
-    from .postgres import PostgresBackend  # psycopg is loaded only when asked for
-
-    return PostgresBackend(url)
-
-
 def _migrations(package: str) -> list[tuple[int, str, str]]:
     found = []
     for entry in resources.files(package).iterdir():

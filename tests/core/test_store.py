@@ -3,7 +3,8 @@
 import pytest
 import trio
 
-from amp_runtime.core.store import Store, StoreError, store_backend
+from amp_runtime.core.backends import store_backend
+from amp_runtime.core.store import Store, StoreError
 
 # The error a statement on a missing table raises, per backend.
 MISSING_TABLE_ERROR = {"duckdb": "CatalogException", "postgres": "UndefinedTable"}

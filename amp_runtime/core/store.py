@@ -5,9 +5,7 @@ the connection:
 
 - `await store.read(fn, *args)`   runs `fn(conn, *args)` and returns its result;
 - `await store.write(fn, *args)`  runs it inside a group-commit transaction and returns once
-  that transaction is durable;
-- `await store.append(table, columns, row)`  adds one row to a column batch; rows of many
-  callers become one `INSERT ... SELECT unnest(...)` per table in one transaction.
+  that transaction is durable (bulk rows go through `insert_columns` inside such a write).
 
 Backends: the embedded DuckDB file (the default, `DuckDBBackend`) or PostgreSQL
 (`core.postgres.PostgresBackend`, chosen by `[store] url`). Store functions are written once with
@@ -54,18 +52,6 @@ class _Read:
 class _Write:
     fn: Callable[..., Any]
     args: tuple
-
-
-@dataclass(slots=True)
-class _Append:
-    table: str
-    columns: tuple[str, ...]
-    row: tuple
-
-
-@dataclass(slots=True)
-class _Flush:
-    pass
 
 
 @dataclass
@@ -236,13 +222,6 @@ class Store(Actor):
     async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self.ask(_Write(fn, args), timeout=float("inf"))
 
-    async def append(self, table: str, columns: tuple[str, ...], row: tuple) -> None:
-        await self.ask(_Append(table, columns, row), timeout=float("inf"))
-
-    async def flush(self) -> None:
-        """Returns once every write sent before it is committed."""
-        await self.ask(_Flush(), timeout=float("inf"))
-
     async def execute(self, sql: str, params: Any = None) -> list[tuple]:
         """Convenience read: one statement, all rows."""
         return await self.read(lambda conn: conn.execute(sql, params).fetchall())
@@ -305,7 +284,7 @@ class Store(Actor):
                 pass
             except trio.EndOfChannel:
                 return
-            if weight() == 0 or self.linger_s == 0 or isinstance(batch[-1][0], _Flush):
+            if weight() == 0 or self.linger_s == 0:
                 return
             with trio.move_on_at(deadline):
                 try:
@@ -353,18 +332,7 @@ class Store(Actor):
     @staticmethod
     def _commit_together(conn, writes) -> list[tuple[Reply | None, bool, Any]]:
         conn.execute("BEGIN TRANSACTION")
-        results = []
-        appends: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
-        for msg, reply in writes:
-            if isinstance(msg, _Write):
-                results.append((reply, True, msg.fn(conn, *msg.args)))
-            elif isinstance(msg, _Append):
-                appends.setdefault((msg.table, msg.columns), []).append(msg.row)
-                results.append((reply, True, None))
-            else:
-                results.append((reply, True, None))
-        for (table, columns), rows in appends.items():
-            insert_columns(conn, table, columns, rows)
+        results = [(reply, True, msg.fn(conn, *msg.args)) for msg, reply in writes]
         conn.execute("COMMIT")
         return results
 
@@ -391,6 +359,6 @@ def insert_columns(conn, table: str, columns: tuple[str, ...], rows: list[tuple]
 
 
 __all__ = [
-    "Store", "StoreError", "StoreStats", "StoreBackend", "DuckDBBackend", "store_backend",
+    "Store", "StoreError", "StoreStats", "StoreBackend", "DuckDBBackend",
     "ActorUnavailable", "insert_columns", "apply_migrations",
 ]

@@ -16,7 +16,7 @@ from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  (registers the built-in functions)
 from .models import TaskRequest
 from .process_slots import ProcessSlots
-from .registry import FUNCTIONS, FunctionSpec
+from .registry import FunctionSpec
 from .webhooks import Deliver, WebhookSender
 from .worker import Cancel, Hold, Lookup, RecordDelivery, Rejected, SetMaintenance, Submit, Task, Unhold, WorkerActor
 
@@ -64,9 +64,6 @@ class TaskService(ServiceBase):
     # -- routing ---------------------------------------------------------------------------
     def worker_ids(self) -> list[str]:
         return list(self.workers)
-
-    def function(self, name: str) -> FunctionSpec | None:
-        return FUNCTIONS.get(name)
 
     def pick_worker(self, spec: FunctionSpec, named: str | None) -> WorkerActor:
         """The named worker, or the one serving the function's group with most free capacity."""

@@ -65,7 +65,7 @@ def build_services(
 ) -> Services:
     """`uptime_s`: seconds since the process started; `bound_urls`: where the HTTP server
     listens (empty until it has bound: a cluster node waits for it before it reports)."""
-    tasks = _task_service(config, store)
+    tasks = task_service(config, store)
     registry = RegistryService(config, store, task_snapshot=tasks.snapshot)
     cluster = ClusterService(config, tasks=tasks, bound_urls=bound_urls)
     jobs = JobService(config, store, tasks=tasks, live_workers=registry.live_workers, cluster=cluster)
@@ -100,7 +100,8 @@ class _WiredTaskService(TaskService, _ServiceFromContext):
     """`TaskService` whose `super().__init__(runtime)` lands on `_ServiceFromContext` (MRO)."""
 
 
-def _task_service(config: Config, store: Store) -> TaskService:
+def task_service(config: Config, store: Store) -> TaskService:
+    """Today's `TaskService`, built without a runtime."""
     return _WiredTaskService(_TaskServiceContext(config, store))
 
 

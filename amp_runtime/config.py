@@ -59,6 +59,7 @@ class StoreConfig(_Section):
     file_name: str = "amp_runtime.duckdb"
     group_commit_rows: int = 500
     group_commit_ms: float = 5.0
+    reconnect_s: float = 30.0  # PostgreSQL: how long a lost connection is retried before the process exits
 
 
 class ActorsConfig(_Section):
@@ -270,6 +271,8 @@ def _check(config: Config, source: str) -> None:
     if config.store.url and not config.store.url.startswith(POSTGRES_URL_SCHEMES):
         # Never echo the value: it may hold a password.
         problems.append("store.url: empty (the DuckDB file in data_dir) or a postgresql:// URL")
+    if config.store.reconnect_s < 0:
+        problems.append("store.reconnect_s: must not be negative")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("log.level: one of debug, info, warning, error")
     if problems:

@@ -53,6 +53,7 @@ class Runtime:
             store_backend(config.store.url, config.store_path),
             group_commit_rows=config.store.group_commit_rows,
             group_commit_ms=config.store.group_commit_ms,
+            reconnect_s=config.store.reconnect_s,
         )
         self.bound_urls: list[str] = []
         self.services = build_services(
@@ -74,6 +75,8 @@ class Runtime:
     ) -> None:
         await self.store.open()
         try:
+            # Peers on one PostgreSQL store: a worker id runs in one live process at a time.
+            await self.store.claim_worker_ids([worker.id for worker in self.config.workers])
             async with trio.open_nursery() as root:
                 root.start_soon(self._run_coordinator)
                 if handle_signals:

@@ -79,6 +79,11 @@ class PostgresServer:
                 if attempt == 2:
                     raise RuntimeError(f"PostgreSQL did not start: {self.log_tail()}") from None
 
+    def restart(self) -> None:
+        """`pg_ctl restart`: every session ends; the server comes back on the same port and data."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.root / "server.log"),
+                  "-m", "fast", "-w", "-t", "60", "restart")
+
     def log_tail(self) -> str:
         try:
             return (self.root / "server.log").read_text(errors="replace")[-2000:]

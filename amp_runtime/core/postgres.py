@@ -8,19 +8,28 @@ Store functions are written once with DuckDB's placeholders (`?`, `$1`, `$name`)
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import psycopg
+import psycopg.conninfo
 
 from ..config import masked_url
-from .store import StoreError, apply_migrations
+from .store import StoreError, WorkerIdClaimed, advisory_key, apply_migrations
+
+log = logging.getLogger("amp_runtime.store")
 
 MIGRATIONS = "amp_runtime.migrations.postgres"
 # Peers starting together on one database: one migrates, the others wait and find it done.
 MIGRATION_LOCK_KEY = 0x616D705F6D6967  # "amp_mig"
 CONNECT_TIMEOUT_S = 10
+# A server that vanished without closing the socket (host down, partition) is noticed in ~10 s,
+# not after the kernel's two hours; the URL may set its own.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+CLAIM_GRACE_S = 2.0  # how long a taken worker id is retried before it counts as held by a live peer
 
 # Quoted text and comments are copied as they are; placeholders and `%` are rewritten.
 _TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|\?|\$(\d+)|\$([A-Za-z_]\w*)|%""")
@@ -80,6 +89,14 @@ class PgConnection:
             for row in rows:
                 copy.write_row(row)
 
+    @property
+    def broken(self) -> bool:
+        """The session is gone (server restarted, backend terminated): reconnect, do not retry."""
+        return self.raw.closed or getattr(self.raw, "broken", False)
+
+    def lock_for_transaction(self, key: int) -> None:
+        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
     def close(self) -> None:
         self.raw.close()
 
@@ -89,21 +106,36 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def worker_claim_key(worker_id: str) -> int:
+    return advisory_key(f"amp-worker:{worker_id}")
+
+
 class PostgresBackend:
-    """A shared PostgreSQL database, given by `[store] url`; the URL is logged masked."""
+    """A shared PostgreSQL database, given by `[store] url`; the URL is logged masked.
+
+    Besides the store's connection it may hold a second session for the life of the process:
+    the advisory locks claiming this process's worker ids (`claim_worker_ids`). PostgreSQL
+    releases them when that session ends, so a killed process frees its ids by itself.
+    Touched by the store's thread only.
+    """
 
     name = "postgres"
 
     def __init__(self, url: str):
         self.url = url
+        self._claim_ids: list[str] = []
+        self._claims: PgConnection | None = None
 
     def describe(self) -> str:
         return masked_url(self.url)
 
-    def connect(self) -> PgConnection:
+    def connect(self, purpose: str = "store") -> PgConnection:
         try:
+            given = psycopg.conninfo.conninfo_to_dict(self.url)
+            defaults = {k: v for k, v in KEEPALIVES.items() if k not in given}
             raw = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="amp-runtime"
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name=f"amp-runtime {purpose}",
+                **defaults,
             )
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to the store {self.describe()}: {_first_line(exc)}") from None
@@ -120,8 +152,62 @@ class PostgresBackend:
             conn.close()
             raise StoreError(f"cannot migrate the store {self.describe()}: {_first_line(exc)}") from None
 
+    def is_lost(self, conn: PgConnection, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.Error) and conn.broken
+
+    # -- worker-id claims ----------------------------------------------------------------
+    def claim_worker_ids(self, ids: list[str]) -> None:
+        self._claim_ids = list(ids)
+        self._take_claims(again=False)
+
+    def check_claims(self) -> None:
+        """Cheap when the claims' session is alive; else take them again on a new one."""
+        if not self._claim_ids:
+            return
+        if self._claims is not None:
+            try:
+                self._claims.execute("SELECT 1")
+                return
+            except psycopg.Error as exc:
+                log.warning("store %s: the session holding the worker ids was lost (%s); claiming them again",
+                            self.describe(), _first_line(exc))
+                self._claims.close()
+                self._claims = None
+        self._take_claims(again=True)
+
+    def _take_claims(self, *, again: bool) -> None:
+        conn = self.connect("worker-id claims")
+        try:
+            for worker_id in self._claim_ids:
+                if not self._try_lock(conn, worker_claim_key(worker_id)):
+                    raise WorkerIdClaimed(
+                        f"worker id {worker_id} was claimed by another process while this one was cut off from the store"
+                        if again else
+                        f"worker id {worker_id} is already claimed by another live process on this store"
+                    )
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot claim the worker ids on {self.describe()}: {_first_line(exc)}") from None
+        except BaseException:
+            conn.close()  # the locks taken so far go with it
+            raise
+        self._claims = conn
+
+    @staticmethod
+    def _try_lock(conn: PgConnection, key: int) -> bool:
+        # A holder killed a moment ago may still have its session until the server reads the EOF.
+        deadline = time.monotonic() + CLAIM_GRACE_S
+        while True:
+            (taken,) = conn.execute("SELECT pg_try_advisory_lock(?)", [key]).fetchone()
+            if taken or time.monotonic() >= deadline:
+                return taken
+            time.sleep(0.1)
+
     def close(self, conn: PgConnection) -> None:
         conn.close()  # nothing to checkpoint: every commit is already durable on the server
+        if self._claims is not None:
+            self._claims.close()  # releases the worker ids
+            self._claims = None
 
 
-__all__ = ["PostgresBackend", "PgConnection", "translate"]
+__all__ = ["PostgresBackend", "PgConnection", "translate", "worker_claim_key"]

@@ -18,6 +18,7 @@ leave together as the next one (bounded by `group_commit_rows`); an idle store l
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import re
@@ -32,6 +33,7 @@ import duckdb
 import trio
 
 from .actor import Actor, ActorUnavailable, Reply
+from .http import ApiError
 
 log = logging.getLogger("amp_runtime.store")
 
@@ -39,7 +41,20 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
 class StoreError(Exception):
-    """The store cannot be opened (locked by another process, unreadable, ...)."""
+    """The store cannot be opened (locked by another process, unreadable, ...), or it is gone
+    for longer than `[store] reconnect_s`: the process reports it in one line and exits."""
+
+
+class WorkerIdClaimed(StoreError):
+    """Another live process on the same store holds one of this process's worker ids."""
+
+
+class StoreUnavailable(ApiError):
+    """The connection broke under this request's write (it may or may not have been committed)
+    or under a read retried once. An ApiError so that any route answers it as a coded 503."""
+
+    def __init__(self, message: str):
+        super().__init__(503, "STORE_UNAVAILABLE", message, headers={"Retry-After": "1"})
 
 
 @dataclass(slots=True)
@@ -140,6 +155,12 @@ class StoreBackend(Protocol):
 
     def close(self, conn: Any) -> None: ...
 
+    def is_lost(self, conn: Any, exc: BaseException) -> bool: ...  # did `exc` break the connection?
+
+    def claim_worker_ids(self, ids: list[str]) -> None: ...  # raises WorkerIdClaimed
+
+    def check_claims(self) -> None: ...  # re-takes the claims after a reconnect; raises StoreError
+
 
 class DuckDBBackend:
     """The embedded default: one DuckDB file in the data dir, locked by this process."""
@@ -161,6 +182,15 @@ class DuckDBBackend:
     def close(self, conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("CHECKPOINT")
         conn.close()
+
+    def is_lost(self, conn: Any, exc: BaseException) -> bool:
+        return False  # an embedded file: there is no connection to lose
+
+    def claim_worker_ids(self, ids: list[str]) -> None:
+        pass  # the file lock already keeps a second process off this store
+
+    def check_claims(self) -> None:
+        pass
 
 
 def _migrations(package: str) -> list[tuple[int, str, str]]:
@@ -196,8 +226,26 @@ def apply_migrations(conn: Any, package: str = "amp_runtime.migrations") -> list
     return applied
 
 
+class _ConnectionLost(Exception):
+    """Raised on the DB thread when a statement failed because the connection broke."""
+
+
+RECONNECT_FIRST_DELAY_S = 0.05
+RECONNECT_MAX_DELAY_S = 2.0
+LOST_WRITE = ("the store connection was lost while committing this change; it may not have been saved: "
+              "retry (the store reconnects)")
+LOST_READ = "the store connection was lost and a read retried after reconnecting failed again: retry"
+
+
 class Store(Actor):
-    """The coordinator actor: owns the database connection and batches writes."""
+    """The coordinator actor: owns the database connection and batches writes.
+
+    A broken connection (PostgreSQL restarted, the backend terminated) is reconnected on the DB
+    thread with capped exponential backoff for up to `reconnect_s`: the writes of the failed batch
+    fail their callers with `StoreUnavailable` (never acknowledged), its reads run once more on the
+    new connection, later messages wait in the mailbox. Past the bound, `run` raises `StoreError`.
+    (So a shielded `call` lasts at most `reconnect_s` plus one connect timeout.)
+    """
 
     def __init__(
         self,
@@ -206,13 +254,18 @@ class Store(Actor):
         group_commit_rows: int = 500,
         group_commit_ms: float = 5.0,
         mailbox_size: int = 4096,
+        reconnect_s: float = 30.0,
+        claim_check_s: float = 5.0,
     ):
         super().__init__("coordinator", mailbox_size=mailbox_size)
         self.backend: StoreBackend = DuckDBBackend(target) if isinstance(target, Path) else target
         self.group_commit_rows = max(1, group_commit_rows)
         self.linger_s = max(0.0, group_commit_ms) / 1000.0
+        self.reconnect_s = max(0.0, reconnect_s)
+        self.claim_check_s = claim_check_s
         self.stats = StoreStats()
         self.applied_migrations: list[int] = []
+        self.reconnects = 0
         self._db = _DbThread(self.backend.name)
 
     # -- client side -------------------------------------------------------------------
@@ -245,6 +298,11 @@ class Store(Actor):
         else:
             log.info("store %s: schema up to date", self.backend.describe())
 
+    async def claim_worker_ids(self, ids: list[str]) -> None:
+        """Hold this process's worker ids for its life (PostgreSQL: advisory locks on a session of
+        their own). Raises `WorkerIdClaimed` when a live peer holds one. Call after `open`."""
+        await self._db.call(lambda: self.backend.claim_worker_ids(list(ids)))
+
     async def close_connection(self) -> None:
         """Checkpoint and close the connection; call after `run` returned. Idempotent."""
         def checkpoint_and_close() -> None:
@@ -261,14 +319,22 @@ class Store(Actor):
 
     # -- the actor loop ----------------------------------------------------------------
     async def run(self) -> None:
+        next_claim_check = trio.current_time() + self.claim_check_s
         while True:
-            try:
-                first = await self._recv.receive()
-            except trio.EndOfChannel:
-                return
-            batch = [first]
-            await self._gather(batch)
-            await self._execute(batch)
+            first = None
+            with trio.move_on_at(next_claim_check):
+                try:
+                    first = await self._recv.receive()
+                except trio.EndOfChannel:
+                    return
+            if first is not None:
+                batch = [first]
+                await self._gather(batch)
+                await self._execute(batch)
+            if trio.current_time() >= next_claim_check:
+                # A claim's session may die alone (terminated, server restarted while idle).
+                await self._db.call(lambda: self._retrying("re-claiming the worker ids", self.backend.check_claims))
+                next_claim_check = trio.current_time() + self.claim_check_s
 
     async def _gather(self, batch: list) -> None:
         """Take what is waiting; linger briefly for more writes when the batch is small."""
@@ -297,52 +363,147 @@ class Store(Actor):
     async def _execute(self, batch: list[tuple[Any, Reply | None]]) -> None:
         reads = [(m, r) for m, r in batch if isinstance(m, _Read)]
         writes = [(m, r) for m, r in batch if not isinstance(m, _Read)]
-        outcomes: list[tuple[Reply | None, bool, Any]] = []
-        conn_holder = self._db
+        done: dict[int, tuple[bool, Any]] = {}  # index in writes + reads -> (ok, result or error)
 
         def work() -> None:
-            conn = conn_holder.conn
-            if writes:
-                started = time.perf_counter()
-                try:
-                    outcomes.extend(self._commit_together(conn, writes))
-                except Exception:
-                    conn.execute("ROLLBACK")
-                    for item in writes:  # isolate the bad one: each alone
-                        outcomes.extend(self._commit_alone(conn, item))
-                self.stats.transactions += 1
-                self.stats.writes += len(writes)
-                self.stats.last_batch_size = len(writes)
-                self.stats.last_commit_s = time.perf_counter() - started
-            for msg, reply in reads:
-                try:
-                    outcomes.append((reply, True, msg.fn(conn, *msg.args)))
-                except Exception as exc:
-                    outcomes.append((reply, False, exc))
+            try:
+                self._run_batch(writes, reads, done)
+            except _ConnectionLost as lost:
+                self._recover(writes, reads, done, lost.__cause__)
 
-        await self._db.call(work)
-        for reply, ok, value in outcomes:
-            if reply is None:
+        try:
+            # Shielded by `call` once handed over; whatever happens, every caller gets an answer.
+            await self._db.call(work)
+        finally:
+            for i, (_, reply) in enumerate(writes + reads):
+                if reply is None:
+                    continue
+                ok, value = done.get(i, (False, StoreUnavailable(LOST_WRITE if i < len(writes) else LOST_READ)))
+                if ok:
+                    reply.set(value)
+                else:
+                    reply.fail(value)
+
+    # -- on the DB thread --------------------------------------------------------------
+    def _raise_if_lost(self, conn: Any, exc: BaseException) -> None:
+        if self.backend.is_lost(conn, exc):
+            raise _ConnectionLost() from exc
+
+    def _run_batch(self, writes: list, reads: list, done: dict[int, tuple[bool, Any]]) -> None:
+        conn = self._db.conn
+        if writes:
+            started = time.perf_counter()
+            try:
+                done.update(enumerate(self._commit_together(conn, writes)))
+            except Exception as exc:
+                self._raise_if_lost(conn, exc)
+                self._rollback(conn)
+                for i, item in enumerate(writes):  # isolate the bad one: each alone
+                    done[i] = self._commit_alone(conn, item)
+            self.stats.transactions += 1
+            self.stats.writes += len(writes)
+            self.stats.last_batch_size = len(writes)
+            self.stats.last_commit_s = time.perf_counter() - started
+        for i, (msg, _) in enumerate(reads, start=len(writes)):
+            try:
+                done[i] = (True, msg.fn(conn, *msg.args))
+            except Exception as exc:
+                self._raise_if_lost(conn, exc)
+                done[i] = (False, exc)
+
+    def _recover(self, writes: list, reads: list, done: dict[int, tuple[bool, Any]], cause: BaseException | None) -> None:
+        """Fail the uncommitted writes, reconnect (or raise StoreError), retry the reads once."""
+        log.warning("store %s: connection lost (%s); reconnecting for up to %gs",
+                    self.backend.describe(), _first_line(cause), self.reconnect_s)
+        for i in range(len(writes)):
+            done.setdefault(i, (False, StoreUnavailable(LOST_WRITE)))
+        self._reconnect()
+        conn = self._db.conn
+        for i, (msg, _) in enumerate(reads, start=len(writes)):
+            if i in done:
                 continue
-            if ok:
-                reply.set(value)
-            else:
-                reply.fail(value)
+            try:
+                done[i] = (True, msg.fn(conn, *msg.args))
+            except Exception as exc:
+                done[i] = (False, StoreUnavailable(LOST_READ) if self.backend.is_lost(conn, exc) else exc)
+
+    def _reconnect(self) -> None:
+        old, self._db.conn = self._db.conn, None
+        try:
+            old.close()
+        except Exception:
+            pass  # it is broken already
+
+        def connect() -> None:
+            self._db.conn = self.backend.connect()
+            self.backend.check_claims()  # a server restart dropped them with their session
+
+        self._retrying("reconnecting", connect)
+        self.reconnects += 1
+        log.warning("store %s: reconnected", self.backend.describe())
+
+    def _retrying(self, doing: str, step: Callable[[], None]) -> None:
+        """Run `step` until it does not raise StoreError, with capped exponential backoff, for up
+        to `reconnect_s`; then raise one StoreError saying so. A lost worker-id claim is final."""
+        deadline = time.monotonic() + self.reconnect_s
+        delay = RECONNECT_FIRST_DELAY_S
+        while True:
+            try:
+                step()
+                return
+            except WorkerIdClaimed:
+                raise
+            except StoreError as exc:
+                last = exc
+            if time.monotonic() + delay > deadline:
+                raise StoreError(
+                    f"the store {self.backend.describe()} is unreachable: gave up {doing} after "
+                    f"{self.reconnect_s:g}s ([store] reconnect_s): {last}"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+
+    def _rollback(self, conn: Any) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except Exception as exc:
+            self._raise_if_lost(conn, exc)
+            raise
 
     @staticmethod
-    def _commit_together(conn, writes) -> list[tuple[Reply | None, bool, Any]]:
+    def _commit_together(conn, writes) -> list[tuple[bool, Any]]:
         conn.execute("BEGIN TRANSACTION")
-        results = [(reply, True, msg.fn(conn, *msg.args)) for msg, reply in writes]
+        results = [(True, msg.fn(conn, *msg.args)) for msg, _ in writes]
         conn.execute("COMMIT")
         return results
 
-    @classmethod
-    def _commit_alone(cls, conn, item) -> list[tuple[Reply | None, bool, Any]]:
+    def _commit_alone(self, conn, item) -> tuple[bool, Any]:
         try:
-            return cls._commit_together(conn, [item])
+            return self._commit_together(conn, [item])[0]
         except Exception as exc:
-            conn.execute("ROLLBACK")
-            return [(item[1], False, exc)]
+            self._raise_if_lost(conn, exc)
+            self._rollback(conn)
+            return (False, exc)
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() if exc is not None else ""
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for a PostgreSQL advisory lock named `name` (same in every peer)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def lock_for_transaction(conn, name: str) -> None:
+    """Serialise a check-then-write on `name` across peers until this transaction ends.
+
+    PostgreSQL: `pg_advisory_xact_lock`, released by COMMIT or ROLLBACK. DuckDB has one process,
+    whose group commit already runs one transaction at a time: nothing to do."""
+    lock = getattr(conn, "lock_for_transaction", None)
+    if lock is not None:
+        lock(advisory_key(name))
 
 
 def insert_columns(conn, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -359,6 +520,6 @@ def insert_columns(conn, table: str, columns: tuple[str, ...], rows: list[tuple]
 
 
 __all__ = [
-    "Store", "StoreError", "StoreStats", "StoreBackend", "DuckDBBackend",
-    "ActorUnavailable", "insert_columns", "apply_migrations",
+    "Store", "StoreError", "StoreUnavailable", "WorkerIdClaimed", "StoreStats", "StoreBackend", "DuckDBBackend",
+    "ActorUnavailable", "insert_columns", "apply_migrations", "advisory_key", "lock_for_transaction",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from ..core.clock import naive_utc, utcnow
+from ..core.store import lock_for_transaction
 
 _json = msgspec.json.encode
 
@@ -95,6 +96,7 @@ def _oplog(conn, worker: str, idx: int, kind: str, detail: dict[str, Any]) -> No
 # -- templates ---------------------------------------------------------------------------
 def sync_template_version(conn, template_id: str, name: str, interface_hash: str) -> int:
     """The template's current version: the last one if its interface is unchanged, else +1."""
+    lock_for_transaction(conn, f"durable_template:{template_id}")  # peers starting together
     row = conn.execute(
         "SELECT version, interface_hash FROM durable_template_versions WHERE template_id = ?"
         " ORDER BY version DESC LIMIT 1",
@@ -113,6 +115,7 @@ def sync_template_version(conn, template_id: str, name: str, interface_hash: str
 # -- workers -----------------------------------------------------------------------------
 def create_worker(conn, row: WorkerRow, max_workers: int) -> str:
     """Insert a worker: "ok", or "exists" / "full" without writing anything."""
+    lock_for_transaction(conn, "durable_workers")  # the count and the name checks hold across peers
     if conn.execute("SELECT 1 FROM durable_workers WHERE worker = ?", [row.worker]).fetchone():
         return "exists"
     (count,) = conn.execute("SELECT count(*) FROM durable_workers").fetchone()
@@ -192,7 +195,10 @@ def oplog(conn, worker: str) -> list[tuple[int, str, str, datetime]]:
 
 # -- keys and invocations ----------------------------------------------------------------
 def add_key(conn, worker: str, key: str) -> None:
-    conn.execute("INSERT INTO durable_keys VALUES (?, ?, ?)", [worker, key, naive_utc(utcnow())])
+    conn.execute(
+        "INSERT INTO durable_keys VALUES (?, ?, ?) ON CONFLICT (worker, invocation_key) DO NOTHING",
+        [worker, key, naive_utc(utcnow())],
+    )
 
 
 def accept_invocation(conn, worker: str, inv: PendingInvocation) -> None:

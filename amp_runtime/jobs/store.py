@@ -134,29 +134,36 @@ def upsert_progress(conn, rows: list[ProgressRow], now: datetime) -> None:
     )
 
 
-def _delete_ids(conn, where: str, params: list) -> int:
-    ids = [row[0] for row in conn.execute(f"SELECT id FROM jobs WHERE {where}", params).fetchall()]
+def _delete_rest(conn, ids: list[int]) -> None:
     if ids:
-        for table, column in (("jobs", "id"), ("job_progress", "job_id"), ("job_transitions", "job_id")):
+        for table, column in (("job_progress", "job_id"), ("job_transitions", "job_id")):
             conn.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT unnest(?::BIGINT[]))", [ids])
-    return len(ids)
 
 
 def delete_job(conn, job_id: int) -> str | None:
-    """Delete a terminal job. Returns None when deleted or absent, else the blocking status."""
-    row = conn.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()
-    if row is None:
+    """Delete a terminal job. Returns None when deleted or absent, else the blocking status.
+
+    The status test is in the DELETE itself: a peer moving the job at the same moment either
+    commits first (and the job stays) or waits for this delete."""
+    deleted = conn.execute(
+        "DELETE FROM jobs WHERE id = ? AND status IN (SELECT unnest(?::VARCHAR[])) RETURNING id",
+        [job_id, sorted(TERMINAL)],
+    ).fetchall()
+    if deleted:
+        _delete_rest(conn, [job_id])
         return None
-    if row[0] not in TERMINAL:
-        return row[0]
-    _delete_ids(conn, "id = ?", [job_id])
-    return None
+    row = conn.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()
+    return None if row is None else row[0]
 
 
 def delete_jobs_with_status(conn, statuses: frozenset[str]) -> int:
     """Delete every job whose status is in `statuses` (all terminal); one transaction."""
     assert statuses <= TERMINAL, "only terminal jobs may be deleted"
-    return _delete_ids(conn, "status IN (SELECT unnest(?::VARCHAR[]))", [sorted(statuses)])
+    ids = [row[0] for row in conn.execute(
+        "DELETE FROM jobs WHERE status IN (SELECT unnest(?::VARCHAR[])) RETURNING id", [sorted(statuses)]
+    ).fetchall()]
+    _delete_rest(conn, ids)
+    return len(ids)
 
 
 # -- reads -------------------------------------------------------------------------------

@@ -1,13 +1,18 @@
-"""The registry actor: owns every worker record; answers with the rows its changes persist.
+"""The registry actor: owns every worker record; a change is shown only once it is persisted.
 
-It never waits on the store itself: a change returns the changed record's row (with a fresh
-`version`), and the service persists it (writer.py) before acknowledging, so one slow commit
-does not stall other workers' reports. The version guard in `store.save_workers` drops a row
-that reaches the store after a newer one of the same worker.
+It never waits on the store itself: a change message returns a *proposed* record (a new
+object, with a fresh `version`) and keeps it aside; the service persists it through the writer
+(writer.py), and the writer reports the outcome back as `Settled`. Only then does the record
+become what reads see; a failed write drops the proposal. So one slow commit does not stall
+other workers' reports, and a store failure never leaves a change listed that was not saved.
+A change of a worker with a proposal in flight builds on that proposal (the writer commits
+batches in order). The version guard in `store.save_workers` drops a row that reaches the
+store after a newer one of the same worker, from this process or a peer.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import msgspec
@@ -62,6 +67,13 @@ class LiveIds(msgspec.Struct, tag=True):
     max_age_s: float
 
 
+class Settled(msgspec.Struct, tag=True):
+    """From the writer: these proposed records were committed (`ok`) or not."""
+
+    records: list[WorkerRecord]
+    ok: bool
+
+
 def is_live(rec: WorkerRecord, now: datetime, max_age_s: float | None = None) -> bool:
     """Registered and heard from within its timeout (and within `max_age_s` when given)."""
     age = (now - rec.heartbeat_at).total_seconds()
@@ -72,35 +84,54 @@ class RegistryActor(Actor):
     def __init__(self, store: Store, *, mailbox_size: int = 1024, ask_timeout: float = 30.0):
         super().__init__("registry", mailbox_size=mailbox_size, ask_timeout=ask_timeout)
         self.store = store
-        self.workers: dict[str, WorkerRecord] = {}
+        self.workers: dict[str, WorkerRecord] = {}  # persisted: what reads see
+        self.proposed: dict[str, WorkerRecord] = {}  # the latest change of a worker, not yet settled
         self.version = 0
 
     async def on_start(self) -> None:
         records = await self.store.read(sql.load_workers)
         self.workers = {r.id: r for r in records}
+        self.proposed = {}
         self.version = max((r.version for r in records), default=0)
 
-    def _bump(self, rec: WorkerRecord) -> tuple:
-        self.version += 1
+    def _latest(self, worker: str) -> WorkerRecord | None:
+        return self.proposed.get(worker) or self.workers.get(worker)
+
+    def _propose(self, rec: WorkerRecord) -> WorkerRecord:
+        # Microseconds of wall time, kept increasing: a later change made by another peer on the
+        # same store outranks an earlier one of ours (a bare per-process counter would not).
+        self.version = max(self.version + 1, time.time_ns() // 1000)
         rec.version = self.version
-        return sql.record_row(rec)
+        self.proposed[rec.id] = rec
+        return rec
 
     def _ensure(self, worker: str, now: datetime, timeout_s: int, ip: str | None) -> WorkerRecord:
-        """The worker's record, registered as of `now` (created on first sight)."""
-        rec = self.workers.get(worker)
-        if rec is None:
+        """A new copy of the worker's latest record, registered as of `now` (created on first sight)."""
+        latest = self._latest(worker)
+        if latest is None:
             rec = WorkerRecord(
                 id=worker, version=0, created_at=now, registered_at=now, heartbeat_at=now,
                 last_report_at=None, registered=True, timeout_s=timeout_s, info=WorkerInfo(), ip=ip,
                 tags=[], system_tags=[], queues=[], task=None, queue=None,
             )
-            self.workers[worker] = rec
-        elif not is_live(rec, now):
-            rec.registered, rec.registered_at, rec.timeout_s = True, now, timeout_s
+        else:
+            rec = msgspec.structs.replace(latest)
+            if not is_live(rec, now):
+                rec.registered, rec.registered_at, rec.timeout_s = True, now, timeout_s
         rec.heartbeat_at = now
         if ip is not None:
             rec.ip = ip
         return rec
+
+    def _settle(self, records: list[WorkerRecord], ok: bool) -> None:
+        for rec in records:
+            if ok:
+                current = self.workers.get(rec.id)
+                if current is None or current.version < rec.version:
+                    self.workers[rec.id] = rec
+            pending = self.proposed.get(rec.id)
+            if pending is not None and pending.version <= rec.version:
+                del self.proposed[rec.id]
 
     async def handle(self, msg, reply: Reply | None) -> None:
         match msg:
@@ -112,7 +143,7 @@ class RegistryActor(Actor):
                 for field in ("queues", "tags", "system_tags"):
                     if getattr(msg, field) is not None:
                         setattr(rec, field, list(getattr(msg, field)))
-                answer = self._bump(rec)
+                answer = self._propose(rec)
             case Report():
                 rec = self._ensure(msg.worker, msg.now, msg.default_timeout_s, msg.ip)
                 rec.last_report_at = msg.now
@@ -120,20 +151,23 @@ class RegistryActor(Actor):
                 for field in ("queues", "tags", "system_tags"):  # null = untouched
                     if getattr(msg, field) is not None:
                         setattr(rec, field, list(getattr(msg, field)))
-                answer = self._bump(rec)
+                answer = self._propose(rec)
             case Unregister():
-                rec = self.workers.get(msg.worker)
-                if rec is None or not rec.registered:
+                latest = self._latest(msg.worker)
+                if latest is None or not latest.registered:
                     answer = None
                 else:
-                    rec.registered, rec.task, rec.queue = False, None, None
-                    answer = self._bump(rec)
+                    rec = msgspec.structs.replace(latest, registered=False, task=None, queue=None)
+                    answer = self._propose(rec)
             case Expire():
                 answer = []
                 for rec in self.workers.values():
-                    if rec.registered and not is_live(rec, msg.now):
-                        rec.registered = False
-                        answer.append(self._bump(rec))
+                    # A worker with a change in flight was just heard from: the next round looks again.
+                    if rec.id not in self.proposed and rec.registered and not is_live(rec, msg.now):
+                        answer.append(self._propose(msgspec.structs.replace(rec, registered=False)))
+            case Settled():
+                self._settle(msg.records, msg.ok)
+                answer = None
             case GetOne():
                 rec = self.workers.get(msg.worker)
                 answer = None if rec is None else msgspec.structs.replace(rec)
@@ -145,4 +179,3 @@ class RegistryActor(Actor):
                 raise TypeError(f"registry: unexpected message {msg!r}")
         if reply is not None:
             reply.set(answer)
-

@@ -13,13 +13,13 @@ import trio
 
 from .. import __version__, build_info
 from ..config import parse_bind
-from ..core.actor import supervise
+from ..core.actor import ActorUnavailable, supervise
 from ..core.clock import naive_utc, utcnow
 from ..core.http import ApiError
 from ..core.service import ServiceBase
 from . import jwt
 from . import store as sql
-from .actor import Expire, GetAll, GetOne, LiveIds, Register, RegistryActor, Report, Unregister, is_live
+from .actor import Expire, GetAll, GetOne, LiveIds, Register, RegistryActor, Report, Settled, Unregister, is_live
 from .models import (
     AGGREGATIONS,
     API_VERSION,
@@ -64,7 +64,7 @@ class RegistryService(ServiceBase):
         self.actor = RegistryActor(
             self.store, mailbox_size=self.config.actors.mailbox_size, ask_timeout=self.config.actors.ask_timeout_s
         )
-        self.writer = RegistryWriter(self.store)
+        self.writer = RegistryWriter(self.store, self._settled)
         self.own_ids = [w.id for w in self.config.workers]
         self.jwt_secret = self.config.auth.jwt_secret
         self._accepting = True
@@ -111,11 +111,18 @@ class RegistryService(ServiceBase):
                 log.exception("registry: %s failed", getattr(step, "__name__", step))
             await trio.sleep(period_s)
 
+    async def _settled(self, records: list[WorkerRecord], ok: bool) -> None:
+        """The writer's word on proposed records: the actor shows them only once they are saved."""
+        try:
+            await self.actor.tell(Settled(records, ok))
+        except ActorUnavailable:
+            pass  # stopped: a restarted actor rebuilds from the store, where they are (or are not)
+
     async def _expire(self) -> None:
-        rows = await self.actor.ask(Expire(naive_utc(utcnow())))
-        if rows:
-            await self.writer.persist(workers=rows)
-            log.info("registry: %d worker(s) expired", len(rows))
+        records = await self.actor.ask(Expire(naive_utc(utcnow())))
+        if records:
+            await self.writer.persist(workers=records)
+            log.info("registry: %d worker(s) expired", len(records))
 
     async def _heartbeat(self, sampler: MachineSampler) -> bool:
         """One status report per own worker: machine readings and its first running task."""
@@ -179,36 +186,36 @@ class RegistryService(ServiceBase):
         self, worker: str, *, timeout: int | None = None, ip: str | None = None, info: WorkerInfo | None = None,
         queues: list[str] | None = None, tags: list[str] | None = None, system_tags: list[str] | None = None,
     ) -> None:
-        """Register (or re-register) a worker; returns once the record is durable."""
+        """Register (or re-register) a worker; returns once the record is durable (and only then shown)."""
         self._check_worker_and_tags(worker, queues=queues, tags=tags, system_tags=system_tags)
         if timeout is not None and timeout <= 0:
             raise ApiError(400, "INVALID_REQUEST", "timeout must be a positive number of seconds")
-        row = await self.actor.ask(Register(
+        proposed = await self.actor.ask(Register(
             worker=worker, now=naive_utc(utcnow()), timeout_s=timeout or self.settings.default_timeout_s,
             ip=ip, info=info, queues=queues, tags=tags, system_tags=system_tags,
         ))
-        await self.writer.persist(workers=[row])
+        await self.writer.persist(workers=[proposed])
 
     async def status_report(self, req: StatusReportRequest, *, ip: str | None = None) -> None:
-        """Update the record, then persist it with the report's stats and activity in one go."""
+        """Persist the updated record with the report's stats and activity in one go; then it is shown."""
         self._check_worker_and_tags(req.worker, queues=req.queues, tags=req.tags, system_tags=req.system_tags)
         ts = report_ts(req.timestamp)
-        row = await self.actor.ask(Report(
+        proposed = await self.actor.ask(Report(
             worker=req.worker, now=naive_utc(utcnow()), default_timeout_s=self.settings.default_timeout_s,
             ip=ip, task=req.task, queue=req.queue, queues=req.queues, tags=req.tags, system_tags=req.system_tags,
         ))
         readings = stats_rows(req.machine_stats) if req.machine_stats is not None else []
         await self.writer.persist(
-            workers=[row],
+            workers=[proposed],
             stats=[(req.worker, metric, variant, ts, value) for metric, variant, value in readings],
             activity=[(req.worker, ts, req.task is not None)],
         )
 
     async def unregister(self, worker: str) -> None:
         self._check_worker(worker)
-        row = await self.actor.ask(Unregister(worker))
-        if row is not None:
-            await self.writer.persist(workers=[row])
+        proposed = await self.actor.ask(Unregister(worker))
+        if proposed is not None:
+            await self.writer.persist(workers=[proposed])
 
     # -- reads -------------------------------------------------------------------------
     async def get(self, worker: str) -> WorkerRecord | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from ..core.store import insert_columns
+from ..core.store import insert_columns, lock_for_transaction
 
 from .models import WorkerInfo, WorkerRecord
 
@@ -39,6 +39,8 @@ def save_workers(conn, rows: list[tuple]) -> None:
             newest[row[0]] = row
     if not newest:
         return
+    # Peers replace rows of the same workers: the version check and the replacement must not interleave.
+    lock_for_transaction(conn, "registry_workers")
     stored = dict(conn.execute(
         "SELECT id, version FROM registry_workers WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(newest)]
     ).fetchall())
@@ -77,12 +79,9 @@ def get_secret(conn, name: str) -> str | None:
 
 
 def set_secret_once(conn, name: str, value: str) -> str:
-    """Store `value` unless a secret of that name exists; returns the one kept."""
-    existing = get_secret(conn, name)
-    if existing is not None:
-        return existing
-    conn.execute("INSERT INTO registry_secrets VALUES (?, ?)", [name, value])
-    return value
+    """Store `value` unless a secret of that name exists; returns the one kept (a peer's may win)."""
+    conn.execute("INSERT INTO registry_secrets VALUES (?, ?) ON CONFLICT (name) DO NOTHING", [name, value])
+    return get_secret(conn, name)
 
 
 def delete_stats_before(conn, cutoff_ts: float) -> None:

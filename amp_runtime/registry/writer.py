@@ -1,29 +1,44 @@
 """Group commit for the registry: every change of every worker goes through one writer.
 
-Callers add their rows to the open batch and wait; the writer commits a batch while the next
-one fills, as one store transaction with one `INSERT ... SELECT unnest(...)` per table. So
-1,000 workers reporting every second cost a few transactions per second, not thousands, and
+Callers add their records and rows to the open batch and wait; the writer commits a batch while
+the next one fills, as one store transaction with one `INSERT ... SELECT unnest(...)` per table.
+So 1,000 workers reporting every second cost a few transactions per second, not thousands, and
 since batches commit one after the other a worker's later change always lands after its
-earlier one.
+earlier one. After each commit the writer tells the registry actor which records are now saved
+(or not): it does so itself, so a caller that gave up waiting cannot leave a change unsettled.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Awaitable, Callable
+
 import trio
 
+from ..core.http import ApiError
 from ..core.store import Store
 from . import store as sql
+from .models import WorkerRecord
+
+log = logging.getLogger("amp_runtime.registry")
 
 
-class PersistError(Exception):
-    """The batch this change was in could not be committed."""
+class PersistError(ApiError):
+    """The batch this change was in could not be committed; the change was not applied."""
+
+    def __init__(self) -> None:
+        super().__init__(503, "STORE_UNAVAILABLE", "the registry could not save this change to the store, "
+                         "so it was not applied: retry", headers={"Retry-After": "1"})
+
+
+Settle = Callable[[list[WorkerRecord], bool], Awaitable[None]]
 
 
 class _Batch:
     __slots__ = ("workers", "stats", "activity", "done", "error")
 
     def __init__(self) -> None:
-        self.workers: list[tuple] = []
+        self.workers: list[WorkerRecord] = []
         self.stats: list[tuple] = []
         self.activity: list[tuple] = []
         self.done = trio.Event()
@@ -31,15 +46,18 @@ class _Batch:
 
 
 class RegistryWriter:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, settle: Settle):
         self.store = store
+        self.settle = settle
         self._open = _Batch()
         self._wake = trio.Event()
 
-    async def persist(self, *, workers: list[tuple] = (), stats: list[tuple] = (), activity: list[tuple] = ()) -> None:
-        """Returns once the rows are committed; raises `PersistError` if their batch failed.
+    async def persist(
+        self, *, workers: list[WorkerRecord] = (), stats: list[tuple] = (), activity: list[tuple] = ()
+    ) -> None:
+        """Returns once the rows are committed; raises `PersistError` (a 503) if their batch failed.
 
-        A cancelled caller's rows are still committed with their batch.
+        A cancelled caller's rows are still committed (and settled) with their batch.
         """
         batch = self._open
         batch.workers.extend(workers)
@@ -48,7 +66,7 @@ class RegistryWriter:
         self._wake.set()
         await batch.done.wait()
         if batch.error is not None:
-            raise PersistError(f"registry write failed: {batch.error}") from batch.error
+            raise PersistError() from batch.error
 
     async def run(self) -> None:
         """Commit batches until cancelled."""
@@ -56,8 +74,12 @@ class RegistryWriter:
             await self._wake.wait()
             self._wake = trio.Event()
             batch, self._open = self._open, _Batch()
+            rows = [sql.record_row(rec) for rec in batch.workers]
             try:
-                await self.store.write(sql.write_batch, batch.workers, batch.stats, batch.activity)
+                await self.store.write(sql.write_batch, rows, batch.stats, batch.activity)
             except Exception as exc:
+                log.warning("registry: a batch of %d change(s) was not saved: %s", len(rows) + len(batch.stats), exc)
                 batch.error = exc
+            if batch.workers:
+                await self.settle(batch.workers, batch.error is None)
             batch.done.set()

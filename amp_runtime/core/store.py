@@ -5,9 +5,7 @@ the connection:
 
 - `await store.read(fn, *args)`   runs `fn(conn, *args)` and returns its result;
 - `await store.write(fn, *args)`  runs it inside a group-commit transaction and returns once
-  that transaction is durable;
-- `await store.append(table, columns, row)`  adds one row to a column batch; rows of many
-  callers become one `INSERT ... SELECT unnest(...)` per table in one transaction.
+  that transaction is durable (bulk rows go through `insert_columns` inside such a write).
 
 Backends: the embedded DuckDB file (the default, `DuckDBBackend`) or PostgreSQL
 (`core.postgres.PostgresBackend`, chosen by `[store] url`). Store functions are written once with
@@ -69,18 +67,6 @@ class _Read:
 class _Write:
     fn: Callable[..., Any]
     args: tuple
-
-
-@dataclass(slots=True)
-class _Append:
-    table: str
-    columns: tuple[str, ...]
-    row: tuple
-
-
-@dataclass(slots=True)
-class _Flush:
-    pass
 
 
 @dataclass
@@ -207,15 +193,6 @@ class DuckDBBackend:
         pass
 
 
-def store_backend(url: str, duckdb_path: Path) -> StoreBackend:
-    """`[store] url` empty: the DuckDB file at `duckdb_path`; a postgresql:// URL: PostgreSQL."""
-    if not url:
-        return DuckDBBackend(duckdb_path)
-    from .postgres import PostgresBackend  # psycopg is loaded only when asked for
-
-    return PostgresBackend(url)
-
-
 def _migrations(package: str) -> list[tuple[int, str, str]]:
     found = []
     for entry in resources.files(package).iterdir():
@@ -298,13 +275,6 @@ class Store(Actor):
     async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self.ask(_Write(fn, args), timeout=float("inf"))
 
-    async def append(self, table: str, columns: tuple[str, ...], row: tuple) -> None:
-        await self.ask(_Append(table, columns, row), timeout=float("inf"))
-
-    async def flush(self) -> None:
-        """Returns once every write sent before it is committed."""
-        await self.ask(_Flush(), timeout=float("inf"))
-
     async def execute(self, sql: str, params: Any = None) -> list[tuple]:
         """Convenience read: one statement, all rows."""
         return await self.read(lambda conn: conn.execute(sql, params).fetchall())
@@ -380,7 +350,7 @@ class Store(Actor):
                 pass
             except trio.EndOfChannel:
                 return
-            if weight() == 0 or self.linger_s == 0 or isinstance(batch[-1][0], _Flush):
+            if weight() == 0 or self.linger_s == 0:
                 return
             with trio.move_on_at(deadline):
                 try:
@@ -503,18 +473,7 @@ class Store(Actor):
     @staticmethod
     def _commit_together(conn, writes) -> list[tuple[bool, Any]]:
         conn.execute("BEGIN TRANSACTION")
-        results = []
-        appends: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
-        for msg, _ in writes:
-            if isinstance(msg, _Write):
-                results.append((True, msg.fn(conn, *msg.args)))
-            elif isinstance(msg, _Append):
-                appends.setdefault((msg.table, msg.columns), []).append(msg.row)
-                results.append((True, None))
-            else:
-                results.append((True, None))
-        for (table, columns), rows in appends.items():
-            insert_columns(conn, table, columns, rows)
+        results = [(True, msg.fn(conn, *msg.args)) for msg, _ in writes]
         conn.execute("COMMIT")
         return results
 
@@ -561,6 +520,6 @@ def insert_columns(conn, table: str, columns: tuple[str, ...], rows: list[tuple]
 
 
 __all__ = [
-    "Store", "StoreError", "StoreUnavailable", "WorkerIdClaimed", "StoreStats", "StoreBackend", "DuckDBBackend", "store_backend",
+    "Store", "StoreError", "StoreUnavailable", "WorkerIdClaimed", "StoreStats", "StoreBackend", "DuckDBBackend",
     "ActorUnavailable", "insert_columns", "apply_migrations", "advisory_key", "lock_for_transaction",
 ]

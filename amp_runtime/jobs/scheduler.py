@@ -268,10 +268,3 @@ class Scheduler(Actor):
             if job.record.node_id in load:
                 load[job.record.node_id] += 1
         return min(candidates, key=lambda worker: load[worker])
-
-    def load(self) -> dict[str, int]:
-        """Active jobs per worker (a snapshot for metrics and tests)."""
-        counts: dict[str, int] = {}
-        for job in self._active.values():
-            counts[job.record.node_id] = counts.get(job.record.node_id, 0) + 1
-        return counts

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from pathlib import Path
+from typing import Awaitable, Callable
 
 import trio
 
@@ -23,7 +23,7 @@ from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  registers example/blocks@1.0.0
 from . import states
 from . import store as jobs_store
-from .datasets import DATASETS, resolve
+from .datasets import DATASETS, output_dir, resolve
 from .models import MAX_BLOCK, Job, JobList, JobProgress, JobsError
 from .progress import ProgressWriter
 from .runner import RunnerEnv
@@ -41,11 +41,6 @@ def parse_job_id(text: str) -> int:
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_JOB_ID:
         raise JobsError(400, "INVALID_JOB_ID", f"invalid job id {text!r}: expected a positive integer")
     return int(text)
-
-
-def output_dir(config) -> Path:
-    """Where datasets' files are written: `[jobs] output_dir`, or `<data-dir>/datasets`."""
-    return Path(config.jobs.output_dir) if config.jobs.output_dir else config.data_path / "datasets"
 
 
 def check_jobs_config(jobs) -> None:
@@ -66,10 +61,15 @@ def check_jobs_config(jobs) -> None:
 
 
 class JobService(ServiceBase):
-    def __init__(self, runtime):
-        super().__init__(runtime)
+    def __init__(self, config, store, *, tasks, live_workers: Callable[[], Awaitable[list[str]]], cluster=None):
+        """`tasks`: the task service (worker ids, job slots); `live_workers`: the registry's
+        live local workers; `cluster`: the cluster service when this process accepts nodes."""
+        super().__init__(config, store)
         check_jobs_config(self.config.jobs)
-        self.progress = ProgressWriter(runtime.store)
+        self.tasks = tasks
+        self.live_workers = live_workers
+        self._cluster = cluster if cluster is not None and cluster.accepts_nodes else None
+        self.progress = ProgressWriter(store)
         self.scheduler: Scheduler | None = None
         self._accepting = True
 
@@ -82,7 +82,7 @@ class JobService(ServiceBase):
             await nursery.start(partial(supervise, self.progress, max_restarts_per_minute=restarts))
             env = RunnerEnv(
                 store=self.store,
-                tasks=self.runtime.tasks,
+                tasks=self.tasks,
                 progress=self.progress,
                 output_dir=output_dir(self.config),
                 blocks_per_s=self.config.jobs.continuous_blocks_per_s,
@@ -90,7 +90,7 @@ class JobService(ServiceBase):
                 run_remote=self._cluster.run_remote_job if self._cluster else None,
             )
             self.scheduler = Scheduler(
-                env, nursery, self.config, local_workers=self.runtime.tasks.worker_ids()
+                env, nursery, self.config, local_workers=self.tasks.worker_ids()
             )
             await nursery.start(partial(supervise, self.scheduler, max_restarts_per_minute=restarts))
             nursery.start_soon(self._watch_workers)
@@ -134,17 +134,11 @@ class JobService(ServiceBase):
             except Exception:
                 log.exception("jobs: checking worker liveness failed; retrying")
 
-    @property
-    def _cluster(self):
-        """The cluster coordinator when this process accepts nodes, else None."""
-        cluster = getattr(self.runtime, "cluster", None)
-        return cluster if cluster is not None and cluster.accepts_nodes else None
-
     async def _candidates(self) -> tuple[list[str], list[str]]:
         """(live workers that can hold a job's slot, every live worker). Local workers are live
         per the registry; a connected node's workers per its channel to the coordinator."""
-        live = await self.runtime.registry.live_workers()
-        workers = self.runtime.tasks.worker_ids()
+        live = await self.live_workers()
+        workers = self.tasks.worker_ids()
         if self._cluster is not None:
             live, remote = self._cluster.job_liveness(live)
             workers = workers + remote
@@ -167,7 +161,7 @@ class JobService(ServiceBase):
             raise JobsError(400, "INVALID_BLOCK_RANGE", "; ".join(problems))
         candidates, _ = await self._candidates()
         if node_id is not None and node_id not in candidates:
-            where = "is not live" if node_id in self.runtime.tasks.worker_ids() else "is not a worker of this runtime"
+            where = "is not live" if node_id in self.tasks.worker_ids() else "is not a worker of this runtime"
             raise JobsError(400, "INVALID_NODE_ID", f"node {node_id!r} {where}; live: {', '.join(candidates) or 'none'}")
         record = await self._ask(Create(dataset, start_block, end_block, node_id, candidates))
         return record.to_api()

@@ -12,7 +12,7 @@ import sys
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import msgspec
 import trio
@@ -124,10 +124,20 @@ def _unanswered(task: Task) -> TaskResult:
         type="WorkerFailed", message=f"worker {task.worker} did not answer in time"))
 
 
+RouteTask = Callable[[TaskRequest, FunctionSpec], Awaitable[Any]]
+
+
+async def _run_here(request: TaskRequest, spec: FunctionSpec) -> None:
+    return None
+
+
 class TaskService(ServiceBase):
-    def __init__(self, runtime):
-        super().__init__(runtime)
+    def __init__(self, config, store):
+        super().__init__(config, store)
         tasks = self.config.tasks
+        # A cluster may answer a task on a node with more room; the wiring sets it once the
+        # cluster service exists (it is built after this one, since it reads our workers).
+        self.route_task: RouteTask = _run_here
         self.webhooks = WebhookSender(self.config.webhook)
         self.workers: dict[str, WorkerActor] = {
             w.id: WorkerActor(
@@ -165,7 +175,7 @@ class TaskService(ServiceBase):
         spec = FUNCTIONS.get(request.function)
         if spec is None:
             raise Rejected(404, "FUNCTION_NOT_FOUND", f"no function {request.function[:256]!r}")
-        forwarded = await self.runtime.cluster.route_task(request, spec)  # a node with more room answers
+        forwarded = await self.route_task(request, spec)  # a node with more room answers
         if forwarded is not None:
             return Forwarded(forwarded)
         task_input = await self._check(request, spec)
@@ -227,9 +237,6 @@ class TaskService(ServiceBase):
 
     def worker_ids(self) -> list[str]:
         return list(self.workers)
-
-    def function(self, name: str) -> FunctionSpec | None:
-        return FUNCTIONS.get(name)
 
     def pick_worker(self, spec: FunctionSpec, named: str | None) -> WorkerActor:
         """The named worker, or the one serving the function's group with most free capacity."""

@@ -51,7 +51,7 @@ async def test_a_failing_worker_answers_every_caller_and_the_process_keeps_servi
     receiver = await start_receiver(nursery)
     srv = await server_factory(workers=[{"id": "w", "slots": 3, "max_queue": 50}],
                                webhook={"allow_private": True, "base_delay_s": 0.01})
-    worker = srv.runtime.tasks.workers["w"]
+    worker = srv.runtime.services.tasks.workers["w"]
     client = srv.client
     answers: dict[str, object] = {}
 

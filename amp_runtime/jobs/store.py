@@ -99,17 +99,46 @@ def insert_jobs_bulk(conn, rows: list[tuple[str, int, int | None, str, str, int]
     return ids
 
 
-def set_status(conn, job_id: int, old: str, new: str, now: datetime, error: str | None) -> None:
+def set_status(conn, job_id: int, old: str, new: str, now: datetime, error: str | None) -> bool:
+    """Compare-and-set: only while the job is still `old`. False: someone changed it first
+    (a peer, on a shared store); nothing is written then."""
     now = naive_utc(now)
-    conn.execute(
-        "UPDATE jobs SET status = ?, updated_at = ?, error = coalesce(?, error) WHERE id = ?",
-        [new, now, error, job_id],
-    )
+    changed = conn.execute(
+        "UPDATE jobs SET status = ?, updated_at = ?, error = coalesce(?, error) WHERE id = ? AND status = ?"
+        " RETURNING id",
+        [new, now, error, job_id, old],
+    ).fetchall()
+    if not changed:
+        return False
     conn.execute("INSERT INTO job_transitions VALUES (?, ?, ?, ?)", [job_id, old, new, now])
+    return True
 
 
-def set_node(conn, job_id: int, node_id: str, now: datetime) -> None:
-    conn.execute("UPDATE jobs SET node_id = ?, updated_at = ? WHERE id = ?", [node_id, naive_utc(now), job_id])
+def set_node(conn, job_id: int, old_node: str, new_node: str, now: datetime) -> bool:
+    """Compare-and-set the job's worker: only an active job still on `old_node` moves, so of
+    peers racing to take over one job exactly one wins."""
+    changed = conn.execute(
+        "UPDATE jobs SET node_id = ?, updated_at = ? WHERE id = ? AND node_id = ?"
+        " AND status NOT IN (SELECT unnest(?::VARCHAR[])) RETURNING id",
+        [new_node, naive_utc(now), job_id, old_node, sorted(TERMINAL)],
+    ).fetchall()
+    return bool(changed)
+
+
+def notify_jobs(conn, job_ids: list[int]) -> None:
+    """PostgreSQL only: wake the peers listening on `amp_jobs` (delivered at commit)."""
+    for job_id in job_ids:
+        conn.execute("SELECT pg_notify('amp_jobs', ?)", [str(job_id)])
+
+
+def live_worker_ids(conn, heard_since: datetime) -> list[str]:
+    """Every registered worker of every process sharing the store with a heartbeat at or after
+    `heard_since` (the registry's rows are the truth on a shared store)."""
+    rows = conn.execute(
+        "SELECT id FROM registry_workers WHERE registered AND heartbeat_at >= ? ORDER BY id",
+        [naive_utc(heard_since)],
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def upsert_progress(conn, rows: list[ProgressRow], now: datetime) -> None:

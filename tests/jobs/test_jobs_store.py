@@ -40,8 +40,21 @@ async def test_transitions_keep_their_order_within_one_instant(any_store):
     ]
     record = await any_store.read(sql.get_job, job.id)
     assert (record.status, record.error) == ("Scheduled", "boom")
-    await any_store.write(sql.set_node, job.id, "w9", NOW + timedelta(seconds=1))
+    await any_store.write(sql.set_node, job.id, "w1", "w9", NOW + timedelta(seconds=1))
     assert (await any_store.read(sql.get_job, job.id)).node_id == "w9"
+
+
+async def test_status_and_node_changes_are_compare_and_set(any_store):
+    job = await any_store.write(sql.insert_job, "ns/a@1.0.0", 0, 10, "w1", 10, NOW)
+    assert await any_store.write(sql.set_status, job.id, "Scheduled", "Running", NOW, None) is True
+    assert await any_store.write(sql.set_status, job.id, "Scheduled", "StopRequested", NOW, None) is False
+    assert await any_store.write(sql.set_node, job.id, "w1", "w2", NOW) is True
+    assert await any_store.write(sql.set_node, job.id, "w1", "w3", NOW) is False  # a racing peer lost
+    await any_store.write(sql.set_status, job.id, "Running", "Completed", NOW, None)
+    assert await any_store.write(sql.set_node, job.id, "w2", "w3", NOW) is False  # terminal jobs stay put
+    record = await any_store.read(sql.get_job, job.id)
+    assert (record.status, record.node_id) == ("Completed", "w2")
+    assert await any_store.read(sql.transitions_of, job.id) == [("Scheduled", "Running"), ("Running", "Completed")]
 
 
 async def test_progress_upserts_keep_the_latest_per_table(any_store):

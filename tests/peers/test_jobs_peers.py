@@ -1,0 +1,114 @@
+"""Jobs on three peers over one PostgreSQL store (real processes, one shared output dir).
+
+Any peer creates, lists and stops any job; a job runs on the peer owning its worker; when that
+peer dies (kill -9) exactly one survivor takes the job over once the worker's heartbeat expires
+and it completes with exactly one row per block; a peer draining on SIGTERM hands its job over
+at once.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+import pytest
+import trio
+
+from ..helpers import wait_until
+from ..jobs.jobutil import wait_for_files, wait_for_status
+from .peerutil import create_job, rows_are_one_per_block, spawn_peer, worker_of
+
+NAMES = ("a", "b", "c")
+
+
+async def start_peers(nursery, tmp_path, pg_url, **env):
+    peers = {}
+    for name in NAMES:  # one after the other: the first one migrates the database
+        peers[name] = await spawn_peer(nursery, tmp_path, name, pg_url, **env)
+    return peers
+
+
+def log_of(peer) -> str:
+    return peer.output.decode(errors="replace")
+
+
+def clients(peers) -> dict[str, httpx.AsyncClient]:
+    return {name: httpx.AsyncClient(base_url=peer.url, timeout=30) for name, peer in peers.items()}
+
+
+async def close_all(by_name) -> None:
+    for client in by_name.values():
+        await client.aclose()
+
+
+async def test_any_peer_creates_lists_and_stops_jobs_that_run_on_their_workers_peer(nursery, tmp_path, pg_url):
+    peers = await start_peers(nursery, tmp_path, pg_url)
+    by_name = clients(peers)
+    try:
+        # Created on a, for b's worker: it runs on b (the only process holding that worker).
+        finite = await create_job(by_name["a"], worker_of("b"), 999)
+        done = await wait_for_status(by_name["c"], finite["id"], "Completed", timeout=40)
+        assert done["node_id"] == worker_of("b")
+        rows_are_one_per_block(tmp_path / "shared", 999)
+
+        # A long job created on b for c's worker, stopped through a: c winds it down.
+        long = await create_job(by_name["b"], worker_of("c"), 10**9)
+        await wait_for_files(by_name["a"], long["id"], 2, timeout=30)
+        stopped = (await by_name["a"].put(f"/jobs/{long['id']}/stop")).json()
+        assert stopped["status"] in ("StopRequested", "Stopping", "Stopped")
+        final = await wait_for_status(by_name["b"], long["id"], "Stopped", timeout=20)
+        assert final["node_id"] == worker_of("c")
+
+        # Every peer lists the same jobs from the shared table.
+        listings = [(await client.get("/jobs", params={"status": "all"})).json()["jobs"] for client in by_name.values()]
+        assert [job["id"] for job in listings[0]] == [long["id"], finite["id"]]
+        assert listings[0] == listings[1] == listings[2]
+    finally:
+        await close_all(by_name)
+
+
+@pytest.mark.parametrize("victim", ["a", "b"], ids=["first-started", "second-started"])
+async def test_kill9_of_the_peer_running_a_job_one_survivor_takes_it_over(nursery, tmp_path, pg_url, victim):
+    last_block = 3999
+    peers = await start_peers(nursery, tmp_path, pg_url)
+    by_name = clients(peers)
+    survivors = [name for name in NAMES if name != victim]
+    try:
+        job = await create_job(by_name[survivors[0]], worker_of(victim), last_block)
+        await wait_for_files(by_name[survivors[1]], job["id"], 5, timeout=30)
+        peers[victim].kill9()
+        await peers[victim].wait()
+
+        moved = await wait_for_status(by_name[survivors[0]], job["id"], "Completed", timeout=50)
+        assert moved["node_id"] in {worker_of(name) for name in survivors}
+        takers = [name for name in survivors if f"job {job['id']} moved from {worker_of(victim)}" in log_of(peers[name])]
+        assert len(takers) == 1, {name: log_of(peers[name])[-3000:] for name in survivors}
+        assert moved["node_id"] == worker_of(takers[0])
+        rows_are_one_per_block(tmp_path / "shared", last_block)
+        for client in (by_name[name] for name in survivors):  # both still answer, with the same view
+            assert (await client.get(f"/jobs/{job['id']}")).json() == moved
+    finally:
+        await close_all(by_name)
+
+
+async def test_sigterm_hands_the_job_over_at_once(nursery, tmp_path, pg_url):
+    last_block = 3999
+    # A long liveness: the job can only move this soon if the draining peer hands it over.
+    peers = await start_peers(nursery, tmp_path, pg_url, AMP_REGISTRY_LIVENESS_S="60")
+    by_name = clients(peers)
+    try:
+        job = await create_job(by_name["a"], worker_of("b"), last_block)
+        await wait_for_files(by_name["c"], job["id"], 5, timeout=30)
+        peers["b"].send_signal(signal.SIGTERM)
+        assert await peers["b"].wait(timeout=15) == 0, log_of(peers["b"])
+        assert f"job {job['id']} handed over to" in log_of(peers["b"]), log_of(peers["b"])
+
+        async def moved():
+            return (await by_name["a"].get(f"/jobs/{job['id']}")).json()["node_id"] != worker_of("b")
+
+        await wait_until(moved, timeout=5, interval=0.05)
+        done = await wait_for_status(by_name["c"], job["id"], "Completed", timeout=50)
+        assert done["node_id"] in (worker_of("a"), worker_of("c"))
+        rows_are_one_per_block(tmp_path / "shared", last_block)
+    finally:
+        await close_all(by_name)

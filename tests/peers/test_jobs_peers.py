@@ -42,12 +42,13 @@ async def close_all(by_name) -> None:
 
 
 async def test_any_peer_creates_lists_and_stops_jobs_that_run_on_their_workers_peer(nursery, tmp_path, pg_url):
-    peers = await start_peers(nursery, tmp_path, pg_url)
+    # The table is polled only every 30 s here: the peers act this soon because NOTIFY wakes them.
+    peers = await start_peers(nursery, tmp_path, pg_url, AMP_JOBS_WORKER_CHECK_S="30")
     by_name = clients(peers)
     try:
         # Created on a, for b's worker: it runs on b (the only process holding that worker).
         finite = await create_job(by_name["a"], worker_of("b"), 999)
-        done = await wait_for_status(by_name["c"], finite["id"], "Completed", timeout=40)
+        done = await wait_for_status(by_name["c"], finite["id"], "Completed", timeout=20)
         assert done["node_id"] == worker_of("b")
         rows_are_one_per_block(tmp_path / "shared", 999)
 
@@ -110,5 +111,24 @@ async def test_sigterm_hands_the_job_over_at_once(nursery, tmp_path, pg_url):
         done = await wait_for_status(by_name["c"], job["id"], "Completed", timeout=50)
         assert done["node_id"] in (worker_of("a"), worker_of("c"))
         rows_are_one_per_block(tmp_path / "shared", last_block)
+    finally:
+        await close_all(by_name)
+
+
+async def test_a_peer_whose_listen_connection_drops_still_hears_of_new_jobs(nursery, tmp_path, pg_url):
+    import psycopg
+
+    peers = {name: await spawn_peer(nursery, tmp_path, name, pg_url, AMP_JOBS_WORKER_CHECK_S="30") for name in ("a", "b")}
+    by_name = clients(peers)
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'amp-runtime-listen' AND datname = current_database()").fetchall()
+        assert len(killed) == 2  # one listener per peer
+        await wait_until(lambda: "listen amp_jobs" in log_of(peers["b"]), timeout=10, interval=0.05)
+        job = await create_job(by_name["a"], worker_of("b"), 199)
+        done = await wait_for_status(by_name["a"], job["id"], "Completed", timeout=20)
+        assert done["node_id"] == worker_of("b")
     finally:
         await close_all(by_name)

@@ -257,7 +257,7 @@ class Scheduler(Actor):
         if new == old:
             return
         now = utcnow()
-        if not await self.env.store.write(jobs_store.set_status, job.record.id, old, new, now, error):
+        if not await self.env.store.write(jobs_store.set_status, job.record.id, old, new, now, error, job.record.node_id):
             raise JobChanged(job.record.id)
         job.record.status = new
         job.record.updated_at = now.replace(tzinfo=None)

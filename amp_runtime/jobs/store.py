@@ -99,14 +99,16 @@ def insert_jobs_bulk(conn, rows: list[tuple[str, int, int | None, str, str, int]
     return ids
 
 
-def set_status(conn, job_id: int, old: str, new: str, now: datetime, error: str | None) -> bool:
-    """Compare-and-set: only while the job is still `old`. False: someone changed it first
-    (a peer, on a shared store); nothing is written then."""
+def set_status(conn, job_id: int, old: str, new: str, now: datetime, error: str | None,
+               node_id: str | None = None) -> bool:
+    """Compare-and-set: only while the job is still `old` (and, given `node_id`, still on that
+    worker: a peer that lost the job cannot end it). False: someone changed it first (a peer,
+    on a shared store); nothing is written then."""
     now = naive_utc(now)
     changed = conn.execute(
         "UPDATE jobs SET status = ?, updated_at = ?, error = coalesce(?, error) WHERE id = ? AND status = ?"
-        " RETURNING id",
-        [new, now, error, job_id, old],
+        " AND (?::VARCHAR IS NULL OR node_id = ?) RETURNING id",
+        [new, now, error, job_id, old, node_id, node_id],
     ).fetchall()
     if not changed:
         return False

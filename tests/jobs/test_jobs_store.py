@@ -48,6 +48,7 @@ async def test_status_and_node_changes_are_compare_and_set(any_store):
     job = await any_store.write(sql.insert_job, "ns/a@1.0.0", 0, 10, "w1", 10, NOW)
     assert await any_store.write(sql.set_status, job.id, "Scheduled", "Running", NOW, None) is True
     assert await any_store.write(sql.set_status, job.id, "Scheduled", "StopRequested", NOW, None) is False
+    assert await any_store.write(sql.set_status, job.id, "Running", "Failed", NOW, "x", "w2") is False  # not its worker
     assert await any_store.write(sql.set_node, job.id, "w1", "w2", NOW) is True
     assert await any_store.write(sql.set_node, job.id, "w1", "w3", NOW) is False  # a racing peer lost
     await any_store.write(sql.set_status, job.id, "Running", "Completed", NOW, None)

@@ -94,8 +94,8 @@ async def test_kill9_of_the_peer_running_a_job_one_survivor_takes_it_over(nurser
 
 async def test_sigterm_hands_the_job_over_at_once(nursery, tmp_path, pg_url):
     last_block = 3999
-    # A long liveness: the job can only move this soon if the draining peer hands it over.
-    peers = await start_peers(nursery, tmp_path, pg_url, AMP_REGISTRY_LIVENESS_S="60")
+    # A long expiry grace: the job can only move this soon if the draining peer hands it over.
+    peers = await start_peers(nursery, tmp_path, pg_url, AMP_JOBS_EXPIRY_GRACE_S="60")
     by_name = clients(peers)
     try:
         job = await create_job(by_name["a"], worker_of("b"), last_block)

@@ -13,7 +13,7 @@ DATASET = "example/blocks@1.0.0"
 # Short so a dead peer's workers expire within seconds (the defaults are 1 s / 5 s / 5 s).
 FAST = {
     "AMP_REGISTRY_HEARTBEAT_S": "0.25",
-    "AMP_REGISTRY_LIVENESS_S": "2.0",
+    "AMP_REGISTRY_LIVENESS_S": "3.0",
     "AMP_JOBS_WORKER_CHECK_S": "0.25",
     "AMP_JOBS_EXPIRY_GRACE_S": "0.5",
     "AMP_JOBS_BATCH_BLOCKS": "20",

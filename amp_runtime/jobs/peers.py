@@ -64,24 +64,22 @@ class PeerScheduler(Scheduler):
         return await super()._dispatch(msg)
 
     async def _create(self, msg: Create) -> JobRecord:
-        await self._read_table()
+        await self._read_table()  # for the load of every worker, not only this peer's
         for record in self._table.values():
             if record.dataset == msg.dataset:
-                raise JobsError(
-                    409, "ACTIVE_JOB_EXISTS",
-                    f"dataset {msg.dataset} already has active job {record.id} ({record.status}); "
-                    "stop it or wait for it to finish",
-                )
+                raise _active_job_exists(record)
         if msg.node_id is not None:
             node_id = msg.node_id
         elif msg.candidates:
             node_id = self._least_loaded(msg.candidates)
         else:
             raise JobsError(503, "NO_LIVE_WORKER", "no live worker can run the job")
-        record = await self.env.store.write(
-            jobs_store.insert_job, msg.dataset, msg.start_block, msg.end_block, node_id,
+        record, created = await self.env.store.write(
+            jobs_store.insert_job_unless_active, msg.dataset, msg.start_block, msg.end_block, node_id,
             self.jobs_config.batch_blocks, utcnow(),
         )
+        if not created:  # another peer created one since the read above
+            raise _active_job_exists(record)
         self._table[record.id] = record
         if node_id in self.local_workers:
             await self._follow(dataclasses.replace(record))
@@ -273,3 +271,11 @@ class PeerScheduler(Scheduler):
             if record.node_id in load:
                 load[record.node_id] += 1
         return min(candidates, key=lambda worker: load[worker])
+
+
+def _active_job_exists(record: JobRecord) -> JobsError:
+    return JobsError(
+        409, "ACTIVE_JOB_EXISTS",
+        f"dataset {record.dataset} already has active job {record.id} ({record.status}); "
+        "stop it or wait for it to finish",
+    )

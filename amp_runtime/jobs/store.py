@@ -82,6 +82,22 @@ def insert_job(conn, dataset: str, start: int, end: int | None, node_id: str, ba
     return record
 
 
+def insert_job_unless_active(conn, dataset: str, start: int, end: int | None, node_id: str, batch_blocks: int,
+                             now: datetime) -> tuple[JobRecord, bool]:
+    """PostgreSQL peers: `insert_job` unless the dataset has an active job. Returns (the new
+    job, True) or (the active one, False). A transaction-level advisory lock per dataset makes
+    the check and the insert one step for peers creating at the same moment."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [f"amp_jobs:{dataset}"])
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM jobs WHERE dataset = ? AND status NOT IN (SELECT unnest(?::VARCHAR[]))"
+        " ORDER BY id LIMIT 1",
+        [dataset, sorted(TERMINAL)],
+    ).fetchall()
+    if rows:
+        return _records(rows)[0], False
+    return insert_job(conn, dataset, start, end, node_id, batch_blocks, now), True
+
+
 def insert_jobs_bulk(conn, rows: list[tuple[str, int, int | None, str, str, int]], now: datetime) -> list[int]:
     """Many jobs at once `(dataset, start, end, node_id, status, batch_blocks)` (seeding, benches)."""
     (last,) = conn.execute(

@@ -82,3 +82,22 @@ async def test_only_terminal_jobs_are_deleted_with_their_rows(any_store):
     assert await any_store.read(sql.transitions_of, done.id) == []
     assert await any_store.write(sql.delete_jobs_with_status, TERMINAL) == 1
     assert [r.id for r in await any_store.read(sql.list_jobs, TERMINAL | {"Scheduled"}, None, 10)] == [live.id]
+
+
+async def test_a_peer_creates_a_job_only_while_its_dataset_has_no_active_one(pg_url, tmp_path, nursery):
+    from amp_runtime.core.store import Store, store_backend
+
+    store = Store(store_backend(pg_url, tmp_path / "unused.duckdb"), group_commit_ms=1)
+    await store.open()
+    nursery.start_soon(store.run)
+    try:
+        first, created = await store.write(sql.insert_job_unless_active, "ns/a@1.0.0", 0, 10, "w1", 10, NOW)
+        assert created
+        again, created = await store.write(sql.insert_job_unless_active, "ns/a@1.0.0", 0, 20, "w2", 10, NOW)
+        assert (again.id, created) == (first.id, False)
+        await store.write(sql.set_status, first.id, "Scheduled", "Stopped", NOW, None)
+        _, created = await store.write(sql.insert_job_unless_active, "ns/a@1.0.0", 0, 20, "w2", 10, NOW)
+        assert created
+    finally:
+        store.close()
+        await store.close_connection()

@@ -132,3 +132,23 @@ async def test_a_peer_whose_listen_connection_drops_still_hears_of_new_jobs(nurs
         assert done["node_id"] == worker_of("b")
     finally:
         await close_all(by_name)
+
+
+async def test_concurrent_creates_on_two_peers_make_one_active_job_per_dataset(nursery, tmp_path, pg_url):
+    peers = {name: await spawn_peer(nursery, tmp_path, name, pg_url) for name in ("a", "b")}
+    by_name = clients(peers)
+    first = await create_job(by_name["a"], worker_of("b"), 0)  # both workers are in the shared registry now
+    await wait_for_status(by_name["a"], first["id"], "Completed")
+    codes = []
+    body = {"dataset": "example/blocks@1.0.0", "start_block": 10, "end_block": 10**9}
+    try:
+        async def post(client):
+            codes.append((await client.post("/jobs", json=body)).status_code)
+
+        async with trio.open_nursery() as posts:
+            for _ in range(4):
+                for client in by_name.values():
+                    posts.start_soon(post, client)
+        assert sorted(codes) == [201] + [409] * 7
+    finally:
+        await close_all(by_name)

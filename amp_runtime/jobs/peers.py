@@ -11,7 +11,10 @@ NOTIFY and every `[jobs] worker_check_s` (`WorkersAlive`), then:
   finished or deleted;
 - takes over the jobs of workers missing from the shared registry for `expiry_grace_s`
   (their process died): a compare-and-set of `node_id` from the dead worker to its own least
-  loaded live worker; the runner resumes from the persisted progress.
+  loaded live worker; the runner resumes from the persisted progress and rewrites the same
+  files. With no live worker anywhere the job fails, as in one process.
+A draining peer pauses its runners (`Suspend`) and hands their jobs to the least loaded live
+workers of the other peers at once (`HandOver`), waking them with a NOTIFY.
 """
 
 from __future__ import annotations

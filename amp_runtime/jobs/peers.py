@@ -83,6 +83,7 @@ class PeerScheduler(Scheduler):
         )
         if not created:  # another peer created one since the read above
             raise _active_job_exists(record)
+        self._missing_since.pop(node_id, None)  # live now: an older liveness snapshot must not move it
         self._table[record.id] = record
         if node_id in self.local_workers:
             await self._follow(dataclasses.replace(record))
@@ -136,6 +137,9 @@ class PeerScheduler(Scheduler):
                     await self._follow(record)
             except JobChanged as changed:
                 await self._changed(changed.job_id)
+        assigned = {record.node_id for record in self._table.values()}
+        for worker in [w for w in self._missing_since if w not in assigned]:
+            del self._missing_since[worker]  # no job waits for it: forget it
         return touched
 
     async def _hand_over(self, candidates: list[str]) -> list[int]:

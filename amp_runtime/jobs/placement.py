@@ -43,6 +43,9 @@ class SingleProcess:
         live_set = set(live)
         return [w for w in workers if w in live_set], list(live)
 
+    async def join(self) -> None:
+        """Nothing to announce: every job is this process's."""
+
     async def listen(self, wakeup: Wakeup) -> None:
         """Nothing to listen to: the worker watch polls."""
 
@@ -62,8 +65,12 @@ class SharedStore:
         return PeerScheduler(env, nursery, self.runtime.config, local_workers=self.runtime.tasks.worker_ids(),
                              announce=self.announce)
 
+    async def join(self) -> None:
+        """Make this peer's workers known as job workers (before any job is placed)."""
+        await self.store.write(jobs_store.add_job_workers, self.runtime.tasks.worker_ids(), utcnow())
+
     async def candidates(self) -> tuple[list[str], list[str]]:
-        """Every worker of every peer heard from within `[registry] liveness_s`, twice (any
+        """Every job worker of every peer heard from within `[registry] liveness_s`, twice (any
         live worker can hold a job: its own peer runs it)."""
         since = utcnow() - timedelta(seconds=self.runtime.config.registry.liveness_s)
         live = await self.store.read(jobs_store.live_worker_ids, since)

@@ -95,6 +95,7 @@ class JobService(ServiceBase):
                 ask=self._ask,
                 run_remote=self._cluster.run_remote_job if self._cluster else None,
             )
+            await self.placement.join()
             self.scheduler = self.placement.scheduler(env, nursery)
             await nursery.start(partial(supervise, self.scheduler, max_restarts_per_minute=restarts))
             nursery.start_soon(self._watch_workers)

@@ -149,11 +149,20 @@ def notify_jobs(conn, job_ids: list[int]) -> None:
         conn.execute("SELECT pg_notify('amp_jobs', ?)", [str(job_id)])
 
 
+def add_job_workers(conn, worker_ids: list[str], now: datetime) -> None:
+    """Say that these workers run jobs (a peer's `[[workers]]`, at its start)."""
+    conn.execute(
+        "INSERT INTO job_workers SELECT unnest(?::VARCHAR[]), ? ON CONFLICT (worker_id) DO NOTHING",
+        [worker_ids, naive_utc(now)],
+    )
+
+
 def live_worker_ids(conn, heard_since: datetime) -> list[str]:
-    """Every registered worker of every process sharing the store with a heartbeat at or after
-    `heard_since` (the registry's rows are the truth on a shared store)."""
+    """The job workers of every process sharing the store that are registered with a heartbeat
+    at or after `heard_since` (the registry's rows are the truth on a shared store)."""
     rows = conn.execute(
-        "SELECT id FROM registry_workers WHERE registered AND heartbeat_at >= ? ORDER BY id",
+        "SELECT r.id FROM registry_workers r JOIN job_workers j ON j.worker_id = r.id"
+        " WHERE r.registered AND r.heartbeat_at >= ? ORDER BY r.id",
         [naive_utc(heard_since)],
     ).fetchall()
     return [row[0] for row in rows]

@@ -16,7 +16,7 @@ import trio
 
 from ..helpers import wait_until
 from ..jobs.jobutil import wait_for_files, wait_for_status
-from .peerutil import create_job, rows_are_one_per_block, spawn_peer, worker_of
+from .peerutil import DATASET, create_job, rows_are_one_per_block, spawn_peer, worker_of
 
 NAMES = ("a", "b", "c")
 
@@ -88,6 +88,11 @@ async def test_kill9_of_the_peer_running_a_job_one_survivor_takes_it_over(nurser
         rows_are_one_per_block(tmp_path / "shared", last_block)
         for client in (by_name[name] for name in survivors):  # both still answer, with the same view
             assert (await client.get(f"/jobs/{job['id']}")).json() == moved
+
+        # Restarted under the same worker id, it runs the jobs assigned to that worker again.
+        peers[victim] = await spawn_peer(nursery, tmp_path, victim, pg_url)
+        again = await create_job(by_name[survivors[1]], worker_of(victim), 99)
+        assert (await wait_for_status(by_name[survivors[0]], again["id"], "Completed"))["node_id"] == worker_of(victim)
     finally:
         await close_all(by_name)
 
@@ -134,21 +139,30 @@ async def test_a_peer_whose_listen_connection_drops_still_hears_of_new_jobs(nurs
         await close_all(by_name)
 
 
-async def test_concurrent_creates_on_two_peers_make_one_active_job_per_dataset(nursery, tmp_path, pg_url):
+async def test_concurrent_creates_on_two_peers_make_one_active_job_per_dataset_on_a_peers_worker(
+        nursery, tmp_path, pg_url):
     peers = {name: await spawn_peer(nursery, tmp_path, name, pg_url) for name in ("a", "b")}
     by_name = clients(peers)
-    first = await create_job(by_name["a"], worker_of("b"), 0)  # both workers are in the shared registry now
-    await wait_for_status(by_name["a"], first["id"], "Completed")
-    codes = []
-    body = {"dataset": "example/blocks@1.0.0", "start_block": 10, "end_block": 10**9}
     try:
+        first = await create_job(by_name["a"], worker_of("b"), 0)  # both workers are in the shared registry now
+        await wait_for_status(by_name["a"], first["id"], "Completed")
+        # A live worker registered through the workers API by an outside agent: no peer runs it.
+        assert (await by_name["a"].post("/workers.register", json={"worker": "outside-1"})).status_code == 200
+        outside = await by_name["b"].post("/jobs", json={"dataset": DATASET, "node_id": "outside-1"})
+        assert outside.status_code == 400 and outside.json()["error_code"] == "INVALID_NODE_ID"
+
+        answers = []
+        body = {"dataset": DATASET, "start_block": 10, "end_block": 10**9}
+
         async def post(client):
-            codes.append((await client.post("/jobs", json=body)).status_code)
+            answers.append(await client.post("/jobs", json=body))
 
         async with trio.open_nursery() as posts:
             for _ in range(4):
                 for client in by_name.values():
                     posts.start_soon(post, client)
-        assert sorted(codes) == [201] + [409] * 7
+        assert sorted(r.status_code for r in answers) == [201] + [409] * 7
+        (created,) = [r.json() for r in answers if r.status_code == 201]
+        assert created["node_id"] in (worker_of("a"), worker_of("b"))
     finally:
         await close_all(by_name)

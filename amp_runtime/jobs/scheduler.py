@@ -97,7 +97,11 @@ class Scheduler(Actor):
             return
         except JobChanged as changed:  # a peer got there first: catch up with the store
             await self._changed(changed.job_id)
-            if reply is not None:
+            if reply is None:
+                return
+            if isinstance(msg, (Create, Stop)):  # the client may try again; never a 500
+                reply.fail(JobsError(503, "JOB_BUSY", f"job {changed.job_id} changed meanwhile; try again"))
+            else:
                 reply.set(False if isinstance(msg, Started) else None)
             return
         if reply is not None:

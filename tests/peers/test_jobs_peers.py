@@ -166,3 +166,19 @@ async def test_concurrent_creates_on_two_peers_make_one_active_job_per_dataset_o
         assert created["node_id"] in (worker_of("a"), worker_of("b"))
     finally:
         await close_all(by_name)
+
+
+async def test_a_stop_asked_for_a_dead_peers_job_ends_it_stopped_once_its_worker_expires(nursery, tmp_path, pg_url):
+    peers = {name: await spawn_peer(nursery, tmp_path, name, pg_url) for name in ("a", "b")}
+    by_name = clients(peers)
+    try:
+        job = await create_job(by_name["a"], worker_of("b"), 10**9)
+        await wait_for_files(by_name["a"], job["id"], 2, timeout=30)
+        peers["b"].kill9()
+        await peers["b"].wait()
+        asked = (await by_name["a"].put(f"/jobs/{job['id']}/stop")).json()
+        assert asked["status"] == "StopRequested"  # its owner is gone: nobody winds it down yet
+        stopped = await wait_for_status(by_name["a"], job["id"], "Stopped", timeout=20)
+        assert stopped["node_id"] == worker_of("a")
+    finally:
+        await close_all(by_name)

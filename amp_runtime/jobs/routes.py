@@ -86,7 +86,7 @@ async def job_progress(job_id: str, service: JobService):
     "/jobs/<job_id>/stop",
     "PUT",
     summary="Stop a job (idempotent; a terminal job is left unchanged)",
-    responses={200: Job, **_ERRORS},
+    responses={200: Job, **_ERRORS, 503: CodedError},
 )
 @_coded
 async def stop_job(job_id: str, service: JobService):

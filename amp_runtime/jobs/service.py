@@ -6,7 +6,8 @@ history only: the Parquet files it wrote stay under `[jobs] output_dir` (`<data-
 
 In a cluster (`[cluster] key` set on the coordinator) jobs may be assigned to the workers of
 connected nodes too: the cluster service runs those through its node channel
-(`RunnerEnv.run_remote`), and says which remote workers are live.
+(`RunnerEnv.run_remote`), and says which remote workers are live. On a PostgreSQL store every
+process is a peer instead (`placement.SharedStore`, `peers.PeerScheduler`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import trio
 
 from ..config import ConfigError
 from ..core.actor import ActorUnavailable, supervise
+from ..core.notify import Wakeup
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  registers example/blocks@1.0.0
 from . import states
@@ -28,6 +30,7 @@ from .models import MAX_BLOCK, Job, JobList, JobProgress, JobsError
 from .progress import ProgressWriter
 from .runner import RunnerEnv
 from .messages import Create, Stop, Suspend, WorkersAlive
+from .placement import placement_for
 from .scheduler import Scheduler
 
 log = logging.getLogger("amp_runtime.jobs")
@@ -71,12 +74,15 @@ class JobService(ServiceBase):
         self._cluster = cluster if cluster is not None and cluster.accepts_nodes else None
         self.progress = ProgressWriter(store)
         self.scheduler: Scheduler | None = None
+        self.placement = placement_for(self)
+        self._wakeup = Wakeup()  # set by the store's NOTIFY listener (peers): check the table now
         self._accepting = True
 
     # -- lifecycle ---------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs the progress writer, the scheduler (which resumes active jobs), their
-        runners and the worker watch loop; all are cancelled at shutdown."""
+        runners, the worker watch loop and (peers) the NOTIFY listener; all are cancelled
+        at shutdown."""
         restarts = self.config.actors.max_restarts_per_minute
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(supervise, self.progress, max_restarts_per_minute=restarts))
@@ -89,11 +95,11 @@ class JobService(ServiceBase):
                 ask=self._ask,
                 run_remote=self._cluster.run_remote_job if self._cluster else None,
             )
-            self.scheduler = Scheduler(
-                env, nursery, self.config, local_workers=self.tasks.worker_ids()
-            )
+            await self.placement.join()
+            self.scheduler = self.placement.scheduler(env, nursery)
             await nursery.start(partial(supervise, self.scheduler, max_restarts_per_minute=restarts))
             nursery.start_soon(self._watch_workers)
+            nursery.start_soon(self.placement.listen, self._wakeup)
             task_status.started()
 
     def stop_accepting(self) -> None:
@@ -112,18 +118,22 @@ class JobService(ServiceBase):
             for done in await self._ask(Suspend()):
                 await done.wait()
             await self.progress.flush()
+            await self.placement.hand_over(self._ask)  # peers: the others resume them at once
         except ActorUnavailable:
             log.warning("jobs: drained without the scheduler; active jobs resume at the next start")
+        except Exception:  # e.g. the store is unreachable: the jobs wait for a takeover instead
+            log.exception("jobs: handing the jobs over failed; they are taken over when this peer expires")
 
     async def _ask(self, msg):
         return await self.scheduler.ask(msg, timeout=float("inf"))
 
     async def _watch_workers(self) -> None:
-        """Every `worker_check_s`, tell the scheduler who is live. A failing check is logged
-        and retried: it must not take the jobs service down. Ends when the process drains
-        (its own workers unregister then: they are not dead workers)."""
+        """Every `worker_check_s`, or sooner when woken (peers: a NOTIFY), tell the scheduler
+        who is live. A failing check is logged and retried: it must not take the jobs service
+        down. Ends when the process drains (its own workers unregister then: they are not dead
+        workers)."""
         while self._accepting:
-            await trio.sleep(self.config.jobs.worker_check_s)
+            await self._wakeup.wait(self.config.jobs.worker_check_s)
             if not self._accepting:
                 return
             try:
@@ -135,15 +145,8 @@ class JobService(ServiceBase):
                 log.exception("jobs: checking worker liveness failed; retrying")
 
     async def _candidates(self) -> tuple[list[str], list[str]]:
-        """(live workers that can hold a job's slot, every live worker). Local workers are live
-        per the registry; a connected node's workers per its channel to the coordinator."""
-        live = await self.live_workers()
-        workers = self.tasks.worker_ids()
-        if self._cluster is not None:
-            live, remote = self._cluster.job_liveness(live)
-            workers = workers + remote
-        live_set = set(live)
-        return [w for w in workers if w in live_set], list(live)
+        """(live workers that can hold a job's slot, every live worker)."""
+        return await self.placement.candidates()
 
     # -- the API's rules ---------------------------------------------------------------
     async def create(self, dataset: str, start_block: int, end_block: int | None, node_id: str | None) -> Job:

@@ -187,10 +187,10 @@ async def test_jobs_of_an_expired_worker_move_to_a_live_one_then_fail_when_none_
     )
     live = ["w-a", "w-b"]
 
-    async def live_workers(max_age_s=None):
-        return list(live)
+    async def live_workers():  # (can hold a job, live): the registry's view, or the shared table's
+        return list(live), list(live)
 
-    srv.runtime.services.jobs.live_workers = live_workers  # what the jobs service asks
+    srv.runtime.services.jobs.placement.candidates = live_workers
     job = (await srv.client.post("/jobs", json={"dataset": DATASET, "node_id": "w-a"})).json()
     assert job["node_id"] == "w-a"
     before = await wait_for_files(srv.client, job["id"], 2)
@@ -216,10 +216,10 @@ async def test_without_rescheduling_an_expired_workers_job_fails(server_factory)
     )
     live = ["worker-01"]
 
-    async def live_workers(max_age_s=None):
-        return list(live)
+    async def live_workers():  # (can hold a job, live): the registry's view, or the shared table's
+        return list(live), list(live)
 
-    srv.runtime.services.jobs.live_workers = live_workers  # what the jobs service asks
+    srv.runtime.services.jobs.placement.candidates = live_workers
     job = (await srv.client.post("/jobs", json={"dataset": DATASET})).json()
     await wait_for_files(srv.client, job["id"], 1)
     live.clear()

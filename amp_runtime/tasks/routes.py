@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import msgspec
 import trio
-from quart import Response, current_app, websocket
+from quart import Response, current_app, request, websocket
 
 from ..core.http import Api, ApiError, CodedError, Reply
 from .models import (
     FunctionInfo, Health, Logs, Maintenance, Slots, TaskAccepted, TaskRequest, TaskResult,
     TaskView, WorkerHealth,
 )
+from . import idempotency
+from .journal import AcceptedTask
 from .registry import FUNCTIONS
 from .validation import task_problems
 from .webhooks import UnsafeTarget, check_target
@@ -29,16 +33,26 @@ def _rejected(exc: Rejected) -> ApiError:
 @api.route(
     "/task", "POST", body=TaskRequest, summary="Run a function in a worker slot (sync, stream or webhook)",
     responses={200: TaskResult, 202: TaskAccepted, 400: CodedError, 401: CodedError, 404: CodedError,
-               409: TaskResult, 413: CodedError, 429: CodedError, 500: TaskResult, 503: CodedError,
-               504: TaskResult},
+               409: TaskResult, 413: CodedError, 422: CodedError, 429: CodedError, 500: TaskResult,
+               503: CodedError, 504: TaskResult},
 )
 async def submit_task(body: TaskRequest):
+    # idempotency: an optional `Idempotency-Key` header (see tasks/idempotency.py); 400 when malformed
+    key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+    if key is not None:
+        return await idempotency.submit_once(current_app.runtime.tasks.idempotency, key, body,
+                                             partial(_submit_task, body))
+    return await _submit_task(body, None)
+
+
+async def _submit_task(body: TaskRequest, keyed):
     runtime = current_app.runtime
     service = runtime.tasks
     spec = FUNCTIONS.get(body.function)
     if spec is None:
         raise ApiError(404, "FUNCTION_NOT_FOUND", f"no function {body.function[:256]!r}")
-    forwarded = await runtime.cluster.route_task(body, spec)  # a node with more room answers
+    # idempotency: keys live in this process, so a keyed request runs here
+    forwarded = None if keyed is not None else await runtime.cluster.route_task(body, spec)
     if forwarded is not None:
         return forwarded
     problems = task_problems(body, spec, service.workers, runtime.config.http.max_id_length)
@@ -52,14 +66,19 @@ async def submit_task(body: TaskRequest):
     try:
         worker = service.pick_worker(spec, body.worker)
         task = service.new_task(body, spec)
+        if keyed is not None:  # idempotency: duplicates attach to this task; DELETE /task finds it
+            service.idempotency.bind(keyed, task)
         if body.mode == "sync":
             result = await run_sync(worker, task)
-            return Reply(OUTCOME_STATUS[result.status], result)
+            return Reply(OUTCOME_STATUS[result.status], result, {"X-Task-Id": task.id})
         if service.maintenance:
             raise Rejected(503, "MAINTENANCE", "the runtime is in maintenance mode")
         if body.mode == "stream" and service.open_streams >= runtime.config.http.max_open_streams:
             raise Rejected(429, "TOO_MANY_STREAMS", "too many open streams")
-        await worker.ask(Submit(task))
+        if body.mode == "webhook":  # journal: durable before the 202
+            await _accept_webhook_task(service, worker, task, body, spec, keyed)
+        else:
+            await worker.ask(Submit(task))
         if task.outcome.done and task.status == "queued":  # refused by the worker
             await task.outcome.wait()
     except Rejected as exc:
@@ -67,6 +86,28 @@ async def submit_task(body: TaskRequest):
     if body.mode == "webhook":
         return Reply(202, TaskAccepted(id=task.id))
     return _stream_response(service, task)
+
+
+async def _accept_webhook_task(service, worker, task, body: TaskRequest, spec, keyed) -> None:
+    """journal: persist, then submit; a refused task is forgotten again (it gets no 202)."""
+    accepted = AcceptedTask(
+        id=task.id, function=spec.name, input=body.input, priority=body.priority,
+        webhook_url=body.webhook.url, webhook_headers=dict(body.webhook.headers),
+        timeout_s=spec.timeout_s if spec.timeout_s is not None else service.config.tasks.default_timeout_s,
+        worker=body.worker, group=spec.group, created_at=task.created_at,
+        idempotency_key=keyed.key if keyed is not None else None,
+        request_fingerprint=keyed.fingerprint if keyed is not None else None,
+    )
+    # Shielded: a client leaving after the row is durable must not leave a task that would only
+    # run after a restart. Bounded by the store's commit and the worker's ask timeout.
+    with trio.CancelScope(shield=True):
+        try:
+            await service.journal.accept(accepted)
+        except Exception as exc:
+            raise ApiError(503, "STORE_UNAVAILABLE", f"the task could not be persisted: {exc}") from None
+        await worker.ask(Submit(task))
+        if task.outcome.done and task.status == "queued":
+            await service.journal.forget(task.id)
 
 
 def _stream_response(service, task) -> Response:
@@ -129,6 +170,19 @@ async def cancel_task(task_id: str) -> TaskView:
     with trio.move_on_after(5):
         await outcome.wait()
     return await service.lookup(task_id)
+
+
+@api.route("/task", "DELETE", summary="Cancel the task submitted with the `Idempotency-Key` header's key",
+           responses={200: TaskView, 400: CodedError, 401: CodedError, 404: CodedError, 409: CodedError})
+async def cancel_task_by_key() -> TaskView:
+    # idempotency: a sync client learns its task id only with the result; the key it chose works too
+    key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+    if key is None:
+        raise ApiError(400, "INVALID_IDEMPOTENCY_KEY", f"DELETE /task needs an {idempotency.HEADER} header")
+    task_id = current_app.runtime.tasks.idempotency.task_id_of(key)
+    if task_id is None:
+        raise ApiError(404, "TASK_NOT_FOUND", f"no task submitted with {idempotency.HEADER} {key[:64]!r}")
+    return await cancel_task(task_id)
 
 
 @api.route("/health", "GET", summary="Status and capacity; more detail with a valid key", public=True,

@@ -14,7 +14,10 @@ import trio
 from .. import __version__
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  (registers the built-in functions)
+from .idempotency import IdempotencyTable
+from .journal import TaskJournal
 from .models import TaskRequest
+from .recovery import resume_accepted
 from .registry import FUNCTIONS, FunctionSpec
 from .webhooks import Deliver, WebhookSender
 from .worker import Cancel, Hold, Lookup, RecordDelivery, Rejected, SetMaintenance, Submit, Task, Unhold, WorkerActor
@@ -35,7 +38,9 @@ class TaskService(ServiceBase):
     def __init__(self, runtime):
         super().__init__(runtime)
         tasks = self.config.tasks
-        self.webhooks = WebhookSender(self.config.webhook)
+        self.journal = TaskJournal(self.store)  # journal: accepted webhook tasks survive restarts
+        self.idempotency = IdempotencyTable(keep_s=tasks.keep_results_s, max_entries=tasks.keep_results)
+        self.webhooks = WebhookSender(self.config.webhook, self.journal)
         self.workers: dict[str, WorkerActor] = {
             w.id: WorkerActor(
                 w, keep_results=tasks.keep_results, keep_results_s=tasks.keep_results_s,
@@ -58,6 +63,15 @@ class TaskService(ServiceBase):
 
     def actors(self) -> list:
         return [self.webhooks, *self.workers.values()]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # journal: before HTTP opens, load the journaled keys; then resume what was promised
+        recovered = await self.journal.recover(keep_s=self.config.tasks.keep_results_s)
+        self.idempotency.load(recovered.keys)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(super().run)
+            nursery.start_soon(resume_accepted, self, recovered)
+            task_status.started()
 
     # -- routing ---------------------------------------------------------------------------
     def worker_ids(self) -> list[str]:
@@ -111,7 +125,7 @@ class TaskService(ServiceBase):
             task = await worker.ask(Lookup(task_id))
             if task is not None:
                 return task
-        return None
+        return await self.journal.get(task_id)  # journal: webhook tasks across restarts
 
     def _send_webhook(self, task: Task) -> None:
         worker = self.workers[task.worker]

@@ -2,6 +2,10 @@
 
 The sender is an actor with one shared HTTP client; each delivery runs in its nursery, bounded
 by a limiter. Every attempt is reported back to the task's worker, which owns the record.
+Delivery is at-least-once: every POST carries `X-Amp-Task-Id` and `X-Amp-Delivery-Attempt`
+(1, 2, ... per task, never reused, also across restarts) so receivers can deduplicate. With a
+journal, the outcome is persisted before the first attempt and every attempt before and after it
+goes out, so a restart resumes what is owed (see `journal.py`).
 Redirects are not followed; URLs resolving to private, loopback or link-local addresses are
 refused unless `[webhook] allow_private` (checked at submission and again before each attempt).
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
+import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -67,12 +72,22 @@ class Deliver(msgspec.Struct, tag=True):
     headers: dict[str, str]
     body: Any  # TaskResult
     report: Any  # callable(task_id, Delivery, final_status | None)
+    # journal: a delivery resumed after a restart continues its numbering and retry budget
+    first_attempt: int = 1
+    failures: int = 0
+    last_attempt_at: float | None = None  # epoch seconds: a resumed retry waits out its backoff
+    record_outcome: bool = True  # journal: persist the task's outcome before the first attempt
+
+
+TASK_ID_HEADER = "X-Amp-Task-Id"
+ATTEMPT_HEADER = "X-Amp-Delivery-Attempt"
 
 
 class WebhookSender(Actor):
-    def __init__(self, config: WebhookConfig):
+    def __init__(self, config: WebhookConfig, journal: Any = None):
         super().__init__("webhooks", mailbox_size=4096)
         self.config = config
+        self.journal = journal  # a TaskJournal, or None: nothing survives a restart
         self.limiter = trio.CapacityLimiter(MAX_CONCURRENT_DELIVERIES)
         self.outcomes = {"delivered": 0, "failed": 0, "retried": 0}
         self._pending = 0
@@ -111,12 +126,22 @@ class WebhookSender(Actor):
         headers = {**self.config.headers, **msg.headers, "Content-Type": "application/json"}
         payload = self._payload(msg.body)
         try:
+            if msg.record_outcome:
+                await self._journal("finish", msg.body)
             async with self.limiter:
-                for attempt in range(1, self.config.attempts + 1):
-                    delivery = await self._attempt(msg.url, headers, payload, attempt)
+                if msg.failures and msg.last_attempt_at is not None:
+                    await trio.sleep(max(0.0, self._backoff(msg.failures) - (time.time() - msg.last_attempt_at)))
+                failures = msg.failures
+                for attempt in range(msg.first_attempt, msg.first_attempt + self.config.attempts + 1):
+                    await self._journal("begin_attempt", msg.task_id, attempt, time.time())
+                    numbered = {**headers, TASK_ID_HEADER: msg.task_id, ATTEMPT_HEADER: str(attempt)}
+                    delivery = await self._attempt(msg.url, numbered, payload, attempt)
                     ok = delivery.status_code is not None and 200 <= delivery.status_code < 300
-                    last = ok or attempt == self.config.attempts
+                    failures += not ok
+                    last = ok or failures >= self.config.attempts
                     final = None if not last else ("delivered" if ok else "failed")
+                    await self._journal("record_attempt", msg.task_id, attempt, status_code=delivery.status_code,
+                                        error=delivery.error, final_status=final)
                     report(msg.task_id, delivery, final)
                     if ok:
                         self.outcomes["delivered"] += 1
@@ -126,7 +151,7 @@ class WebhookSender(Actor):
                         log.warning("webhook for task %s failed after %d attempts", msg.task_id, attempt)
                         return
                     self.outcomes["retried"] += 1
-                    await trio.sleep(self._backoff(attempt))
+                    await trio.sleep(self._backoff(failures))
         finally:
             self._pending -= 1
             if self._pending == 0:
@@ -140,6 +165,15 @@ class WebhookSender(Actor):
             return Delivery(attempt=attempt, at=at, status_code=response.status_code)
         except (httpx.HTTPError, UnsafeTarget, OSError) as exc:
             return Delivery(attempt=attempt, at=at, error=f"{type(exc).__name__}: {exc}")
+
+    async def _journal(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """A journal write; a failing store costs a duplicate after a restart, not this delivery."""
+        if self.journal is None:
+            return
+        try:
+            await getattr(self.journal, method)(*args, **kwargs)
+        except Exception as exc:
+            log.warning("journal %s failed: %s", method, exc)
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.config.max_delay_s, self.config.base_delay_s * 2 ** (attempt - 1))

@@ -132,6 +132,7 @@ class RouteInfo:
     query: type | None = None
     responses: dict[int, Any] = field(default_factory=dict)
     public: bool = False
+    headers: type | None = None  # a Struct documenting request headers (the handler reads them)
     content_type: str = JSON  # of the 2xx response
 
 
@@ -204,6 +205,7 @@ class Api:
         aliases: tuple[str, ...] = (),
         extra_methods: tuple[str, ...] = (),
         content_type: str = JSON,
+        headers: type | None = None,
     ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
         """Register `handler(**path_params, body=?, query=?)` for `method path`.
 
@@ -253,6 +255,7 @@ class Api:
                                                query=query is not None),
                     public=public,
                     content_type=content_type,
+                    headers=headers,
                 )
             )
             return handler

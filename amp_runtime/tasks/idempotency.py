@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable
+from typing import Annotated, Any, Awaitable, Callable
 
 import msgspec
 import trio
@@ -37,6 +37,26 @@ MAX_KEY_LENGTH = 255
 REPLAYED = {"Idempotent-Replayed": "true"}
 _canonical = msgspec.json.Encoder(order="sorted").encode
 _encode = msgspec.json.Encoder().encode
+
+KeyValue = Annotated[str, msgspec.Meta(
+    min_length=1, max_length=MAX_KEY_LENGTH, pattern=r"^[\x20-\x7e]+$",
+    description="1..255 printable ASCII characters, bare or as a structured-field string (\"...\")")]
+
+
+class SubmitHeaders(msgspec.Struct, rename={"key": HEADER}):
+    """Documents `POST /task`'s optional header: the same key + the same body = the same task."""
+
+    key: Annotated[KeyValue | None, msgspec.Meta(description=(
+        "The same key with the same body returns the same task (its answer, or the task while it "
+        "is queued or running), never a second run; with another body: 422. Kept for "
+        "[tasks] keep_results_s; for webhook tasks, journaled with the task. "
+        "DELETE /task with the key cancels the task."))] = None
+
+
+class CancelHeaders(msgspec.Struct, rename={"key": HEADER}):
+    """Documents `DELETE /task`'s header: the key the task was submitted with."""
+
+    key: Annotated[KeyValue, msgspec.Meta(description="The Idempotency-Key the task was submitted with")]
 
 
 def parse_key(raw: str | None) -> str | None:

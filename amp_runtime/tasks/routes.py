@@ -35,6 +35,7 @@ def _rejected(exc: Rejected) -> ApiError:
     responses={200: TaskResult, 202: TaskAccepted, 400: CodedError, 401: CodedError, 404: CodedError,
                409: TaskResult, 413: CodedError, 422: CodedError, 429: CodedError, 500: TaskResult,
                503: CodedError, 504: TaskResult},
+    headers=idempotency.SubmitHeaders,
 )
 async def submit_task(body: TaskRequest):
     # idempotency: an optional `Idempotency-Key` header (see tasks/idempotency.py); 400 when malformed
@@ -173,7 +174,8 @@ async def cancel_task(task_id: str) -> TaskView:
 
 
 @api.route("/task", "DELETE", summary="Cancel the task submitted with the `Idempotency-Key` header's key",
-           responses={200: TaskView, 400: CodedError, 401: CodedError, 404: CodedError, 409: CodedError})
+           responses={200: TaskView, 400: CodedError, 401: CodedError, 404: CodedError, 409: CodedError},
+           headers=idempotency.CancelHeaders)
 async def cancel_task_by_key() -> TaskView:
     # idempotency: a sync client learns its task id only with the result; the key it chose works too
     key = idempotency.parse_key(request.headers.get(idempotency.HEADER))

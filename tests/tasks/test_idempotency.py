@@ -161,3 +161,11 @@ async def test_table_expires_settled_keys_but_never_pending_ones():
     await trio.sleep(1.1)
     assert table.claim("a", "f2", "sync")[1]  # expired: a new owner, no 422
     assert not table.claim("b", "f", "sync")[1]  # still being admitted
+
+
+async def test_openapi_documents_the_key(server):
+    paths = (await server.client.get("/openapi")).json()["paths"]
+    for method, required in (("post", False), ("delete", True)):
+        [param] = [p for p in paths["/task"][method]["parameters"] if p["in"] == "header"]
+        assert param["name"] == "Idempotency-Key" and param["required"] is required
+    assert "422" in paths["/task"]["post"]["responses"]

@@ -1,9 +1,10 @@
--- Accepted webhook tasks and their deliveries: what a 202 promised, so a restart can keep it.
--- Sync and stream tasks never come here. Times are epoch seconds (DOUBLE), as in registry_stats.
--- No primary keys: a task accepted and finished in one group commit must not trip DuckDB's
--- over-eager index checks on UPDATE; the journal writes each id once (ids are uuid4).
+-- Accepted webhook tasks, their outcomes and their delivery attempts: what a 202 promised, so a
+-- restart can keep it. Sync and stream tasks never come here. Append-only on the hot path (each
+-- table gets one `INSERT ... unnest` per group commit; UPDATEs would cost a statement per task);
+-- rows are deleted only when a task is refused after all, or settled and past retention.
+-- Times are epoch seconds (DOUBLE), as in registry_stats. No primary keys, as in 0004.
 CREATE TABLE webhook_tasks (
-    id              VARCHAR NOT NULL,
+    id              VARCHAR NOT NULL,   -- uuid4 hex, written once
     function        VARCHAR NOT NULL,
     input           VARCHAR NOT NULL,   -- JSON, as decoded from the request
     priority        INTEGER,
@@ -12,22 +13,30 @@ CREATE TABLE webhook_tasks (
     timeout_s       DOUBLE NOT NULL,
     worker          VARCHAR,            -- the worker the request named; NULL = any worker of `fn_group`
     fn_group        VARCHAR NOT NULL,
-    status          VARCHAR NOT NULL,   -- queued until finished: completed, failed, timed_out, cancelled
-    result          VARCHAR,            -- JSON of the function's result
-    error           VARCHAR,            -- JSON {type, message, traceback?}
-    duration_ms     DOUBLE,
-    webhook_status  VARCHAR NOT NULL,   -- pending, delivered, failed
     created_at      DOUBLE NOT NULL,
-    finished_at     DOUBLE,
     idempotency_key VARCHAR,
     request_fingerprint VARCHAR         -- sha256 of the canonical request body
 );
 
+-- A task without an outcome is unfinished: it runs again after a restart. The first outcome counts.
+CREATE TABLE webhook_outcomes (
+    task_id     VARCHAR NOT NULL,
+    status      VARCHAR NOT NULL,       -- completed, failed, timed_out, cancelled
+    result      VARCHAR,                -- JSON of the function's result
+    error       VARCHAR,                -- JSON {type, message, traceback?}
+    duration_ms DOUBLE,
+    finished_at DOUBLE NOT NULL
+);
+
+-- Two rows per attempt: one before the POST goes out (answered = false), so attempt numbers are
+-- never reused after a crash, and one with its answer. A task's delivery is settled once a row
+-- carries a final_status.
 CREATE TABLE webhook_deliveries (
     task_id      VARCHAR NOT NULL,
-    attempt      INTEGER NOT NULL,      -- 1, 2, ... per task, across restarts (never reused)
-    attempted_at DOUBLE NOT NULL,       -- written before the POST goes out
-    status_code  INTEGER,               -- NULL with error NULL: the process died during the attempt
+    attempt      INTEGER NOT NULL,      -- 1, 2, ... per task, across restarts
+    attempted_at DOUBLE NOT NULL,
+    answered     BOOLEAN NOT NULL,
+    status_code  INTEGER,
     error        VARCHAR,
     final_status VARCHAR                -- delivered or failed on the attempt that settled the task
 );

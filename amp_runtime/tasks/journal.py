@@ -77,13 +77,17 @@ class Recovered(msgspec.Struct, kw_only=True):
 
 _TASK_COLUMNS = (
     "id", "function", "input", "priority", "webhook_url", "webhook_headers", "timeout_s", "worker",
-    "fn_group", "status", "webhook_status", "created_at", "idempotency_key", "request_fingerprint",
+    "fn_group", "created_at", "idempotency_key", "request_fingerprint",
 )
-_DELIVERY_COLUMNS = ("task_id", "attempt", "attempted_at")
+_OUTCOME_COLUMNS = ("task_id", "status", "result", "error", "duration_ms", "finished_at")
+_DELIVERY_COLUMNS = ("task_id", "attempt", "attempted_at", "answered", "status_code", "error", "final_status")
 
 
 class TaskJournal:
-    """The persistence of accepted webhook tasks; every call goes through the coordinator."""
+    """The persistence of accepted webhook tasks; every call goes through the coordinator.
+
+    Every hot-path write is a store `append`: the rows of all callers waiting on one group commit
+    become one `INSERT ... SELECT unnest(...)` per table."""
 
     def __init__(self, store: Store):
         self.store = store
@@ -92,8 +96,8 @@ class TaskJournal:
         """Returns once the task is durable (raises if its commit failed)."""
         row = (
             task.id, task.function, _encode(task.input).decode(), task.priority, task.webhook_url,
-            _encode(task.webhook_headers).decode(), task.timeout_s, task.worker, task.group, "queued",
-            "pending", task.created_at, task.idempotency_key, task.request_fingerprint,
+            _encode(task.webhook_headers).decode(), task.timeout_s, task.worker, task.group,
+            task.created_at, task.idempotency_key, task.request_fingerprint,
         )
         await self.store.append("webhook_tasks", _TASK_COLUMNS, row)
 
@@ -101,21 +105,24 @@ class TaskJournal:
         """Drop a task accepted here but refused by its worker (the client got no 202)."""
         await self.store.write(_forget, task_id)
 
-    async def finish(self, body: TaskResult, finished_at: float | None = None) -> bool:
-        """Record the outcome; False when the task was already finished (a re-run after a
-        restart whose first outcome was recorded) or is unknown."""
+    async def finish(self, body: TaskResult, finished_at: float | None = None) -> None:
+        """Record the outcome (durable on return). Only a task's first outcome counts."""
         result = None if body.result is None else _encode(body.result).decode()
         error = None if body.error is None else _encode(body.error).decode()
-        return await self.store.write(_finish, body.id, body.status, result, error, body.duration_ms,
-                                      finished_at if finished_at is not None else time.time())
+        row = (body.id, body.status, result, error, body.duration_ms,
+               finished_at if finished_at is not None else time.time())
+        await self.store.append("webhook_outcomes", _OUTCOME_COLUMNS, row)
 
     async def begin_attempt(self, task_id: str, attempt: int, at: float) -> None:
-        await self.store.append("webhook_deliveries", _DELIVERY_COLUMNS, (task_id, attempt, at))
+        """Written before the POST goes out, so a restart never reuses the number."""
+        await self.store.append("webhook_deliveries", _DELIVERY_COLUMNS,
+                                (task_id, attempt, at, False, None, None, None))
 
     async def record_attempt(self, task_id: str, attempt: int, *, status_code: int | None,
-                             error: str | None, final_status: str | None) -> None:
+                             error: str | None, final_status: str | None, at: float | None = None) -> None:
         """The attempt's answer; `final_status` (delivered, failed) settles the task's delivery."""
-        await self.store.write(_record_attempt, task_id, attempt, status_code, error, final_status)
+        await self.store.append("webhook_deliveries", _DELIVERY_COLUMNS, (
+            task_id, attempt, time.time() if at is None else at, True, status_code, error, final_status))
 
     async def recover(self, *, keep_s: float, now: float | None = None) -> Recovered:
         """Prune settled tasks older than `keep_s`, then read what a restart must resume."""
@@ -126,32 +133,25 @@ class TaskJournal:
 
 
 # -- SQL: plain functions of the connection, run on the store's thread ---------------------------
+_TABLES = ("webhook_deliveries", "webhook_outcomes")
+
+
 def _forget(conn, task_id: str) -> None:
-    conn.execute("DELETE FROM webhook_deliveries WHERE task_id = ?", [task_id])
+    for table in _TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE task_id = ?", [task_id])
     conn.execute("DELETE FROM webhook_tasks WHERE id = ?", [task_id])
 
 
-def _finish(conn, task_id, status, result, error, duration_ms, finished_at) -> bool:
-    updated = conn.execute(
-        "UPDATE webhook_tasks SET status = ?, result = ?, error = ?, duration_ms = ?, finished_at = ?"
-        " WHERE id = ? AND status = 'queued' RETURNING id",
-        [status, result, error, duration_ms, finished_at, task_id],
-    ).fetchall()
-    return bool(updated)
-
-
-def _record_attempt(conn, task_id, attempt, status_code, error, final_status) -> None:
-    conn.execute(
-        "UPDATE webhook_deliveries SET status_code = ?, error = ?, final_status = ?"
-        " WHERE task_id = ? AND attempt = ?",
-        [status_code, error, final_status, task_id, attempt],
-    )
-    if final_status is not None:
-        conn.execute("UPDATE webhook_tasks SET webhook_status = ? WHERE id = ?", [final_status, task_id])
-
-
-_TASK_FIELDS = ("id, function, input, priority, webhook_url, webhook_headers, timeout_s, worker, fn_group,"
-                " created_at, idempotency_key, request_fingerprint")
+# The first outcome of each task, and each task's delivery state folded from its attempt rows.
+_OUTCOMES = ("(SELECT * FROM webhook_outcomes"
+             " QUALIFY row_number() OVER (PARTITION BY task_id ORDER BY finished_at) = 1)")
+_DELIVERY_STATE = (
+    "(SELECT task_id, max(final_status) AS final_status, max(attempt) AS last_attempt,"
+    " count(*) FILTER (WHERE answered) AS answered, max(attempted_at) AS last_at"
+    " FROM webhook_deliveries GROUP BY task_id)"
+)
+_TASK_FIELDS = ("t.id, t.function, t.input, t.priority, t.webhook_url, t.webhook_headers, t.timeout_s,"
+                " t.worker, t.fn_group, t.created_at, t.idempotency_key, t.request_fingerprint")
 
 
 def _accepted(row: tuple) -> AcceptedTask:
@@ -165,29 +165,28 @@ def _accepted(row: tuple) -> AcceptedTask:
 
 
 def _recover(conn, keep_s: float, now: float) -> Recovered:
-    horizon = now - keep_s
-    settled_old = ("SELECT id FROM webhook_tasks WHERE webhook_status <> 'pending'"
-                   " AND finished_at IS NOT NULL AND finished_at < ?")
-    conn.execute(f"DELETE FROM webhook_deliveries WHERE task_id IN ({settled_old})", [horizon])
+    settled_old = (f"SELECT o.task_id FROM {_OUTCOMES} o JOIN {_DELIVERY_STATE} d USING (task_id)"
+                   " WHERE d.final_status IS NOT NULL AND o.finished_at < ?")
     pruned = conn.execute(f"DELETE FROM webhook_tasks WHERE id IN ({settled_old}) RETURNING id",
-                          [horizon]).fetchall()
+                          [now - keep_s]).fetchall()
+    for table in _TABLES:  # rows of tasks gone (pruned now, or forgotten)
+        conn.execute(f"DELETE FROM {table} WHERE task_id NOT IN (SELECT id FROM webhook_tasks)")
     to_run = [_accepted(row) for row in conn.execute(
-        f"SELECT {_TASK_FIELDS} FROM webhook_tasks WHERE status = 'queued' ORDER BY created_at").fetchall()]
+        f"SELECT {_TASK_FIELDS} FROM webhook_tasks t ANTI JOIN webhook_outcomes o ON o.task_id = t.id"
+        " ORDER BY t.created_at").fetchall()]
     to_deliver = []
     for row in conn.execute(
-        "SELECT t.id, t.webhook_url, t.webhook_headers, t.status, t.result, t.error, t.duration_ms,"
-        " coalesce(max(d.attempt), 0),"
-        " count(d.attempt) FILTER (WHERE d.status_code IS NOT NULL OR d.error IS NOT NULL),"
-        " max(d.attempted_at)"
-        " FROM webhook_tasks t LEFT JOIN webhook_deliveries d ON d.task_id = t.id"
-        " WHERE t.status <> 'queued' AND t.webhook_status = 'pending'"
-        " GROUP BY ALL ORDER BY min(t.finished_at)"
+        "SELECT t.id, t.webhook_url, t.webhook_headers, o.status, o.result, o.error, o.duration_ms,"
+        " coalesce(d.last_attempt, 0), coalesce(d.answered, 0), d.last_at"
+        f" FROM webhook_tasks t JOIN {_OUTCOMES} o ON o.task_id = t.id"
+        f" LEFT JOIN {_DELIVERY_STATE} d ON d.task_id = t.id"
+        " WHERE d.final_status IS NULL ORDER BY o.finished_at"
     ).fetchall():
-        task_id, url, headers, status, result, error, duration_ms, last_attempt, failures, last_at = row
+        task_id, url, headers, status, result, error, duration_ms, last_attempt, answered, last_at = row
         to_deliver.append(PendingDelivery(
             task_id=task_id, url=url, headers=_decode_headers(headers),
             body=_result_body(task_id, status, result, error, duration_ms),
-            next_attempt=last_attempt + 1, failures=failures, last_attempt_at=last_at,
+            next_attempt=last_attempt + 1, failures=answered, last_attempt_at=last_at,
         ))
     keys = [JournaledKey(key=key, fingerprint=fingerprint, task_id=task_id) for key, fingerprint, task_id in
             conn.execute("SELECT idempotency_key, request_fingerprint, id FROM webhook_tasks"
@@ -209,17 +208,19 @@ def _moment(epoch: float | None) -> str | None:
 
 def _get(conn, task_id: str) -> TaskView | None:
     row = conn.execute(
-        "SELECT function, worker, status, priority, created_at, finished_at, duration_ms, result, error,"
-        " webhook_url, webhook_status FROM webhook_tasks WHERE id = ?", [task_id]).fetchone()
+        "SELECT t.function, t.worker, coalesce(o.status, 'queued'), t.priority, t.created_at, o.finished_at,"
+        " o.duration_ms, o.result, o.error, t.webhook_url,"
+        " (SELECT max(final_status) FROM webhook_deliveries WHERE task_id = t.id)"
+        f" FROM webhook_tasks t LEFT JOIN {_OUTCOMES} o ON o.task_id = t.id WHERE t.id = ?", [task_id]).fetchone()
     if row is None:
         return None
     (function, worker, status, priority, created_at, finished_at, duration_ms, result, error, url,
-     webhook_status) = row
+     final_status) = row
     deliveries = [
         Delivery(attempt=attempt, at=_moment(at), status_code=status_code, error=error_text)
         for attempt, at, status_code, error_text in conn.execute(
-            "SELECT attempt, attempted_at, status_code, error FROM webhook_deliveries WHERE task_id = ?"
-            " ORDER BY attempt", [task_id]).fetchall()
+            "SELECT attempt, min(attempted_at), max(status_code), max(error) FROM webhook_deliveries"
+            " WHERE task_id = ? GROUP BY attempt ORDER BY attempt", [task_id]).fetchall()
     ]
     return TaskView(
         id=task_id, function=function, mode="webhook", worker=worker or "", status=status,
@@ -227,5 +228,5 @@ def _get(conn, task_id: str) -> TaskView | None:
         finished_at=_moment(finished_at), duration_ms=duration_ms,
         result=None if result is None else msgspec.json.decode(result),
         error=None if error is None else _decode_error(error),
-        webhook_url=url, webhook_status=webhook_status, deliveries=deliveries,
+        webhook_url=url, webhook_status=final_status or "pending", deliveries=deliveries,
     )

@@ -29,8 +29,8 @@ CREATE TABLE webhook_outcomes (
 );
 
 -- Two rows per attempt: one before the POST goes out (answered = false), so attempt numbers are
--- never reused after a crash, and one with its answer. A task's delivery is settled once a row
--- carries a final_status.
+-- never reused after a crash, and one with its answer. The outcome row stands for the start of
+-- attempt 1. A task's delivery is settled once a row carries a final_status.
 CREATE TABLE webhook_deliveries (
     task_id      VARCHAR NOT NULL,
     attempt      INTEGER NOT NULL,      -- 1, 2, ... per task, across restarts

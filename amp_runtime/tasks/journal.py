@@ -5,8 +5,9 @@ written down before the 202 leaves (`accept`) and kept until delivery settles:
 
 - `accept(task)`           durable before it returns; concurrent accepts share one commit
                            (the store's group commit gathers them into one `INSERT ... unnest`);
-- `finish(...)`            the outcome, durable before the first delivery attempt;
-- `begin_attempt(...)`     written before each POST, so attempt numbers are never reused;
+- `finish(...)`            the outcome, durable before the first delivery attempt (it also
+                           reserves attempt number 1, saving a commit per task);
+- `begin_attempt(...)`     written before each later POST, so attempt numbers are never reused;
 - `record_attempt(...)`    the answer (or error) of an attempt, and the final status on the last;
 - `recover(...)`           at start: what must run again, what must still be delivered, the keys;
 - `get(task_id)`           a task's view for `GET /tasks/{id}` across restarts.
@@ -177,7 +178,7 @@ def _recover(conn, keep_s: float, now: float) -> Recovered:
     to_deliver = []
     for row in conn.execute(
         "SELECT t.id, t.webhook_url, t.webhook_headers, o.status, o.result, o.error, o.duration_ms,"
-        " coalesce(d.last_attempt, 0), coalesce(d.answered, 0), d.last_at"
+        " greatest(coalesce(d.last_attempt, 0), 1), coalesce(d.answered, 0), d.last_at"
         f" FROM webhook_tasks t JOIN {_OUTCOMES} o ON o.task_id = t.id"
         f" LEFT JOIN {_DELIVERY_STATE} d ON d.task_id = t.id"
         " WHERE d.final_status IS NULL ORDER BY o.finished_at"

@@ -133,7 +133,8 @@ class WebhookSender(Actor):
                     await trio.sleep(max(0.0, self._backoff(msg.failures) - (time.time() - msg.last_attempt_at)))
                 failures = msg.failures
                 for attempt in range(msg.first_attempt, msg.first_attempt + self.config.attempts + 1):
-                    await self._journal("begin_attempt", msg.task_id, attempt, time.time())
+                    if not (attempt == 1 and msg.record_outcome):  # the outcome row stands for attempt 1
+                        await self._journal("begin_attempt", msg.task_id, attempt, time.time())
                     numbered = {**headers, TASK_ID_HEADER: msg.task_id, ATTEMPT_HEADER: str(attempt)}
                     delivery = await self._attempt(msg.url, numbered, payload, attempt)
                     ok = delivery.status_code is not None and 200 <= delivery.status_code < 300

@@ -57,6 +57,8 @@ async def test_lifecycle_across_a_reopen(nursery, tmp_path):
     await journal.accept(accepted("run-again", idempotency_key="k1", request_fingerprint="f1"))
     await journal.accept(accepted("deliver-again"))
     await journal.accept(accepted("done"))
+    await journal.accept(accepted("finished-only"))  # the process died before attempt 1 went out
+    await journal.finish(TaskResult(id="finished-only", status="completed", success=True, result=1))
     await journal.accept(accepted("refused"))
     await journal.forget("refused")
     await journal.finish(TaskResult(id="deliver-again", status="failed", success=False,
@@ -74,8 +76,11 @@ async def test_lifecycle_across_a_reopen(nursery, tmp_path):
     journal = TaskJournal(store)
     recovered = await journal.recover(keep_s=3600)
     assert [t.id for t in recovered.to_run] == ["run-again"]
-    [pending] = recovered.to_deliver
+    pending, finished_only = sorted(recovered.to_deliver, key=lambda p: p.task_id)
     assert pending.task_id == "deliver-again" and pending.next_attempt == 3 and pending.failures == 1
+    # The outcome row reserved attempt 1: the number may be skipped, never reused.
+    assert finished_only.task_id == "finished-only" and finished_only.next_attempt == 2
+    assert finished_only.failures == 0 and finished_only.body.result == 1
     assert pending.body.status == "failed" and pending.body.error.message == "m"
     assert pending.headers == {"X-A": "1"} and pending.url == "http://127.0.0.1:9/hook"
     assert [(k.key, k.fingerprint, k.task_id) for k in recovered.keys] == [("k1", "f1", "run-again")]

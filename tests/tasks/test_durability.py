@@ -186,3 +186,14 @@ async def test_sigterm_then_restart_delivers_queued_webhook_tasks(nursery, tmp_p
     second = await spawn_server(nursery, data, "--config", str(config))
     await wait_until(lambda: all(receiver.delivered(t) for t in ids), timeout=60)
     second.kill9()
+
+
+async def test_a_refused_webhook_task_is_not_journaled(server_factory):
+    """A 429 is no promise: the task accepted into the journal first is forgotten again."""
+    srv = await server_factory(workers=[{"id": "w-01", "slots": 1, "max_queue": 1}], webhook={"allow_private": True})
+    task = {"function": "sleep", "input": {"ms": 3000}, "contract": 1, "mode": "webhook",
+            "webhook": {"url": "http://127.0.0.1:9/hook"}}
+    statuses = [(await srv.client.post("/task", json=task)).status_code for _ in range(4)]
+    assert statuses == [202, 202, 429, 429], statuses
+    assert await srv.runtime.store.execute("SELECT count(*) FROM webhook_tasks") == [(2,)]
+    await srv.client.aclose()

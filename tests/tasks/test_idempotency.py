@@ -169,3 +169,15 @@ async def test_openapi_documents_the_key(server):
         [param] = [p for p in paths["/task"][method]["parameters"] if p["in"] == "header"]
         assert param["name"] == "Idempotency-Key" and param["required"] is required
     assert "422" in paths["/task"]["post"]["responses"]
+
+
+async def test_a_sync_client_that_went_away_leaves_the_key_free(server):
+    tag = "idem-gone"
+    payload = body("test_gate", {"gate": tag, "tag": tag})
+    with pytest.raises(httpx.ReadTimeout):
+        await server.client.post("/task", json=payload, headers={"Idempotency-Key": "k-gone"}, timeout=0.5)
+    await wait_until(lambda: len(server.runtime.tasks.idempotency) == 0)
+    fns.gate(tag).set()
+    again = await post(server.client, payload, key="k-gone")
+    assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers
+    assert fns.STARTED.count(tag) == 2  # the abandoned run was cancelled; the retry ran it

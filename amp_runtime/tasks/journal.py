@@ -144,8 +144,7 @@ def _forget(conn, task_id: str) -> None:
 
 
 # The first outcome of each task, and each task's delivery state folded from its attempt rows.
-_OUTCOMES = ("(SELECT * FROM webhook_outcomes"
-             " QUALIFY row_number() OVER (PARTITION BY task_id ORDER BY finished_at) = 1)")
+_OUTCOMES = "(SELECT DISTINCT ON (task_id) * FROM webhook_outcomes ORDER BY task_id, finished_at)"
 _DELIVERY_STATE = (
     "(SELECT task_id, max(final_status) AS final_status, max(attempt) AS last_attempt,"
     " count(*) FILTER (WHERE answered) AS answered, max(attempted_at) AS last_at"
@@ -173,7 +172,8 @@ def _recover(conn, keep_s: float, now: float) -> Recovered:
     for table in _TABLES:  # rows of tasks gone (pruned now, or forgotten)
         conn.execute(f"DELETE FROM {table} WHERE task_id NOT IN (SELECT id FROM webhook_tasks)")
     to_run = [_accepted(row) for row in conn.execute(
-        f"SELECT {_TASK_FIELDS} FROM webhook_tasks t ANTI JOIN webhook_outcomes o ON o.task_id = t.id"
+        f"SELECT {_TASK_FIELDS} FROM webhook_tasks t"
+        " WHERE NOT EXISTS (SELECT 1 FROM webhook_outcomes o WHERE o.task_id = t.id)"
         " ORDER BY t.created_at").fetchall()]
     to_deliver = []
     for row in conn.execute(
@@ -212,7 +212,8 @@ def _get(conn, task_id: str) -> TaskView | None:
         "SELECT t.function, t.worker, coalesce(o.status, 'queued'), t.priority, t.created_at, o.finished_at,"
         " o.duration_ms, o.result, o.error, t.webhook_url,"
         " (SELECT max(final_status) FROM webhook_deliveries WHERE task_id = t.id)"
-        f" FROM webhook_tasks t LEFT JOIN {_OUTCOMES} o ON o.task_id = t.id WHERE t.id = ?", [task_id]).fetchone()
+        " FROM webhook_tasks t LEFT JOIN (SELECT * FROM webhook_outcomes WHERE task_id = ?"
+        "  ORDER BY finished_at LIMIT 1) o ON o.task_id = t.id WHERE t.id = ?", [task_id, task_id]).fetchone()
     if row is None:
         return None
     (function, worker, status, priority, created_at, finished_at, duration_ms, result, error, url,

@@ -17,6 +17,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from ..helpers import spawn_server, wait_until
+from ..pg import on_both_stores, store_env
 
 CONFIG = """
 [[workers]]
@@ -101,11 +102,12 @@ async def status_of(client: httpx.AsyncClient, task_id: str) -> str:
     return (await client.get(f"/tasks/{task_id}")).json().get("status")
 
 
-async def test_kill9_keeps_every_accepted_webhook_task(nursery, tmp_path):
+async def test_kill9_keeps_every_accepted_webhook_task(nursery, tmp_path, store_url):
     receiver = await start_receiver(nursery)
     config, data, gate = tmp_path / "config.toml", tmp_path / "data", tmp_path / "gate"
     config.write_text(CONFIG)
-    first = await spawn_server(nursery, data, "--config", str(config))
+    env = store_env(store_url)
+    first = await spawn_server(nursery, data, "--config", str(config), env=env)
     async with httpx.AsyncClient(base_url=first.url, timeout=30) as client:
         done = await submit(client, receiver, "hello", {"name": "before"})
         await wait_until(lambda: receiver.delivered(done), timeout=20)
@@ -126,7 +128,7 @@ async def test_kill9_keeps_every_accepted_webhook_task(nursery, tmp_path):
 
     gate.touch()
     receiver.healed = True
-    second = await spawn_server(nursery, data, "--config", str(config))
+    second = await spawn_server(nursery, data, "--config", str(config), env=env)
     accepted = [done, *retrying, *running, *queued]
     async with httpx.AsyncClient(base_url=second.url, timeout=30) as client:
         await wait_until(lambda: all(receiver.delivered(t) for t in accepted), timeout=60)
@@ -188,6 +190,7 @@ async def test_sigterm_then_restart_delivers_queued_webhook_tasks(nursery, tmp_p
     second.kill9()
 
 
+@on_both_stores
 async def test_a_refused_webhook_task_is_not_journaled(server_factory):
     """A 429 is no promise: the task accepted into the journal first is forgotten again."""
     srv = await server_factory(workers=[{"id": "w-01", "slots": 1, "max_queue": 1}], webhook={"allow_private": True})

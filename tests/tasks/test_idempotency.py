@@ -9,6 +9,7 @@ from amp_runtime.tasks.errors import Rejected
 
 from ..helpers import wait_until
 from . import fns
+from ..pg import on_both_stores
 from .test_durability import start_receiver
 
 CALL = {"contract": 1}
@@ -114,6 +115,7 @@ async def test_stream_duplicate_while_running_is_409_then_replays_the_final_even
     assert after.text.startswith("event: end\n") and after.headers["X-Task-Id"] == first.headers["X-Task-Id"]
 
 
+@on_both_stores
 async def test_webhook_duplicates_share_one_task(server_factory, nursery):
     receiver = await start_receiver(nursery)
     srv = await server_factory(webhook={"allow_private": True})

@@ -169,6 +169,7 @@ class RouteInfo:
     query: type | None = None
     responses: dict[int, Any] = field(default_factory=dict)
     public: bool = False
+    headers: type | None = None  # a Struct documenting request headers (the handler reads them)
     content_type: str = JSON  # of the 2xx response
     describe: Callable[[dict, dict], None] | None = None  # amends (operation, component schemas)
 
@@ -243,6 +244,7 @@ class Api:
         extra_methods: tuple[str, ...] = (),
         content_type: str = JSON,
         describe: Callable[[dict, dict], None] | None = None,
+        headers: type | None = None,
     ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
         """Register `handler(**path_params, body=?, query=?, service=?)` for `method path`;
         a handler with a `service` parameter gets the service wired for this family.
@@ -299,6 +301,7 @@ class Api:
                     public=public,
                     content_type=content_type,
                     describe=describe,
+                    headers=headers,
                 )
             )
             return handler

@@ -69,6 +69,15 @@ class _Write:
     args: tuple
 
 
+@dataclass(slots=True)
+class _Append:
+    """One row for `table`: the rows of a group commit go in as one column-wise insert."""
+
+    table: str
+    columns: tuple[str, ...]
+    row: tuple
+
+
 @dataclass
 class StoreStats:
     """What the group commit has done so far (read by /metrics and benchmarks)."""
@@ -275,6 +284,10 @@ class Store(Actor):
     async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self.ask(_Write(fn, args), timeout=float("inf"))
 
+    async def append(self, table: str, columns: tuple[str, ...], row: tuple) -> None:
+        """Insert one row; returns once committed. Appends of one group commit share one insert."""
+        await self.ask(_Append(table, columns, row), timeout=float("inf"))
+
     async def execute(self, sql: str, params: Any = None) -> list[tuple]:
         """Convenience read: one statement, all rows."""
         return await self.read(lambda conn: conn.execute(sql, params).fetchall())
@@ -338,23 +351,27 @@ class Store(Actor):
 
     async def _gather(self, batch: list) -> None:
         """Take what is waiting; linger briefly for more writes when the batch is small."""
-        def weight() -> int:
-            return sum(1 for msg, _ in batch if not isinstance(msg, _Read))
+        # A running count: recounting the batch per message was quadratic in the batch size.
+        weight = sum(1 for msg, _ in batch if not isinstance(msg, _Read))
+
+        def take(item) -> int:
+            batch.append(item)
+            return 0 if isinstance(item[0], _Read) else 1
 
         deadline = trio.current_time() + self.linger_s
-        while weight() < self.group_commit_rows:
+        while weight < self.group_commit_rows:
             try:
-                batch.append(self._recv.receive_nowait())
+                weight += take(self._recv.receive_nowait())
                 continue
             except trio.WouldBlock:
                 pass
             except trio.EndOfChannel:
                 return
-            if weight() == 0 or self.linger_s == 0:
+            if weight == 0 or self.linger_s == 0:
                 return
             with trio.move_on_at(deadline):
                 try:
-                    batch.append(await self._recv.receive())
+                    weight += take(await self._recv.receive())
                     continue
                 except trio.EndOfChannel:
                     return
@@ -473,7 +490,16 @@ class Store(Actor):
     @staticmethod
     def _commit_together(conn, writes) -> list[tuple[bool, Any]]:
         conn.execute("BEGIN TRANSACTION")
-        results = [(True, msg.fn(conn, *msg.args)) for msg, _ in writes]
+        results = []
+        appends: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
+        for msg, _ in writes:
+            if isinstance(msg, _Append):
+                appends.setdefault((msg.table, msg.columns), []).append(msg.row)
+                results.append((True, None))
+            else:
+                results.append((True, msg.fn(conn, *msg.args)))
+        for (table, columns), rows in appends.items():
+            insert_columns(conn, table, columns, rows)
         conn.execute("COMMIT")
         return results
 

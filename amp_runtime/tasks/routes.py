@@ -6,9 +6,10 @@ from contextlib import aclosing
 
 import msgspec
 import trio
-from quart import Response, current_app, websocket
+from quart import Response, current_app, request, websocket
 
 from ..core.http import Api, ApiError, CodedError, Reply
+from . import idempotency
 from .errors import Rejected, WorkerFailed
 from .models import (
     FunctionInfo, Health, Logs, Maintenance, Slots, TaskAccepted, TaskRequest, TaskResult,
@@ -16,7 +17,7 @@ from .models import (
 )
 from .openapi import document_function_inputs
 from .registry import FUNCTIONS
-from .service import Forwarded, StreamHandle, SyncOutcome
+from .service import Forwarded, Replayed, StreamHandle, SyncOutcome
 
 api = Api("tasks", prefixes=("/task", "/health", "/logs", "/on", "/off", "/ws/"))
 _encode = msgspec.json.Encoder().encode
@@ -33,24 +34,36 @@ def _api_error(exc: Rejected | WorkerFailed) -> ApiError:
 @api.route(
     "/task", "POST", body=TaskRequest, summary="Run a function in a worker slot (sync, stream or webhook)",
     responses={200: TaskResult, 202: TaskAccepted, 400: CodedError, 401: CodedError, 404: CodedError,
-               409: TaskResult, 413: CodedError, 429: CodedError, 500: TaskResult, 503: CodedError,
-               504: TaskResult},
+               409: TaskResult, 413: CodedError, 422: CodedError, 429: CodedError, 500: TaskResult,
+               503: CodedError, 504: TaskResult},
     describe=document_function_inputs,
+    headers=idempotency.SubmitHeaders,
 )
 async def submit_task(body: TaskRequest):
     try:
-        submitted = await current_app.runtime.tasks.submit(body)
+        submitted = await current_app.runtime.tasks.submit(body, request.headers.get(idempotency.HEADER))
     except (Rejected, WorkerFailed) as exc:
         raise _api_error(exc) from None
+    return _encoded(submitted)
+
+
+def _encoded(submitted, extra_headers: dict[str, str] | None = None):
     match submitted:
         case SyncOutcome(status=status, result=result):
-            return Reply(status, result, {"X-Task-Id": result.id})
+            return Reply(status, result, {"X-Task-Id": result.id, **(extra_headers or {})})
         case TaskAccepted():
-            return Reply(202, submitted)
+            return Reply(202, submitted, extra_headers)
         case StreamHandle():
             return _stream_response(submitted)
         case Forwarded(response=response):
             return response
+        case Replayed(answer=TaskResult() as result):  # a finished stream: its final event
+            event = b"end" if result.status == "completed" else b"error"
+            return Response(b"event: " + event + b"\ndata: " + _encode(result) + b"\n\n",
+                            content_type="text/event-stream",
+                            headers={"Cache-Control": "no-cache", "X-Task-Id": result.id, **idempotency.REPLAYED})
+        case Replayed(answer=answer):
+            return _encoded(answer, idempotency.REPLAYED)
 
 
 def _stream_response(handle: StreamHandle) -> Response:
@@ -110,6 +123,17 @@ async def cancel_task(task_id: str) -> TaskView:
     with trio.move_on_after(5):
         await outcome.wait()
     return await service.lookup(task_id)
+
+
+@api.route("/task", "DELETE", summary="Cancel the task submitted with the `Idempotency-Key` header's key",
+           responses={200: TaskView, 400: CodedError, 401: CodedError, 404: CodedError, 409: CodedError},
+           headers=idempotency.CancelHeaders)
+async def cancel_task_by_key() -> TaskView:
+    try:
+        task_id = current_app.runtime.tasks.task_id_for_key(request.headers.get(idempotency.HEADER))
+    except Rejected as exc:
+        raise _api_error(exc) from None
+    return await cancel_task(task_id)
 
 
 @api.route("/health", "GET", summary="Status and capacity; more detail with a valid key", public=True,

@@ -29,15 +29,11 @@ def api_families() -> list[Api]:
     return [tasks_api, registry_api, reporting_api, jobs_api, durable_api, observability_api, meta_api]
 
 
-def create_app(config: Config, services: dict[str, Any], *, tasks_routes_context: Any = None) -> QuartTrio:
+def create_app(config: Config, services: dict[str, Any]) -> QuartTrio:
     """The app serving every family; `services` maps a family name to the service its routes
     are handed (`amp_runtime.wiring.Services.by_family`)."""
     app = QuartTrio("amp_runtime")
     BoundServices(HttpSettings(config.auth.api_key, config.http.max_json_depth), dict(services)).attach(app)
-    if tasks_routes_context is not None:
-        # Until the tasks routes take their service like the other families: a narrow context,
-        # not the Runtime (see wiring.TasksRoutesContext).
-        app.runtime = tasks_routes_context  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = config.http.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.url_map.strict_slashes = False

@@ -25,7 +25,7 @@ from .core.logs import LogRing, setup_logging
 from .app import create_app
 from .core.backends import store_backend
 from .core.store import Store
-from .wiring import TasksRoutesContext, build_services
+from .wiring import build_services
 
 log = logging.getLogger("amp_runtime.runtime")
 
@@ -58,7 +58,7 @@ class Runtime:
         self.bound_urls: list[str] = []
         self.services = build_services(
             config, self.store, version=self.version,
-            uptime_s=lambda: self.uptime_s, bound_urls=lambda: self.bound_urls,
+            uptime_s=lambda: self.uptime_s, logs=self.logs, bound_urls=lambda: self.bound_urls,
         )
         self._running: list[Service] = self.services.running()
         self._stop = trio.Event()
@@ -101,10 +101,7 @@ class Runtime:
             log.info("stopped")
 
     def _create_app(self):
-        wired = self.services
-        tasks_context = TasksRoutesContext(wired.tasks, wired.cluster, self.config, self.version, self.logs,
-                                           lambda: self.uptime_s)
-        return create_app(self.config, wired.by_family(), tasks_routes_context=tasks_context)
+        return create_app(self.config, self.services.by_family())
 
     async def _run_coordinator(self) -> None:
         # The coordinator is not restarted: losing the store is fatal for the process.

@@ -21,7 +21,7 @@ from .meta_routes import ApiDocs
 from .observability.metrics import Metrics
 from .observability.service import ObservabilityService
 from .registry.service import RegistryService
-from .tasks.service import TaskService
+from .tasks.service import ProcessInfo, TaskService
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,13 @@ def build_services(
     *,
     version: str,
     uptime_s: Callable[[], float],
+    logs: LogRing,
     bound_urls: Callable[[], list[str]],
 ) -> Services:
-    """`uptime_s`: seconds since the process started; `bound_urls`: where the HTTP server
-    listens (empty until it has bound: a cluster node waits for it before it reports)."""
-    tasks = TaskService(config, store)
+    """`uptime_s`: seconds since the process started; `logs`: the ring `GET /logs` reads;
+    `bound_urls`: where the HTTP server listens (empty until it has bound: a cluster node
+    waits for it before it reports)."""
+    tasks = TaskService(config, store, process=ProcessInfo(version, uptime_s, logs))
     registry = RegistryService(config, store, task_snapshot=tasks.snapshot)
     cluster = ClusterService(config, tasks=tasks, bound_urls=bound_urls)
     tasks.route_task = cluster.route_task  # a node with more room may answer a task
@@ -80,22 +82,3 @@ def build_services(
         observability=ObservabilityService(metrics, tasks),
         api_docs=ApiDocs(enabled=config.http.openapi_enabled, version=version),
     )
-
-
-# -- adapter for the tasks routes, until they take their service as the other families do ----
-@dataclass(frozen=True)
-class TasksRoutesContext:
-    """What the tasks routes read as `current_app.runtime` until they take their service as the
-    other families do: the task and cluster services, config, version, uptime and the log ring.
-    Not the `Runtime`."""
-
-    tasks: TaskService
-    cluster: ClusterService
-    config: Config
-    version: str
-    logs: LogRing
-    _uptime_s: Callable[[], float]
-
-    @property
-    def uptime_s(self) -> float:
-        return self._uptime_s()

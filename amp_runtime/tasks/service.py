@@ -14,13 +14,14 @@ import platform
 import sys
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import msgspec
 import trio
 
 from .. import __version__
+from ..core.logs import LogRing
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  (registers the built-in functions)
 from . import idempotency
@@ -142,9 +143,19 @@ async def _run_here(request: TaskRequest, spec: FunctionSpec) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class ProcessInfo:
+    """What /health and /logs tell of the process: its version, uptime and recent log lines."""
+
+    version: str = __version__
+    uptime_s: Callable[[], float] = lambda: 0.0
+    logs: LogRing = field(default_factory=LogRing)
+
+
 class TaskService(ServiceBase):
-    def __init__(self, config, store):
+    def __init__(self, config, store, *, process: ProcessInfo | None = None):
         super().__init__(config, store)
+        self.process = process or ProcessInfo()
         tasks = self.config.tasks
         # A cluster may answer a task on a node with more room; the wiring sets it once the
         # cluster service exists (it is built after this one, since it reads our workers).

@@ -9,6 +9,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from amp_runtime.app import create_app
+from amp_runtime.core.logs import LogRing
 from amp_runtime.wiring import build_services
 
 from ..helpers import make_config, running_store
@@ -17,7 +18,7 @@ from ..helpers import make_config, running_store
 async def test_each_service_gets_its_collaborators_and_none_gets_a_runtime(tmp_path):
     config = make_config(tmp_path)
     async with running_store(tmp_path / "s.duckdb") as store:
-        services = build_services(config, store, version="0", uptime_s=lambda: 1.0, bound_urls=lambda: [])
+        services = build_services(config, store, version="0", uptime_s=lambda: 1.0, logs=LogRing(), bound_urls=lambda: [])
         assert services.jobs.tasks is services.tasks
         assert services.cluster.tasks is services.tasks
         assert services.observability.tasks is services.tasks

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from quart import Response, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
-from .core.http import Api, ApiError, error_response, render_coded
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .config import Config
+from .core.http import Api, ApiError, BoundServices, HttpSettings, error_response, render_coded
 
 log = logging.getLogger("amp_runtime.http")
 
@@ -32,10 +29,12 @@ def api_families() -> list[Api]:
     return [tasks_api, registry_api, reporting_api, jobs_api, durable_api, observability_api, meta_api]
 
 
-def create_app(runtime: "Runtime") -> QuartTrio:
+def create_app(config: Config, services: dict[str, Any]) -> QuartTrio:
+    """The app serving every family; `services` maps a family name to the service its routes
+    are handed (`amp_runtime.wiring.Services.by_family`)."""
     app = QuartTrio("amp_runtime")
-    app.runtime = runtime  # type: ignore[attr-defined]
-    app.config["MAX_CONTENT_LENGTH"] = runtime.config.http.max_body_bytes
+    BoundServices(HttpSettings(config.auth.api_key, config.http.max_json_depth), dict(services)).attach(app)
+    app.config["MAX_CONTENT_LENGTH"] = config.http.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.url_map.strict_slashes = False
 
@@ -86,7 +85,7 @@ def create_app(runtime: "Runtime") -> QuartTrio:
         message = {
             404: f"no WebSocket route for {path}" if method == "WEBSOCKET" else f"no route for {method} {path}",
             405: f"method {method} is not allowed on {path}",
-            413: f"request body over the limit of {runtime.config.http.max_body_bytes} bytes",
+            413: f"request body over the limit of {config.http.max_body_bytes} bytes",
         }.get(status, exc.description or "error")
         response = render(ApiError(status, code, message))
         if method == "WEBSOCKET":
@@ -105,11 +104,8 @@ def create_app(runtime: "Runtime") -> QuartTrio:
         log.exception("unhandled error on %s %s", *target())
         return render(ApiError(500, "INTERNAL_ERROR", "internal server error"))
 
-    if runtime.config.http.hot_path:
+    if config.http.hot_path and "tasks" in services:  # an app wired without tasks has no /task
         from .tasks.hotpath import HotPath
 
-        app.asgi_app = HotPath(app.asgi_app, app)  # type: ignore[method-assign]
+        app.asgi_app = HotPath(app.asgi_app, app, services["tasks"], services.get("cluster"))  # type: ignore[method-assign]
     return app
-
-
-STATIC_DIR = Path(__file__).parent / "static"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -11,6 +12,14 @@ from .core.http import Api, ApiError
 from .core.openapi import build_openapi
 
 api = Api("meta", prefixes=("/openapi", "/docs"))
+
+
+@dataclass(frozen=True)
+class ApiDocs:
+    """What the meta routes are handed at wiring time."""
+
+    enabled: bool  # [http] openapi_enabled
+    version: str
 
 _DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>amp-runtime API</title>
@@ -29,34 +38,34 @@ def _swagger_static_dir() -> Path:
     return Path(swagger_ui.__file__).parent / "static"
 
 
-def _require_enabled() -> None:
-    if not current_app.runtime.config.http.openapi_enabled:
+def _require_enabled(docs: ApiDocs) -> None:
+    if not docs.enabled:
         raise ApiError(404, "NOT_FOUND", "the API documentation is disabled ([http] openapi_enabled)")
 
 
 @api.route("/openapi", "GET", summary="The OpenAPI 3.1 document of every route", public=True,
            responses={200: "application/json"})
-async def openapi() -> Response:
-    _require_enabled()
+async def openapi(service: ApiDocs) -> Response:
+    _require_enabled(service)
     cached = getattr(current_app, "_openapi_json", None)
     if cached is None:
         routes = [route for family in current_app.families for route in family.routes]
-        document = build_openapi(routes, title="amp-runtime", version=current_app.runtime.version)
+        document = build_openapi(routes, title="amp-runtime", version=service.version)
         cached = current_app._openapi_json = msgspec.json.encode(document)
     return Response(cached, content_type="application/json")
 
 
 @api.route("/docs", "GET", summary="Swagger UI for /openapi", public=True,
            responses={200: "text/html"})
-async def docs() -> Response:
-    _require_enabled()
+async def docs(service: ApiDocs) -> Response:
+    _require_enabled(service)
     return Response(_DOCS_PAGE, content_type="text/html")
 
 
 @api.route("/docs/static/<name>", "GET", summary="Swagger UI assets", public=True,
            responses={200: "application/octet-stream", 404: None})
-async def docs_static(name: str) -> Response:
-    _require_enabled()
+async def docs_static(name: str, service: ApiDocs) -> Response:
+    _require_enabled(service)
     path = _swagger_static_dir() / name
     if "/" in name or name.startswith(".") or not path.is_file():
         raise ApiError(404, "NOT_FOUND", f"no asset {name}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from functools import partial
 from typing import Protocol
 
 import trio
@@ -23,7 +22,10 @@ from hypercorn.trio import serve
 from . import __version__
 from .config import Config, ConfigError, parse_bind
 from .core.logs import LogRing, setup_logging
-from .core.store import Store, store_backend
+from .app import create_app
+from .core.backends import store_backend
+from .core.store import Store
+from .wiring import build_services
 
 log = logging.getLogger("amp_runtime.runtime")
 
@@ -42,12 +44,6 @@ class Service(Protocol):
 
 class Runtime:
     def __init__(self, config: Config, *, log_ring: LogRing | None = None):
-        from .cluster.service import ClusterService
-        from .durable.service import DurableService
-        from .jobs.service import JobService
-        from .registry.service import RegistryService
-        from .tasks.service import TaskService
-
         self.config = config
         self.version = __version__
         load_user_modules(config.functions.modules)
@@ -59,13 +55,12 @@ class Runtime:
             group_commit_ms=config.store.group_commit_ms,
             reconnect_s=config.store.reconnect_s,
         )
-        self.registry = RegistryService(self)
-        self.tasks = TaskService(self)
-        self.jobs = JobService(self)
-        self.durable = DurableService(self)
-        self.cluster = ClusterService(self)  # after jobs: it runs jobs on nodes
-        self.services: list[Service] = [self.registry, self.tasks, self.jobs, self.durable, self.cluster]
         self.bound_urls: list[str] = []
+        self.services = build_services(
+            config, self.store, version=self.version,
+            uptime_s=lambda: self.uptime_s, logs=self.logs, bound_urls=lambda: self.bound_urls,
+        )
+        self._running: list[Service] = self.services.running()
         self._stop = trio.Event()
 
     @property
@@ -78,8 +73,6 @@ class Runtime:
     async def run(
         self, *, handle_signals: bool = False, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        from .app import create_app
-
         await self.store.open()
         try:
             # Peers on one PostgreSQL store: a worker id runs in one live process at a time.
@@ -89,10 +82,10 @@ class Runtime:
                 if handle_signals:
                     root.start_soon(self._watch_signals)
                 async with trio.open_nursery() as services:
-                    for service in self.services:
+                    for service in self._running:
                         await services.start(service.run)
                     http_done = trio.Event()
-                    app = self.cluster.mount(create_app(self))
+                    app = self.services.cluster.mount(self._create_app())
                     self.bound_urls = await services.start(self._serve_http, app, http_done)
                     task_status.started(self.bound_urls)
                     await self._stop.wait()
@@ -106,6 +99,9 @@ class Runtime:
             with trio.CancelScope(shield=True):
                 await self.store.close_connection()
             log.info("stopped")
+
+    def _create_app(self):
+        return create_app(self.config, self.services.by_family())
 
     async def _run_coordinator(self) -> None:
         # The coordinator is not restarted: losing the store is fatal for the process.
@@ -135,12 +131,12 @@ class Runtime:
 
     async def _drain(self, http_done: trio.Event) -> None:
         grace = self.config.server.shutdown_grace_s
-        for service in self.services:
+        for service in self._running:
             service.stop_accepting()
         with trio.move_on_after(grace) as scope:
             # In-flight requests, not connections: an idle keep-alive client must not hold us.
             await self.in_flight.wait_none()
-            for service in self.services:
+            for service in self._running:
                 await service.drain()
         if scope.cancelled_caught:
             log.warning("grace period of %.1fs over: cancelling the rest%s", grace, await self._still_running())
@@ -148,7 +144,7 @@ class Runtime:
     async def _still_running(self) -> str:
         """What the cancel cuts short, for the log: work in a thread is abandoned, not awaited."""
         with trio.move_on_after(0.5):
-            running = [f"{s.worker}: {', '.join(s.running)}" for s in await self.tasks.snapshot() if s.running]
+            running = [f"{s.worker}: {', '.join(s.running)}" for s in await self.services.tasks.snapshot() if s.running]
             if running:
                 return f" (still running on {'; '.join(running)}; threads that ignore it are abandoned)"
         return ""
@@ -190,12 +186,3 @@ def load_user_modules(names: list[str]) -> None:
         except Exception as exc:
             raise ConfigError(f"functions.modules: cannot import {name!r}: {exc}") from exc
 
-
-async def run_service_actors(actors, max_restarts: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Supervise a service's actors in one nursery; returns when all of them return."""
-    from .core.actor import supervise
-
-    async with trio.open_nursery() as nursery:
-        for actor in actors:
-            await nursery.start(partial(supervise, actor, max_restarts_per_minute=max_restarts))
-        task_status.started()

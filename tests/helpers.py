@@ -7,14 +7,16 @@ import re
 import signal
 import subprocess
 import sys
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import httpx
 import trio
 
 from amp_runtime.config import Config, load_config
+from amp_runtime.core.store import Store
 from amp_runtime.runtime import Runtime
 
 READY = re.compile(rb"listening on (http://\S+) \(data: (.*)\)")
@@ -139,3 +141,18 @@ async def wait_until(predicate, *, timeout: float = 10, interval: float = 0.01) 
             if value:
                 return
             await trio.sleep(interval)
+
+
+@asynccontextmanager
+async def running_store(path: Path) -> AsyncIterator[Store]:
+    """A migrated DuckDB store at `path` with its coordinator running: for constructing one
+    family's service in a unit test, without the runtime."""
+    store = Store(path, group_commit_ms=1)
+    await store.open()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.run)
+            yield store
+            store.close()
+    finally:
+        await store.close_connection()

@@ -154,7 +154,8 @@ def store_url(request):
 @pytest.fixture
 async def any_store(nursery, tmp_path, store_url):
     """A running Store on each backend in turn (DuckDB file in tmp_path, or a fresh PostgreSQL database)."""
-    from amp_runtime.core.store import Store, store_backend
+    from amp_runtime.core.backends import store_backend
+    from amp_runtime.core.store import Store
 
     store = Store(store_backend(store_url, tmp_path / "store.duckdb"), group_commit_ms=1)
     await store.open()

@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import httpx
 import msgspec
@@ -28,23 +29,16 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError,
 
 from ..jobs.messages import Finished
 from ..jobs.runner import RunnerEnv, RunnerHandle, run_job
-from ..jobs.service import output_dir
+from ..jobs.datasets import output_dir
 from ..jobs.store import ProgressRow
 from ..registry.stats import MachineSampler
 from . import wire
+from .wire import leaf
 from .auth import bearer
 
 log = logging.getLogger("amp_runtime.cluster")
 REFUSED_RETRY_S = 5.0  # a refused node retries slowly (the operator has to fix its key)
 RECONNECT_MAX_S = 1.0  # a lost coordinator is retried often: it is probably restarting
-
-
-def leaf(exc: BaseException) -> BaseException:
-    """The first plain exception inside (nested) exception groups, so a connection lost by
-    a reader and a writer at once is handled as one; `exc` itself if it is no group."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 class Refused(Exception):
@@ -91,9 +85,12 @@ class RemoteJob:
 
 
 class NodeAgent:
-    def __init__(self, runtime):
-        self.runtime = runtime
-        self.config = runtime.config
+    def __init__(self, config, tasks, bound_urls: Callable[[], list[str]]):
+        """`tasks`: the task service (its workers run the jobs); `bound_urls`: where this
+        process's HTTP server listens, empty until it has bound."""
+        self.config = config
+        self.tasks = tasks
+        self.bound_urls = bound_urls
         self.coordinator = self.config.cluster.join.rstrip("/")
         self._accepting = True
         self._jobs: dict[int, RemoteJob] = {}
@@ -106,11 +103,11 @@ class NodeAgent:
 
     @property
     def url(self) -> str:
-        return (self.config.cluster.advertise_url or self.runtime.bound_urls[0]).rstrip("/")
+        return (self.config.cluster.advertise_url or self.bound_urls()[0]).rstrip("/")
 
     async def run(self) -> None:
         """Both loops; cancelled at shutdown."""
-        while not self.runtime.bound_urls:  # the HTTP server binds after the services start
+        while not self.bound_urls():  # the HTTP server binds after the services start
             await trio.sleep(0.02)
         async with httpx.AsyncClient(base_url=self.coordinator, headers=bearer(self.config.cluster.key),
                                      timeout=httpx.Timeout(10.0, connect=self.config.cluster.connect_timeout_s)) as client:
@@ -147,7 +144,7 @@ class NodeAgent:
                     await self._register(client)
                     registered = True
                 machine = msgspec.to_builtins(await trio.to_thread.run_sync(sampler.sample))
-                for snap in await self.runtime.tasks.snapshot():
+                for snap in await self.tasks.snapshot():
                     report = {"worker": snap.worker, "timestamp": int(time.time() * 1000),
                               "machine_stats": machine, "queues": groups.get(snap.worker, [])}
                     if snap.running:
@@ -268,14 +265,14 @@ class NodeAgent:
             previous.handle.cancel_scope.cancel()
         if not self._accepting:
             return  # draining: the coordinator moves the job once this node is gone
-        if record.node_id not in self.runtime.tasks.workers:
+        if record.node_id not in self.tasks.workers:
             log.warning("cluster: job %d assigned to %s, not a worker here", record.id, record.node_id)
             return
         answers_in, answers = trio.open_memory_channel(math.inf)
         handle = RunnerHandle(record.id, attempt, record.node_id, previous.handle if previous else None)
         job = RemoteJob(record.id, attempt, outbox, answers, answers_in, handle)
         self._jobs[record.id] = job
-        env = RunnerEnv(store=job, tasks=self.runtime.tasks, progress=job,
+        env = RunnerEnv(store=job, tasks=self.tasks, progress=job,
                         output_dir=output_dir(self.config),
                         blocks_per_s=self.config.jobs.continuous_blocks_per_s, ask=job.ask)
         log.info("cluster: running job %d (attempt %d) on %s", record.id, attempt, record.node_id)

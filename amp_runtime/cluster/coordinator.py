@@ -26,8 +26,8 @@ from ..jobs.messages import Finished
 from ..jobs.runner import RunnerEnv, RunnerHandle
 from ..jobs.store import JobRecord
 from . import wire
+from .wire import leaf
 from .auth import bearer
-from .agent import leaf
 from .nodes import Join, Leave, NodeTable, SlotsLost, SlotsPushed
 
 log = logging.getLogger("amp_runtime.cluster")
@@ -63,9 +63,10 @@ class NodeLink:
 class Coordinator:
     """Connected nodes by URL. Only the channel handlers add or remove links."""
 
-    def __init__(self, runtime, table: NodeTable):
-        self.runtime = runtime
-        self.config = runtime.config
+    def __init__(self, config, table: NodeTable, local_workers: list[str]):
+        """`local_workers`: this process's own worker ids (a node may not claim them)."""
+        self.config = config
+        self.local_workers = local_workers
         self.table = table
         self._links: dict[str, NodeLink] = {}
         self._changed = trio.Event()
@@ -108,7 +109,7 @@ class Coordinator:
         if not isinstance(hello, wire.Hello):
             log.warning("cluster: a node connected without saying hello; closing")
             return
-        local = set(self.runtime.tasks.worker_ids())
+        local = set(self.local_workers)
         clash = [w.id for w in hello.workers
                  if w.id in local or (self.link_for(w.id) or hello).url != hello.url]
         if clash:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from quart import Blueprint, Response, current_app, websocket
+from quart import Blueprint, Response, websocket
 
-from ..core.http import JSON, ApiError, render_coded
+from ..core.http import JSON, ApiError, bound_service, render_coded
 from .auth import has_cluster_key
 
 log = logging.getLogger("amp_runtime.cluster")
@@ -23,10 +23,10 @@ def _refuse(status: int, code: str, message: str) -> Response:
 
 @blueprint.websocket("/ws/cluster/node")
 async def node_channel():
-    cluster = current_app.runtime.cluster
+    cluster = bound_service("cluster")
     if not cluster.accepts_nodes:
         return _refuse(404, "NOT_A_COORDINATOR", "this process accepts no nodes ([cluster] key unset, or it is a node)")
-    if not has_cluster_key(websocket.headers.get("Authorization"), current_app.runtime.config.cluster.key):
+    if not has_cluster_key(websocket.headers.get("Authorization"), cluster.config.cluster.key):
         log.warning("cluster: refused a node from %s: wrong or missing cluster key", websocket.remote_addr)
         return _refuse(401, "UNAUTHORIZED", "wrong or missing cluster key")
     await websocket.accept()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Callable
 
 import trio
 from quart import Response
@@ -27,14 +28,17 @@ from .routes import blueprint
 
 
 class ClusterService(ServiceBase):
-    def __init__(self, runtime):
-        super().__init__(runtime)
+    def __init__(self, config, *, tasks, bound_urls: Callable[[], list[str]]):
+        """`tasks`: the task service (local workers, their room, job slots on a node);
+        `bound_urls`: where this process's HTTP server listens (a node advertises it)."""
+        super().__init__(config, store=None)  # the cluster keeps nothing in the store
         cluster = self.config.cluster
+        self.tasks = tasks
         self.is_node = bool(cluster.join)
         self.accepts_nodes = bool(cluster.key) and not self.is_node
-        self.agent = NodeAgent(runtime) if self.is_node else None
+        self.agent = NodeAgent(config, tasks, bound_urls) if self.is_node else None
         self.table = NodeTable(mailbox_size=self.config.actors.mailbox_size) if self.accepts_nodes else None
-        self.coordinator = Coordinator(runtime, self.table) if self.accepts_nodes else None
+        self.coordinator = Coordinator(config, self.table, tasks.worker_ids()) if self.accepts_nodes else None
         self.forwarder: Forwarder | None = None
 
     def mount(self, app):
@@ -91,7 +95,7 @@ class ClusterService(ServiceBase):
         """The node's answer to a `POST /task` forwarded there, or None to run it here: no
         node has more room than this process for the function's group (or the client named
         a local worker, or this process is in maintenance)."""
-        tasks = self.runtime.tasks
+        tasks = self.tasks
         if self.forwarder is None or tasks.maintenance or body.worker in tasks.workers:
             return None
         local_room = _local_room(tasks, spec.group)

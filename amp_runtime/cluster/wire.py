@@ -118,3 +118,11 @@ ToNode = Union[Welcome, Assign, StopJob, PauseJob, CancelJob, Answer, ProgressRo
 encode = msgspec.json.Encoder().encode
 decode_from_node = msgspec.json.Decoder(FromNode).decode
 decode_to_node = msgspec.json.Decoder(ToNode).decode
+
+
+def leaf(exc: BaseException) -> BaseException:
+    """The first plain exception inside (nested) exception groups, so a connection lost by
+    a reader and a writer at once is handled as one; `exc` itself if it is no group."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

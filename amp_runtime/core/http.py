@@ -9,6 +9,7 @@ receives decoded structs and returns a Struct (200), a `Reply` (any status) or a
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
 import re
 import types
@@ -119,6 +120,42 @@ def key_matches(presented: str | None, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
+# -- what the wiring hands the app ----------------------------------------------------
+@dataclass(frozen=True)
+class HttpSettings:
+    """The config the HTTP plumbing reads, handed over when the app is built."""
+
+    api_key: str
+    max_json_depth: int
+
+
+@dataclass(frozen=True)
+class BoundServices:
+    """Stored on the app by `create_app`: the settings and each family's service by family name."""
+
+    settings: HttpSettings
+    services: dict[str, Any]
+
+    EXTENSION = "amp_runtime"
+
+    def attach(self, app: Any) -> None:
+        app.extensions[self.EXTENSION] = self
+
+    @classmethod
+    def current(cls) -> "BoundServices":
+        return current_app.extensions[cls.EXTENSION]
+
+
+def bound_service(family: str) -> Any:
+    """The service wired for `family` in the app answering this request (for handlers that
+    are not `Api` routes, like the cluster's WebSocket)."""
+    return BoundServices.current().services[family]
+
+
+def _takes_service(handler: Callable[..., Any]) -> bool:
+    return "service" in inspect.signature(handler).parameters
+
+
 # -- routes ----------------------------------------------------------------------------
 @dataclass
 class RouteInfo:
@@ -132,6 +169,7 @@ class RouteInfo:
     query: type | None = None
     responses: dict[int, Any] = field(default_factory=dict)
     public: bool = False
+    headers: type | None = None  # a Struct documenting request headers (the handler reads them)
     content_type: str = JSON  # of the 2xx response
     describe: Callable[[dict, dict], None] | None = None  # amends (operation, component schemas)
 
@@ -172,7 +210,7 @@ class Api:
     def is_authorized(self, header: str | None | object = _FROM_REQUEST) -> bool:
         """True when no key is configured or the credential (by default the request's
         Authorization header; `None` = none presented) is valid."""
-        key = current_app.runtime.config.auth.api_key  # type: ignore[attr-defined]
+        key = BoundServices.current().settings.api_key
         if not key:
             return True
         if header is _FROM_REQUEST:
@@ -206,8 +244,10 @@ class Api:
         extra_methods: tuple[str, ...] = (),
         content_type: str = JSON,
         describe: Callable[[dict, dict], None] | None = None,
+        headers: type | None = None,
     ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
-        """Register `handler(**path_params, body=?, query=?)` for `method path`.
+        """Register `handler(**path_params, body=?, query=?, service=?)` for `method path`;
+        a handler with a `service` parameter gets the service wired for this family.
 
         `aliases` are extra URL rules for the same handler that `/openapi` does not list (e.g.
         version-prefixed paths); `extra_methods` likewise (GET-with-body for POST routes).
@@ -218,6 +258,7 @@ class Api:
 
         def decorate(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             render = self.render_error
+            inject_service = _takes_service(handler)
 
             async def view(**params: Any) -> Response:
                 try:
@@ -230,6 +271,8 @@ class Api:
                         params["body"] = decode_body(body_decoder, data)
                     if query is not None:
                         params["query"] = decode_query(query, request.args)
+                    if inject_service:
+                        params["service"] = bound_service(self.family)
                     result = await handler(**params)
                 except ApiError as err:
                     return error_response(err, render)
@@ -258,6 +301,7 @@ class Api:
                     public=public,
                     content_type=content_type,
                     describe=describe,
+                    headers=headers,
                 )
             )
             return handler
@@ -292,7 +336,7 @@ def json_depth_exceeds(data: bytes, limit: int) -> bool:
 def decode_body(decoder: msgspec.json.Decoder, data: bytes) -> Any:
     if not data.strip():
         data = b"{}"
-    limit = current_app.runtime.config.http.max_json_depth  # type: ignore[attr-defined]
+    limit = BoundServices.current().settings.max_json_depth
     if json_depth_exceeds(data, limit):
         raise ApiError(400, "JSON_TOO_DEEP", f"JSON nested deeper than {limit} levels")
     try:

@@ -13,15 +13,16 @@ from .http import RouteInfo
 _REF = "#/components/schemas/{name}"
 
 
-def _query_parameters(query_type: type) -> list[dict[str, Any]]:
+def _query_parameters(query_type: type, where: str = "query") -> list[dict[str, Any]]:
     params = []
     (schema,), components = msgspec.json.schema_components([query_type], ref_template=_REF)
     props = components.get(query_type.__name__, schema).get("properties", {})
     required = set(components.get(query_type.__name__, schema).get("required", []))
     for name, prop in props.items():
-        params.append(
-            {"name": name, "in": "query", "required": name in required, "schema": prop}
-        )
+        param = {"name": name, "in": where, "required": name in required, "schema": prop}
+        if "description" in prop:
+            param["description"] = prop["description"]
+        params.append(param)
     return params
 
 
@@ -53,6 +54,8 @@ def build_openapi(routes: Iterable[RouteInfo], *, title: str, version: str) -> d
         params = _path_parameters(route.path)
         if route.query is not None:
             params += _query_parameters(route.query)
+        if route.headers is not None:
+            params += _query_parameters(route.headers, "header")
         if params:
             op["parameters"] = params
         if route.body is not None:
@@ -95,7 +98,7 @@ def build_openapi(routes: Iterable[RouteInfo], *, title: str, version: str) -> d
 _STATUS_TEXT = {
     200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
     401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
-    413: "Payload Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
+    413: "Payload Too Large", 422: "Unprocessable Content", 429: "Too Many Requests", 500: "Internal Server Error",
     503: "Service Unavailable", 504: "Gateway Timeout",
 }
 

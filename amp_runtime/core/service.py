@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import Any
 
 import trio
 
-if TYPE_CHECKING:
-    from ..runtime import Runtime
+from .actor import supervise
 
 
 class ServiceBase:
@@ -15,19 +15,18 @@ class ServiceBase:
 
     `run` supervises the actors inside the runtime's service nursery; `stop_accepting` is called
     when the process starts draining (refuse new work); `drain` waits for running work.
+    The wiring (`amp_runtime.wiring`) hands each service its config and store, plus whatever
+    sibling it uses as its own constructor argument.
     """
 
-    def __init__(self, runtime: "Runtime"):
-        self.runtime = runtime
-        self.config = runtime.config
-        self.store = runtime.store
+    def __init__(self, config: Any, store: Any):
+        self.config = config
+        self.store = store
 
     def actors(self) -> list:
         return []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        from ..runtime import run_service_actors
-
         await run_service_actors(
             self.actors(), self.config.actors.max_restarts_per_minute, task_status=task_status
         )
@@ -37,3 +36,11 @@ class ServiceBase:
 
     async def drain(self) -> None:
         pass
+
+
+async def run_service_actors(actors, max_restarts: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Supervise a service's actors in one nursery; returns when all of them return."""
+    async with trio.open_nursery() as nursery:
+        for actor in actors:
+            await nursery.start(partial(supervise, actor, max_restarts_per_minute=max_restarts))
+        task_status.started()

@@ -5,9 +5,7 @@ the connection:
 
 - `await store.read(fn, *args)`   runs `fn(conn, *args)` and returns its result;
 - `await store.write(fn, *args)`  runs it inside a group-commit transaction and returns once
-  that transaction is durable;
-- `await store.append(table, columns, row)`  adds one row to a column batch; rows of many
-  callers become one `INSERT ... SELECT unnest(...)` per table in one transaction.
+  that transaction is durable (bulk rows go through `insert_columns` inside such a write).
 
 Backends: the embedded DuckDB file (the default, `DuckDBBackend`) or PostgreSQL
 (`core.postgres.PostgresBackend`, chosen by `[store] url`). Store functions are written once with
@@ -73,14 +71,11 @@ class _Write:
 
 @dataclass(slots=True)
 class _Append:
+    """One row for `table`: the rows of a group commit go in as one column-wise insert."""
+
     table: str
     columns: tuple[str, ...]
     row: tuple
-
-
-@dataclass(slots=True)
-class _Flush:
-    pass
 
 
 @dataclass
@@ -207,15 +202,6 @@ class DuckDBBackend:
         pass
 
 
-def store_backend(url: str, duckdb_path: Path) -> StoreBackend:
-    """`[store] url` empty: the DuckDB file at `duckdb_path`; a postgresql:// URL: PostgreSQL."""
-    if not url:
-        return DuckDBBackend(duckdb_path)
-    from .postgres import PostgresBackend  # psycopg is loaded only when asked for
-
-    return PostgresBackend(url)
-
-
 def _migrations(package: str) -> list[tuple[int, str, str]]:
     found = []
     for entry in resources.files(package).iterdir():
@@ -299,11 +285,8 @@ class Store(Actor):
         return await self.ask(_Write(fn, args), timeout=float("inf"))
 
     async def append(self, table: str, columns: tuple[str, ...], row: tuple) -> None:
+        """Insert one row; returns once committed. Appends of one group commit share one insert."""
         await self.ask(_Append(table, columns, row), timeout=float("inf"))
-
-    async def flush(self) -> None:
-        """Returns once every write sent before it is committed."""
-        await self.ask(_Flush(), timeout=float("inf"))
 
     async def execute(self, sql: str, params: Any = None) -> list[tuple]:
         """Convenience read: one statement, all rows."""
@@ -368,23 +351,27 @@ class Store(Actor):
 
     async def _gather(self, batch: list) -> None:
         """Take what is waiting; linger briefly for more writes when the batch is small."""
-        def weight() -> int:
-            return sum(1 for msg, _ in batch if not isinstance(msg, _Read))
+        # A running count: recounting the batch per message was quadratic in the batch size.
+        weight = sum(1 for msg, _ in batch if not isinstance(msg, _Read))
+
+        def take(item) -> int:
+            batch.append(item)
+            return 0 if isinstance(item[0], _Read) else 1
 
         deadline = trio.current_time() + self.linger_s
-        while weight() < self.group_commit_rows:
+        while weight < self.group_commit_rows:
             try:
-                batch.append(self._recv.receive_nowait())
+                weight += take(self._recv.receive_nowait())
                 continue
             except trio.WouldBlock:
                 pass
             except trio.EndOfChannel:
                 return
-            if weight() == 0 or self.linger_s == 0 or isinstance(batch[-1][0], _Flush):
+            if weight == 0 or self.linger_s == 0:
                 return
             with trio.move_on_at(deadline):
                 try:
-                    batch.append(await self._recv.receive())
+                    weight += take(await self._recv.receive())
                     continue
                 except trio.EndOfChannel:
                     return
@@ -506,13 +493,11 @@ class Store(Actor):
         results = []
         appends: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
         for msg, _ in writes:
-            if isinstance(msg, _Write):
-                results.append((True, msg.fn(conn, *msg.args)))
-            elif isinstance(msg, _Append):
+            if isinstance(msg, _Append):
                 appends.setdefault((msg.table, msg.columns), []).append(msg.row)
                 results.append((True, None))
             else:
-                results.append((True, None))
+                results.append((True, msg.fn(conn, *msg.args)))
         for (table, columns), rows in appends.items():
             insert_columns(conn, table, columns, rows)
         conn.execute("COMMIT")
@@ -561,6 +546,6 @@ def insert_columns(conn, table: str, columns: tuple[str, ...], rows: list[tuple]
 
 
 __all__ = [
-    "Store", "StoreError", "StoreUnavailable", "WorkerIdClaimed", "StoreStats", "StoreBackend", "DuckDBBackend", "store_backend",
+    "Store", "StoreError", "StoreUnavailable", "WorkerIdClaimed", "StoreStats", "StoreBackend", "DuckDBBackend",
     "ActorUnavailable", "insert_columns", "apply_migrations", "advisory_key", "lock_for_transaction",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from quart import current_app, request
+from quart import request
 
 from ..core.http import Api, ApiError, DurableError, DurableErrors, Reply, render_durable
 from .models import (
@@ -27,6 +27,7 @@ from .models import (
     WorkerError,
     WorkerMetadata,
 )
+from .service import DurableService
 
 api = Api("durable", render_error=render_durable, prefixes=("/v1/",),
           error_schema=lambda status: DurableErrors if status == 400 else DurableError)
@@ -34,9 +35,6 @@ api = Api("durable", render_error=render_durable, prefixes=("/v1/",),
 _ERRORS = {400: DurableErrors, 401: DurableError, 404: DurableError, 500: DurableError}
 _WORKER = "/v1/templates/<template_id>/workers/<worker_name>"
 
-
-def _service():
-    return current_app.runtime.durable  # type: ignore[attr-defined]
 
 
 def _errors(handler):
@@ -58,44 +56,44 @@ def _errors(handler):
 @api.route("/v1/templates", "GET", summary="List the registered templates and their exported functions",
            responses={200: list[TemplateInfo], 401: DurableError})
 @_errors
-async def list_templates():
-    return _service().list_templates()
+async def list_templates(service: DurableService):
+    return service.list_templates()
 
 
 @api.route("/v1/templates/<template_id>/workers", "POST", summary="Create a durable worker of a template",
            body=WorkerCreationRequest,
            responses={200: VersionedWorkerId, **_ERRORS, 403: DurableError, 409: DurableError})
 @_errors
-async def create_worker(template_id: str, body: WorkerCreationRequest):
-    return await _service().create_worker(template_id, body.name, body.args, body.env)
+async def create_worker(template_id: str, body: WorkerCreationRequest, service: DurableService):
+    return await service.create_worker(template_id, body.name, body.args, body.env)
 
 
 @api.route("/v1/templates/workers/<worker_id>", "GET",
            summary="The components of a textual worker id templateId.workerName",
            responses={200: VersionedWorkerId, **_ERRORS})
 @_errors
-async def parse_worker_id(worker_id: str):
-    return await _service().parse_worker_id(worker_id)
+async def parse_worker_id(worker_id: str, service: DurableService):
+    return await service.parse_worker_id(worker_id)
 
 
 @api.route(_WORKER, "GET", summary="A worker's metadata", responses={200: WorkerMetadata, **_ERRORS})
 @_errors
-async def get_worker(template_id: str, worker_name: str):
-    return await _service().metadata(template_id, worker_name)
+async def get_worker(template_id: str, worker_name: str, service: DurableService):
+    return await service.metadata(template_id, worker_name)
 
 
 @api.route(_WORKER, "DELETE", summary="Interrupt and delete a worker", responses={200: None, **_ERRORS})
 @_errors
-async def delete_worker(template_id: str, worker_name: str):
-    await _service().delete(template_id, worker_name)
+async def delete_worker(template_id: str, worker_name: str, service: DurableService):
+    await service.delete(template_id, worker_name)
     return Reply(200)
 
 
 @api.route(f"{_WORKER}/key", "POST", summary="Create an invocation key for a worker",
            responses={200: InvocationKey, **_ERRORS})
 @_errors
-async def create_key(template_id: str, worker_name: str):
-    return InvocationKey(await _service().new_key(template_id, worker_name))
+async def create_key(template_id: str, worker_name: str, service: DurableService):
+    return InvocationKey(await service.new_key(template_id, worker_name))
 
 
 @api.route(f"{_WORKER}/invoke-and-await", "POST",
@@ -105,8 +103,8 @@ async def create_key(template_id: str, worker_name: str):
            query=InvokeAndAwaitQuery, body=InvokeParameters,
            responses={200: InvokeResult, **_ERRORS, 409: DurableError, 504: DurableError})
 @_errors
-async def invoke_and_await(template_id: str, worker_name: str, query: InvokeAndAwaitQuery, body: InvokeParameters):
-    return await _service().invoke_and_await(
+async def invoke_and_await(template_id: str, worker_name: str, query: InvokeAndAwaitQuery, body: InvokeParameters, service: DurableService):
+    return await service.invoke_and_await(
         template_id, worker_name, query.function, body.params, query.invocation_key, query.calling_convention
     )
 
@@ -114,8 +112,8 @@ async def invoke_and_await(template_id: str, worker_name: str, query: InvokeAndA
 @api.route(f"{_WORKER}/invoke", "POST", summary="Enqueue an invocation and return once it is persisted",
            query=InvokeQuery, body=InvokeParameters, responses={200: None, **_ERRORS})
 @_errors
-async def invoke(template_id: str, worker_name: str, query: InvokeQuery, body: InvokeParameters):
-    await _service().invoke(template_id, worker_name, query.function, body.params)
+async def invoke(template_id: str, worker_name: str, query: InvokeQuery, body: InvokeParameters, service: DurableService):
+    await service.invoke(template_id, worker_name, query.function, body.params)
     return Reply(200)
 
 
@@ -123,21 +121,21 @@ async def invoke(template_id: str, worker_name: str, query: InvokeQuery, body: I
            summary="Complete a promise: true, or false when it was already completed",
            body=CompleteParameters, responses={200: bool, **_ERRORS})
 @_errors
-async def complete_promise(template_id: str, worker_name: str, body: CompleteParameters):
-    return await _service().complete(template_id, worker_name, body.oplogIdx, body.data)
+async def complete_promise(template_id: str, worker_name: str, body: CompleteParameters, service: DurableService):
+    return await service.complete(template_id, worker_name, body.oplogIdx, body.data)
 
 
 @api.route(f"{_WORKER}/interrupt", "POST",
            summary="Interrupt the running invocation (recover-immediately: re-run it at once)",
            query=InterruptQuery, responses={200: bool, **_ERRORS})
 @_errors
-async def interrupt_worker(template_id: str, worker_name: str, query: InterruptQuery):
+async def interrupt_worker(template_id: str, worker_name: str, query: InterruptQuery, service: DurableService):
     recover = query.recover_immediately or query.recovery_immediately
-    return await _service().interrupt(template_id, worker_name, recover)
+    return await service.interrupt(template_id, worker_name, recover)
 
 
 @api.route(f"{_WORKER}/oplog", "GET", summary="A worker's persisted events (ours, not in the reference)",
            responses={200: Oplog, **_ERRORS})
 @_errors
-async def worker_oplog(template_id: str, worker_name: str):
-    return await _service().oplog(template_id, worker_name)
+async def worker_oplog(template_id: str, worker_name: str, service: DurableService):
+    return await service.oplog(template_id, worker_name)

@@ -57,8 +57,8 @@ def check_durable_config(durable) -> None:
 
 
 class DurableService(ServiceBase):
-    def __init__(self, runtime):
-        super().__init__(runtime)
+    def __init__(self, config, store):
+        super().__init__(config, store)
         check_durable_config(self.config.durable)
         self.durable_config = self.config.durable
         self.instances: dict[str, Instance] = {}
@@ -66,7 +66,7 @@ class DurableService(ServiceBase):
         self.invocation_outcomes: dict[str, int] = {}  # read by /metrics
         self._nursery: trio.Nursery | None = None
         self._instance_env = InstanceEnv(
-            store=runtime.store,
+            store=store,
             max_retries=self.durable_config.max_retries,
             retry_delay_s=self.durable_config.retry_delay_s,
             count=self._count,

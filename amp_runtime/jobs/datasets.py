@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 _PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
@@ -63,3 +64,8 @@ def dataset(name: str, *, version: str, tables: list[str]) -> Callable[[QueryFn]
 def resolve(ref: str) -> DatasetSpec | None:
     """The dataset named `namespace/name@version`, or None."""
     return DATASETS.get(ref)
+
+
+def output_dir(config) -> Path:
+    """Where datasets' files are written: `[jobs] output_dir`, or `<data-dir>/datasets`."""
+    return Path(config.jobs.output_dir) if config.jobs.output_dir else config.data_path / "datasets"

@@ -59,3 +59,11 @@ class Suspend(msgspec.Struct, tag=True):
     """From the service when the process drains: pause every runner and start no more (jobs
     keep their status and resume at the next start). Replies with the done events of every
     runner paused so far, to be awaited outside the actor. Idempotent."""
+
+
+class HandOver(msgspec.Struct, tag=True):
+    """From the service at the end of a drain on a shared store (peers only): move every job of
+    this process, paused by `Suspend`, to the least loaded of `candidates` (live workers of
+    other peers) and wake them. Replies with the ids of the jobs handed over."""
+
+    candidates: list[str]

@@ -28,18 +28,10 @@ class _Flush:
     pass
 
 
-@dataclass(slots=True)
-class ProgressStats:
-    reports: int = 0
-    rows_written: int = 0
-    transactions: int = 0
-
-
 class ProgressWriter(Actor):
     def __init__(self, store, *, mailbox_size: int = 4096):
         super().__init__("jobs-progress", mailbox_size=mailbox_size)
         self.store = store
-        self.stats = ProgressStats()
 
     async def report(self, row: ProgressRow) -> None:
         """Queue `row` for the next commit (waits only when the mailbox is full)."""
@@ -68,15 +60,12 @@ class ProgressWriter(Actor):
         for msg, reply in batch:
             if isinstance(msg, ProgressRow):
                 latest[(msg.job_id, msg.table)] = msg
-                self.stats.reports += 1
             if reply is not None:
                 waiters.append(reply)
         error: Exception | None = None
         if latest:
             try:
                 await self.store.write(jobs_store.upsert_progress, list(latest.values()), utcnow())
-                self.stats.rows_written += len(latest)
-                self.stats.transactions += 1
             except Exception as exc:  # progress lags; the files will be rewritten on resume
                 log.exception("persisting job progress failed")
                 error = exc

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from functools import wraps
 
-from quart import current_app
-
 from ..core.http import Api, ApiError, CodedError, Reply
 from .models import BulkDeleteQuery, CreateJob, Job, JobList, JobProgress, JobsError, ListJobsQuery
+from .service import JobService
 
 api = Api("jobs", prefixes=("/jobs",))
 
 _ERRORS = {400: CodedError, 404: CodedError, 500: CodedError}
 
-
-def _service():
-    return current_app.runtime.jobs  # type: ignore[attr-defined]
 
 
 def _coded(handler):
@@ -39,8 +35,8 @@ def _coded(handler):
     responses={201: Job, **_ERRORS, 409: CodedError, 503: CodedError},
 )
 @_coded
-async def create_job(body: CreateJob):
-    job = await _service().create(body.dataset, body.start_block, body.end_block, body.node_id)
+async def create_job(body: CreateJob, service: JobService):
+    job = await service.create(body.dataset, body.start_block, body.end_block, body.node_id)
     return Reply(201, job, {"Location": f"/jobs/{job.id}"})
 
 
@@ -52,8 +48,8 @@ async def create_job(body: CreateJob):
     responses={200: JobList, **_ERRORS},
 )
 @_coded
-async def list_jobs(query: ListJobsQuery):
-    return await _service().list(query.limit, query.last_job_id, query.status)
+async def list_jobs(query: ListJobsQuery, service: JobService):
+    return await service.list(query.limit, query.last_job_id, query.status)
 
 
 @api.route(
@@ -64,15 +60,15 @@ async def list_jobs(query: ListJobsQuery):
     responses={204: None, **_ERRORS},
 )
 @_coded
-async def delete_jobs(query: BulkDeleteQuery):
-    await _service().delete_many(query.status)
+async def delete_jobs(query: BulkDeleteQuery, service: JobService):
+    await service.delete_many(query.status)
     return Reply(204)
 
 
 @api.route("/jobs/<job_id>", "GET", summary="Get a job", responses={200: Job, **_ERRORS})
 @_coded
-async def get_job(job_id: str):
-    return await _service().get(job_id)
+async def get_job(job_id: str, service: JobService):
+    return await service.get(job_id)
 
 
 @api.route(
@@ -82,19 +78,19 @@ async def get_job(job_id: str):
     responses={200: JobProgress, **_ERRORS},
 )
 @_coded
-async def job_progress(job_id: str):
-    return await _service().progress_of(job_id)
+async def job_progress(job_id: str, service: JobService):
+    return await service.progress_of(job_id)
 
 
 @api.route(
     "/jobs/<job_id>/stop",
     "PUT",
     summary="Stop a job (idempotent; a terminal job is left unchanged)",
-    responses={200: Job, **_ERRORS},
+    responses={200: Job, **_ERRORS, 503: CodedError},
 )
 @_coded
-async def stop_job(job_id: str):
-    return await _service().stop(job_id)
+async def stop_job(job_id: str, service: JobService):
+    return await service.stop(job_id)
 
 
 @api.route(
@@ -104,6 +100,6 @@ async def stop_job(job_id: str):
     responses={204: None, **_ERRORS, 409: CodedError},
 )
 @_coded
-async def delete_job(job_id: str):
-    await _service().delete(job_id)
+async def delete_job(job_id: str, service: JobService):
+    await service.delete(job_id)
     return Reply(204)

@@ -72,7 +72,7 @@ class RunnerEnv:
     """What every runner needs from the runtime."""
 
     store: Any
-    tasks: Any  # runtime.tasks: hold_slot(worker_id, holder=...)
+    tasks: Any  # the task service: hold_slot(worker_id, holder=...)
     progress: "ProgressWriter"
     output_dir: Path  # root of the dataset files (`[jobs] output_dir`)
     blocks_per_s: float

@@ -4,6 +4,10 @@ Every status change goes through `_transition`, which applies the pure table in 
 and persists the new status (with `updated_at` and a history row) before anyone hears of it.
 Runners ask this actor for their transitions; a runner's messages carry its `attempt` so a
 cancelled, superseded run can never change a job it no longer owns.
+
+This class owns every active job (one process on DuckDB, or a cluster coordinator). On a shared
+PostgreSQL store `peers.PeerScheduler` owns only the jobs of this process's workers. Status and
+worker changes are compare-and-set in the store either way; a lost one raises `JobChanged`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ from .states import Event
 from .store import JobRecord
 
 log = logging.getLogger("amp_runtime.jobs")
+
+
+class JobChanged(Exception):
+    """A compare-and-set found the job changed in the store by someone else (a peer)."""
+
+    def __init__(self, job_id: int):
+        super().__init__(f"job {job_id} changed in the store")
+        self.job_id = job_id
 
 
 @dataclass(slots=True)
@@ -49,12 +61,7 @@ class Scheduler(Actor):
     # -- start / restart ---------------------------------------------------------------
     async def on_start(self) -> None:
         """Rebuild from the store; cancel runners a crashed incarnation left behind."""
-        leftovers = {}
-        for job_id, job in self._active.items():
-            if job.runner is not None:
-                job.runner.cancel_scope.cancel()
-                leftovers[job_id] = job.runner
-        self._active = {}
+        leftovers = self._cancel_leftovers()
         for record in await self.env.store.read(jobs_store.active_jobs):
             job = ActiveJob(record)
             self._active[record.id] = job
@@ -69,6 +76,17 @@ class Scheduler(Actor):
         if self._active:
             log.info("jobs: resumed %d active job(s)", len(self._active))
 
+    def _cancel_leftovers(self) -> dict[int, RunnerHandle]:
+        """Cancel the runners of an earlier incarnation and forget its jobs; returns the
+        runners by job id, for the new runs to wait for."""
+        leftovers = {}
+        for job_id, job in self._active.items():
+            if job.runner is not None:
+                job.runner.cancel_scope.cancel()
+                leftovers[job_id] = job.runner
+        self._active = {}
+        return leftovers
+
     # -- messages ----------------------------------------------------------------------
     async def handle(self, msg, reply: Reply | None) -> None:
         try:
@@ -76,6 +94,15 @@ class Scheduler(Actor):
         except JobsError as refusal:  # expected: the asker hears it, the actor carries on
             if reply is not None:
                 reply.fail(refusal)
+            return
+        except JobChanged as changed:  # a peer got there first: catch up with the store
+            await self._changed(changed.job_id)
+            if reply is None:
+                return
+            if isinstance(msg, (Create, Stop)):  # the client may try again; never a 500
+                reply.fail(JobsError(503, "JOB_BUSY", f"job {changed.job_id} changed meanwhile; try again"))
+            else:
+                reply.set(False if isinstance(msg, Started) else None)
             return
         if reply is not None:
             reply.set(answer)
@@ -221,6 +248,11 @@ class Scheduler(Actor):
                 self._paused.append(job.runner)
         return [runner.done for runner in self._paused]
 
+    async def _changed(self, job_id: int) -> None:
+        """Only peers share the store: here a lost compare-and-set is a bug; the actor
+        restarts and rebuilds from the store."""
+        raise RuntimeError(f"job {job_id} changed in the store behind the scheduler's back")
+
     # -- helpers -----------------------------------------------------------------------
     async def _transition(self, job: ActiveJob, event: Event, *, error: str | None = None) -> None:
         """Apply `event` and persist it; a no-op transition (idempotent stop) writes nothing."""
@@ -229,7 +261,8 @@ class Scheduler(Actor):
         if new == old:
             return
         now = utcnow()
-        await self.env.store.write(jobs_store.set_status, job.record.id, old, new, now, error)
+        if not await self.env.store.write(jobs_store.set_status, job.record.id, old, new, now, error, job.record.node_id):
+            raise JobChanged(job.record.id)
         job.record.status = new
         job.record.updated_at = now.replace(tzinfo=None)
         if error is not None:
@@ -239,7 +272,8 @@ class Scheduler(Actor):
 
     async def _move(self, job: ActiveJob, node_id: str) -> None:
         now = utcnow()
-        await self.env.store.write(jobs_store.set_node, job.record.id, node_id, now)
+        if not await self.env.store.write(jobs_store.set_node, job.record.id, job.record.node_id, node_id, now):
+            raise JobChanged(job.record.id)
         job.record.node_id = node_id
         job.record.updated_at = now.replace(tzinfo=None)
 
@@ -268,10 +302,3 @@ class Scheduler(Actor):
             if job.record.node_id in load:
                 load[job.record.node_id] += 1
         return min(candidates, key=lambda worker: load[worker])
-
-    def load(self) -> dict[str, int]:
-        """Active jobs per worker (a snapshot for metrics and tests)."""
-        counts: dict[str, int] = {}
-        for job in self._active.values():
-            counts[job.record.node_id] = counts.get(job.record.node_id, 0) + 1
-        return counts

@@ -6,28 +6,31 @@ history only: the Parquet files it wrote stay under `[jobs] output_dir` (`<data-
 
 In a cluster (`[cluster] key` set on the coordinator) jobs may be assigned to the workers of
 connected nodes too: the cluster service runs those through its node channel
-(`RunnerEnv.run_remote`), and says which remote workers are live.
+(`RunnerEnv.run_remote`), and says which remote workers are live. On a PostgreSQL store every
+process is a peer instead (`placement.SharedStore`, `peers.PeerScheduler`).
 """
 
 from __future__ import annotations
 
 import logging
 from functools import partial
-from pathlib import Path
+from typing import Awaitable, Callable
 
 import trio
 
 from ..config import ConfigError
 from ..core.actor import ActorUnavailable, supervise
+from ..core.notify import Wakeup
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  registers example/blocks@1.0.0
 from . import states
 from . import store as jobs_store
-from .datasets import DATASETS, resolve
+from .datasets import DATASETS, output_dir, resolve
 from .models import MAX_BLOCK, Job, JobList, JobProgress, JobsError
 from .progress import ProgressWriter
 from .runner import RunnerEnv
 from .messages import Create, Stop, Suspend, WorkersAlive
+from .placement import placement_for
 from .scheduler import Scheduler
 
 log = logging.getLogger("amp_runtime.jobs")
@@ -41,11 +44,6 @@ def parse_job_id(text: str) -> int:
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_JOB_ID:
         raise JobsError(400, "INVALID_JOB_ID", f"invalid job id {text!r}: expected a positive integer")
     return int(text)
-
-
-def output_dir(config) -> Path:
-    """Where datasets' files are written: `[jobs] output_dir`, or `<data-dir>/datasets`."""
-    return Path(config.jobs.output_dir) if config.jobs.output_dir else config.data_path / "datasets"
 
 
 def check_jobs_config(jobs) -> None:
@@ -66,34 +64,42 @@ def check_jobs_config(jobs) -> None:
 
 
 class JobService(ServiceBase):
-    def __init__(self, runtime):
-        super().__init__(runtime)
+    def __init__(self, config, store, *, tasks, live_workers: Callable[[], Awaitable[list[str]]], cluster=None):
+        """`tasks`: the task service (worker ids, job slots); `live_workers`: the registry's
+        live local workers; `cluster`: the cluster service when this process accepts nodes."""
+        super().__init__(config, store)
         check_jobs_config(self.config.jobs)
-        self.progress = ProgressWriter(runtime.store)
+        self.tasks = tasks
+        self.live_workers = live_workers
+        self._cluster = cluster if cluster is not None and cluster.accepts_nodes else None
+        self.progress = ProgressWriter(store)
         self.scheduler: Scheduler | None = None
+        self.placement = placement_for(self)
+        self._wakeup = Wakeup()  # set by the store's NOTIFY listener (peers): check the table now
         self._accepting = True
 
     # -- lifecycle ---------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs the progress writer, the scheduler (which resumes active jobs), their
-        runners and the worker watch loop; all are cancelled at shutdown."""
+        runners, the worker watch loop and (peers) the NOTIFY listener; all are cancelled
+        at shutdown."""
         restarts = self.config.actors.max_restarts_per_minute
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(supervise, self.progress, max_restarts_per_minute=restarts))
             env = RunnerEnv(
                 store=self.store,
-                tasks=self.runtime.tasks,
+                tasks=self.tasks,
                 progress=self.progress,
                 output_dir=output_dir(self.config),
                 blocks_per_s=self.config.jobs.continuous_blocks_per_s,
                 ask=self._ask,
                 run_remote=self._cluster.run_remote_job if self._cluster else None,
             )
-            self.scheduler = Scheduler(
-                env, nursery, self.config, local_workers=self.runtime.tasks.worker_ids()
-            )
+            await self.placement.join()
+            self.scheduler = self.placement.scheduler(env, nursery)
             await nursery.start(partial(supervise, self.scheduler, max_restarts_per_minute=restarts))
             nursery.start_soon(self._watch_workers)
+            nursery.start_soon(self.placement.listen, self._wakeup)
             task_status.started()
 
     def stop_accepting(self) -> None:
@@ -112,18 +118,22 @@ class JobService(ServiceBase):
             for done in await self._ask(Suspend()):
                 await done.wait()
             await self.progress.flush()
+            await self.placement.hand_over(self._ask)  # peers: the others resume them at once
         except ActorUnavailable:
             log.warning("jobs: drained without the scheduler; active jobs resume at the next start")
+        except Exception:  # e.g. the store is unreachable: the jobs wait for a takeover instead
+            log.exception("jobs: handing the jobs over failed; they are taken over when this peer expires")
 
     async def _ask(self, msg):
         return await self.scheduler.ask(msg, timeout=float("inf"))
 
     async def _watch_workers(self) -> None:
-        """Every `worker_check_s`, tell the scheduler who is live. A failing check is logged
-        and retried: it must not take the jobs service down. Ends when the process drains
-        (its own workers unregister then: they are not dead workers)."""
+        """Every `worker_check_s`, or sooner when woken (peers: a NOTIFY), tell the scheduler
+        who is live. A failing check is logged and retried: it must not take the jobs service
+        down. Ends when the process drains (its own workers unregister then: they are not dead
+        workers)."""
         while self._accepting:
-            await trio.sleep(self.config.jobs.worker_check_s)
+            await self._wakeup.wait(self.config.jobs.worker_check_s)
             if not self._accepting:
                 return
             try:
@@ -134,22 +144,9 @@ class JobService(ServiceBase):
             except Exception:
                 log.exception("jobs: checking worker liveness failed; retrying")
 
-    @property
-    def _cluster(self):
-        """The cluster coordinator when this process accepts nodes, else None."""
-        cluster = getattr(self.runtime, "cluster", None)
-        return cluster if cluster is not None and cluster.accepts_nodes else None
-
     async def _candidates(self) -> tuple[list[str], list[str]]:
-        """(live workers that can hold a job's slot, every live worker). Local workers are live
-        per the registry; a connected node's workers per its channel to the coordinator."""
-        live = await self.runtime.registry.live_workers()
-        workers = self.runtime.tasks.worker_ids()
-        if self._cluster is not None:
-            live, remote = self._cluster.job_liveness(live)
-            workers = workers + remote
-        live_set = set(live)
-        return [w for w in workers if w in live_set], list(live)
+        """(live workers that can hold a job's slot, every live worker)."""
+        return await self.placement.candidates()
 
     # -- the API's rules ---------------------------------------------------------------
     async def create(self, dataset: str, start_block: int, end_block: int | None, node_id: str | None) -> Job:
@@ -167,7 +164,7 @@ class JobService(ServiceBase):
             raise JobsError(400, "INVALID_BLOCK_RANGE", "; ".join(problems))
         candidates, _ = await self._candidates()
         if node_id is not None and node_id not in candidates:
-            where = "is not live" if node_id in self.runtime.tasks.worker_ids() else "is not a worker of this runtime"
+            where = "is not live" if node_id in self.tasks.worker_ids() else "is not a worker of this runtime"
             raise JobsError(400, "INVALID_NODE_ID", f"node {node_id!r} {where}; live: {', '.join(candidates) or 'none'}")
         record = await self._ask(Create(dataset, start_block, end_block, node_id, candidates))
         return record.to_api()

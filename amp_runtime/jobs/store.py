@@ -82,6 +82,22 @@ def insert_job(conn, dataset: str, start: int, end: int | None, node_id: str, ba
     return record
 
 
+def insert_job_unless_active(conn, dataset: str, start: int, end: int | None, node_id: str, batch_blocks: int,
+                             now: datetime) -> tuple[JobRecord, bool]:
+    """PostgreSQL peers: `insert_job` unless the dataset has an active job. Returns (the new
+    job, True) or (the active one, False). A transaction-level advisory lock per dataset makes
+    the check and the insert one step for peers creating at the same moment."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [f"amp_jobs:{dataset}"])
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM jobs WHERE dataset = ? AND status NOT IN (SELECT unnest(?::VARCHAR[]))"
+        " ORDER BY id LIMIT 1",
+        [dataset, sorted(TERMINAL)],
+    ).fetchall()
+    if rows:
+        return _records(rows)[0], False
+    return insert_job(conn, dataset, start, end, node_id, batch_blocks, now), True
+
+
 def insert_jobs_bulk(conn, rows: list[tuple[str, int, int | None, str, str, int]], now: datetime) -> list[int]:
     """Many jobs at once `(dataset, start, end, node_id, status, batch_blocks)` (seeding, benches)."""
     (last,) = conn.execute(
@@ -99,17 +115,57 @@ def insert_jobs_bulk(conn, rows: list[tuple[str, int, int | None, str, str, int]
     return ids
 
 
-def set_status(conn, job_id: int, old: str, new: str, now: datetime, error: str | None) -> None:
+def set_status(conn, job_id: int, old: str, new: str, now: datetime, error: str | None,
+               node_id: str | None = None) -> bool:
+    """Compare-and-set: only while the job is still `old` (and, given `node_id`, still on that
+    worker: a peer that lost the job cannot end it). False: someone changed it first (a peer,
+    on a shared store); nothing is written then."""
     now = naive_utc(now)
-    conn.execute(
-        "UPDATE jobs SET status = ?, updated_at = ?, error = coalesce(?, error) WHERE id = ?",
-        [new, now, error, job_id],
-    )
+    changed = conn.execute(
+        "UPDATE jobs SET status = ?, updated_at = ?, error = coalesce(?, error) WHERE id = ? AND status = ?"
+        " AND (?::VARCHAR IS NULL OR node_id = ?) RETURNING id",
+        [new, now, error, job_id, old, node_id, node_id],
+    ).fetchall()
+    if not changed:
+        return False
     conn.execute("INSERT INTO job_transitions VALUES (?, ?, ?, ?)", [job_id, old, new, now])
+    return True
 
 
-def set_node(conn, job_id: int, node_id: str, now: datetime) -> None:
-    conn.execute("UPDATE jobs SET node_id = ?, updated_at = ? WHERE id = ?", [node_id, naive_utc(now), job_id])
+def set_node(conn, job_id: int, old_node: str, new_node: str, now: datetime) -> bool:
+    """Compare-and-set the job's worker: only an active job still on `old_node` moves, so of
+    peers racing to take over one job exactly one wins."""
+    changed = conn.execute(
+        "UPDATE jobs SET node_id = ?, updated_at = ? WHERE id = ? AND node_id = ?"
+        " AND status NOT IN (SELECT unnest(?::VARCHAR[])) RETURNING id",
+        [new_node, naive_utc(now), job_id, old_node, sorted(TERMINAL)],
+    ).fetchall()
+    return bool(changed)
+
+
+def notify_jobs(conn, job_ids: list[int]) -> None:
+    """PostgreSQL only: wake the peers listening on `amp_jobs` (delivered at commit)."""
+    for job_id in job_ids:
+        conn.execute("SELECT pg_notify('amp_jobs', ?)", [str(job_id)])
+
+
+def add_job_workers(conn, worker_ids: list[str], now: datetime) -> None:
+    """Say that these workers run jobs (a peer's `[[workers]]`, at its start)."""
+    conn.execute(
+        "INSERT INTO job_workers SELECT unnest(?::VARCHAR[]), ? ON CONFLICT (worker_id) DO NOTHING",
+        [worker_ids, naive_utc(now)],
+    )
+
+
+def live_worker_ids(conn, heard_since: datetime) -> list[str]:
+    """The job workers of every process sharing the store that are registered with a heartbeat
+    at or after `heard_since` (the registry's rows are the truth on a shared store)."""
+    rows = conn.execute(
+        "SELECT r.id FROM registry_workers r JOIN job_workers j ON j.worker_id = r.id"
+        " WHERE r.registered AND r.heartbeat_at >= ? ORDER BY r.id",
+        [naive_utc(heard_since)],
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def upsert_progress(conn, rows: list[ProgressRow], now: datetime) -> None:

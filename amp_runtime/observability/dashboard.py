@@ -55,8 +55,8 @@ class Overview(msgspec.Struct, kw_only=True):
     webhook_deliveries: dict[str, int]
 
 
-async def build_overview(runtime) -> Overview:
-    tasks = runtime.tasks
+async def build_overview(tasks) -> Overview:
+    """`tasks`: the task service (snapshot, workers, lookup, webhook outcomes)."""
     workers, running = [], []
     for snap in await tasks.snapshot():
         workers.append(WorkerSlots(worker=snap.worker, total=snap.total, free=snap.free,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -77,10 +77,16 @@ class _Rolling:
 
 
 class RuntimeCollector(Collector):
-    """One per runtime. `collect()` uses the store figures handed over by the last `render`."""
+    """One per runtime. `collect()` uses the store figures handed over by the last `render`.
 
-    def __init__(self, runtime):
-        self.runtime = runtime
+    `tasks`: the task service (workers, webhook sender); `durable`: the durable service
+    (`invocation_outcomes`); `store`: its `stats`; `uptime_s`: seconds since the start."""
+
+    def __init__(self, *, store, tasks, durable, uptime_s: Callable[[], float]):
+        self.store = store
+        self.tasks = tasks
+        self.durable = durable
+        self.uptime_s = uptime_s
         self._figures = StoreFigures()
         self._rolling = _Rolling()
 
@@ -90,10 +96,10 @@ class RuntimeCollector(Collector):
         return generate_latest(registry)
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.runtime.store.stats
+        stats = self.store.stats
         now = _Sample(time.monotonic(), stats.transactions, stats.writes, self._figures.blocks_extracted)
         then = self._rolling.add(now)
-        yield GaugeMetricFamily("amp_uptime_seconds", "Seconds since the runtime started", value=self.runtime.uptime_s)
+        yield GaugeMetricFamily("amp_uptime_seconds", "Seconds since the runtime started", value=self.uptime_s())
         yield from self._worker_families()
         yield from self._webhook_families()
         yield from self._store_families(now, then)
@@ -102,7 +108,7 @@ class RuntimeCollector(Collector):
 
     # -- tasks ---------------------------------------------------------------------------
     def _worker_families(self) -> Iterator[Metric]:
-        workers = self.runtime.tasks.workers
+        workers = self.tasks.workers
         total = GaugeMetricFamily("amp_worker_slots", "Slots of a worker", labels=["worker"])
         busy = GaugeMetricFamily("amp_worker_slots_busy", "Slots running a task or held by a job", labels=["worker"])
         queued = GaugeMetricFamily("amp_worker_queue_length", "Tasks and job holds waiting for a slot", labels=["worker"])
@@ -124,13 +130,13 @@ class RuntimeCollector(Collector):
     def _webhook_families(self) -> Iterator[Metric]:
         deliveries = CounterMetricFamily("amp_webhook_deliveries", "Webhook delivery attempts by outcome",
                                          labels=["outcome"])
-        for outcome, count in self.runtime.tasks.webhooks.outcomes.items():
+        for outcome, count in self.tasks.webhooks.outcomes.items():
             deliveries.add_metric([outcome], count)
         yield deliveries
 
     # -- store and jobs ------------------------------------------------------------------
     def _store_families(self, now: _Sample, then: _Sample) -> Iterator[Metric]:
-        stats = self.runtime.store.stats
+        stats = self.store.stats
         yield CounterMetricFamily("amp_store_commits", "Group-commit transactions", value=now.transactions)
         yield CounterMetricFamily("amp_store_writes", "Writes committed in group commits", value=now.writes)
         yield GaugeMetricFamily("amp_store_last_batch_size", "Writes in the last group commit",
@@ -161,7 +167,7 @@ class RuntimeCollector(Collector):
             )
 
     def _durable_families(self) -> Iterator[Metric]:
-        outcomes: dict[str, int] = getattr(self.runtime.durable, "invocation_outcomes", None) or {}
+        outcomes: dict[str, int] = getattr(self.durable, "invocation_outcomes", None) or {}
         invocations = CounterMetricFamily("amp_durable_invocations", "Durable invocations by outcome",
                                           labels=["outcome"])
         for outcome, count in list(outcomes.items()):
@@ -187,22 +193,14 @@ def _rate(before: int | None, now: int | None, seconds: float) -> float:
 class Metrics:
     """The runtime's registry and collector; `await scrape()` -> the exposition text."""
 
-    def __init__(self, runtime):
+    def __init__(self, *, store, tasks, durable, uptime_s: Callable[[], float]):
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = RuntimeCollector(runtime)
+        self.collector = RuntimeCollector(store=store, tasks=tasks, durable=durable, uptime_s=uptime_s)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, memory, fds (Linux)
         PlatformCollector(registry=self.registry)  # python_info
-        self._runtime = runtime
+        self.store = store
 
     async def scrape(self) -> bytes:
-        figures = await gather_store_figures(self._runtime.store)
+        figures = await gather_store_figures(self.store)
         return self.collector.render(figures, self.registry)
-
-
-def metrics_for(runtime: Any) -> Metrics:
-    """The runtime's `Metrics`, made on first use (the runtime is a shared file: not edited)."""
-    metrics = getattr(runtime, "_observability_metrics", None)
-    if metrics is None:
-        metrics = runtime._observability_metrics = Metrics(runtime)
-    return metrics

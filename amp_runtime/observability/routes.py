@@ -6,11 +6,11 @@ and `/metrics`, need the API key when one is set.
 
 from __future__ import annotations
 
-from quart import Response, current_app
+from quart import Response
 
 from ..core.http import Api, ApiError, CodedError
-from .dashboard import Overview, build_overview, static_asset
-from .metrics import metrics_for
+from .dashboard import Overview, static_asset
+from .service import ObservabilityService
 
 api = Api("observability", prefixes=("/metrics", "/ui"))
 # The classic text format every Prometheus understands (generate_latest writes it; all our
@@ -20,8 +20,8 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 @api.route("/metrics", "GET", summary="Runtime metrics in the Prometheus text exposition format",
            responses={200: "text/plain", 401: CodedError}, content_type="text/plain")
-async def metrics() -> Response:
-    body = await metrics_for(current_app.runtime).scrape()
+async def metrics(service: ObservabilityService) -> Response:
+    body = await service.scrape()
     return Response(body, content_type=PROMETHEUS_TEXT)
 
 
@@ -39,8 +39,8 @@ async def dashboard_static(name: str) -> Response:
 
 @api.route("/ui/api/overview", "GET", summary="Slots, running tasks and settled-task counters for the dashboard",
            responses={200: Overview, 401: CodedError})
-async def overview() -> Overview:
-    return await build_overview(current_app.runtime)
+async def overview(service: ObservabilityService) -> Overview:
+    return await service.overview()
 
 
 def _asset(name: str) -> Response:

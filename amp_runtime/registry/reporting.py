@@ -9,10 +9,10 @@ import base64
 import uuid
 
 import msgspec
-from quart import current_app, request
+from quart import request
 
 from ..core.clock import rfc3339
-from ..core.http import Api, ApiError, Reply, key_matches, presented_credential
+from ..core.http import Api, ApiError, Reply, bound_service, key_matches, presented_credential
 from .models import (
     API_VERSION,
     VERSION_PREFIX,
@@ -38,6 +38,7 @@ from .models import (
     WorkersFilter,
     envelope_of,
 )
+from .service import RegistryService
 
 _encoder = msgspec.json.Encoder()
 
@@ -60,7 +61,7 @@ def render_envelope_error(err: ApiError) -> bytes:
 
 
 def _authorize(credential: str) -> bool:
-    return current_app.runtime.registry.token_identity(credential) is not None
+    return bound_service("reporting").token_identity(credential) is not None
 
 
 api = Api("reporting", prefixes=("/workers.", "/auth.", "/v2."), render_error=render_envelope_error,
@@ -74,10 +75,6 @@ def _ok(data: msgspec.Struct) -> Reply:
 def _check_version(version: str | None) -> None:
     if version is not None and not VERSION_PREFIX.match(version):
         raise ApiError(404, "NOT_FOUND", f"no route for {request.path}")
-
-
-def _registry():
-    return current_app.runtime.registry
 
 
 def _reporting_route(name: str, summary: str, body: type | None, data: type, *, public: bool = False,
@@ -115,12 +112,12 @@ def _basic_pair(header: str) -> tuple[str, str] | None:
 @api.route("/auth.login", "GET", summary="Log in with HTTP Basic access_key:secret_key (or refresh a token); "
            "returns a JWT", query=LoginQuery, public=True, aliases=("/<version>/auth.login",),
            extra_methods=("POST",), responses={200: envelope_of(LoginData), 400: Envelope, 401: Envelope})
-async def login(query: LoginQuery, version: str | None = None) -> Reply:
+async def login(query: LoginQuery, service: RegistryService, version: str | None = None) -> Reply:
     """Basic with a configured pair -> token (a wrong pair is 401). A valid token or the API key
     -> a fresh token (the original client refreshes that way). Anything else is 400: the route is
     public, so a missing credential is a malformed request rather than a refused one."""
     _check_version(version)
-    registry, auth = _registry(), current_app.runtime.config.auth
+    registry, auth = service, service.config.auth
     header = request.headers.get("Authorization", "")
     pair = _basic_pair(header)
     if pair is not None:
@@ -136,58 +133,58 @@ async def login(query: LoginQuery, version: str | None = None) -> Reply:
 
 
 @_reporting_route("workers.register", "Register a worker", RegisterRequest, Empty)
-async def register(body: RegisterRequest, version: str | None = None) -> Reply:
+async def register(body: RegisterRequest, service: RegistryService, version: str | None = None) -> Reply:
     _check_version(version)
-    await _registry().register(body.worker, timeout=body.timeout, ip=request.remote_addr, queues=body.queues,
+    await service.register(body.worker, timeout=body.timeout, ip=request.remote_addr, queues=body.queues,
                                tags=body.tags, system_tags=body.system_tags)
     return _ok(Empty())
 
 
 @_reporting_route("workers.status_report", "Report a worker's status and machine stats", StatusReportRequest, Empty)
-async def status_report(body: StatusReportRequest, version: str | None = None) -> Reply:
+async def status_report(body: StatusReportRequest, service: RegistryService, version: str | None = None) -> Reply:
     _check_version(version)
-    await _registry().status_report(body, ip=request.remote_addr)
+    await service.status_report(body, ip=request.remote_addr)
     return _ok(Empty())
 
 
 @_reporting_route("workers.unregister", "Unregister a worker", UnregisterRequest, Empty)
-async def unregister(body: UnregisterRequest, version: str | None = None) -> Reply:
+async def unregister(body: UnregisterRequest, service: RegistryService, version: str | None = None) -> Reply:
     _check_version(version)
-    await _registry().unregister(body.worker)
+    await service.unregister(body.worker)
     return _ok(Empty())
 
 
 @_reporting_route("workers.get_all", "Registered workers (last_seen default 3600 s; tag filters)",
                   WorkersFilter, WorkersData)
-async def get_all(body: WorkersFilter, version: str | None = None) -> Reply:
+async def get_all(body: WorkersFilter, service: RegistryService, version: str | None = None) -> Reply:
     _check_version(version)
-    registry = _registry()
+    registry = service
     records = await registry.registered(body, default_last_seen=registry.settings.default_last_seen_s)
     return _ok(WorkersData([_reported(r) for r in records]))
 
 
 @_reporting_route("workers.get_count", "Number of registered workers (same filters, no last_seen default)",
                   WorkersFilter, CountData)
-async def get_count(body: WorkersFilter, version: str | None = None) -> Reply:
+async def get_count(body: WorkersFilter, service: RegistryService, version: str | None = None) -> Reply:
     _check_version(version)
-    return _ok(CountData(len(await _registry().registered(body, default_last_seen=None))))
+    return _ok(CountData(len(await service.registered(body, default_last_seen=None))))
 
 
 @_reporting_route("workers.get_metric_keys", "Metric keys found in the stats, by category",
                   MetricKeysRequest, MetricKeysData)
-async def get_metric_keys(body: MetricKeysRequest, version: str | None = None) -> Reply:
+async def get_metric_keys(body: MetricKeysRequest, service: RegistryService, version: str | None = None) -> Reply:
     _check_version(version)
-    return _ok(await _registry().metric_keys(body.worker_ids))
+    return _ok(await service.metric_keys(body.worker_ids))
 
 
 @_reporting_route("workers.get_stats", "Machine stats aggregated by interval", StatsRequest, StatsData)
-async def get_stats(body: StatsRequest, version: str | None = None) -> Reply:
+async def get_stats(body: StatsRequest, service: RegistryService, version: str | None = None) -> Reply:
     _check_version(version)
-    return _ok(await _registry().stats(body))
+    return _ok(await service.stats(body))
 
 
 @_reporting_route("workers.get_activity_report", "Reporting and active workers per interval",
                   ActivityRequest, ActivityData)
-async def get_activity_report(body: ActivityRequest, version: str | None = None) -> Reply:
+async def get_activity_report(body: ActivityRequest, service: RegistryService, version: str | None = None) -> Reply:
     _check_version(version)
-    return _ok(await _registry().activity(body.from_date, body.to_date, body.interval))
+    return _ok(await service.activity(body.from_date, body.to_date, body.interval))

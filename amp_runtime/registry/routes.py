@@ -1,31 +1,26 @@
 """Registry read API (`/workers`, `/workers/{id}`): every worker the registry has ever known."""
-from quart import current_app
-
 from ..core.clock import rfc3339
 from ..core.http import Api, ApiError, CodedError
 from .models import WorkerDetail, WorkerList, WorkerSummary, valid_node_id
+from .service import RegistryService
 
 api = Api("registry", prefixes=("/workers/",))
 
 
-def _registry():
-    return current_app.runtime.registry
-
-
 @api.route("/workers", "GET", summary="List every known worker with its last heartbeat",
            responses={200: WorkerList, 401: CodedError})
-async def list_workers() -> WorkerList:
-    records = sorted(await _registry().all_records(), key=lambda r: r.id)
+async def list_workers(service: RegistryService) -> WorkerList:
+    records = sorted(await service.all_records(), key=lambda r: r.id)
     return WorkerList([WorkerSummary(r.id, rfc3339(r.heartbeat_at)) for r in records])
 
 
 @api.route("/workers/<worker_id>", "GET", summary="One worker's record with its build info",
            responses={200: WorkerDetail, 400: CodedError, 401: CodedError, 404: CodedError})
-async def get_worker(worker_id: str) -> WorkerDetail:
-    if not valid_node_id(worker_id, current_app.runtime.config.http.max_id_length):
+async def get_worker(worker_id: str, service: RegistryService) -> WorkerDetail:
+    if not valid_node_id(worker_id, service.config.http.max_id_length):
         raise ApiError(400, "INVALID_WORKER_ID", f"invalid worker id {worker_id!r}: it must start with a letter "
                        "and hold only letters, digits, '_', '-', '.'")
-    rec = await _registry().get(worker_id)
+    rec = await service.get(worker_id)
     if rec is None:
         raise ApiError(404, "WORKER_NOT_FOUND", f"worker {worker_id!r} not found")
     return WorkerDetail(rec.id, rfc3339(rec.created_at), rfc3339(rec.registered_at), rfc3339(rec.heartbeat_at), rec.info)

@@ -7,6 +7,7 @@ import hmac
 import logging
 import time
 from functools import partial
+from typing import Awaitable, Callable
 
 import trio
 
@@ -55,8 +56,10 @@ def report_ts(timestamp: float) -> float:
 
 
 class RegistryService(ServiceBase):
-    def __init__(self, runtime):
-        super().__init__(runtime)
+    def __init__(self, config, store, *, task_snapshot: Callable[[], Awaitable[list]]):
+        """`task_snapshot`: the task service's `snapshot` (the own workers' running tasks)."""
+        super().__init__(config, store)
+        self._task_snapshot = task_snapshot
         self.settings = self.config.registry
         self.actor = RegistryActor(
             self.store, mailbox_size=self.config.actors.mailbox_size, ask_timeout=self.config.actors.ask_timeout_s
@@ -126,7 +129,7 @@ class RegistryService(ServiceBase):
         if not self._accepting:
             return False
         stats = await trio.to_thread.run_sync(sampler.sample)
-        running = {s.worker: s.running for s in await self.runtime.tasks.snapshot()}
+        running = {s.worker: s.running for s in await self._task_snapshot()}
         for worker_id in self.own_ids:
             current = running.get(worker_id) or []
             await self.status_report(

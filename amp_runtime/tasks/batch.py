@@ -17,6 +17,7 @@ import trio
 from ..core.http import ApiError, decode_body
 from .errors import Rejected, WorkerFailed
 from .models import TaskAccepted, TaskError, TaskRequest, TaskResult
+from .outcomes import Forwarded, SyncOutcome
 
 log = logging.getLogger("amp_runtime.tasks.batch")
 
@@ -113,8 +114,6 @@ async def _run_item(service: Any, index: int, item: BatchItem, send: trio.Memory
 
 
 async def _submit(service: Any, index: int, request: TaskRequest) -> BatchLine:
-    from .service import Forwarded, SyncOutcome  # the service imports this module
-
     submitted = await service.submit(request)
     match submitted:
         case SyncOutcome(status=status, result=result):

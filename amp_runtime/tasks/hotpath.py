@@ -32,17 +32,20 @@ _INTERNAL = ApiError(500, "INTERNAL_ERROR", "internal server error")
 
 
 class HotPath:
-    """ASGI middleware: `app.asgi_app = HotPath(app.asgi_app, app)`."""
+    """ASGI middleware: `app.asgi_app = HotPath(app.asgi_app, app, tasks, cluster)`; `cluster`
+    forwards tasks to nodes when it has a forwarder (those requests go through Quart)."""
 
-    def __init__(self, asgi_app: Any, app: Any):
+    def __init__(self, asgi_app: Any, app: Any, tasks: Any, cluster: Any):
         self.next = asgi_app
         self.app = app
-        self.runtime = app.runtime
-        http = self.runtime.config.http
+        self.tasks = tasks
+        self.cluster = cluster
+        config = tasks.config
+        http = config.http
         self.max_body = http.max_body_bytes
         self.max_depth = http.max_json_depth
-        self.api_key = self.runtime.config.auth.api_key
-        self.retry_after = str(self.runtime.config.tasks.retry_after_s).encode()
+        self.api_key = config.auth.api_key
+        self.retry_after = str(config.tasks.retry_after_s).encode()
         self.routes = {"/task": self._submit_task, "/noop": self._noop}
         from .routes import NoopResult  # the routes module imports the service; so does this one
 
@@ -50,7 +53,7 @@ class HotPath:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         handler = self.routes.get(scope.get("path")) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST" or self.runtime.cluster.forwarder is not None:
+        if handler is None or scope["method"] != "POST" or getattr(self.cluster, "forwarder", None) is not None:
             return await self.next(scope, receive, send)
         length, authorization = None, None
         for name, value in scope["headers"]:
@@ -99,7 +102,7 @@ class HotPath:
 
     async def _submit_task(self, request: TaskRequest) -> tuple[int, Any, dict[str, str] | None]:
         try:
-            submitted = await self.runtime.tasks.submit(request)
+            submitted = await self.tasks.submit(request)
         except WorkerFailed as exc:
             raise ApiError(503, "WORKER_FAILED", str(exc), headers={"Retry-After": self.retry_after.decode()}) from None
         except Rejected as exc:

@@ -51,6 +51,3 @@ class PriorityQueue(Generic[T]):
             return False
         entry[2] = None
         return True
-
-    def items(self) -> list[T]:
-        return [entry[2] for entry in sorted(self._entries.values())]

@@ -6,9 +6,10 @@ from contextlib import aclosing
 
 import msgspec
 import trio
-from quart import Response, current_app, request, websocket
+from quart import Response, request, websocket
 
-from ..core.http import Api, ApiError, CodedError, Reply
+from ..core.http import Api, ApiError, CodedError, Reply, bound_service
+from . import idempotency
 from .batch import NDJSON, BatchLine, decode_batch
 from .errors import Rejected, WorkerFailed
 from .models import (
@@ -17,14 +18,14 @@ from .models import (
 )
 from .openapi import document_function_inputs
 from .registry import FUNCTIONS
-from .service import Forwarded, StreamHandle, SyncOutcome
+from .service import Forwarded, Replayed, StreamHandle, SyncOutcome, TaskService
 
 api = Api("tasks", prefixes=("/task", "/health", "/logs", "/on", "/off", "/ws/"))
 _encode = msgspec.json.Encoder().encode
 
 
-def _api_error(exc: Rejected | WorkerFailed) -> ApiError:
-    retry_after = str(current_app.runtime.config.tasks.retry_after_s)
+def _api_error(exc: Rejected | WorkerFailed, retry_after_s: int) -> ApiError:
+    retry_after = str(retry_after_s)
     if isinstance(exc, WorkerFailed):
         return ApiError(503, "WORKER_FAILED", str(exc), headers={"Retry-After": retry_after})
     headers = {"Retry-After": retry_after} if exc.status == 429 else None
@@ -34,24 +35,36 @@ def _api_error(exc: Rejected | WorkerFailed) -> ApiError:
 @api.route(
     "/task", "POST", body=TaskRequest, summary="Run a function in a worker slot (sync, stream or webhook)",
     responses={200: TaskResult, 202: TaskAccepted, 400: CodedError, 401: CodedError, 404: CodedError,
-               409: TaskResult, 413: CodedError, 429: CodedError, 500: TaskResult, 503: CodedError,
-               504: TaskResult},
+               409: TaskResult, 413: CodedError, 422: CodedError, 429: CodedError, 500: TaskResult,
+               503: CodedError, 504: TaskResult},
     describe=document_function_inputs,
+    headers=idempotency.SubmitHeaders,
 )
-async def submit_task(body: TaskRequest):
+async def submit_task(service: TaskService, body: TaskRequest):
     try:
-        submitted = await current_app.runtime.tasks.submit(body)
+        submitted = await service.submit(body, request.headers.get(idempotency.HEADER))
     except (Rejected, WorkerFailed) as exc:
-        raise _api_error(exc) from None
+        raise _api_error(exc, service.config.tasks.retry_after_s) from None
+    return _encoded(submitted)
+
+
+def _encoded(submitted, extra_headers: dict[str, str] | None = None):
     match submitted:
         case SyncOutcome(status=status, result=result):
-            return Reply(status, result, {"X-Task-Id": result.id})
+            return Reply(status, result, {"X-Task-Id": result.id, **(extra_headers or {})})
         case TaskAccepted():
-            return Reply(202, submitted)
+            return Reply(202, submitted, extra_headers)
         case StreamHandle():
             return _stream_response(submitted)
         case Forwarded(response=response):
             return response
+        case Replayed(answer=TaskResult() as result):  # a finished stream: its final event
+            event = b"end" if result.status == "completed" else b"error"
+            return Response(b"event: " + event + b"\ndata: " + _encode(result) + b"\n\n",
+                            content_type="text/event-stream",
+                            headers={"Cache-Control": "no-cache", "X-Task-Id": result.id, **idempotency.REPLAYED})
+        case Replayed(answer=answer):
+            return _encoded(answer, idempotency.REPLAYED)
 
 
 def _stream_response(handle: StreamHandle) -> Response:
@@ -86,11 +99,10 @@ def _document_batch_body(operation: dict, schemas: dict) -> None:
     responses={200: BatchLine, 400: CodedError, 413: CodedError}, content_type=NDJSON,
     describe=_document_batch_body,
 )
-async def submit_batch():
-    runtime = current_app.runtime
-    items = decode_batch(await request.get_data(), request.mimetype == NDJSON, runtime.config.http.max_batch)
+async def submit_batch(service: TaskService):
+    items = decode_batch(await request.get_data(), request.mimetype == NDJSON, service.config.http.max_batch)
     sse = "text/event-stream" in request.headers.get("Accept", "")
-    lines = runtime.tasks.submit_batch(items)
+    lines = service.submit_batch(items)
 
     async def body():
         async with aclosing(lines):  # closing it cancels the unfinished items (the client left)
@@ -122,8 +134,8 @@ def _task_id(task_id: str) -> str:
 
 @api.route("/tasks/<task_id>", "GET", summary="A task's state, result or error, and webhook deliveries",
            responses={200: TaskView, 400: CodedError, 401: CodedError, 404: CodedError})
-async def get_task(task_id: str) -> TaskView:
-    view = await current_app.runtime.tasks.lookup(_task_id(task_id))
+async def get_task(service: TaskService, task_id: str) -> TaskView:
+    view = await service.lookup(_task_id(task_id))
     if view is None:
         raise ApiError(404, "TASK_NOT_FOUND", f"no task {task_id}")
     return view
@@ -131,8 +143,7 @@ async def get_task(task_id: str) -> TaskView:
 
 @api.route("/tasks/<task_id>", "DELETE", summary="Cancel a queued or running task",
            responses={200: TaskView, 400: CodedError, 401: CodedError, 404: CodedError, 409: CodedError})
-async def cancel_task(task_id: str) -> TaskView:
-    service = current_app.runtime.tasks
+async def cancel_task(service: TaskService, task_id: str) -> TaskView:
     outcome = await service.cancel(_task_id(task_id))
     if outcome is None:
         view = await service.lookup(task_id)
@@ -144,11 +155,20 @@ async def cancel_task(task_id: str) -> TaskView:
     return await service.lookup(task_id)
 
 
+@api.route("/task", "DELETE", summary="Cancel the task submitted with the `Idempotency-Key` header's key",
+           responses={200: TaskView, 400: CodedError, 401: CodedError, 404: CodedError, 409: CodedError},
+           headers=idempotency.CancelHeaders)
+async def cancel_task_by_key(service: TaskService) -> TaskView:
+    try:
+        task_id = service.task_id_for_key(request.headers.get(idempotency.HEADER))
+    except Rejected as exc:
+        raise _api_error(exc, service.config.tasks.retry_after_s) from None
+    return await cancel_task(service, task_id)
+
+
 @api.route("/health", "GET", summary="Status and capacity; more detail with a valid key", public=True,
            responses={200: Health})
-async def health() -> Health:
-    runtime = current_app.runtime
-    service = runtime.tasks
+async def health(service: TaskService) -> Health:
     states = [w.state for w in service.workers.values()]
     total = sum(s.total for s in states)
     free = sum(s.free for s in states)
@@ -159,8 +179,8 @@ async def health() -> Health:
     )
     if not api.is_authorized():
         return body
-    body.version = runtime.version
-    body.uptime_s = round(runtime.uptime_s, 3)
+    body.version = service.process.version
+    body.uptime_s = round(service.process.uptime_s(), 3)
     body.tags = dict(service.tags)
     body.functions = [FunctionInfo(name=f.name, group=f.group, contract=f.contract, streaming=f.streaming)
                       for f in FUNCTIONS.values()]
@@ -175,21 +195,21 @@ async def health() -> Health:
 
 
 @api.route("/logs", "GET", summary="The last log lines", responses={200: Logs, 401: CodedError})
-async def logs() -> Logs:
-    return Logs(current_app.runtime.logs.snapshot())
+async def logs(service: TaskService) -> Logs:
+    return Logs(service.process.logs.snapshot())
 
 
 @api.route("/off", "POST", summary="Maintenance on: new tasks get 503, queued and running ones finish",
            responses={200: Maintenance, 401: CodedError})
-async def maintenance_on() -> Maintenance:
-    await current_app.runtime.tasks.set_maintenance(True)
+async def maintenance_on(service: TaskService) -> Maintenance:
+    await service.set_maintenance(True)
     return Maintenance(status="maintenance", maintenance=True)
 
 
 @api.route("/on", "POST", summary="Maintenance off: accept tasks again",
            responses={200: Maintenance, 401: CodedError})
-async def maintenance_off() -> Maintenance:
-    await current_app.runtime.tasks.set_maintenance(False)
+async def maintenance_off(service: TaskService) -> Maintenance:
+    await service.set_maintenance(False)
     return Maintenance(status="ok", maintenance=False)
 
 
@@ -198,15 +218,15 @@ async def slots_socket():
     """Pushes each worker's slot state on change (coalesced), every second, and on `ping`.
 
     The key comes as the Authorization header or, for browsers, as the subprotocol."""
-    runtime = current_app.runtime
+    service: TaskService = bound_service(api.family)
     protocols = websocket.requested_subprotocols
     header = websocket.headers.get("Authorization") or (protocols[0] if protocols else None)
     if not api.is_authorized(header):
         await websocket.close(1008, "unauthorized")
         return
     await websocket.accept(subprotocol=protocols[0] if protocols else None)
-    workers = list(runtime.tasks.workers.values())
-    min_interval = runtime.config.tasks.slots_push_min_interval_ms / 1000.0
+    workers = list(service.workers.values())
+    min_interval = service.config.tasks.slots_push_min_interval_ms / 1000.0
     sent: dict[str, object] = {}
 
     async def push(force: bool) -> None:

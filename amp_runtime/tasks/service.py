@@ -1,29 +1,38 @@
 """The task service: admission of `POST /task`, the worker actors, the webhook sender.
 
 `submit` is the one way a task gets in: forwarding to a node with more room, validation (every
-problem listed), the webhook target check, maintenance, the stream count and the worker's queue
-limits all happen there, before anything runs. Routes only decode, submit and encode.
+problem listed), the webhook target check, maintenance, the stream count, the worker's queue
+limits and the `Idempotency-Key` all happen there, before anything runs. Routes only decode,
+submit and encode. A webhook task is journaled before its 202 (`_accept`); at start, the journal's
+unfinished tasks come back in through `readmit` (see recovery.py).
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 import sys
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import msgspec
 import trio
 
 from .. import __version__
+from ..core.logs import LogRing
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  (registers the built-in functions)
+from . import idempotency
 from .batch import BatchItem, BatchLine, run_batch
 from .errors import Rejected, WorkerFailed
-from .models import TaskAccepted, TaskError, TaskRequest, TaskResult
+from .idempotency import IdempotencyTable, KeyEntry, Replayed
+from .journal import AcceptedTask, TaskJournal
+from .models import TaskAccepted, TaskError, TaskRequest, TaskResult, Webhook
+from .outcomes import Forwarded, SyncOutcome
 from .process_slots import ProcessSlots
+from .recovery import readmit_when_possible, resume_accepted
 from .registry import FUNCTIONS, FunctionSpec
 from .validation import decode_input, task_problems
 from .webhooks import Deliver, UnsafeTarget, WebhookSender, check_target
@@ -33,6 +42,10 @@ from .worker import (
 )
 
 OUTCOME_STATUS = {"completed": 200, "failed": 500, "timed_out": 504, "cancelled": 409}
+# A webhook task whose worker failed under it runs again this often, then its failure is delivered:
+# once keeps a task that crashes its worker from spending the supervisor's restart budget.
+MAX_READMITS = 1
+log = logging.getLogger("amp_runtime.tasks")
 
 
 class WorkerSnapshot(msgspec.Struct):
@@ -47,20 +60,6 @@ class WorkerSnapshot(msgspec.Struct):
 
 
 # -- what `submit` answers ---------------------------------------------------------------------
-@dataclass(slots=True)
-class SyncOutcome:
-    """A sync task's result; `status` is the HTTP status of its outcome."""
-
-    status: int
-    result: TaskResult
-
-
-@dataclass(slots=True)
-class Forwarded:
-    """A node of the cluster answered; the response goes back as it is."""
-
-    response: Any
-
 
 class StreamHandle:
     """An admitted stream task: its items, then its outcome. `close()` (in the reader's
@@ -116,7 +115,7 @@ class StreamHandle:
                 self._service.cancel_nowait(self.task)
 
 
-Submitted = SyncOutcome | StreamHandle | TaskAccepted | Forwarded
+Submitted = SyncOutcome | StreamHandle | TaskAccepted | Forwarded | Replayed
 _encode = msgspec.json.Encoder().encode
 
 
@@ -125,11 +124,33 @@ def _unanswered(task: Task) -> TaskResult:
         type="WorkerFailed", message=f"worker {task.worker} did not answer in time"))
 
 
+RouteTask = Callable[[TaskRequest, FunctionSpec], Awaitable[Any]]
+
+
+async def _run_here(request: TaskRequest, spec: FunctionSpec) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """What /health and /logs tell of the process: its version, uptime and recent log lines."""
+
+    version: str = __version__
+    uptime_s: Callable[[], float] = lambda: 0.0
+    logs: LogRing = field(default_factory=LogRing)
+
+
 class TaskService(ServiceBase):
-    def __init__(self, runtime):
-        super().__init__(runtime)
+    def __init__(self, config, store, *, process: ProcessInfo | None = None):
+        super().__init__(config, store)
+        self.process = process or ProcessInfo()
         tasks = self.config.tasks
-        self.webhooks = WebhookSender(self.config.webhook)
+        # A cluster may answer a task on a node with more room; the wiring sets it once the
+        # cluster service exists (it is built after this one, since it reads our workers).
+        self.route_task: RouteTask = _run_here
+        self.journal = TaskJournal(self.store)  # accepted webhook tasks survive restarts
+        self.idempotency = IdempotencyTable(keep_s=tasks.keep_results_s, max_entries=tasks.keep_results)
+        self.webhooks = WebhookSender(self.config.webhook, self.journal)
         self.workers: dict[str, WorkerActor] = {
             w.id: WorkerActor(
                 w, keep_results=tasks.keep_results, keep_results_s=tasks.keep_results_s,
@@ -140,6 +161,8 @@ class TaskService(ServiceBase):
         }
         self.process_slots = ProcessSlots(tasks.process_pool_size)  # run="process" functions
         self.open_streams = 0  # changed only by `submit` and `StreamHandle.close`, neither awaits
+        self._readmits: dict[str, int] = {}  # task id -> times its worker failed under it
+        self._nursery: trio.Nursery | None = None  # where webhook tasks wait to run again
         self.tags: dict[str, str] = {
             "python": platform.python_version(),
             "amp_runtime": __version__,
@@ -153,31 +176,53 @@ class TaskService(ServiceBase):
     def actors(self) -> list:
         return [self.process_slots, self.webhooks, *self.workers.values()]
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Before HTTP opens: the journaled keys are known; then what was promised is resumed.
+        recovered = await self.journal.recover(keep_s=self.config.tasks.keep_results_s)
+        self.idempotency.load(recovered.keys)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(super().run)
+            self._nursery = nursery
+            nursery.start_soon(resume_accepted, self, recovered)
+            task_status.started()
+
     @property
     def maintenance(self) -> bool:
         """True while every worker is in maintenance: the workers hold the one flag."""
         return all(worker.maintenance for worker in self.workers.values())
 
     # -- admission -------------------------------------------------------------------------
-    async def submit(self, request: TaskRequest) -> Submitted:
+    async def submit(self, request: TaskRequest, idempotency_key: str | None = None) -> Submitted:
         """Admit one `POST /task` and start it: a sync task's outcome, a stream to read, a
-        webhook task's acceptance, or a node's answer. Raises `Rejected` (4xx/5xx with a code,
-        every problem of a 400 listed) and `WorkerFailed`."""
+        webhook task's acceptance, a node's answer, or (a duplicate `idempotency_key`, the raw
+        header value) the first request's answer. Raises `Rejected` (4xx/5xx with a code, every
+        problem of a 400 listed) and `WorkerFailed`."""
+        key = idempotency.parse_key(idempotency_key)
         spec = FUNCTIONS.get(request.function)
         if spec is None:
             raise Rejected(404, "FUNCTION_NOT_FOUND", f"no function {request.function[:256]!r}")
-        forwarded = await self.runtime.cluster.route_task(request, spec)  # a node with more room answers
-        if forwarded is not None:
-            return Forwarded(forwarded)
+        if key is None:  # keys live in this process, so a keyed request runs here
+            forwarded = await self.route_task(request, spec)  # a node with more room answers
+            if forwarded is not None:
+                return Forwarded(forwarded)
         task_input = await self._check(request, spec)
         worker = self.pick_worker(spec, request.worker)
         task = self.new_task(request, spec, task_input)
-        # An idempotency key is looked up / claimed here: a duplicate gets the first task's answer.
+        if key is None:
+            return await self._start(worker, task, request, None)
+        # The first request with the key starts its task; a duplicate gets that task's answer.
+        return await idempotency.submit_once(self.idempotency, key, request,
+                                             lambda entry: self._start(worker, task, request, entry))
+
+    async def _start(self, worker: WorkerActor, task: Task, request: TaskRequest,
+                     keyed: KeyEntry | None) -> Submitted:
+        if keyed is not None:  # duplicates attach to this task; DELETE /task finds it
+            self.idempotency.bind(keyed, task)
         if request.mode == "sync":
             return await self._run_sync(worker, task)
         if request.mode == "stream":
             return self._start_stream(worker, task)
-        return await self._accept(worker, task)
+        return await self._accept(worker, task, request, keyed)
 
     def submit_batch(self, items: list[BatchItem]) -> AsyncIterator[BatchLine]:
         """Admit each item of a `POST /tasks` through `submit`; a line per item as it finishes.
@@ -203,11 +248,57 @@ class TaskService(ServiceBase):
             raise
         return StreamHandle(self, task)
 
-    async def _accept(self, worker: WorkerActor, task: Task) -> TaskAccepted:
-        """A webhook task: queued now, answered 202, its outcome delivered when it settles."""
-        # Accepted async work is persisted here, before the 202 (and forgotten if `admit` refuses).
-        worker.admit(task)
+    async def _accept(self, worker: WorkerActor, task: Task, request: TaskRequest,
+                      keyed: KeyEntry | None) -> TaskAccepted:
+        """A webhook task: journaled, queued, answered 202; its outcome delivered when it settles."""
+        accepted = AcceptedTask(
+            id=task.id, function=task.spec.name, input=request.input, priority=request.priority,
+            webhook_url=request.webhook.url, webhook_headers=dict(request.webhook.headers),
+            timeout_s=self._timeout_s(task.spec), worker=request.worker, group=task.spec.group,
+            created_at=task.created_at,
+            idempotency_key=keyed.key if keyed is not None else None,
+            request_fingerprint=keyed.fingerprint if keyed is not None else None,
+        )
+        # Shielded: a client leaving once the row is durable must not leave a task that would run
+        # only after a restart. Bounded by one group commit (the store's bounded reconnect).
+        with trio.CancelScope(shield=True):
+            try:
+                await self.journal.accept(accepted)
+            except Exception as exc:
+                raise Rejected(503, "STORE_UNAVAILABLE", f"the task could not be persisted: {exc}") from None
+            try:
+                worker.admit(task)
+            except BaseException:  # refused: the client gets no 202, so the journal forgets it
+                await self.journal.forget(task.id)
+                raise
         return TaskAccepted(id=task.id)
+
+    def readmit(self, accepted: AcceptedTask) -> None:
+        """Recovery's way in: a journaled webhook task runs again under its id. Its request was
+        validated and counted when it was first accepted, so only the worker's own `admit` (queue
+        limit, maintenance) stands in the way. Never awaits. Raises `Rejected` / `WorkerFailed`
+        (the worker cannot take it now: try again later) and `LookupError` (its function or
+        every worker of its group is gone: it can never run here)."""
+        spec = FUNCTIONS.get(accepted.function)
+        if spec is None:
+            raise LookupError(f"function {accepted.function!r} is no longer registered")
+        task_input, problems = decode_input(spec, accepted.input)
+        if problems:
+            raise LookupError(f"the input no longer fits {spec.name!r}: " + "; ".join(problems))
+        worker = self.workers.get(accepted.worker) if accepted.worker else None
+        if worker is None:
+            serving = [w for w in self.workers.values() if spec.group in w.config.groups]
+            if not serving:
+                raise LookupError(f"no worker serves group {spec.group!r}")
+            worker = max(serving, key=lambda w: (not w.maintenance, w.state.free - w.state.queued))
+        task = Task(accepted.id, spec, task_input, priority=accepted.priority, mode="webhook",
+                    timeout_s=accepted.timeout_s,
+                    webhook=Webhook(url=accepted.webhook_url, headers=accepted.webhook_headers))
+        task.created_at = accepted.created_at
+        worker.admit(task)
+
+    def _timeout_s(self, spec: FunctionSpec) -> float:
+        return spec.timeout_s if spec.timeout_s is not None else self.config.tasks.default_timeout_s
 
     async def _check(self, request: TaskRequest, spec: FunctionSpec) -> Any:
         """The function's input, decoded; raises `Rejected` (400) listing every problem."""
@@ -234,9 +325,6 @@ class TaskService(ServiceBase):
     def worker_ids(self) -> list[str]:
         return list(self.workers)
 
-    def function(self, name: str) -> FunctionSpec | None:
-        return FUNCTIONS.get(name)
-
     def pick_worker(self, spec: FunctionSpec, named: str | None) -> WorkerActor:
         """The named worker, or the one serving the function's group with most free capacity."""
         if named is not None:
@@ -259,9 +347,8 @@ class TaskService(ServiceBase):
         return best
 
     def new_task(self, request: TaskRequest, spec: FunctionSpec, task_input: Any) -> Task:
-        timeout = spec.timeout_s if spec.timeout_s is not None else self.config.tasks.default_timeout_s
         return Task(uuid.uuid4().hex, spec, task_input, priority=request.priority,
-                    mode=request.mode, timeout_s=timeout, webhook=request.webhook)
+                    mode=request.mode, timeout_s=self._timeout_s(spec), webhook=request.webhook)
 
     # -- after admission -------------------------------------------------------------------
     def cancel_nowait(self, task: Task) -> None:
@@ -275,15 +362,29 @@ class TaskService(ServiceBase):
                 return outcome
         return None
 
+    def task_id_for_key(self, idempotency_key: str | None) -> str:
+        """The id of the task admitted under the `Idempotency-Key` header's key (DELETE /task).
+        Raises `Rejected` 400 without a (valid) key, 404 for a key this process does not know."""
+        key = idempotency.parse_key(idempotency_key)
+        if key is None:
+            raise Rejected(400, "INVALID_IDEMPOTENCY_KEY", f"DELETE /task needs an {idempotency.HEADER} header")
+        task_id = self.idempotency.task_id_of(key)
+        if task_id is None:
+            raise Rejected(404, "TASK_NOT_FOUND", f"no task submitted with {idempotency.HEADER} {key[:64]!r}")
+        return task_id
+
     async def lookup(self, task_id: str) -> Any:
         """The task's `TaskView`, or None."""
         for worker in self.workers.values():
             task = await worker.ask(Lookup(task_id))
             if task is not None:
                 return task
-        return None
+        return await self.journal.get(task_id)  # webhook tasks across restarts
 
     def _send_webhook(self, task: Task) -> None:
+        if task.error is not None and task.error.type == "WorkerFailed" and self._run_again_later(task):
+            return
+        self._readmits.pop(task.id, None)
         worker = self.workers[task.worker]
 
         def report(task_id: str, delivery: Any, final: str | None) -> None:
@@ -291,6 +392,27 @@ class TaskService(ServiceBase):
 
         self.webhooks.enqueue(Deliver(task.id, task.webhook.url, dict(task.webhook.headers),
                                       task.result_body(), report))
+
+    def _run_again_later(self, task: Task) -> bool:
+        """A webhook task its worker failed (or stopped) under is journaled but not finished: it
+        runs again once the worker is back (at most `MAX_READMITS` times, then its failure is
+        delivered), or, if the process is stopping, at the next start. Never awaits."""
+        count = self._readmits.get(task.id, 0)
+        if count >= MAX_READMITS or self._nursery is None:
+            return False
+        self._readmits[task.id] = count + 1
+        accepted = AcceptedTask(
+            id=task.id, function=task.spec.name, input=msgspec.to_builtins(task.input),
+            priority=task.priority, webhook_url=task.webhook.url, webhook_headers=dict(task.webhook.headers),
+            timeout_s=self._timeout_s(task.spec), worker=task.worker, group=task.spec.group,
+            created_at=task.created_at,
+        )
+        try:
+            self._nursery.start_soon(readmit_when_possible, self, accepted)
+        except RuntimeError:  # the service is stopping: the journal keeps it for the next start
+            pass
+        log.warning("task %s: %s; it runs again", task.id, task.error.message)
+        return True
 
     # -- maintenance and capacity --------------------------------------------------------
     async def set_maintenance(self, on: bool) -> None:

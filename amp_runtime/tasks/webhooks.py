@@ -8,6 +8,11 @@ refused unless `[webhook] allow_private` (checked at submission and again before
 A failure is contained to its delivery: whatever one attempt raises is recorded as that attempt's
 error and retried like a refused one. If the sender itself fails, its restart starts again every
 delivery it still owes (it keeps them until they end), from the attempt that was cut short.
+
+Delivery is at-least-once: every POST carries `X-Amp-Task-Id` and `X-Amp-Delivery-Attempt`
+(1, 2, ... per task, never reused, also across restarts) so receivers can deduplicate. With a
+journal, the outcome is persisted before the first attempt and every later attempt before it goes
+out and once answered, so a restart resumes what is owed (see `journal.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
+import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -94,22 +100,31 @@ class Deliver(msgspec.Struct, tag=True):
     headers: dict[str, str]
     body: Any  # TaskResult
     report: Any  # callable(task_id, Delivery, final_status | None)
+    # A delivery resumed after a restart continues its numbering and retry budget.
+    first_attempt: int = 1
+    failures: int = 0
+    last_attempt_at: float | None = None  # epoch seconds: a resumed retry waits out its backoff
+    record_outcome: bool = True  # persist the task's outcome before the first attempt
 
 
 class _Owed:
-    """One delivery the sender owes: its message and the attempts made so far."""
+    """One delivery the sender owes: its message, the last attempt number used, the attempts
+    that failed (the retry budget) and whether its outcome is journaled."""
 
-    __slots__ = ("msg", "attempts")
+    __slots__ = ("msg", "attempts", "failures", "recorded")
 
     def __init__(self, msg: Deliver):
         self.msg = msg
-        self.attempts = 0
+        self.attempts = msg.first_attempt - 1
+        self.failures = msg.failures
+        self.recorded = not msg.record_outcome
 
 
 class WebhookSender(Actor):
-    def __init__(self, config: WebhookConfig):
+    def __init__(self, config: WebhookConfig, journal: Any = None):
         super().__init__("webhooks", mailbox_size=4096)
         self.config = config
+        self.journal = journal  # a TaskJournal, or None: nothing survives a restart
         self.limiter = trio.CapacityLimiter(MAX_CONCURRENT_DELIVERIES)
         self.outcomes = {"delivered": 0, "failed": 0, "retried": 0}
         self._owed: set[_Owed] = set()  # until each ends: what a restart starts again
@@ -169,6 +184,7 @@ class WebhookSender(Actor):
         except Exception:  # contained: the other deliveries go on
             log.exception("webhook for task %s: delivery failed", msg.task_id)
             self.outcomes["failed"] += 1
+            # Not journaled as settled: after a restart it is tried again.
             self._report(msg, Delivery(attempt=owed.attempts, at=rfc3339(utcnow()),
                                        error="the sender failed"), "failed")
         # Not in a `finally`: a delivery cut short by the sender's failure stays owed.
@@ -184,10 +200,17 @@ class WebhookSender(Actor):
         fixed = [(name.encode("ascii"), value.encode("latin-1")) for name, value in merged.items()
                  if name.lower() != "x-amp-delivery-attempt"]
         payload = self._payload(msg.body)
+        if not owed.recorded:  # the outcome row also reserves attempt 1
+            await self._journal("finish", msg.body)
+            owed.recorded = True
         async with self.limiter:
-            while owed.attempts < self.config.attempts:
+            if owed.failures and msg.last_attempt_at is not None and owed.attempts == msg.first_attempt - 1:
+                await trio.sleep(max(0.0, self._backoff(owed.failures) - (time.time() - msg.last_attempt_at)))
+            while owed.failures < self.config.attempts:
                 owed.attempts += 1
                 attempt = owed.attempts
+                if attempt > 1:  # written before the POST: a restart never reuses the number
+                    await self._journal("begin_attempt", msg.task_id, attempt, time.time())
                 # The task id and attempt number let a receiver deduplicate (delivery is at-least-once).
                 headers = [*fixed, (b"X-Amp-Delivery-Attempt", b"%d" % attempt)]
                 try:
@@ -197,8 +220,12 @@ class WebhookSender(Actor):
                                 type(exc).__name__, exc)
                     delivery = Delivery(attempt=attempt, at=rfc3339(utcnow()), error=f"{type(exc).__name__}: {exc}")
                 ok = delivery.status_code is not None and 200 <= delivery.status_code < 300
-                last = ok or attempt >= self.config.attempts
-                self._report(msg, delivery, None if not last else ("delivered" if ok else "failed"))
+                owed.failures += not ok
+                last = ok or owed.failures >= self.config.attempts
+                final = None if not last else ("delivered" if ok else "failed")
+                await self._journal("record_attempt", msg.task_id, attempt, status_code=delivery.status_code,
+                                    error=delivery.error, final_status=final)
+                self._report(msg, delivery, final)
                 if ok:
                     self.outcomes["delivered"] += 1
                     return
@@ -207,7 +234,7 @@ class WebhookSender(Actor):
                     log.warning("webhook for task %s failed after %d attempts", msg.task_id, attempt)
                     return
                 self.outcomes["retried"] += 1
-                await trio.sleep(self._backoff(attempt))
+                await trio.sleep(self._backoff(owed.failures))
 
     def _report(self, msg: Deliver, delivery: Delivery, final: str | None) -> None:
         report: Callable[[str, Delivery, str | None], None] = msg.report
@@ -224,6 +251,15 @@ class WebhookSender(Actor):
             return Delivery(attempt=attempt, at=at, status_code=response.status_code)
         except (httpx.HTTPError, UnsafeTarget, OSError) as exc:
             return Delivery(attempt=attempt, at=at, error=f"{type(exc).__name__}: {exc}")
+
+    async def _journal(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """A journal write; a failing store costs a duplicate after a restart, not this delivery."""
+        if self.journal is None:
+            return
+        try:
+            await getattr(self.journal, method)(*args, **kwargs)
+        except Exception as exc:
+            log.warning("journal %s failed: %s", method, exc)
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.config.max_delay_s, self.config.base_delay_s * 2 ** (attempt - 1))

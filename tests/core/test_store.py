@@ -1,9 +1,13 @@
 """The store on both backends: `store_url` is "" (DuckDB in tmp_path) or a fresh PostgreSQL database."""
 
+import subprocess
+import sys
+
 import pytest
 import trio
 
-from amp_runtime.core.store import Store, StoreError, store_backend
+from amp_runtime.core.backends import store_backend
+from amp_runtime.core.store import Store, StoreError
 
 # The error a statement on a missing table raises, per backend.
 MISSING_TABLE_ERROR = {"duckdb": "CatalogException", "postgres": "UndefinedTable"}
@@ -11,6 +15,10 @@ MISSING_TABLE_ERROR = {"duckdb": "CatalogException", "postgres": "UndefinedTable
 
 def backend_name(url: str) -> str:
     return "postgres" if url else "duckdb"
+
+
+def insert_row(conn, k: int, v: str) -> None:
+    conn.execute("INSERT INTO t VALUES (?, ?)", [k, v])
 
 
 @pytest.fixture
@@ -39,7 +47,7 @@ async def test_group_commit_gathers_many_callers_into_few_transactions(store):
     before = store.stats.transactions
     async with trio.open_nursery() as nursery:
         for i in range(1000):
-            nursery.start_soon(store.append, "t", ("k", "v"), (i, f"v{i}"))
+            nursery.start_soon(store.write, insert_row, i, f"v{i}")
     rows = await store.execute("SELECT count(*), sum(k) FROM t")
     assert rows == [(1000, sum(range(1000)))]
     assert store.stats.transactions - before <= 50
@@ -49,7 +57,7 @@ async def test_a_failing_write_fails_only_its_caller(store, store_url):
     results = {}
 
     async def good(i):
-        await store.append("t", ("k", "v"), (i, "ok"))
+        await store.write(insert_row, i, "ok")
         results[i] = "ok"
 
     async def bad():
@@ -71,8 +79,7 @@ async def test_write_returns_the_functions_result(store):
     assert await store.write(lambda c: c.execute("INSERT INTO t VALUES (1, 'a') RETURNING k").fetchall()) == [(1,)]
 
 
-async def test_second_store_on_the_same_file_is_refused(tmp_path):
-    # DuckDB's file lock is per process; a second process is checked end to end in test_cli.
+async def test_store_creates_its_directory_and_names_one_it_cannot_create(tmp_path):
     store = Store(tmp_path / "x" / "y.duckdb")
     await store.open()
     await store.close_connection()
@@ -80,3 +87,19 @@ async def test_second_store_on_the_same_file_is_refused(tmp_path):
     blocker.write_text("file")
     with pytest.raises(StoreError, match="cannot create data dir"):
         await Store(blocker / "z.duckdb").open()
+
+
+async def test_second_store_on_the_same_file_is_refused(tmp_path):
+    # DuckDB's file lock is per process: the second store has to be another process.
+    path = tmp_path / "locked.duckdb"
+    second = ("import pathlib, trio; from amp_runtime.core.store import Store; "
+              f"trio.run(Store(pathlib.Path({str(path)!r})).open)")
+    store = Store(path)
+    await store.open()
+    try:
+        done = await trio.to_thread.run_sync(
+            lambda: subprocess.run([sys.executable, "-c", second], capture_output=True, text=True, timeout=60))
+    finally:
+        await store.close_connection()
+    assert done.returncode != 0
+    assert "StoreError" in done.stderr and "in use by another process" in done.stderr, done.stderr

@@ -5,7 +5,8 @@ from datetime import datetime
 import pytest
 import trio
 
-from amp_runtime.core.store import Store, store_backend
+from amp_runtime.core.backends import store_backend
+from amp_runtime.core.store import Store
 from amp_runtime.durable import store as durable_sql
 from amp_runtime.registry import store as registry_sql
 from amp_runtime.registry.models import WorkerInfo, WorkerRecord

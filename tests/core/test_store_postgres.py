@@ -8,7 +8,8 @@ import pytest
 import trio
 
 from amp_runtime.core.postgres import translate
-from amp_runtime.core.store import Store, StoreError, insert_columns, store_backend
+from amp_runtime.core.backends import store_backend
+from amp_runtime.core.store import Store, StoreError, insert_columns
 
 
 @pytest.mark.parametrize("duckdb_sql, pg_sql, order", [

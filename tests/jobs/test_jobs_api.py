@@ -187,10 +187,10 @@ async def test_jobs_of_an_expired_worker_move_to_a_live_one_then_fail_when_none_
     )
     live = ["w-a", "w-b"]
 
-    async def live_workers(max_age_s=None):
-        return list(live)
+    async def live_workers():  # (can hold a job, live): the registry's view, or the shared table's
+        return list(live), list(live)
 
-    srv.runtime.registry.live_workers = live_workers
+    srv.runtime.services.jobs.placement.candidates = live_workers
     job = (await srv.client.post("/jobs", json={"dataset": DATASET, "node_id": "w-a"})).json()
     assert job["node_id"] == "w-a"
     before = await wait_for_files(srv.client, job["id"], 2)
@@ -216,10 +216,10 @@ async def test_without_rescheduling_an_expired_workers_job_fails(server_factory)
     )
     live = ["worker-01"]
 
-    async def live_workers(max_age_s=None):
-        return list(live)
+    async def live_workers():  # (can hold a job, live): the registry's view, or the shared table's
+        return list(live), list(live)
 
-    srv.runtime.registry.live_workers = live_workers
+    srv.runtime.services.jobs.placement.candidates = live_workers
     job = (await srv.client.post("/jobs", json={"dataset": DATASET})).json()
     await wait_for_files(srv.client, job["id"], 1)
     live.clear()
@@ -234,7 +234,7 @@ async def test_a_running_job_holds_one_slot_of_its_worker(server_factory):
     )
 
     async def slots():
-        (snap,) = await srv.runtime.tasks.snapshot()
+        (snap,) = await srv.runtime.services.tasks.snapshot()
         return snap
 
     assert (await slots()).free == 3
@@ -255,7 +255,7 @@ async def test_a_crashed_scheduler_restarts_and_the_running_job_still_completes_
     srv = await server_factory(jobs={"batch_blocks": 20, "continuous_blocks_per_s": 2000.0})
     job = (await srv.client.post("/jobs", json={"dataset": DATASET, "start_block": 0, "end_block": 2999})).json()
     await wait_for_files(srv.client, job["id"], 2)
-    await srv.runtime.jobs.scheduler.tell("not a message")  # crashes the actor; supervise restarts it
+    await srv.runtime.services.jobs.scheduler.tell("not a message")  # crashes the actor; supervise restarts it
     done = await wait_for_status(srv.client, job["id"], "Completed", "Failed")
     assert done["status"] == "Completed"
     data_dir = srv.runtime.config.data_path

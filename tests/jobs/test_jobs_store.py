@@ -40,8 +40,22 @@ async def test_transitions_keep_their_order_within_one_instant(any_store):
     ]
     record = await any_store.read(sql.get_job, job.id)
     assert (record.status, record.error) == ("Scheduled", "boom")
-    await any_store.write(sql.set_node, job.id, "w9", NOW + timedelta(seconds=1))
+    await any_store.write(sql.set_node, job.id, "w1", "w9", NOW + timedelta(seconds=1))
     assert (await any_store.read(sql.get_job, job.id)).node_id == "w9"
+
+
+async def test_status_and_node_changes_are_compare_and_set(any_store):
+    job = await any_store.write(sql.insert_job, "ns/a@1.0.0", 0, 10, "w1", 10, NOW)
+    assert await any_store.write(sql.set_status, job.id, "Scheduled", "Running", NOW, None) is True
+    assert await any_store.write(sql.set_status, job.id, "Scheduled", "StopRequested", NOW, None) is False
+    assert await any_store.write(sql.set_status, job.id, "Running", "Failed", NOW, "x", "w2") is False  # not its worker
+    assert await any_store.write(sql.set_node, job.id, "w1", "w2", NOW) is True
+    assert await any_store.write(sql.set_node, job.id, "w1", "w3", NOW) is False  # a racing peer lost
+    await any_store.write(sql.set_status, job.id, "Running", "Completed", NOW, None)
+    assert await any_store.write(sql.set_node, job.id, "w2", "w3", NOW) is False  # terminal jobs stay put
+    record = await any_store.read(sql.get_job, job.id)
+    assert (record.status, record.node_id) == ("Completed", "w2")
+    assert await any_store.read(sql.transitions_of, job.id) == [("Scheduled", "Running"), ("Running", "Completed")]
 
 
 async def test_progress_upserts_keep_the_latest_per_table(any_store):
@@ -68,3 +82,23 @@ async def test_only_terminal_jobs_are_deleted_with_their_rows(any_store):
     assert await any_store.read(sql.transitions_of, done.id) == []
     assert await any_store.write(sql.delete_jobs_with_status, TERMINAL) == 1
     assert [r.id for r in await any_store.read(sql.list_jobs, TERMINAL | {"Scheduled"}, None, 10)] == [live.id]
+
+
+async def test_a_peer_creates_a_job_only_while_its_dataset_has_no_active_one(pg_url, tmp_path, nursery):
+    from amp_runtime.core.backends import store_backend
+    from amp_runtime.core.store import Store
+
+    store = Store(store_backend(pg_url, tmp_path / "unused.duckdb"), group_commit_ms=1)
+    await store.open()
+    nursery.start_soon(store.run)
+    try:
+        first, created = await store.write(sql.insert_job_unless_active, "ns/a@1.0.0", 0, 10, "w1", 10, NOW)
+        assert created
+        again, created = await store.write(sql.insert_job_unless_active, "ns/a@1.0.0", 0, 20, "w2", 10, NOW)
+        assert (again.id, created) == (first.id, False)
+        await store.write(sql.set_status, first.id, "Scheduled", "Stopped", NOW, None)
+        _, created = await store.write(sql.insert_job_unless_active, "ns/a@1.0.0", 0, 20, "w2", 10, NOW)
+        assert created
+    finally:
+        store.close()
+        await store.close_connection()

@@ -113,7 +113,7 @@ async def test_job_and_store_families_move(server):
 
 async def test_durable_invocations_read_from_the_service(server):
     # The durable service publishes a plain dict outcome -> count; stand in for its invocations.
-    server.runtime.durable.invocation_outcomes = {"completed": 3, "failed": 1}
+    server.runtime.services.durable.invocation_outcomes = {"completed": 3, "failed": 1}
     samples = await scrape(server.client)
     assert value(samples, "amp_durable_invocations_total", outcome="completed") == 3
     assert value(samples, "amp_durable_invocations_total", outcome="failed") == 1

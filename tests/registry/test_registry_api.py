@@ -31,7 +31,7 @@ async def test_own_worker_registered_in_both_apis(server):
     assert detail["info"]["version"]
     workers = data(await c.post("/workers.get_all", json={}))["workers"]
     assert [w["id"] for w in workers] == ["worker-01"]
-    assert await server.runtime.registry.live_workers() == ["worker-01"]
+    assert await server.runtime.services.registry.live_workers() == ["worker-01"]
 
 
 async def test_read_api_errors(server):
@@ -52,7 +52,7 @@ async def test_register_report_unregister(server):
     assert w["queues"] == [{"id": "q1", "name": "q1"}] and w["task"] is None and w["last_report_time"] is None
     registered = datetime.strptime(w["register_time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
     assert abs(registered.timestamp() - time.time()) < 30
-    assert "node-a" in await server.runtime.registry.live_workers()
+    assert "node-a" in await server.runtime.services.registry.live_workers()
     assert (await c.get("/workers/node-a")).status_code == 200
 
     data(await c.post("/workers.status_report", json={"worker": "node-a", "timestamp": int(time.time() * 1000),
@@ -69,7 +69,7 @@ async def test_register_report_unregister(server):
     data(await c.post("/workers.unregister", json={"worker": "node-a"}))
     ids = [x["id"] for x in data(await c.post("/workers.get_all", json={}))["workers"]]
     assert ids == ["worker-01"]
-    assert "node-a" not in await server.runtime.registry.live_workers()
+    assert "node-a" not in await server.runtime.services.registry.live_workers()
     # the read API still knows it
     assert "node-a" in [w["node_id"] for w in (await c.get("/workers")).json()["workers"]]
 
@@ -120,19 +120,19 @@ async def test_expiry_by_timer(server_factory):
     srv = await server_factory(registry={"expiry_check_s": 0.1})
     c = srv.client
     data(await c.post("/workers.register", json={"worker": "short", "timeout": 1}))
-    assert "short" in await srv.runtime.registry.live_workers()
+    assert "short" in await srv.runtime.services.registry.live_workers()
 
     async def gone():
-        rec = await srv.runtime.registry.get("short")
+        rec = await srv.runtime.services.registry.get("short")
         return not rec.registered
 
     await wait_until(gone, timeout=5)
     ids = [x["id"] for x in data(await c.post("/workers.get_all", json={"last_seen": 0}))["workers"]]
     assert "short" not in ids
-    assert "short" not in await srv.runtime.registry.live_workers(max_age_s=1000)
+    assert "short" not in await srv.runtime.services.registry.live_workers(max_age_s=1000)
     # a report brings it back
     data(await c.post("/workers.status_report", json={"worker": "short", "timestamp": time.time()}))
-    assert "short" in await srv.runtime.registry.live_workers()
+    assert "short" in await srv.runtime.services.registry.live_workers()
 
 
 @on_both_stores
@@ -188,7 +188,7 @@ async def test_last_seen(server, value, expected):
     data(await c.post("/workers.status_report", json={"worker": "old", "timestamp": time.time()}))
 
     async def aged():  # silent for more than last_seen=1
-        rec = await server.runtime.registry.get("old")
+        rec = await server.runtime.services.registry.get("old")
         return (naive_utc(utcnow()) - rec.heartbeat_at).total_seconds() > 1.1
 
     await wait_until(aged, timeout=5, interval=0.1)
@@ -227,7 +227,7 @@ async def test_get_all_defaults_to_last_seen_but_get_count_does_not(server_facto
     data(await c.post("/workers.register", json={"worker": "quiet"}))
 
     async def aged():
-        rec = await srv.runtime.registry.get("quiet")
+        rec = await srv.runtime.services.registry.get("quiet")
         return (naive_utc(utcnow()) - rec.heartbeat_at).total_seconds() > 1.1
 
     await wait_until(aged, timeout=5, interval=0.1)

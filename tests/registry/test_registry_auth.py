@@ -57,13 +57,13 @@ async def test_generated_secret_survives_restart(server_factory, tmp_path):
     srv = await server_factory(auth={"api_key": KEY, "clients": CLIENTS})
     r = await srv.client.get("/auth.login", headers={"Authorization": basic("ACCESS", "SECRET")})
     token = r.json()["data"]["token"]
-    secret = srv.runtime.registry.jwt_secret
+    secret = srv.runtime.services.registry.jwt_secret
     assert secret and jwt.decode(token, secret)
     await srv.stop()
     await wait_until(lambda: srv.runtime.store._db.conn is None, timeout=20)
     async with trio.open_nursery() as nursery:
         again = await start_server(nursery, tmp_path / "data0", auth={"api_key": KEY, "clients": CLIENTS})
-        assert again.runtime.registry.jwt_secret == secret
+        assert again.runtime.services.registry.jwt_secret == secret
         async with httpx.AsyncClient(base_url=again.url) as anon:
             r = await anon.post("/workers.get_count", json={}, headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 200, r.text

@@ -99,7 +99,7 @@ async def test_concurrent_stream_admission_at_the_limit(server_factory):
             for client in clients:
                 nursery.start_soon(open_stream, client)
     assert sorted(statuses) == [200] * limit + [429] * (total - limit)
-    await wait_until(lambda: srv.runtime.tasks.open_streams == 0, timeout=10)  # released in the finally
+    await wait_until(lambda: srv.runtime.services.tasks.open_streams == 0, timeout=10)  # released in the finally
     async with clients[0].stream("POST", "/task", json={"function": "count", "input": {"n": 1},
                                                          "mode": "stream", **CALL}) as r:
         assert r.status_code == 200

@@ -97,7 +97,7 @@ async def test_sse_output(server):
 
 async def test_priority_order_inside_a_batch(server_factory):
     srv = await server_factory(workers=[{"id": "one", "slots": 1}])
-    worker = srv.runtime.tasks.workers["one"]
+    worker = srv.runtime.services.tasks.workers["one"]
     priorities = [10, None, 1, 5, 1]
     items = [{"function": "test_gate", "input": {"gate": "batch-open", "tag": f"p{p}-{i}"}, "priority": p, **CALL}
              for i, p in enumerate(priorities)]

@@ -51,7 +51,7 @@ async def test_a_failing_worker_answers_every_caller_and_the_process_keeps_servi
     receiver = await start_receiver(nursery)
     srv = await server_factory(workers=[{"id": "w", "slots": 3, "max_queue": 50}],
                                webhook={"allow_private": True, "base_delay_s": 0.01})
-    worker = srv.runtime.tasks.workers["w"]
+    worker = srv.runtime.services.tasks.workers["w"]
     client = srv.client
     answers: dict[str, object] = {}
 
@@ -96,8 +96,12 @@ async def test_a_failing_worker_answers_every_caller_and_the_process_keeps_servi
     assert json.loads(events[-1][len("data: "):])["error"]["type"] == "WorkerFailed"
     await receiver.wait_for(2)
     delivered = receiver.by_task()
-    assert delivered[queued_webhook]["status"] == "failed" and delivered[queued_webhook]["error"]["type"] == "WorkerFailed"
+    # A webhook task the failure cut short runs again once the worker is back (it is journaled);
+    # the one that crashed it fails again and its failure is delivered.
+    assert delivered[queued_webhook]["status"] == "completed", delivered[queued_webhook]
     assert delivered[boom]["success"] is False or fault == "bookkeeping"
+    if fault == "slot":
+        assert delivered[boom]["error"]["type"] == "WorkerFailed"
     monkeypatch.undo()
     r = await client.post("/task", json={"function": "echo", "input": {"after": fault}, **CALL})
     assert r.status_code == 200 and r.json()["result"] == {"after": fault}

@@ -100,7 +100,7 @@ async def test_same_answers_when_full_and_in_maintenance(server_factory):
     hot, cold = await both(server_factory)
     answers = []
     for n, srv in enumerate((hot, cold)):
-        worker = srv.runtime.tasks.workers["w"]
+        worker = srv.runtime.services.tasks.workers["w"]
         async with trio.open_nursery() as nursery:
             gate = f"hot-path-full-{n}"
             for tag in ("running", "queued"):
@@ -129,7 +129,7 @@ async def test_stream_tasks_still_stream(server_factory):
 
 async def test_a_client_gone_cancels_its_sync_task(server_factory):
     hot, _ = await both(server_factory)
-    worker = hot.runtime.tasks.workers["w"]
+    worker = hot.runtime.services.tasks.workers["w"]
     host, port = hot.url.split("//")[1].split(":")
     stream = await trio.open_tcp_stream(host, int(port))
     await stream.send_all(request("/task", task("test_gate", {"gate": "hot-path-never"})))

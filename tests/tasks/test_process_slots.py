@@ -105,7 +105,7 @@ async def test_delete_kills_the_worker_process_and_frees_the_slot(server_factory
     assert gone(pid)
     # The place is free at once and a replacement process starts in the background: the next
     # task runs in it.
-    await wait_until(lambda: srv.runtime.tasks.process_slots.statistics()["idle"] == 1, timeout=60)
+    await wait_until(lambda: srv.runtime.services.tasks.process_slots.statistics()["idle"] == 1, timeout=60)
     (replacement,) = worker_processes()
     assert await square_in_fresh_pool(srv.client) == replacement
     await srv.client.aclose()

@@ -93,8 +93,8 @@ async def test_disconnected_stream_frees_its_slot(server_factory):
         async for line in r.aiter_lines():
             if line.startswith("data:"):
                 break
-        assert srv.runtime.tasks.workers["solo"].state.free == 0
-    await wait_until(lambda: srv.runtime.tasks.workers["solo"].state.free == 1, timeout=5)
+        assert srv.runtime.services.tasks.workers["solo"].state.free == 0
+    await wait_until(lambda: srv.runtime.services.tasks.workers["solo"].state.free == 1, timeout=5)
     r = await post_task(srv.client, "echo", {"after": True})
     assert r.json()["result"] == {"after": True}
     await srv.client.aclose()
@@ -105,7 +105,7 @@ async def test_priority_order_over_http(server_factory):
     finished: list[str] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(post_task, srv.client, "test_gate", {"gate": "http-block", "tag": "blocker"})
-        await wait_until(lambda: srv.runtime.tasks.workers["one"].state.free == 0)
+        await wait_until(lambda: srv.runtime.services.tasks.workers["one"].state.free == 0)
 
         async def submit(tag, priority):
             r = await post_task(srv.client, "test_gate", {"gate": "http-open", "tag": tag}, priority=priority)
@@ -113,7 +113,7 @@ async def test_priority_order_over_http(server_factory):
 
         for i, prio in enumerate([10, None, 1, 5, 1]):
             nursery.start_soon(submit, f"p{prio}-{i}", prio)
-            await wait_until(lambda n=i + 1: srv.runtime.tasks.workers["one"].state.queued == n)
+            await wait_until(lambda n=i + 1: srv.runtime.services.tasks.workers["one"].state.queued == n)
         fns.gate("http-open").set()
         fns.gate("http-block").set()
     assert finished == ["p1-2", "p1-4", "p5-3", "p10-0", "pNone-1"]
@@ -125,8 +125,8 @@ async def test_full_queue_is_429_with_retry_after(server_factory):
     async with trio.open_nursery() as nursery:
         for _ in range(2):
             nursery.start_soon(post_task, srv.client, "test_gate", {"gate": "full"})
-        await wait_until(lambda: srv.runtime.tasks.workers["tiny"].state.queued == 1
-                         and srv.runtime.tasks.workers["tiny"].state.free == 0)
+        await wait_until(lambda: srv.runtime.services.tasks.workers["tiny"].state.queued == 1
+                         and srv.runtime.services.tasks.workers["tiny"].state.free == 0)
         r = await post_task(srv.client, "echo", {})
         assert r.status_code == 429 and r.headers["Retry-After"] == "1"
         assert r.json()["error_code"] == "QUEUE_FULL"
@@ -142,7 +142,7 @@ async def test_maintenance_refuses_new_and_finishes_running(server):
             result["r"] = await post_task(server.client, "test_gate", {"gate": "maint", "tag": "kept"})
 
         nursery.start_soon(running)
-        await wait_until(lambda: server.runtime.tasks.workers["worker-01"].state.free == 9)
+        await wait_until(lambda: server.runtime.services.tasks.workers["worker-01"].state.free == 9)
         assert (await server.client.post("/off")).json()["maintenance"] is True
         r = await post_task(server.client, "echo", {})
         assert r.status_code == 503 and r.json()["error_code"] == "MAINTENANCE"
@@ -222,7 +222,7 @@ async def test_webhook_to_private_address_refused_by_default(server):
 async def test_get_and_delete_task(server):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(post_task, server.client, "test_gate", {"gate": "never-opens"})
-        worker = server.runtime.tasks.workers["worker-01"]
+        worker = server.runtime.services.tasks.workers["worker-01"]
         await wait_until(lambda: worker.running_ids())
         task_id = worker.running_ids()[0]
         view = (await server.client.get(f"/tasks/{task_id}")).json()

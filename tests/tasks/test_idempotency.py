@@ -154,13 +154,13 @@ def test_parse_key_accepts_bare_and_structured_strings():
         parse_key("\x7f")
 
 
-async def test_table_expires_settled_keys_but_never_pending_ones():
+async def test_table_expires_settled_keys_but_never_pending_ones(autojump_clock):
     table = IdempotencyTable(keep_s=1.0, max_entries=10)
     settled, owner = table.claim("a", "f", "sync")
     assert owner
     pending, _ = table.claim("b", "f", "sync")
     table.settle(settled, None)
-    await trio.sleep(1.1)
+    await trio.sleep(1.1)  # the autojump clock: the table's keep_s passes without waiting
     assert table.claim("a", "f2", "sync")[1]  # expired: a new owner, no 422
     assert not table.claim("b", "f", "sync")[1]  # still being admitted
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import msgspec
 import trio
@@ -29,8 +30,9 @@ class Receiver:
                 self.arrived = trio.Event()
 
 
-async def start_receiver(nursery: trio.Nursery) -> Receiver:
-    receiver = Receiver("")
+async def serve_webhooks(nursery: trio.Nursery, answer: Callable[[dict, bytes], int]) -> str:
+    """An ASGI app on 127.0.0.1:0 handing each call's scope and whole body to `answer`, whose
+    return value is the HTTP status sent back. Returns the base URL."""
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -45,14 +47,25 @@ async def start_receiver(nursery: trio.Nursery) -> Receiver:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        receiver.calls.append((headers, msgspec.json.decode(body)))
-        receiver.arrived.set()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+        status = answer(scope, body)
+        await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
+    config.loglevel = "WARNING"
     urls = await nursery.start(lambda task_status: serve(app, config, task_status=task_status))
-    receiver.url = urls[0] + "/hook"
+    return urls[0]
+
+
+async def start_receiver(nursery: trio.Nursery) -> Receiver:
+    receiver = Receiver("")
+
+    def answer(scope, body: bytes) -> int:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        receiver.calls.append((headers, msgspec.json.decode(body)))
+        receiver.arrived.set()
+        return 200
+
+    receiver.url = await serve_webhooks(nursery, answer) + "/hook"
     return receiver

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 import httpx
 import msgspec
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from ..helpers import spawn_server, wait_until
 from ..pg import on_both_stores, store_env
+from .receiver import serve_webhooks
 
 CONFIG = """
 [[workers]]
@@ -62,29 +61,13 @@ class Receiver:
 async def start_receiver(nursery) -> Receiver:
     receiver = Receiver()
 
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                kind = (await receive())["type"].rsplit(".", 1)[-1]
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+    def answer(scope, body: bytes) -> int:
         status = 500 if scope["path"] == "/fail" and not receiver.healed else 200
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         receiver.calls.append(Call(scope["path"], headers, msgspec.json.decode(body), status))
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        return status
 
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.loglevel = "WARNING"
-    receiver.url = (await nursery.start(lambda task_status: serve(app, config, task_status=task_status)))[0]
+    receiver.url = await serve_webhooks(nursery, answer)
     return receiver
 
 

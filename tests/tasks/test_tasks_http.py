@@ -6,11 +6,10 @@ import signal
 import httpx
 import msgspec
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from ..helpers import spawn_server, wait_until
 from . import fns
+from .receiver import serve_webhooks
 
 CALL = {"contract": 1}
 
@@ -158,31 +157,14 @@ async def start_receiver(nursery, fail_first: int):
     calls = []
     delivered = trio.Event()
 
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].rsplit(".", 1)[-1]
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+    def answer(scope, body: bytes) -> int:
         calls.append((dict((k.decode(), v.decode()) for k, v in scope["headers"]), body))
-        status = 500 if len(calls) <= fail_first else 200
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-        if status == 200:
-            delivered.set()
+        if len(calls) <= fail_first:
+            return 500
+        delivered.set()
+        return 200
 
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    urls = await nursery.start(lambda task_status: serve(app, config, task_status=task_status))
-    return urls[0], calls, delivered
+    return await serve_webhooks(nursery, answer), calls, delivered
 
 
 async def test_webhook_delivers_with_retries(server_factory, nursery):

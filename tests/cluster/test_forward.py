@@ -102,7 +102,7 @@ async def test_a_sync_task_on_a_node_that_hangs_answers_502_once_the_node_is_dro
             await wait_until(lambda: "response" in answer, timeout=8, interval=0.05)
         response = answer["response"]
         assert response.status_code == 502 and response.json()["error_code"] == "NODE_LEFT", response.text
-        assert b"silent" in cluster.coordinator.output
+        await wait_until(lambda: b"silent" in cluster.coordinator.output, timeout=5)
     finally:
         node.kill9()
 

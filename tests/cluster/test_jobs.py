@@ -44,7 +44,7 @@ async def test_a_job_runs_on_a_node_and_moves_to_the_other_when_it_is_killed(nur
     # Progress written on the node is persisted by the coordinator.
     await wait_until(lambda: files_done(client, job["id"]), timeout=20, interval=0.02)
     assert (await client.get(f"/jobs/{job['id']}")).json()["status"] == "Running"
-    assert b"running job" in doomed.output
+    await wait_until(lambda: b"running job" in doomed.output, timeout=5)
 
     doomed.kill9()
     await doomed.wait()
@@ -52,7 +52,7 @@ async def test_a_job_runs_on_a_node_and_moves_to_the_other_when_it_is_killed(nur
 
     done = await wait_for_status(client, job["id"], "Completed", "Failed", timeout=40)
     assert done["status"] == "Completed" and done["node_id"] == "node-1-w", done
-    assert b"running job" in survivor.output
+    await wait_until(lambda: b"running job" in survivor.output, timeout=5)
     progress = (await client.get(f"/jobs/{job['id']}/progress")).json()["tables"]
     assert progress["blocks"]["current_block"] == 11_999
     assert query(cluster.output_dir, "SELECT count(*), count(DISTINCT block_num), min(block_num), max(block_num) "

@@ -106,13 +106,13 @@ async def test_an_unreachable_server_is_a_store_error_without_the_password(tmp_p
 
 
 async def test_a_server_on_postgresql_never_prints_the_password(nursery, tmp_path, pg_url):
-    from ..helpers import spawn_server
+    from ..helpers import spawn_server, wait_until
 
     url = pg_url.replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@")  # trust auth ignores it
     proc = await spawn_server(nursery, tmp_path / "d", env={"AMP_STORE_URL": url, "AMP_LOG_LEVEL": "debug"})
     proc.send_signal(signal.SIGTERM)
     assert await proc.wait() == 0
-    assert b"store postgresql://postgres:***@127.0.0.1" in proc.output
+    await wait_until(lambda: b"store postgresql://postgres:***@127.0.0.1" in proc.output, timeout=10)
     assert b"s3cret-pw" not in proc.output
 
 

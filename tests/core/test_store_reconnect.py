@@ -54,7 +54,7 @@ async def test_a_terminated_session_is_reconnected_and_the_caught_write_is_a_cod
     proc.send_signal(signal.SIGTERM)
     assert await proc.wait() == 0
     assert b"Traceback" not in proc.output
-    assert b"reconnected" in proc.output
+    await wait_until(lambda: b"reconnected" in proc.output, timeout=10)
 
 
 async def test_a_read_on_a_terminated_session_is_retried_after_reconnecting(nursery, tmp_path, pg_url):
@@ -137,4 +137,4 @@ async def test_a_durable_call_and_a_job_caught_on_a_broken_connection_are_503s_t
     proc.send_signal(signal.SIGTERM)
     assert await proc.wait() == 0
     # The instance and the scheduler were restarted (rebuilt from the store), as after any crash.
-    assert b"restarting actor" in proc.output
+    await wait_until(lambda: b"restarting actor" in proc.output, timeout=10)

@@ -5,7 +5,7 @@ import signal
 import httpx
 import trio
 
-from ..helpers import run_cli, spawn_server
+from ..helpers import run_cli, spawn_server, wait_until
 
 
 async def test_health_on_a_real_socket(server):
@@ -67,13 +67,13 @@ async def test_second_server_on_same_data_dir_exits_2(nursery, tmp_path):
 
 async def test_kill9_then_restart_reopens_store_without_reapplying_migrations(nursery, tmp_path):
     first = await spawn_server(nursery, tmp_path / "d")
-    assert b"applied migrations" in first.output
+    await wait_until(lambda: b"applied migrations" in first.output, timeout=10)
     first.kill9()
     await first.wait()
     second = await spawn_server(nursery, tmp_path / "d")
     async with httpx.AsyncClient(base_url=second.url) as client:
         assert (await client.get("/health")).status_code == 200
-    assert b"schema up to date" in second.output
+    await wait_until(lambda: b"schema up to date" in second.output, timeout=10)
     second.send_signal(signal.SIGTERM)
     assert await second.wait() == 0
 

@@ -4,7 +4,7 @@ import signal
 
 import httpx
 
-from ..helpers import spawn_server
+from ..helpers import spawn_server, wait_until
 from ..pg import direct_connection, store_env
 from .jobutil import DATASET, query, table_dir, wait_for_files, wait_for_status
 
@@ -27,7 +27,7 @@ async def test_kill9_mid_job_then_restart_finishes_with_one_row_per_block(nurser
     second = await spawn_server(nursery, data, env=env)
     async with httpx.AsyncClient(base_url=second.url, timeout=30) as client:
         done = await wait_for_status(client, job["id"], "Completed", "Failed", timeout=60)
-        assert b"resumed 1 active job" in second.output
+        await wait_until(lambda: b"resumed 1 active job" in second.output, timeout=10)
         assert (b"store postgresql://" in second.output) == bool(store_url)
         assert done["status"] == "Completed", done
         progress = (await client.get(f"/jobs/{job['id']}/progress")).json()["tables"]

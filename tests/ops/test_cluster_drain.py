@@ -44,7 +44,7 @@ async def test_a_draining_node_hands_its_job_to_another_worker_at_once(nursery, 
     assert trio.current_time() - signalled < EXPIRY_GRACE_S / 4
     done = await wait_for_status(client, job["id"], "Completed", "Failed", timeout=60)
     assert done["status"] == "Completed" and done["node_id"] == "node-1-w", done
-    assert b"paused at block" in draining.output
+    await wait_until(lambda: b"paused at block" in draining.output, timeout=10)
     progress = (await client.get(f"/jobs/{job['id']}/progress")).json()["tables"]
     assert progress["blocks"]["current_block"] == 19_999
     assert query(cluster.output_dir, "SELECT count(*), count(DISTINCT block_num), min(block_num), max(block_num) "
@@ -68,7 +68,7 @@ async def test_a_draining_coordinator_pauses_node_jobs_which_resume_when_it_is_b
     assert await cluster.coordinator.wait(timeout=GRACE_S + 10) == 0
     assert trio.current_time() - signalled <= GRACE_S + 2, cluster.coordinator.output.decode(errors="replace")
     assert b"grace period" not in cluster.coordinator.output, "the node's run was not paused in time"
-    assert b"paused at block" in node.output
+    await wait_until(lambda: b"paused at block" in node.output, timeout=10)
     assert stored(tmp_path / "coord", "SELECT status FROM jobs WHERE id = ?", job["id"]) == [("Running",)]
 
     restarted = await spawn_coordinator(nursery, tmp_path, cluster.env, port)

@@ -87,7 +87,7 @@ async def test_sigterm_mid_finite_job_exits_promptly_and_the_job_resumes_to_one_
         progress = (await client.get(f"/jobs/{job['id']}/progress")).json()["tables"]
     code, _ = await sigterm_and_time_exit(second, GRACE_S + 2)
     assert code == 0
-    assert b"resumed 1 active job" in second.output
+    await wait_until(lambda: b"resumed 1 active job" in second.output, timeout=10)
     assert query(data, "SELECT count(*), count(DISTINCT block_num), min(block_num), max(block_num) FROM {blocks}") == [
         (LAST_BLOCK + 1, LAST_BLOCK + 1, 0, LAST_BLOCK)
     ]

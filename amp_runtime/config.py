@@ -138,10 +138,13 @@ class DurableConfig(_Section):
 
 
 class ClusterConfig(_Section):
+    """Task routing between peers on one PostgreSQL store. `join` is what is left of the retired
+    coordinator/node mode: without a PostgreSQL store it stops `serve` (exit 2); with one it is
+    ignored (a warning), since every process on the store is a peer."""
+
     join: str = ""
     key: str = ""
     advertise_url: str = ""
-    register_timeout_s: int = 30
     connect_timeout_s: float = 2.0
 
 
@@ -270,8 +273,13 @@ def _check(config: Config, source: str) -> None:
         problems.append("http.max_body_bytes: must be positive")
     if config.http.max_batch < 1:
         problems.append("http.max_batch: must be positive")
-    if config.cluster.join and not config.cluster.key:
-        problems.append("cluster.key: required to join a coordinator (cluster.join is set)")
+    if config.cluster.join and not config.store.url:
+        problems.append("cluster.join: the coordinator/node mode is gone; a cluster runs on PostgreSQL: "
+                        "give every process the same [store] url (postgresql://...) and no join")
+    if config.cluster.advertise_url and not config.cluster.advertise_url.startswith(("http://", "https://")):
+        problems.append("cluster.advertise_url: an http:// or https:// base URL, or empty for the bound URL")
+    if config.cluster.connect_timeout_s <= 0:
+        problems.append("cluster.connect_timeout_s: must be positive")
     if config.store.url and not config.store.url.startswith(POSTGRES_URL_SCHEMES):
         # Never echo the value: it may hold a password.
         problems.append("store.url: empty (the DuckDB file in data_dir) or a postgresql:// URL")

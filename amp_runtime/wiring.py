@@ -64,13 +64,13 @@ def build_services(
     bound_urls: Callable[[], list[str]],
 ) -> Services:
     """`uptime_s`: seconds since the process started; `logs`: the ring `GET /logs` reads;
-    `bound_urls`: where the HTTP server listens (empty until it has bound: a cluster node
-    waits for it before it reports)."""
+    `bound_urls`: where the HTTP server listens (empty until it has bound: a peer advertises
+    it in the peer directory)."""
     tasks = TaskService(config, store, process=ProcessInfo(version, uptime_s, logs))
     registry = RegistryService(config, store, task_snapshot=tasks.snapshot)
-    cluster = ClusterService(config, tasks=tasks, bound_urls=bound_urls)
-    tasks.route_task = cluster.route_task  # a node with more room may answer a task
-    jobs = JobService(config, store, tasks=tasks, live_workers=registry.live_workers, cluster=cluster)
+    cluster = ClusterService(config, store, tasks=tasks, bound_urls=bound_urls)
+    tasks.route_task = cluster.route_task  # a peer with more room may answer a task (PostgreSQL)
+    jobs = JobService(config, store, tasks=tasks, live_workers=registry.live_workers)
     durable = DurableService(config, store)
     metrics = Metrics(store=store, tasks=tasks, durable=durable, uptime_s=uptime_s)
     return Services(

@@ -1,123 +1,129 @@
-"""The cluster service: a process's role and the glue between the cluster and the families.
+"""The cluster service: task routing between peers on one PostgreSQL store.
 
-- `[cluster] join` set: a node (`NodeAgent`): it reports its workers to the coordinator and
-  runs the jobs the coordinator assigns over its channel.
-- `[cluster] key` set and no `join`: a coordinator that accepts nodes (`Coordinator`,
-  `NodeTable`, `Forwarder`): `POST /task` may be forwarded to a node, jobs may be assigned
-  to a node's workers. It runs local workers too, as any process does.
-- Neither: a single process; this service does nothing.
+A cluster runs on PostgreSQL; DuckDB is the one-process default. On DuckDB this service does
+nothing (every task runs here). On PostgreSQL every process is a peer: it keeps its row in the
+peer directory (`directory.PeerDirectory`), follows the other live peers' slots into the node
+table (`nodes.NodeTable`, `slots.watch_slots`) and answers `POST /task` on the peer with the
+most room for the function's group, this one included (`forward.Forwarder`). Jobs, the
+registry and durable workers are shared through the store by their own services.
 """
 
 from __future__ import annotations
 
-from functools import partial
+import logging
 from typing import Callable
 
 import trio
 from quart import Response
 
-from ..core.actor import supervise
 from ..core.http import ApiError
 from ..core.service import ServiceBase
-from .agent import NodeAgent
-from .auth import ClusterKeyAuth
-from .coordinator import Coordinator
+from .auth import INCOMING, PeerGate, bearer
+from .directory import PeerDirectory
 from .forward import Forwarder, NodeUnreachable
-from .nodes import NodeOf, NodeTable, Picked
-from .routes import blueprint
+from .nodes import NodeTable, Picked, WorkerInfo
+
+log = logging.getLogger("amp_runtime.cluster")
 
 
 class ClusterService(ServiceBase):
-    def __init__(self, config, *, tasks, bound_urls: Callable[[], list[str]]):
-        """`tasks`: the task service (local workers, their room, job slots on a node);
-        `bound_urls`: where this process's HTTP server listens (a node advertises it)."""
-        super().__init__(config, store=None)  # the cluster keeps nothing in the store
-        cluster = self.config.cluster
+    def __init__(self, config, store, *, tasks, bound_urls: Callable[[], list[str]]):
+        """`tasks`: the task service (local workers and their room); `bound_urls`: where this
+        process's HTTP server listens (empty until it has bound; a peer advertises the first
+        unless `[cluster] advertise_url` is set)."""
+        super().__init__(config, store)
         self.tasks = tasks
-        self.is_node = bool(cluster.join)
-        self.accepts_nodes = bool(cluster.key) and not self.is_node
-        self.agent = NodeAgent(config, tasks, bound_urls) if self.is_node else None
-        self.table = NodeTable(mailbox_size=self.config.actors.mailbox_size) if self.accepts_nodes else None
-        self.coordinator = Coordinator(config, self.table, tasks.worker_ids()) if self.accepts_nodes else None
-        self.forwarder: Forwarder | None = None
+        self.bound_urls = bound_urls
+        self.routing = store.backend.name == "postgres"
+        self.table = NodeTable()
+        self._forwarder: Forwarder | None = None
+        self._url_ready = trio.Event()
+        self.directory: PeerDirectory | None = None  # built by `run` on PostgreSQL
+
+    @property
+    def forwarder(self) -> Forwarder | None:
+        """The forwarder while other peers are in the table, else None: every task runs here
+        (and the tasks hot path may answer it)."""
+        return self._forwarder if len(self.table) else None
+
+    def url(self) -> str:
+        """Where the other peers reach this one."""
+        return (self.config.cluster.advertise_url or self.bound_urls()[0]).rstrip("/")
 
     def mount(self, app):
-        """Add the node channel route to the app and accept the cluster key; returns the ASGI
-        app to serve. Called by the runtime before it serves HTTP."""
-        app.register_blueprint(blueprint)
-        key = self.config.cluster.key
-        return ClusterKeyAuth(app, cluster_key=key, api_key=self.config.auth.api_key) if key else app
+        """The ASGI app to serve: a peer accepts the cluster key and marks forwarded requests.
+        Called by the runtime before it serves HTTP."""
+        if not self.routing:
+            return app
+        return PeerGate(app, cluster_key=self.config.cluster.key, api_key=self.config.auth.api_key)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Runs the node table (coordinator) or the node agent; cancelled at shutdown."""
-        async with trio.open_nursery() as nursery:
-            if self.accepts_nodes:
-                restarts = self.config.actors.max_restarts_per_minute
-                await nursery.start(partial(supervise, self.table, max_restarts_per_minute=restarts))
-                self.forwarder = Forwarder(self.table, self.config.cluster.key, self.config.cluster.connect_timeout_s)
-                self.coordinator.on_leave = self.forwarder.node_left
-            if self.agent is not None:
-                nursery.start_soon(self.agent.run)
+        """Runs the peer directory and its slots watches (PostgreSQL); cancelled at shutdown."""
+        if not self.routing:
             task_status.started()
-            try:
-                await trio.sleep_forever()
-            finally:
-                if self.forwarder is not None:
-                    with trio.CancelScope(shield=True), trio.move_on_after(1):
-                        await self.forwarder.aclose()
+            await trio.sleep_forever()
+        if self.config.cluster.join:
+            log.warning("cluster: [cluster] join is ignored: on PostgreSQL every process with the same "
+                        "[store] url is a peer")
+        cluster = self.config.cluster
+        self._forwarder = Forwarder(self.table, cluster.key, cluster.connect_timeout_s)
+        workers = [WorkerInfo(w.id, list(w.groups), w.slots, w.max_queue) for w in self.config.workers]
+        self.directory = PeerDirectory(self.config, self.store, self.table, self._forwarder, workers=workers,
+                                       url=self.url, watch_headers=bearer(cluster.key) or bearer(self.config.auth.api_key))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.directory.run, self._url_ready)
+                nursery.start_soon(self._wait_bound)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):  # bounded: idle sockets only
+                await self._forwarder.aclose()
+
+    async def _wait_bound(self) -> None:
+        while not self.bound_urls():  # the HTTP server binds after the services start
+            await trio.sleep(0.02)
+        self._url_ready.set()
 
     def stop_accepting(self) -> None:
-        if self.agent is not None:
-            self.agent.stop_accepting()
+        """Leave the peer directory now: the others stop routing here while this one drains."""
+        if self.directory is not None:
+            self.directory.leave()
 
     async def drain(self) -> None:
-        if self.agent is not None:
-            await self.agent.drain()
-
-    # -- jobs --------------------------------------------------------------------------------
-    async def run_remote_job(self, env, handle, record) -> None:
-        await self.coordinator.run_remote_job(env, handle, record)
-
-    def handed_back(self) -> list[str]:
-        """Workers of nodes that drained and handed their jobs back: move those jobs now."""
-        return sorted(self.coordinator.handed_back)
-
-    def job_liveness(self, registry_live: list[str]) -> tuple[list[str], list[str]]:
-        """(live workers, workers of connected nodes). A node's workers are live while its
-        channel is open, whatever the registry still lists: a killed node drops at once."""
-        remote = self.coordinator.remote_workers()
-        known = self.coordinator.known_remote
-        live = [w for w in registry_live if w not in known] + remote
-        return live, remote
+        if self.directory is not None:
+            await self.directory.left()
 
     # -- tasks -------------------------------------------------------------------------------
     async def route_task(self, body, spec) -> Response | None:
-        """The node's answer to a `POST /task` forwarded there, or None to run it here: no
-        node has more room than this process for the function's group (or the client named
-        a local worker, or this process is in maintenance)."""
+        """The answer of the peer a `POST /task` was forwarded to, or None to run it here: no
+        peer has more room than this process for the function's group (or the client named a
+        local worker, or another peer forwarded it here, or this process is in maintenance).
+        Deciding and (on None) admitting here happen without a checkpoint between: a burst
+        sees each admission's room."""
         tasks = self.tasks
-        if self.forwarder is None or tasks.maintenance or body.worker in tasks.workers:
+        forwarder = self.forwarder
+        if forwarder is None or tasks.maintenance or body.worker in tasks.workers or INCOMING.get().forwarded:
             return None
         local_room = _local_room(tasks, spec.group)
         if body.worker is not None:
-            url = await self.table.ask(NodeOf(body.worker))
+            url = self.table.node_of(body.worker)
             if url is None:
                 return None  # unknown everywhere: the local validation says so
             picked = Picked(url, body.worker, 0, counted=False)
         else:
-            picked = await self.forwarder.pick(spec.group, above=local_room)
+            picked = self.table.pick(spec.group, above=local_room)
             if picked is None:
                 return None
 
-        async def another(exclude: frozenset[str]) -> Picked | None:
-            return None if body.worker is not None else await self.forwarder.pick(spec.group, exclude, local_room)
+        def another(exclude: frozenset[str]) -> Picked | None:
+            return None if body.worker is not None else self.table.pick(spec.group, exclude, local_room)
 
         try:
-            return await self.forwarder.forward(picked, body, another)
+            return await forwarder.forward(picked, body, another)
         except NodeUnreachable as exc:
             if local_room is not None:
                 return None
-            raise ApiError(503, "NODE_UNREACHABLE", f"no node serving group {spec.group!r} could be reached ({exc})",
+            raise ApiError(503, "NODE_UNREACHABLE", f"no peer serving group {spec.group!r} could be reached ({exc})",
                            headers={"Retry-After": str(self.config.tasks.retry_after_s)}) from None
 
 

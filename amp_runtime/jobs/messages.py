@@ -46,13 +46,11 @@ class Finished(msgspec.Struct, tag=True):
 
 class WorkersAlive(msgspec.Struct, tag=True):
     """From the worker watch loop: who is live now (`candidates`: live workers that can hold
-    a job). `handed_back`: workers of nodes that drained: their jobs move now, not after
-    `expiry_grace_s`."""
+    a job)."""
 
     live: list[str]
     candidates: list[str]
     now: float  # trio clock
-    handed_back: list[str] = []
 
 
 class Suspend(msgspec.Struct, tag=True):

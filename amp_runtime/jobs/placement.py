@@ -1,7 +1,6 @@
 """Who runs which job: chosen once, at wiring time, from the store backend.
 
-- `SingleProcess` (DuckDB, the default): this process owns every job, as before; in a cluster
-  the coordinator also runs its nodes' jobs through their channel (`RunnerEnv.run_remote`).
+- `SingleProcess` (DuckDB, the default): this process owns every job; all of them run here.
 - `SharedStore` (PostgreSQL): every process on the store is a peer (`peers.PeerScheduler`);
   liveness is the shared registry table, wake-ups are NOTIFY on `amp_jobs`, and a draining
   peer hands its jobs to the others.
@@ -22,7 +21,7 @@ CHANNEL = "amp_jobs"
 
 
 class SingleProcess:
-    """This process owns every job; liveness is this process's registry (and its nodes')."""
+    """This process owns every job; liveness is this process's registry."""
 
     def __init__(self, service):
         self.service = service
@@ -31,14 +30,10 @@ class SingleProcess:
         return Scheduler(env, nursery, self.service.config, local_workers=self.service.tasks.worker_ids())
 
     async def candidates(self) -> tuple[list[str], list[str]]:
-        """(live workers that can hold a job's slot, every live worker). Local workers are live
-        per the registry; a connected node's workers per its channel to the coordinator."""
+        """(live workers that can hold a job's slot, every live worker): the local workers the
+        registry calls live."""
         live = await self.service.live_workers()
         workers = self.service.tasks.worker_ids()
-        cluster = self.service._cluster
-        if cluster is not None:
-            live, remote = cluster.job_liveness(live)
-            workers = workers + remote
         live_set = set(live)
         return [w for w in workers if w in live_set], list(live)
 
@@ -49,7 +44,7 @@ class SingleProcess:
         """Nothing to listen to: the worker watch polls."""
 
     async def hand_over(self, ask) -> None:
-        """Paused jobs resume here at the next start (or the coordinator moves them)."""
+        """Paused jobs resume here at the next start."""
 
 
 class SharedStore:

@@ -77,9 +77,6 @@ class RunnerEnv:
     output_dir: Path  # root of the dataset files (`[jobs] output_dir`)
     blocks_per_s: float
     ask: Any  # the scheduler's ask
-    # Runs a job assigned to a worker of another process (the cluster's node channel); same
-    # signature and contract as `run_job`. None: every worker is local.
-    run_remote: Any = None
 
 
 async def run_job(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> None:

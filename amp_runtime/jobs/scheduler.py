@@ -68,10 +68,8 @@ class Scheduler(Actor):
             if record.status in (states.STOP_REQUESTED, states.STOPPING):
                 await self._transition(job, Event.FINISH_STOPPING)  # no runner left to wind down
                 continue
-            if record.node_id not in self.local_workers and self.env.run_remote is None:
+            if record.node_id not in self.local_workers:
                 await self._move(job, self._least_loaded(self.local_workers))
-            # In a cluster a job of a remote worker waits for its node to reconnect; the worker
-            # watch moves it if the node does not come back within expiry_grace_s.
             self._spawn(job, previous=leftovers.get(record.id))
         if self._active:
             log.info("jobs: resumed %d active job(s)", len(self._active))
@@ -201,13 +199,12 @@ class Scheduler(Actor):
         return None
 
     async def _workers_alive(self, msg: WorkersAlive) -> list[int]:
-        """Move (or fail) the active jobs of workers missing for `expiry_grace_s`, or at once
-        when their node handed them back; returns the ids of the jobs it touched. Draining,
+        """Move (or fail) the active jobs of workers missing for `expiry_grace_s`; returns the
+        ids of the jobs it touched. Draining,
         it touches nothing: this process's own workers going away is not a worker dying."""
         if self._suspended:
             return []
         live = set(msg.live)
-        handed_back = set(msg.handed_back)
         for worker in list(self._missing_since):
             if worker in live:
                 del self._missing_since[worker]
@@ -217,14 +214,14 @@ class Scheduler(Actor):
             if node in live:
                 continue
             since = self._missing_since.setdefault(node, msg.now)
-            if node not in handed_back and msg.now - since < self.jobs_config.expiry_grace_s:
+            if msg.now - since < self.jobs_config.expiry_grace_s:
                 continue
             touched.append(job.record.id)
             old_runner = job.runner
             if old_runner is not None:
                 old_runner.cancel_scope.cancel()
                 job.runner = None
-            reason = f"worker {node} " + ("left with its draining node" if node in handed_back else "is no longer live")
+            reason = f"worker {node} is no longer live"
             if job.record.status in (states.STOP_REQUESTED, states.STOPPING):
                 await self._transition(job, Event.FINISH_STOPPING)
             elif not self.jobs_config.reschedule_on_expiry:
@@ -286,9 +283,7 @@ class Scheduler(Actor):
         if job.record.status == states.STOP_REQUESTED:
             handle.request_stop()
         # The runner gets its own copy: it reads the range, never the live status.
-        remote = job.record.node_id not in self.local_workers and self.env.run_remote is not None
-        runner = self.env.run_remote if remote else run_job
-        self.nursery.start_soon(runner, self.env, handle, dataclasses.replace(job.record))
+        self.nursery.start_soon(run_job, self.env, handle, dataclasses.replace(job.record))
 
     def _owned(self, job_id: int, attempt: int) -> ActiveJob | None:
         job = self._active.get(job_id)

@@ -4,10 +4,8 @@ Reads (`get`, `list`, `progress`) go straight to the store; anything that change
 status goes through the scheduler actor. Deleting a job deletes its record, progress and
 history only: the Parquet files it wrote stay under `[jobs] output_dir` (`<data-dir>/datasets`).
 
-In a cluster (`[cluster] key` set on the coordinator) jobs may be assigned to the workers of
-connected nodes too: the cluster service runs those through its node channel
-(`RunnerEnv.run_remote`), and says which remote workers are live. On a PostgreSQL store every
-process is a peer instead (`placement.SharedStore`, `peers.PeerScheduler`).
+On DuckDB this process owns every job; on a PostgreSQL store every process is a peer
+(`placement.SharedStore`, `peers.PeerScheduler`).
 """
 
 from __future__ import annotations
@@ -64,14 +62,13 @@ def check_jobs_config(jobs) -> None:
 
 
 class JobService(ServiceBase):
-    def __init__(self, config, store, *, tasks, live_workers: Callable[[], Awaitable[list[str]]], cluster=None):
+    def __init__(self, config, store, *, tasks, live_workers: Callable[[], Awaitable[list[str]]]):
         """`tasks`: the task service (worker ids, job slots); `live_workers`: the registry's
-        live local workers; `cluster`: the cluster service when this process accepts nodes."""
+        live local workers."""
         super().__init__(config, store)
         check_jobs_config(self.config.jobs)
         self.tasks = tasks
         self.live_workers = live_workers
-        self._cluster = cluster if cluster is not None and cluster.accepts_nodes else None
         self.progress = ProgressWriter(store)
         self.scheduler: Scheduler | None = None
         self.placement = placement_for(self)
@@ -93,7 +90,6 @@ class JobService(ServiceBase):
                 output_dir=output_dir(self.config),
                 blocks_per_s=self.config.jobs.continuous_blocks_per_s,
                 ask=self._ask,
-                run_remote=self._cluster.run_remote_job if self._cluster else None,
             )
             await self.placement.join()
             self.scheduler = self.placement.scheduler(env, nursery)
@@ -138,9 +134,7 @@ class JobService(ServiceBase):
                 return
             try:
                 candidates, live = await self._candidates()
-                handed_back = self._cluster.handed_back() if self._cluster is not None else []
-                await self._ask(WorkersAlive(live=live, candidates=candidates, now=trio.current_time(),
-                                             handed_back=handed_back))
+                await self._ask(WorkersAlive(live=live, candidates=candidates, now=trio.current_time()))
             except Exception:
                 log.exception("jobs: checking worker liveness failed; retrying")
 

@@ -1,0 +1,132 @@
+"""The peer directory: this process's row in `peers`, and the other live peers as routing nodes.
+
+Every process on one PostgreSQL store is a peer. Each upserts its row (URL, workers) at start
+and every `[registry] heartbeat_s`, and deletes it when it drains. Each reads the table when a
+NOTIFY on `amp_peers` wakes it and every heartbeat (notifications are lost across reconnects:
+the table is the truth) and routes to the peers heard from within `[registry] liveness_s`:
+a peer that appears joins the node table and gets a slots watch (`slots.watch_slots`); one
+whose row is gone or stale leaves it, its watch cancelled. A killed peer is out of routing
+at once anyway (its /ws/slots closes) and out of the directory after `liveness_s`.
+
+The store is touched through the Store actor only. `_watches` belongs to `run`'s task.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+import trio
+
+from ..core.notify import Listener, Wakeup
+from . import store as peers_store
+from .forward import Forwarder
+from .nodes import NodeTable, WorkerInfo
+from .slots import watch_slots
+
+log = logging.getLogger("amp_runtime.cluster")
+
+LEAVE_TIMEOUT_S = 2.0  # a drain waits this long for its row's deletion (else it expires)
+
+
+@dataclass(eq=False)
+class _Watch:
+    peer_id: str
+    scope: trio.CancelScope
+
+
+class PeerDirectory:
+    def __init__(self, config, store, table: NodeTable, forwarder: Forwarder, *, workers: list[WorkerInfo],
+                 url: Callable[[], str], watch_headers: dict[str, str]):
+        """`url`: where the other peers reach this one (read once HTTP is bound);
+        `watch_headers`: the credentials of a slots watch."""
+        self.config = config
+        self.store = store
+        self.table = table
+        self.forwarder = forwarder
+        self.workers = workers
+        self._url = url
+        self._watch_headers = watch_headers
+        self.peer_id = uuid.uuid4().hex
+        self._watches: dict[str, _Watch] = {}
+        self._wakeup = Wakeup()
+        self._leaving = trio.Event()  # set by `leave`: stop beating, delete the row
+        self._left = trio.Event()
+
+    async def run(self, url_ready: trio.Event) -> None:
+        """Until cancelled (shutdown); the row goes on `leave` (a drain)."""
+        await url_ready.wait()
+        registry = self.config.registry
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(Listener(self.store.backend.url, peers_store.CHANNEL, self._wakeup.set).run)
+            nursery.start_soon(self._beat, self._url(), registry.heartbeat_s, registry.liveness_s)
+            while True:
+                try:
+                    await self._refresh(nursery, registry.liveness_s)
+                except Exception as exc:  # e.g. the store is reconnecting: keep the last view
+                    log.warning("cluster: reading the peer directory failed (%s); retrying", exc)
+                await self._wakeup.wait(registry.heartbeat_s)
+
+    async def _beat(self, url: str, heartbeat_s: float, liveness_s: float) -> None:
+        announce = True
+        # Rows silent this long go: a peer that is only cut off comes back with its next beat.
+        expired_after_s = 4 * liveness_s
+        while not self._leaving.is_set():
+            try:
+                await self.store.write(peers_store.upsert_peer, self.peer_id, url, self.workers,
+                                       expired_after_s, announce)
+                if announce:
+                    log.info("cluster: in the peer directory as %s", url)
+                announce = False
+            except Exception as exc:
+                log.warning("cluster: heartbeat in the peer directory failed (%s); retrying", exc)
+            with trio.move_on_after(heartbeat_s):
+                await self._leaving.wait()
+        try:
+            with trio.move_on_after(LEAVE_TIMEOUT_S):
+                await self.store.write(peers_store.delete_peer, self.peer_id)
+                log.info("cluster: left the peer directory")
+        except Exception as exc:
+            log.warning("cluster: leaving the peer directory failed (%s); the row expires instead", exc)
+        finally:
+            self._left.set()
+
+    async def _refresh(self, nursery: trio.Nursery, liveness_s: float) -> None:
+        rows = await self.store.read(peers_store.live_peers, self.peer_id, liveness_s)
+        live = {row.url: row for row in rows}
+        for url, watch in list(self._watches.items()):
+            if url not in live or live[url].peer_id != watch.peer_id:
+                self._drop(url)
+        for url, row in live.items():
+            if url not in self._watches:
+                self._add(nursery, row)
+
+    def _add(self, nursery: trio.Nursery, row: peers_store.PeerRow) -> None:
+        scope = trio.CancelScope()
+        self._watches[row.url] = _Watch(row.peer_id, scope)
+        self.table.join(row.url, row.workers)
+        nursery.start_soon(self._watch, row.url, scope)
+        log.info("cluster: peer %s joined routing (worker(s) %s)", row.url, ", ".join(w.id for w in row.workers))
+
+    def _drop(self, url: str) -> None:
+        self._watches.pop(url).scope.cancel()
+        self.table.leave(url)
+        self.forwarder.peer_gone(url)
+        log.info("cluster: peer %s left routing", url)
+
+    async def _watch(self, url: str, scope: trio.CancelScope) -> None:
+        with scope:
+            await watch_slots(url, self.table, headers=self._watch_headers,
+                              connect_timeout_s=self.config.cluster.connect_timeout_s,
+                              on_silent=self.forwarder.node_left)
+
+    def leave(self) -> None:
+        """Stop beating and delete this peer's row (the others stop routing here at once)."""
+        self._leaving.set()
+
+    async def left(self) -> None:
+        """Until the row is deleted (or that failed); bounded by `LEAVE_TIMEOUT_S`."""
+        with trio.move_on_after(LEAVE_TIMEOUT_S + 0.5):
+            await self._left.wait()

@@ -5,8 +5,10 @@ and every `[registry] heartbeat_s`, and deletes it when it drains. Each reads th
 NOTIFY on `amp_peers` wakes it and every heartbeat (notifications are lost across reconnects:
 the table is the truth) and routes to the peers heard from within `[registry] liveness_s`:
 a peer that appears joins the node table and gets a slots watch (`slots.watch_slots`); one
-whose row is gone or stale leaves it, its watch cancelled. A killed peer is out of routing
-at once anyway (its /ws/slots closes) and out of the directory after `liveness_s`.
+whose row is gone (it drained: forwards in flight there finish) or stale (it died or hangs:
+forwards still waiting there answer 502 `NODE_LEFT`) leaves it, its watch cancelled. A killed
+peer is out of routing at once anyway (its /ws/slots closes) and out of the directory after
+`liveness_s`.
 
 The store is touched through the Store actor only. `_watches` belongs to `run`'s task.
 """
@@ -94,11 +96,12 @@ class PeerDirectory:
             self._left.set()
 
     async def _refresh(self, nursery: trio.Nursery, liveness_s: float) -> None:
-        rows = await self.store.read(peers_store.live_peers, self.peer_id, liveness_s)
-        live = {row.url: row for row in rows}
+        rows = await self.store.read(peers_store.other_peers, self.peer_id, liveness_s)
+        live = {row.url: row for row in rows if row.live}
+        stale = {row.peer_id for row in rows if not row.live}
         for url, watch in list(self._watches.items()):
             if url not in live or live[url].peer_id != watch.peer_id:
-                self._drop(url)
+                self._drop(url, dead=watch.peer_id in stale)
         for url, row in live.items():
             if url not in self._watches:
                 self._add(nursery, row)
@@ -110,11 +113,14 @@ class PeerDirectory:
         nursery.start_soon(self._watch, row.url, scope)
         log.info("cluster: peer %s joined routing (worker(s) %s)", row.url, ", ".join(w.id for w in row.workers))
 
-    def _drop(self, url: str) -> None:
+    def _drop(self, url: str, *, dead: bool) -> None:
         self._watches.pop(url).scope.cancel()
         self.table.leave(url)
-        self.forwarder.peer_gone(url)
-        log.info("cluster: peer %s left routing", url)
+        if dead:
+            self.forwarder.node_left(url)
+        else:
+            self.forwarder.peer_gone(url)
+        log.info("cluster: peer %s left routing (%s)", url, "silent for [registry] liveness_s" if dead else "it drained")
 
     async def _watch(self, url: str, scope: trio.CancelScope) -> None:
         with scope:

@@ -17,6 +17,7 @@ class PeerRow(msgspec.Struct, frozen=True):
     peer_id: str
     url: str
     workers: list[WorkerInfo]
+    live: bool  # heard from within liveness_s; a stale row is a peer that died or hangs
 
 
 _decode_workers = msgspec.json.Decoder(list[WorkerInfo]).decode
@@ -45,10 +46,11 @@ def delete_peer(conn, peer_id: str) -> None:
     conn.execute(f"SELECT pg_notify('{CHANNEL}', ?)", [peer_id])
 
 
-def live_peers(conn, except_peer_id: str, liveness_s: float) -> list[PeerRow]:
-    """The other peers heard from within `liveness_s`, by URL."""
+def other_peers(conn, except_peer_id: str, liveness_s: float) -> list[PeerRow]:
+    """Every other peer's row, by URL, saying whether it was heard from within `liveness_s`
+    (a drained peer's row is gone; a dead one's stays a while, stale)."""
     rows = conn.execute(
-        f"SELECT peer_id, url, workers FROM peers WHERE peer_id <> ? AND heartbeat_at >= {_NOW} - ? ORDER BY url",
-        [except_peer_id, liveness_s],
+        f"SELECT peer_id, url, workers, heartbeat_at >= {_NOW} - ? FROM peers WHERE peer_id <> ? ORDER BY url",
+        [liveness_s, except_peer_id],
     ).fetchall()
-    return [PeerRow(peer_id, url, _decode_workers(workers)) for peer_id, url, workers in rows]
+    return [PeerRow(peer_id, url, _decode_workers(workers), bool(live)) for peer_id, url, workers, live in rows]

@@ -1,8 +1,9 @@
 """What stays of the WebSocket between processes: a peer follows each other peer's `/ws/slots`.
 
 `/ws/slots` is the public slot feed (tasks/routes.py; the dashboard reads it too): each worker's
-`SlotState` on change (coalesced), and every second regardless. One watch per other live peer
-feeds the node table:
+`SlotState` on change (coalesced), and for every `ping` received (the watch pings each second:
+under steady load the coalesced changes may leave nothing new to push). One watch per other
+live peer feeds the node table:
 - a push updates the worker's room (`slots_pushed`);
 - the socket closing (a killed peer's closes at once) or refusing us makes the peer unroutable
   until its next push (`slots_lost`); the watch reconnects every `RETRY_S`;
@@ -25,6 +26,7 @@ from .nodes import NodeTable
 log = logging.getLogger("amp_runtime.cluster")
 
 SILENT_S = 3.0
+PING_S = 1.0
 RETRY_S = 1.0
 
 
@@ -82,8 +84,9 @@ async def watch_slots(url: str, table: NodeTable, *, headers: dict[str, str], co
 async def _follow(url: str, ws_url: str, table: NodeTable, headers: list, connect_timeout_s: float,
                   opened: list[bool]) -> None:
     async with open_websocket_url(ws_url, extra_headers=headers, disconnect_timeout=1,
-                                  connect_timeout=connect_timeout_s) as ws:
+                                  connect_timeout=connect_timeout_s) as ws, trio.open_nursery() as nursery:
         opened.append(True)
+        nursery.start_soon(_ping, ws)
         first = True
         while True:
             with trio.move_on_after(SILENT_S) as quiet:
@@ -95,3 +98,11 @@ async def _follow(url: str, ws_url: str, table: NodeTable, headers: list, connec
             if first:
                 log.info("cluster: routing to peer %s (its slots are known)", url)
                 first = False
+
+
+async def _ping(ws) -> None:
+    """A `ping` makes /ws/slots push every worker now: a live peer answers at least this often,
+    even under a load whose changes coalesce away (no change left to push, no idle second)."""
+    while True:
+        await trio.sleep(PING_S)
+        await ws.send_message("ping")

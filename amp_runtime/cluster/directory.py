@@ -62,7 +62,9 @@ class PeerDirectory:
         await url_ready.wait()
         registry = self.config.registry
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(Listener(self.store.backend.url, peers_store.CHANNEL, self._wakeup.set).run)
+            listener = Listener(self.store.backend.url, peers_store.CHANNEL, self._wakeup.set,
+                                application_name="amp-runtime-listen-peers")
+            nursery.start_soon(listener.run)
             nursery.start_soon(self._beat, self._url(), registry.heartbeat_s, registry.liveness_s)
             while True:
                 try:

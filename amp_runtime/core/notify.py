@@ -48,10 +48,12 @@ class Wakeup:
 class Listener:
     """LISTEN on `channel` at `url`; calls `on_wake()` in trio for each notification batch."""
 
-    def __init__(self, url: str, channel: str, on_wake: Callable[[], None]):
+    def __init__(self, url: str, channel: str, on_wake: Callable[[], None],
+                 application_name: str = "amp-runtime-listen"):
         self.url = url
         self.channel = channel
         self.on_wake = on_wake
+        self.application_name = application_name  # tells the listeners apart in pg_stat_activity
 
     async def run(self) -> None:
         stop = threading.Event()
@@ -75,7 +77,7 @@ class Listener:
         while not stop.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                                     application_name="amp-runtime-listen") as conn:
+                                     application_name=self.application_name) as conn:
                     conn.execute(f"LISTEN {self.channel}")
                     delay = RETRY_MIN_S
                     self._wake(token)  # whatever was sent while we were not listening

@@ -60,6 +60,9 @@ class ClusterService(ServiceBase):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs the peer directory and its slots watches (PostgreSQL); cancelled at shutdown."""
         if not self.routing:
+            if self.config.cluster.key:
+                log.warning("cluster: [cluster] key is unused: on DuckDB this process has no peers "
+                            "(a cluster runs on PostgreSQL: [store] url)")
             task_status.started()
             await trio.sleep_forever()
         if self.config.cluster.join:

@@ -9,7 +9,7 @@ import time
 
 import trio
 
-from ..cluster.clusterutil import start_peers
+from ..cluster.clusterutil import free_port, routes_to, spawn_peer, start_peers
 from ..helpers import wait_until
 
 SLEEP_MS = 1500
@@ -140,3 +140,21 @@ async def test_a_stream_whose_peer_dies_ends_with_an_error_event(nursery, tmp_pa
                 target.kill9()
     assert "event: error" in lines, lines[-4:]
     assert '"NodeLost"' in lines[lines.index("event: error") + 1]
+
+
+async def test_a_peer_restarted_after_kill9_on_the_same_address_is_routed_to_again(nursery, tmp_path, pg_url):
+    peers = await start_peers(nursery, tmp_path, pg_url, slots=(2,), groups=(("elsewhere",),))
+    (entry,) = peers.processes
+    port = free_port()
+    first = await spawn_peer(nursery, tmp_path, "again", peers.env, port=port)
+    await wait_until(lambda: routes_to(entry, [first]), timeout=15, interval=0.05)
+    first.kill9()
+    await first.wait()
+    seen = len(entry.output)
+    second = await spawn_peer(nursery, tmp_path, "again", peers.env, port=port)
+    assert second.url == first.url
+    await wait_until(lambda: f"routing to peer {second.url} ".encode() in entry.output[seen:], timeout=15,
+                     interval=0.05)
+    async with peers.client(entry) as client:
+        response = await client.post("/task", json={"function": "echo", "contract": 1, "input": 5})
+    assert response.status_code == 200 and response.headers["x-amp-node"] == second.url, response.text

@@ -5,7 +5,7 @@ and persists the new status (with `updated_at` and a history row) before anyone 
 Runners ask this actor for their transitions; a runner's messages carry its `attempt` so a
 cancelled, superseded run can never change a job it no longer owns.
 
-This class owns every active job (one process on DuckDB, or a cluster coordinator). On a shared
+This class owns every active job (one process on DuckDB). On a shared
 PostgreSQL store `peers.PeerScheduler` owns only the jobs of this process's workers. Status and
 worker changes are compare-and-set in the store either way; a lost one raises `JobChanged`.
 """
@@ -200,8 +200,8 @@ class Scheduler(Actor):
 
     async def _workers_alive(self, msg: WorkersAlive) -> list[int]:
         """Move (or fail) the active jobs of workers missing for `expiry_grace_s`; returns the
-        ids of the jobs it touched. Draining,
-        it touches nothing: this process's own workers going away is not a worker dying."""
+        ids of the jobs it touched. Draining, it touches nothing: this process's own workers
+        going away is not a worker dying."""
         if self._suspended:
             return []
         live = set(msg.live)

@@ -42,9 +42,12 @@ class ClusterService(ServiceBase):
 
     @property
     def forwarder(self) -> Forwarder | None:
-        """The forwarder while other peers are in the table, else None: every task runs here
-        (and the tasks hot path may answer it)."""
-        return self._forwarder if len(self.table) else None
+        """The forwarder the current request may use: None while no other peer is in the table,
+        and for a request another peer forwarded here. Then the task runs here, and the tasks
+        hot path (which steps aside while there is a forwarder) may answer it."""
+        if not len(self.table) or INCOMING.get().forwarded:
+            return None
+        return self._forwarder
 
     def url(self) -> str:
         """Where the other peers reach this one."""
@@ -105,7 +108,7 @@ class ClusterService(ServiceBase):
         sees each admission's room."""
         tasks = self.tasks
         forwarder = self.forwarder
-        if forwarder is None or tasks.maintenance or body.worker in tasks.workers or INCOMING.get().forwarded:
+        if forwarder is None or tasks.maintenance or body.worker in tasks.workers:
             return None
         local_room = _local_room(tasks, spec.group)
         if body.worker is not None:

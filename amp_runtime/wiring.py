@@ -71,7 +71,7 @@ def build_services(
     cluster = ClusterService(config, store, tasks=tasks, bound_urls=bound_urls)
     tasks.route_task = cluster.route_task  # a peer with more room may answer a task (PostgreSQL)
     jobs = JobService(config, store, tasks=tasks, live_workers=registry.live_workers)
-    durable = DurableService(config, store)
+    durable = DurableService(config, store, bound_urls=bound_urls)
     metrics = Metrics(store=store, tasks=tasks, durable=durable, uptime_s=uptime_s)
     return Services(
         registry=registry,

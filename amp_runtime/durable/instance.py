@@ -78,6 +78,17 @@ class StopAccepting(msgspec.Struct, tag=True):
     """Service -> instance at shutdown: start nothing new; fail waiters of unstarted work."""
 
 
+class Settle(msgspec.Struct, tag=True):
+    """Service -> instance before it gives the instance up (after `StopAccepting`): replies once
+    no invocation is running (one awaiting a promise counts as settled: it re-runs elsewhere)."""
+
+
+class Release(msgspec.Struct, tag=True):
+    """Service -> instance: another peer runs it from now on (this one drains or lost the lease).
+    Cancels what runs (its result was not recorded: the new owner re-runs it), fails the waiting
+    callers with 503 and stops. Nothing is deleted."""
+
+
 @dataclass(slots=True)
 class Outcome:
     """How an invocation ended: `ok` with the JSON result list, or the error text."""
@@ -117,6 +128,8 @@ class Instance(Actor):
         self.worker = worker_key(spec.template_id, name)
         self.deps = deps
         self.removed = False
+        self.released = False  # handed to another peer: this actor answers no more
+        self.ended = trio.Event()  # set by the service's supervisor once the actor has stopped for good
         self.stopped = False
 
     # -- the WorkerContext seen by template functions (self.ctx) ---------------------
@@ -150,6 +163,7 @@ class Instance(Actor):
             raise KeyError(f"unknown promise {promise_id}")
         if not promise.completed:
             self.status = SUSPENDED
+            self._answer_if_settled()
             try:
                 await promise.done.wait()
             finally:
@@ -192,6 +206,8 @@ class Instance(Actor):
         self._scope: trio.CancelScope | None = None
         self._ordinal = 0
         self._changed = trio.Event()
+        self._busy = False  # the runner is inside an invocation (running, retrying or suspended)
+        self._settle_waiters: list[Reply] = []
         self._nursery.start_soon(self._run_invocations)
 
     def _next_idx(self) -> int:
@@ -204,9 +220,10 @@ class Instance(Actor):
 
     # -- the message loop --------------------------------------------------------------
     async def handle(self, msg: Any, reply: Reply | None) -> None:
-        if self.removed:
+        if self.removed or self.released:
             if reply is not None:
-                reply.fail(WorkerError(404, f"worker {self.worker_name} was deleted"))
+                reply.fail(WorkerError(404, f"worker {self.worker_name} was deleted") if self.removed
+                           else _moved(self.worker_name))
             return
         match msg:
             case Invoke():
@@ -225,6 +242,17 @@ class Instance(Actor):
                 reply and reply.set((self.status, self.retry_count, self.row))
             case Remove():
                 await self._remove()
+                reply and reply.set(None)
+            case Settle():
+                if reply is not None:
+                    self._settle_waiters.append(reply)
+                    self._answer_if_settled()
+            case Release():
+                self.released = True
+                if self._scope is not None:
+                    self._scope.cancel()
+                self._fail_waiters(lambda seq: True, _moved(self.worker_name))
+                self.close()
                 reply and reply.set(None)
             case StopAccepting():
                 # Only a running invocation may finish within the grace period; a caller waiting
@@ -343,8 +371,19 @@ class Instance(Actor):
             while not self._can_run():
                 if self.status in (RUNNING, RETRYING):
                     self.status = IDLE
+                self._answer_if_settled()
                 await self._changed.wait()
-            await self._run_one(self.queue[0])
+            self._busy = True
+            try:
+                await self._run_one(self.queue[0])
+            finally:
+                self._busy = False
+
+    def _answer_if_settled(self) -> None:
+        if self._settle_waiters and (not self._busy or self.status == SUSPENDED):
+            for reply in self._settle_waiters:
+                reply.set(None)
+            self._settle_waiters.clear()
 
     async def _run_one(self, inv: PendingInvocation) -> None:
         attempts = 0
@@ -434,6 +473,11 @@ class Instance(Actor):
 def _interrupted(worker_name: str) -> WorkerError:
     return WorkerError(409, f"worker {worker_name} was interrupted; the invocation resumes the next time the "
                             "worker is used (retry with the same invocation key to await its result)")
+
+
+def _moved(worker_name: str) -> WorkerError:
+    return WorkerError(503, f"worker {worker_name} moved to another peer while this call waited; retry "
+                            "(with the same invocation key: it runs once)")
 
 
 def _shutting_down() -> WorkerError:

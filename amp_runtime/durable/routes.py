@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from quart import request
+from quart import Response, request
 
 from ..core.http import Api, ApiError, DurableError, DurableErrors, Reply, render_durable
 from .models import (
@@ -27,6 +27,7 @@ from .models import (
     WorkerError,
     WorkerMetadata,
 )
+from .relay import FORWARDED_HEADER, Outgoing, OwnedElsewhere
 from .service import DurableService
 
 api = Api("durable", render_error=render_durable, prefixes=("/v1/",),
@@ -37,16 +38,31 @@ _WORKER = "/v1/templates/<template_id>/workers/<worker_name>"
 
 
 
+MOVES = 3  # an instance found elsewhere this often (its owner died, another took it) -> 503
+
+
 def _errors(handler):
-    """Turn the service's `WorkerError` into the family's error body."""
+    """Turn the service's `WorkerError` into the family's error body; relay a request for an
+    instance another peer runs to that peer (peers on PostgreSQL), once, and its answer back."""
 
     @wraps(handler)
     async def wrapper(**kwargs):
         # Read any body we do not use: an unread body stalls the next answer on a keep-alive
         # connection (seen with hypercorn: a bodiless route sent a body hangs now and then).
-        await request.get_data()
+        body = await request.get_data()
         try:
-            return await handler(**kwargs)
+            for _ in range(MOVES):
+                try:
+                    return await handler(**kwargs)
+                except OwnedElsewhere as elsewhere:
+                    if request.headers.get(FORWARDED_HEADER):
+                        raise WorkerError(503, f"worker {elsewhere.worker} is moving between peers; retry") from None
+                    outgoing = Outgoing(request.method, request.full_path.rstrip("?"), body,
+                                        request.headers.get("Authorization"))
+                    relayed = await kwargs["service"].forward(elsewhere, outgoing)
+                    if relayed is not None:
+                        return Response(relayed.body, relayed.status, relayed.headers)
+            raise WorkerError(503, "the worker keeps moving between peers; retry")
         except WorkerError as err:
             raise ApiError(err.status, "DURABLE", err.message, problems=err.problems) from None
 

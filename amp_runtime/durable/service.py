@@ -2,13 +2,23 @@
 
 It keeps the directory of running instances (worker id -> actor); each instance owns its own
 state. Templates get their version at start: a changed exported interface bumps it.
+
+Peers on a shared PostgreSQL store (`[store] url`): an instance runs in one process at a time,
+the holder of its lease (`durable_leases`, taken by compare-and-set, renewed every `[registry]
+heartbeat_s`, expiring after `[registry] liveness_s`). A request for an instance another live
+peer holds raises `OwnedElsewhere` and the routes relay it there; an absent or expired lease is
+taken here and the instance rebuilt from the store (state, oplog, keys: the restart path). Each
+renewal also takes the expired leases, so queued work of a dead peer resumes unasked. A draining
+peer settles its instances and gives its leases up. On DuckDB the one process owns everything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from typing import Any
+import uuid
+from typing import Any, Callable
 
 import msgspec
 import trio
@@ -17,9 +27,14 @@ from ..config import ConfigError
 from ..core.actor import ActorUnavailable, RestartBudgetExceeded, supervise
 from ..core.clock import rfc3339
 from ..core.service import ServiceBase
+from ..core.store import StoreError, StoreUnavailable
 from . import builtin  # noqa: F401  registers counter, kv and approval
 from . import store as sql
-from .instance import Complete, Describe, Instance, InstanceEnv, Interrupt, Invoke, NewKey, Outcome, Remove, StopAccepting, worker_key
+from .instance import (
+    Complete, Describe, Instance, InstanceEnv, Interrupt, Invoke, NewKey, Outcome, Release, Remove, Settle,
+    StopAccepting, worker_key,
+)
+from .relay import Outgoing, OwnedElsewhere, OwnerFailed, OwnerUnreachable, Relay, Relayed
 from .models import (
     IDLE,
     FunctionInfo,
@@ -56,12 +71,27 @@ def check_durable_config(durable) -> None:
         raise ConfigError("bad config: " + "; ".join(problems))
 
 
+def peer_id_of(config) -> str:
+    """Stable across restarts: the worker ids this process holds (a live process holds them
+    alone), so a restarted peer takes its own leases back at once."""
+    ids = sorted(worker.id for worker in config.workers)
+    return "peer:" + ",".join(ids) if ids else f"peer:{uuid.uuid4()}"
+
+
 class DurableService(ServiceBase):
-    def __init__(self, config, store):
+    def __init__(self, config, store, *, bound_urls: Callable[[], list[str]] = list):
         super().__init__(config, store)
         check_durable_config(self.config.durable)
         self.durable_config = self.config.durable
         self.instances: dict[str, Instance] = {}
+        # Peers on PostgreSQL: instances are leased (see the module docstring).
+        self.peers = bool(self.config.store.url)
+        self.peer_id = peer_id_of(self.config)
+        self._bound_urls = bound_urls
+        self._lease_s = self.config.registry.liveness_s
+        self._accepting = True
+        self._leases_scope = trio.CancelScope()
+        self._relay: Relay | None = None
         self.versions: dict[str, int] = {}  # templateId -> current version
         self.invocation_outcomes: dict[str, int] = {}  # read by /metrics
         self._nursery: trio.Nursery | None = None
@@ -83,17 +113,29 @@ class DurableService(ServiceBase):
             self.versions[spec.template_id] = await self.store.write(
                 sql.sync_template_version, spec.template_id, spec.name, spec.interface_hash
             )
-        rows = await self.store.read(sql.list_workers)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for row in rows:
-                spec = by_id(row.template_id)
-                if spec is None:
-                    log.warning("durable worker %s: template %s is not registered; not started", row.name, row.template_id)
-                    continue
-                self._start_instance(spec, row.name)
-            task_status.started()
-            await trio.sleep_forever()  # instances come and go; the nursery stays open
+        rows = [] if self.peers else await self.store.read(sql.list_workers)  # peers take leases instead
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for row in rows:
+                    spec = by_id(row.template_id)
+                    if spec is None:
+                        log.warning("durable worker %s: template %s is not registered; not started", row.name, row.template_id)
+                        continue
+                    self._start_instance(spec, row.name)
+                if self.peers:
+                    cluster = self.config.cluster
+                    self._relay = Relay(
+                        peer_id=self.peer_id, cluster_key=cluster.key, connect_timeout_s=cluster.connect_timeout_s,
+                        answer_s=self.durable_config.invoke_timeout_s + self.config.actors.ask_timeout_s,
+                    )
+                    nursery.start_soon(self._keep_leases)
+                task_status.started()
+                await trio.sleep_forever()  # instances come and go; the nursery stays open
+        finally:
+            if self._relay is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):  # closing sockets only
+                    await self._relay.aclose()
 
     def _start_instance(self, spec: TemplateSpec, name: str) -> Instance:
         instance = Instance(spec, name, self._instance_env, mailbox_size=self.config.actors.mailbox_size)
@@ -109,12 +151,124 @@ class DurableService(ServiceBase):
             log.error("durable worker %s keeps crashing; stopped until the next start", instance.worker)
             instance.close()
         finally:
-            if instance.removed and self.instances.get(instance.worker) is instance:
+            if (instance.removed or instance.released) and self.instances.get(instance.worker) is instance:
                 del self.instances[instance.worker]
+            instance.ended.set()
 
     def stop_accepting(self) -> None:
+        self._accepting = False
         for instance in list(self.instances.values()):
             instance.tell_nowait(StopAccepting())
+
+    async def drain(self) -> None:
+        """Peers: let what runs finish, then give every lease up so other peers take the
+        instances at once (the runtime bounds this by the grace period; past it they expire)."""
+        if not self.peers:
+            return
+        self._leases_scope.cancel()  # takes nothing more
+        held = list(self.instances.values())
+        for instance in held:
+            with contextlib.suppress(ActorUnavailable, WorkerError):
+                await instance.ask(Settle(), timeout=float("inf"))
+        for instance in held:
+            with contextlib.suppress(ActorUnavailable, WorkerError):
+                await instance.ask(Release(), timeout=float("inf"))
+            await instance.ended.wait()  # its last write is in: the next owner reads it
+        if held:
+            await self.store.write(sql.release_leases, self.peer_id, [i.worker for i in held])
+            log.info("durable: released %d instance(s) to the other peers", len(held))
+
+    # -- leases (peers) ------------------------------------------------------------------
+    def _own_url(self) -> str:
+        if self.config.cluster.advertise_url:
+            return self.config.cluster.advertise_url
+        urls = self._bound_urls()
+        return urls[0] if urls else ""
+
+    async def _keep_leases(self) -> None:
+        """Every heartbeat: renew this peer's leases and take the expired ones (one CAS). An
+        instance whose lease another peer took stops here; past `liveness_s` without a renewal
+        (store trouble) every instance stops, since another peer may hold them by now."""
+        with self._leases_scope:
+            while not self._own_url():  # the HTTP server binds after the services start
+                await trio.sleep(0.05)
+            renewed_at = trio.current_time()
+            while True:
+                running = dict(self.instances)  # those adopted while the write is out are not judged by it
+                try:
+                    held = set(await self.store.write(
+                        sql.claim_leases, self.peer_id, self._own_url(), self._lease_s, sorted(self.versions)))
+                    renewed_at = trio.current_time()
+                except (StoreUnavailable, StoreError) as exc:
+                    log.warning("durable: lease renewal failed (%s)", exc)
+                    if trio.current_time() - renewed_at >= self._lease_s:
+                        held = set()
+                    else:
+                        held = set(running)
+                for worker, instance in running.items():
+                    if worker not in held and self.instances.get(worker) is instance:
+                        log.warning("durable worker %s: lease lost; it runs on another peer now", worker)
+                        self._give_up(instance)
+                for worker in held - set(self.instances):
+                    self._adopt(worker)
+                await trio.sleep(self.config.registry.heartbeat_s)
+
+    def _give_up(self, instance: Instance) -> None:
+        del self.instances[instance.worker]  # new requests look the lease up again
+        if not instance.tell_nowait(Release()):
+            instance.close()
+
+    def _adopt(self, worker: str) -> Instance | None:
+        """Run an instance whose lease this peer just took (rebuilt from the store)."""
+        if worker in self.instances:
+            return self.instances[worker]
+        template_id, _, name = worker.partition(".")
+        spec = by_id(template_id)
+        if spec is None:
+            return None
+        log.info("durable worker %s: lease taken; running on this peer", worker)
+        return self._start_instance(spec, name)
+
+    async def _leased(self, spec: TemplateSpec, name: str) -> Instance:
+        """The local instance, after taking its lease if nobody live holds it; `OwnedElsewhere`
+        when a live peer holds it."""
+        worker = worker_key(spec.template_id, name)
+        for _ in range(2):
+            exists, lease = await self.store.read(sql.lease_of, worker)
+            if not exists:
+                raise WorkerError(404, f"worker {name} not found for template {spec.template_id}")
+            if lease is not None and lease.live and lease.owner != self.peer_id:
+                raise OwnedElsewhere(worker, lease.owner, lease.owner_url)
+            if not self._accepting:
+                raise WorkerError(503, "this peer is shutting down; retry (another peer takes the worker over)")
+            taken = await self.store.write(
+                sql.claim_leases, self.peer_id, self._own_url(), self._lease_s, [spec.template_id], worker)
+            if worker in taken:
+                instance = self._adopt(worker)
+                if instance is not None:
+                    return instance
+        raise WorkerError(503, f"worker {name} is moving between peers; retry")
+
+    async def forward(self, elsewhere: OwnedElsewhere, outgoing: Outgoing) -> Relayed | None:
+        """Relay a request to the owner. None when the owner took no connection (it is gone):
+        this returns once its lease has expired, and the caller tries again here."""
+        assert self._relay is not None
+        try:
+            return await self._relay.send(elsewhere.url, outgoing)
+        except OwnerFailed as exc:
+            raise WorkerError(502, f"the peer running worker {elsewhere.worker} failed while answering ({exc}); "
+                                   "retry (with the same invocation key a call runs once)") from None
+        except OwnerUnreachable:
+            pass
+        log.info("durable worker %s: owner %s unreachable; waiting for its lease to expire", elsewhere.worker,
+                 elsewhere.url)
+        with trio.move_on_after(self._lease_s + 2 * self.config.registry.heartbeat_s + 1):
+            while True:
+                _, lease = await self.store.read(sql.lease_of, elsewhere.worker)
+                if lease is None or not lease.live or lease.owner != elsewhere.owner:
+                    return None
+                await trio.sleep(min(0.25, self.config.registry.heartbeat_s))
+        raise WorkerError(503, f"the peer running worker {elsewhere.worker} does not answer; retry")
 
     # -- templates ---------------------------------------------------------------------
     def list_templates(self) -> list[TemplateInfo]:
@@ -155,7 +309,8 @@ class DurableService(ServiceBase):
             worker_key(spec.template_id, name), spec.template_id, name, version, list(args), env_map, IDLE, 0,
             spec.encode_state(spec.new_object(None)),
         )
-        created = await self.store.write(sql.create_worker, row, self.durable_config.max_workers)
+        lease = (self.peer_id, self._own_url(), self._lease_s) if self.peers else None
+        created = await self.store.write(sql.create_worker, row, self.durable_config.max_workers, lease)
         if created == "exists":
             raise WorkerError(409, f"worker {name} already exists for template {spec.name}")
         if created == "full":
@@ -163,10 +318,12 @@ class DurableService(ServiceBase):
         self._start_instance(spec, name)
         return VersionedWorkerId(WorkerId(spec.template_id, name), version)
 
-    def _instance(self, template_id: str, name: str) -> Instance:
+    async def _instance(self, template_id: str, name: str) -> Instance:
         spec = self._template(template_id)
         instance = self.instances.get(worker_key(spec.template_id, name))
         if instance is None:
+            if self.peers:
+                return await self._leased(spec, name)
             raise WorkerError(404, f"worker {name} not found for template {template_id}")
         return instance
 
@@ -176,10 +333,12 @@ class DurableService(ServiceBase):
         except ActorUnavailable:
             if instance.removed:
                 raise WorkerError(404, f"worker {instance.worker_name} not found") from None
+            if instance.released:
+                raise WorkerError(503, f"worker {instance.worker_name} moved to another peer; retry") from None
             raise WorkerError(500, f"worker {instance.worker_name} is unavailable") from None
 
     async def metadata(self, template_id: str, name: str) -> WorkerMetadata:
-        instance = self._instance(template_id, name)
+        instance = await self._instance(template_id, name)
         status, retry_count, row = await self._ask(instance, Describe())
         return WorkerMetadata(
             workerId=WorkerId(row.template_id, row.name),
@@ -200,19 +359,19 @@ class DurableService(ServiceBase):
         return VersionedWorkerId(meta.workerId, meta.templateVersion)
 
     async def delete(self, template_id: str, name: str) -> None:
-        instance = self._instance(template_id, name)
+        instance = await self._instance(template_id, name)
         await self._ask(instance, Remove())
         if self.instances.get(instance.worker) is instance:
             del self.instances[instance.worker]
 
     async def oplog(self, template_id: str, name: str) -> Oplog:
-        instance = self._instance(template_id, name)
+        instance = await self._instance(template_id, name)
         rows = await self.store.read(sql.oplog, instance.worker)
         return Oplog([OplogEntry(idx, kind, msgspec.json.decode(detail), rfc3339(at)) for idx, kind, detail, at in rows])
 
     # -- invocations -------------------------------------------------------------------
     async def new_key(self, template_id: str, name: str) -> str:
-        return await self._ask(self._instance(template_id, name), NewKey())
+        return await self._ask(await self._instance(template_id, name), NewKey())
 
     def _check_call(self, spec: TemplateSpec, function: str | None, params: list[Any], convention: str) -> None:
         """400 listing every problem: missing/unknown function, parameter count and types."""
@@ -238,7 +397,7 @@ class DurableService(ServiceBase):
     async def invoke_and_await(
         self, template_id: str, name: str, function: str | None, params: list[Any], key: str | None, convention: str
     ) -> InvokeResult:
-        instance = self._instance(template_id, name)
+        instance = await self._instance(template_id, name)
         problems = [] if key else ["the query parameter invocation-key is required"]
         try:
             self._check_call(instance.spec, function, params, convention)
@@ -260,13 +419,13 @@ class DurableService(ServiceBase):
 
     async def invoke(self, template_id: str, name: str, function: str | None, params: list[Any]) -> None:
         """Enqueue and return once the invocation is persisted."""
-        instance = self._instance(template_id, name)
+        instance = await self._instance(template_id, name)
         self._check_call(instance.spec, function, params, "component")
         await self._ask(instance, Invoke(function, params, None, "component", wait=False))
 
     async def complete(self, template_id: str, name: str, idx: int, data: list[int]) -> bool:
-        return await self._ask(self._instance(template_id, name), Complete(idx, data))
+        return await self._ask(await self._instance(template_id, name), Complete(idx, data))
 
     async def interrupt(self, template_id: str, name: str, recover: bool) -> bool:
-        return await self._ask(self._instance(template_id, name), Interrupt(recover))
+        return await self._ask(await self._instance(template_id, name), Interrupt(recover))
 

@@ -113,8 +113,9 @@ def sync_template_version(conn, template_id: str, name: str, interface_hash: str
 
 
 # -- workers -----------------------------------------------------------------------------
-def create_worker(conn, row: WorkerRow, max_workers: int) -> str:
-    """Insert a worker: "ok", or "exists" / "full" without writing anything."""
+def create_worker(conn, row: WorkerRow, max_workers: int, lease: tuple[str, str, float] | None = None) -> str:
+    """Insert a worker: "ok", or "exists" / "full" without writing anything. With `lease`
+    (owner, owner_url, lease_s: peers on PostgreSQL) the creating peer owns it."""
     lock_for_transaction(conn, "durable_workers")  # the count and the name checks hold across peers
     if conn.execute("SELECT 1 FROM durable_workers WHERE worker = ?", [row.worker]).fetchone():
         return "exists"
@@ -127,6 +128,8 @@ def create_worker(conn, row: WorkerRow, max_workers: int) -> str:
          _json(row.env).decode(), row.status, row.retry_count, row.state, naive_utc(utcnow())],
     )
     _oplog(conn, row.worker, 0, "create", {"args": row.args, "env": row.env})
+    if lease is not None:
+        create_lease(conn, row.worker, *lease)
     return "ok"
 
 
@@ -176,7 +179,8 @@ def load_snapshot(conn, worker: str) -> Snapshot | None:
 
 
 def delete_worker(conn, worker: str) -> None:
-    for table in ("durable_workers", "durable_oplog", "durable_invocations", "durable_keys", "durable_promises"):
+    for table in ("durable_workers", "durable_oplog", "durable_invocations", "durable_keys", "durable_promises",
+                  "durable_leases"):
         conn.execute(f"DELETE FROM {table} WHERE worker = ?", [worker])
 
 
@@ -249,3 +253,69 @@ def complete_promise(conn, worker: str, idx: int, promise_idx: int, data: list[i
         [_json(data).decode(), naive_utc(utcnow()), worker, promise_idx],
     )
     _oplog(conn, worker, idx, "complete", {"promise": promise_idx})
+
+
+# -- leases (peers on a shared PostgreSQL store) ------------------------------------------
+# The database's clock decides expiry, so peers on hosts whose clocks differ agree on it.
+@dataclass(frozen=True, slots=True)
+class Lease:
+    owner: str
+    owner_url: str
+    live: bool  # not expired
+
+
+def lease_of(conn, worker: str) -> tuple[bool, Lease | None]:
+    """(does the worker exist, its lease or None)."""
+    if not conn.execute("SELECT 1 FROM durable_workers WHERE worker = ?", [worker]).fetchone():
+        return False, None
+    row = conn.execute(
+        "SELECT owner, owner_url, expires_at > now() FROM durable_leases WHERE worker = ?", [worker]
+    ).fetchone()
+    return True, None if row is None else Lease(row[0], row[1], bool(row[2]))
+
+
+def claim_leases(conn, owner: str, owner_url: str, lease_s: float, template_ids: list[str],
+                 worker: str | None = None) -> list[str]:
+    """Take the lease of `worker` (or of every worker of `template_ids`) where it is absent,
+    expired or already this owner's: a compare-and-set, so of peers racing exactly one wins.
+    Returns the workers taken."""
+    if not template_ids:
+        return []
+    one = "" if worker is None else " AND w.worker = ?"
+    rows = conn.execute(
+        "INSERT INTO durable_leases (worker, owner, owner_url, expires_at)"
+        " SELECT w.worker, ?, ?, now() + make_interval(secs => ?) FROM durable_workers w"
+        " LEFT JOIN durable_leases l ON l.worker = w.worker"
+        f" WHERE (l.worker IS NULL OR l.expires_at <= now() OR l.owner = ?) AND w.template_id = ANY(?){one}"
+        " ON CONFLICT (worker) DO UPDATE SET owner = excluded.owner, owner_url = excluded.owner_url,"
+        " expires_at = excluded.expires_at"
+        " WHERE durable_leases.expires_at <= now() OR durable_leases.owner = excluded.owner"
+        " RETURNING worker",
+        [owner, owner_url, float(lease_s), owner, list(template_ids), *([] if worker is None else [worker])],
+    ).fetchall()
+    return [w for (w,) in rows]
+
+
+def renew_leases(conn, owner: str, lease_s: float) -> list[str]:
+    """Push this owner's unexpired leases forward; returns the workers it still holds."""
+    rows = conn.execute(
+        "UPDATE durable_leases SET expires_at = now() + make_interval(secs => ?)"
+        " WHERE owner = ? AND expires_at > now() RETURNING worker",
+        [float(lease_s), owner],
+    ).fetchall()
+    return [w for (w,) in rows]
+
+
+def release_leases(conn, owner: str, workers: list[str]) -> None:
+    """Give leases up (a draining or fencing peer): another peer may take them at once."""
+    conn.execute("DELETE FROM durable_leases WHERE owner = ? AND worker = ANY(?)", [owner, workers])
+
+
+def create_lease(conn, worker: str, owner: str, owner_url: str, lease_s: float) -> None:
+    """The creating peer owns a new worker (inside `create_worker`'s write, under its lock)."""
+    conn.execute("DELETE FROM durable_leases WHERE worker = ?", [worker])  # a leftover of a deleted namesake
+    conn.execute(
+        "INSERT INTO durable_leases (worker, owner, owner_url, expires_at)"
+        " VALUES (?, ?, ?, now() + make_interval(secs => ?))",
+        [worker, owner, owner_url, float(lease_s)],
+    )

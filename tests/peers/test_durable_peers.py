@@ -1,0 +1,133 @@
+"""Durable workers on three peers over one PostgreSQL store (real processes).
+
+An instance runs on the peer holding its lease (the creating one); a call through any other
+peer is relayed there; when the owner dies (kill -9) a survivor takes the lease once it expires
+and rebuilds the instance from the store, so a retried invocation key still ran once; a peer
+draining on SIGTERM gives its leases up and another peer answers at once.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+import trio
+
+from ..durable.util import COUNTER, call, create, new_key, worker_path
+from .peerutil import spawn_peer
+
+NAMES = ("a", "b", "c")
+
+
+async def start_peers(nursery, tmp_path, pg_url, **env):
+    peers = {}
+    for name in NAMES:  # one after the other: the first one migrates the database
+        peers[name] = await spawn_peer(nursery, tmp_path, name, pg_url, **env)
+    return peers
+
+
+def clients(peers) -> dict[str, httpx.AsyncClient]:
+    return {name: httpx.AsyncClient(base_url=peer.url, timeout=60) for name, peer in peers.items()}
+
+
+def lease_owner(pg_url: str, name: str) -> str | None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        row = conn.execute("SELECT owner FROM durable_leases WHERE worker = %s", [f"{COUNTER}.{name}"]).fetchone()
+    return None if row is None else row[0]
+
+
+async def add(client, name: str, n: int, key: str | None = None) -> list:
+    response = await call(client, COUNTER, name, "add", [n], key=key)
+    assert response.status_code == 200, response.text
+    return response.json()["result"]
+
+
+async def oplog_kinds(client, name: str) -> list[str]:
+    response = await client.get(worker_path(COUNTER, name) + "/oplog")
+    assert response.status_code == 200, response.text
+    return [entry["kind"] for entry in response.json()["entries"]]
+
+
+async def test_calls_through_any_peer_run_on_the_owner_and_a_key_runs_once(nursery, tmp_path, pg_url):
+    peers = await start_peers(nursery, tmp_path, pg_url)
+    by_name = clients(peers)
+    try:
+        assert (await create(by_name["a"], COUNTER, "c", args=["x"])).status_code == 200
+        assert lease_owner(pg_url, "c") == "peer:a-w1"
+        # Through b: relayed to a, which runs it; a retried key is answered from its record.
+        key = await new_key(by_name["b"], COUNTER, "c")
+        assert await add(by_name["b"], "c", 2, key=key) == [2]
+        assert await add(by_name["b"], "c", 2, key=key) == [2]
+        assert await add(by_name["c"], "c", 2, key=key) == [2]
+        assert await add(by_name["a"], "c", 5) == [7]  # the owner sees what b did: one state
+        assert lease_owner(pg_url, "c") == "peer:a-w1"  # nothing moved
+        assert (await oplog_kinds(by_name["c"], "c")).count("done") == 2
+        # Every peer answers the metadata, the same.
+        metas = [(await client.get(worker_path(COUNTER, "c"))).json() for client in by_name.values()]
+        assert metas[0]["args"] == ["x"] and metas[0]["status"] == "Idle"
+        assert metas[0] == metas[1] == metas[2]
+        parsed = (await by_name["b"].get(f"/v1/templates/workers/{COUNTER}.c")).json()
+        assert parsed["workerId"] == {"rawTemplateId": COUNTER, "workerName": "c"}
+        # A name is taken cluster-wide; an unknown worker is 404 on every peer.
+        assert (await create(by_name["c"], COUNTER, "c")).status_code == 409
+        assert (await by_name["b"].get(worker_path(COUNTER, "nope"))).status_code == 404
+        # Deleted through c: gone everywhere.
+        assert (await by_name["c"].delete(worker_path(COUNTER, "c"))).status_code == 200
+        for client in by_name.values():
+            assert (await client.get(worker_path(COUNTER, "c"))).status_code == 404
+        assert lease_owner(pg_url, "c") is None
+    finally:
+        for client in by_name.values():
+            await client.aclose()
+
+
+async def test_kill9_of_the_owner_a_survivor_takes_the_instance_over_with_its_keys(nursery, tmp_path, pg_url):
+    peers = await start_peers(nursery, tmp_path, pg_url)
+    by_name = clients(peers)
+    try:
+        assert (await create(by_name["a"], COUNTER, "c")).status_code == 200
+        key = await new_key(by_name["b"], COUNTER, "c")
+        assert await add(by_name["b"], "c", 2, key=key) == [2]
+        unused = await new_key(by_name["b"], COUNTER, "c")  # issued by a, used after its death
+        # Queued on a without waiting: it must run on whoever takes over.
+        queued = await by_name["b"].post(worker_path(COUNTER, "c") + "/invoke", params={"function": "add"},
+                                         json={"params": [0]})
+        assert queued.status_code == 200
+        peers["a"].kill9()
+        await peers["a"].wait()
+        # The retried key, through b: a's lease expires, a survivor takes it; add ran once.
+        assert await add(by_name["b"], "c", 2, key=key) == [2]
+        assert lease_owner(pg_url, "c") in ("peer:b-w1", "peer:c-w1")
+        assert await add(by_name["c"], "c", 2, key=key) == [2]
+        assert await add(by_name["b"], "c", 3) == [5]  # a new call works on a's state
+        assert await add(by_name["c"], "c", 1, key=unused) == [6]
+        kinds = await oplog_kinds(by_name["b"], "c")
+        assert kinds.count("invoke") == kinds.count("done") == 4  # the key's call once, the queued one, 3 and 1
+        metas = [(await by_name[name].get(worker_path(COUNTER, "c"))).json() for name in ("b", "c")]
+        assert metas[0] == metas[1] and metas[0]["status"] == "Idle"
+    finally:
+        for client in by_name.values():
+            await client.aclose()
+
+
+async def test_sigterm_of_the_owner_hands_its_instance_over_at_once(nursery, tmp_path, pg_url):
+    # Leases that would take a minute to expire: only the release lets b answer within seconds.
+    peers = await start_peers(nursery, tmp_path, pg_url, AMP_REGISTRY_LIVENESS_S="60")
+    by_name = clients(peers)
+    try:
+        assert (await create(by_name["a"], COUNTER, "c")).status_code == 200
+        key = await new_key(by_name["b"], COUNTER, "c")
+        assert await add(by_name["b"], "c", 4, key=key) == [4]
+        peers["a"].send_signal(signal.SIGTERM)
+        assert await peers["a"].wait() == 0
+        assert lease_owner(pg_url, "c") in (None, "peer:b-w1", "peer:c-w1")
+        with trio.fail_after(15):
+            assert await add(by_name["b"], "c", 4, key=key) == [4]
+            assert await add(by_name["b"], "c", 1) == [5]
+        assert lease_owner(pg_url, "c") in ("peer:b-w1", "peer:c-w1")
+        assert "released 1 instance(s)" in peers["a"].output.decode(errors="replace")
+    finally:
+        for client in by_name.values():
+            await client.aclose()

@@ -58,3 +58,62 @@ async def test_a_snapshot_holds_state_pending_work_keys_outcomes_and_promises(an
     ]
     await any_store.write(sql.set_status, row.worker, 9, "interrupt", "Interrupted", 0, {})
     assert (await any_store.read(sql.load_snapshot, row.worker)).row.status == "Interrupted"
+
+
+# -- leases: PostgreSQL only (peers); a single process on DuckDB writes none --------------
+async def _pg_stores(nursery, pg_url, count):
+    from amp_runtime.core.backends import store_backend
+    from amp_runtime.core.store import Store
+
+    stores = []
+    for _ in range(count):
+        store = Store(store_backend(pg_url, None), group_commit_ms=1)
+        await store.open()
+        nursery.start_soon(store.run)
+        stores.append(store)
+    return stores
+
+
+async def test_of_peers_racing_for_a_free_lease_exactly_one_wins(nursery, pg_url):
+    import trio
+
+    stores = await _pg_stores(nursery, pg_url, 4)
+    for n in range(20):
+        await stores[0].write(sql.create_worker, worker_row(f"tpl.w{n}"), 100)
+    taken: dict[int, list[str]] = {}
+
+    async def claim(i):
+        taken[i] = await stores[i].write(sql.claim_leases, f"peer{i}", f"http://p{i}", 30.0, ["tpl"])
+
+    async with trio.open_nursery() as racers:
+        for i in range(len(stores)):
+            racers.start_soon(claim, i)
+    won = sorted(w for workers in taken.values() for w in workers)
+    assert won == sorted(f"tpl.w{n}" for n in range(20))  # each once, by one peer
+    # A live lease stays with its owner; the owner renews it by claiming again.
+    owner = next(i for i, workers in taken.items() if "tpl.w0" in workers)
+    other = (owner + 1) % len(stores)
+    assert await stores[other].write(sql.claim_leases, f"peer{other}", "u", 30.0, ["tpl"], "tpl.w0") == []
+    assert await stores[owner].write(sql.claim_leases, f"peer{owner}", "u2", 30.0, ["tpl"], "tpl.w0") == ["tpl.w0"]
+    exists, lease = await stores[other].read(sql.lease_of, "tpl.w0")
+    assert exists and lease == sql.Lease(f"peer{owner}", "u2", True)
+    for store in stores:
+        store.close()
+        await store.close_connection()
+
+
+async def test_an_expired_or_released_lease_is_taken_and_a_deleted_worker_has_none(nursery, pg_url):
+    (store,) = await _pg_stores(nursery, pg_url, 1)
+    await store.write(sql.create_worker, worker_row("tpl.w1"), 10, ("peerA", "http://a", 0.0))  # expired at once
+    await store.write(sql.create_worker, worker_row("tpl.w2"), 10, ("peerA", "http://a", 30.0))
+    assert (await store.read(sql.lease_of, "tpl.w1"))[1].live is False
+    assert await store.write(sql.renew_leases, "peerA", 30.0) == ["tpl.w2"]  # an expired one is not renewed
+    assert await store.write(sql.claim_leases, "peerB", "http://b", 30.0, ["tpl"]) == ["tpl.w1"]
+    await store.write(sql.release_leases, "peerA", ["tpl.w2"])
+    assert await store.read(sql.lease_of, "tpl.w2") == (True, None)
+    assert sorted(await store.write(sql.claim_leases, "peerB", "http://b", 30.0, ["tpl"])) == ["tpl.w1", "tpl.w2"]
+    await store.write(sql.delete_worker, "tpl.w1")
+    assert await store.read(sql.lease_of, "tpl.w1") == (False, None)
+    assert await store.write(sql.claim_leases, "peerB", "http://b", 30.0, ["other"]) == []
+    store.close()
+    await store.close_connection()

@@ -31,7 +31,7 @@ from ..core.actor import Actor, Reply
 from ..core.store import Store
 from . import store as sql
 from .models import EXITED, FAILED, IDLE, INTERRUPTED, RETRYING, RUNNING, SUSPENDED, WorkerError
-from .store import PendingInvocation, RecordedCall, Snapshot
+from .store import LeaseLost, PendingInvocation, RecordedCall, Snapshot
 from .templates import TemplateSpec
 
 log = logging.getLogger("amp_runtime.durable")
@@ -114,6 +114,7 @@ class InstanceEnv:
     max_retries: int
     retry_delay_s: float
     count: Callable[[str], None]  # metrics: invocation outcomes
+    lease_owner: str | None = None  # peers: every write checks this peer still holds the lease
 
 
 def worker_key(template_id: str, name: str) -> str:
@@ -152,7 +153,7 @@ class Instance(Actor):
                 return idx
         idx = self._next_idx()
         with trio.CancelScope(shield=True):
-            await self.deps.store.write(sql.create_promise, self.worker, idx, seq, ordinal)
+            await self._write(sql.create_promise, idx, seq, ordinal)
         self.promises[idx] = _Promise(seq, ordinal)
         return idx
 
@@ -170,6 +171,21 @@ class Instance(Actor):
                 if self.status == SUSPENDED:
                     self.status = RUNNING
         return bytes(promise.data or [])
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A write of this worker's records; on peers fenced by the lease (`LeaseLost`)."""
+        if self.deps.lease_owner is None:
+            return await self.deps.store.write(fn, self.worker, *args)
+        return await self.deps.store.write(sql.fenced, self.deps.lease_owner, self.worker, fn, *args)
+
+    def _lose_lease(self) -> None:
+        """Another peer holds the lease now: stop at once, answering everyone who waits."""
+        log.warning("%s: the lease was lost to another peer; stopping here", self.name)
+        self.released = True
+        if self._scope is not None:
+            self._scope.cancel()
+        self._fail_waiters(lambda seq: True, _moved(self.worker_name))
+        self.close()
 
     # -- lifecycle ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -220,6 +236,13 @@ class Instance(Actor):
 
     # -- the message loop --------------------------------------------------------------
     async def handle(self, msg: Any, reply: Reply | None) -> None:
+        try:
+            await self._handle(msg, reply)
+        except LeaseLost:
+            self._lose_lease()
+            raise_to(reply, _moved(self.worker_name))
+
+    async def _handle(self, msg: Any, reply: Reply | None) -> None:
         if self.removed or self.released:
             if reply is not None:
                 reply.fail(WorkerError(404, f"worker {self.worker_name} was deleted") if self.removed
@@ -230,7 +253,7 @@ class Instance(Actor):
                 await self._invoke(msg, reply)
             case NewKey():
                 key = str(uuid.uuid4())
-                await self.deps.store.write(sql.add_key, self.worker, key)
+                await self._write(sql.add_key, key)
                 self.keys[key] = None
                 reply and reply.set(key)
             case Complete(idx=idx, data=data):
@@ -293,7 +316,7 @@ class Instance(Actor):
             raise_to(reply, _shutting_down())
             return
         inv = PendingInvocation(self._next_idx(), msg.key, msg.function, msg.params, msg.convention)
-        await self.deps.store.write(sql.accept_invocation, self.worker, inv)
+        await self._write(sql.accept_invocation, inv)
         if msg.key is not None:
             self.keys[msg.key] = inv.seq
             self.key_calls[msg.key] = RecordedCall.of(msg.function, msg.params, msg.convention)
@@ -310,9 +333,7 @@ class Instance(Actor):
         """An interrupted worker resumes the first time it is used."""
         if self.status == INTERRUPTED:
             self.status = IDLE
-            await self.deps.store.write(
-                sql.set_status, self.worker, self._next_idx(), "resume", IDLE, self.retry_count, {}
-            )
+            await self._write(sql.set_status, self._next_idx(), "resume", IDLE, self.retry_count, {})
             self._poke()
 
     async def _complete(self, idx: int, data: list[int], reply: Reply | None) -> None:
@@ -323,7 +344,7 @@ class Instance(Actor):
         if promise.completed:
             reply and reply.set(False)
             return
-        await self.deps.store.write(sql.complete_promise, self.worker, self._next_idx(), idx, data)
+        await self._write(sql.complete_promise, self._next_idx(), idx, data)
         promise.completed, promise.data = True, data
         promise.done.set()
         reply and reply.set(True)
@@ -338,9 +359,7 @@ class Instance(Actor):
         self.status = INTERRUPTED
         if self._scope is not None:
             self._scope.cancel()
-        await self.deps.store.write(
-            sql.set_status, self.worker, self._next_idx(), "interrupt", INTERRUPTED, self.retry_count, {}
-        )
+        await self._write(sql.set_status, self._next_idx(), "interrupt", INTERRUPTED, self.retry_count, {})
         # Nothing runs until the worker is used again: no waiter may hang until its timeout.
         self._fail_waiters(lambda seq: True, _interrupted(self.worker_name))
 
@@ -348,7 +367,7 @@ class Instance(Actor):
         self.removed = True
         if self._scope is not None:
             self._scope.cancel()
-        await self.deps.store.write(sql.delete_worker, self.worker)
+        await self._write(sql.delete_worker)
         self._fail_waiters(lambda seq: True, WorkerError(404, f"worker {self.worker_name} was deleted"))
         self._poke()
         self.close()
@@ -376,6 +395,9 @@ class Instance(Actor):
             self._busy = True
             try:
                 await self._run_one(self.queue[0])
+            except LeaseLost:
+                self._lose_lease()
+                return
             finally:
                 self._busy = False
 
@@ -406,8 +428,8 @@ class Instance(Actor):
             self.status = RETRYING
             self.deps.count("retried")
             with trio.CancelScope(shield=True):
-                await self.deps.store.write(
-                    sql.set_status, self.worker, self._next_idx(), "retry", IDLE, self.retry_count,
+                await self._write(
+                    sql.set_status, self._next_idx(), "retry", IDLE, self.retry_count,
                     {"invocation": inv.seq, "error": error},
                 )
             with trio.CancelScope() as scope:
@@ -430,6 +452,8 @@ class Instance(Actor):
                 value = await getattr(self.obj, inv.function)(*function.convert_params(params))
                 result = encode_result(value, function.returns_nothing, inv.convention)
                 state = self.spec.encode_state(self.obj)
+            except LeaseLost:
+                raise  # a promise write found another peer holding the worker: not the function's fault
             except Exception as exc:
                 log.info("%s: %s raised %s: %s", self.name, inv.function, type(exc).__name__, exc)
                 error = f"{type(exc).__name__}: {exc}"
@@ -440,7 +464,7 @@ class Instance(Actor):
 
     async def _finish(self, inv: PendingInvocation, result: bytes, state: bytes) -> None:
         with trio.CancelScope(shield=True):  # recorded exactly once, whatever happens meanwhile
-            await self.deps.store.write(sql.finish_invocation, self.worker, self._next_idx(), inv.seq, result, state)
+            await self._write(sql.finish_invocation, self._next_idx(), inv.seq, result, state)
         self.committed_state = state
         self.queue.popleft()
         outcome = Outcome(True, result)
@@ -456,8 +480,7 @@ class Instance(Actor):
         for queued in list(self.queue)[1:]:
             errors[queued.seq] = f"not run: worker {self.worker_name} failed"
         with trio.CancelScope(shield=True):
-            await self.deps.store.write(
-                sql.fail_invocations, self.worker, self._next_idx(), errors, self.retry_count, FAILED
+            await self._write(sql.fail_invocations, self._next_idx(), errors, self.retry_count, FAILED
             )
         self.status = FAILED
         self.queue.clear()

@@ -100,6 +100,7 @@ class DurableService(ServiceBase):
             max_retries=self.durable_config.max_retries,
             retry_delay_s=self.durable_config.retry_delay_s,
             count=self._count,
+            lease_owner=self.peer_id if self.peers else None,
         )
 
     def _count(self, outcome: str) -> None:

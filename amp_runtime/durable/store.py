@@ -257,6 +257,20 @@ def complete_promise(conn, worker: str, idx: int, promise_idx: int, data: list[i
 
 # -- leases (peers on a shared PostgreSQL store) ------------------------------------------
 # The database's clock decides expiry, so peers on hosts whose clocks differ agree on it.
+class LeaseLost(Exception):
+    """A fenced write found the worker's lease held by another peer: nothing was written."""
+
+
+def fenced(conn, owner: str, worker: str, fn, *args: Any) -> Any:
+    """`fn(conn, worker, *args)` if `owner` still holds the lease (expired or not: nobody took it).
+    The row lock holds a peer's claim of it until this transaction ends, so a new owner's
+    snapshot sees every write the old owner made."""
+    row = conn.execute("SELECT owner FROM durable_leases WHERE worker = ? FOR SHARE", [worker]).fetchone()
+    if row is None or row[0] != owner:
+        raise LeaseLost(worker)
+    return fn(conn, worker, *args)
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     owner: str

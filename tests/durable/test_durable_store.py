@@ -117,3 +117,20 @@ async def test_an_expired_or_released_lease_is_taken_and_a_deleted_worker_has_no
     assert await store.write(sql.claim_leases, "peerB", "http://b", 30.0, ["other"]) == []
     store.close()
     await store.close_connection()
+
+
+async def test_a_fenced_write_of_a_peer_without_the_lease_writes_nothing(nursery, pg_url):
+    (store,) = await _pg_stores(nursery, pg_url, 1)
+    await store.write(sql.create_worker, worker_row("tpl.w1"), 10, ("peerA", "http://a", 0.0))
+    inv = sql.PendingInvocation(1, None, "add", [1], "json")
+    await store.write(sql.fenced, "peerA", "tpl.w1", sql.accept_invocation, inv)  # expired, but nobody took it
+    assert await store.write(sql.claim_leases, "peerB", "http://b", 30.0, ["tpl"]) == ["tpl.w1"]
+    try:
+        await store.write(sql.fenced, "peerA", "tpl.w1", sql.finish_invocation, 2, 1, b"[1]", b'{"n":1}')
+        raise AssertionError("peerA wrote without the lease")
+    except sql.LeaseLost:
+        pass
+    snap = await store.read(sql.load_snapshot, "tpl.w1")
+    assert [p.seq for p in snap.pending] == [1] and snap.row.state == b'{"n":0}'
+    store.close()
+    await store.close_connection()

@@ -131,3 +131,29 @@ async def test_sigterm_of_the_owner_hands_its_instance_over_at_once(nursery, tmp
     finally:
         for client in by_name.values():
             await client.aclose()
+
+
+async def test_a_peer_that_lost_the_lease_writes_nothing_more(nursery, tmp_path, pg_url):
+    # Renewals far apart: a finds out from its next write, not from its lease loop.
+    peers = await start_peers(nursery, tmp_path, pg_url, AMP_REGISTRY_HEARTBEAT_S="30", AMP_REGISTRY_LIVENESS_S="120")
+    by_name = clients(peers)
+    try:
+        assert (await create(by_name["a"], COUNTER, "c")).status_code == 200
+        assert await add(by_name["a"], "c", 1) == [1]
+        # As if a had been cut off long enough for b to take the lease (a partition, a long pause).
+        import psycopg
+
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("UPDATE durable_leases SET owner = 'peer:b-w1', owner_url = %s", [peers["b"].url])
+        fenced = await by_name["a"].post(worker_path(COUNTER, "c") + "/invoke", params={"function": "add"},
+                                         json={"params": [100]})
+        assert fenced.status_code == 503, fenced.text  # a's instance found out and stopped: nothing written
+        key = await new_key(by_name["a"], COUNTER, "c")  # relayed to b, which runs the worker now
+        assert await add(by_name["a"], "c", 2, key=key) == [3]  # relayed to b now
+        assert await add(by_name["c"], "c", 2, key=key) == [3]
+        kinds = await oplog_kinds(by_name["a"], "c")
+        assert kinds.count("invoke") == kinds.count("done") == 2
+        assert lease_owner(pg_url, "c") == "peer:b-w1"
+    finally:
+        for client in by_name.values():
+            await client.aclose()

@@ -14,6 +14,10 @@ once, and it runs again once the worker is used (a retry with the same key is a 
 its result). An invocation key stands for one call: reusing it for another is a 409. A raising function is retried
 `max_retries` times from the recorded state, then the worker is Failed for good (new
 invocations get 500; delete and re-create it). No template here makes a worker Exited.
+
+Peers (PostgreSQL): the instance runs only while this process holds its lease. `Release` (the
+service hands it over) or a write refused for a lost lease (`LeaseLost`) stops it for good: its
+waiting callers get 503 and retry, reaching the new owner; nothing of it is deleted.
 """
 
 from __future__ import annotations

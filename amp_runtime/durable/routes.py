@@ -33,7 +33,8 @@ from .service import DurableService
 api = Api("durable", render_error=render_durable, prefixes=("/v1/",),
           error_schema=lambda status: DurableErrors if status == 400 else DurableError)
 
-_ERRORS = {400: DurableErrors, 401: DurableError, 404: DurableError, 500: DurableError}
+_ERRORS = {400: DurableErrors, 401: DurableError, 404: DurableError, 500: DurableError,
+           503: DurableError}  # 503: peers on PostgreSQL (the store, or a worker moving between peers)
 _WORKER = "/v1/templates/<template_id>/workers/<worker_name>"
 
 

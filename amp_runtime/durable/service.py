@@ -8,8 +8,10 @@ the holder of its lease (`durable_leases`, taken by compare-and-set, renewed eve
 heartbeat_s`, expiring after `[registry] liveness_s`). A request for an instance another live
 peer holds raises `OwnedElsewhere` and the routes relay it there; an absent or expired lease is
 taken here and the instance rebuilt from the store (state, oplog, keys: the restart path). Each
-renewal also takes the expired leases, so queued work of a dead peer resumes unasked. A draining
-peer settles its instances and gives its leases up. On DuckDB the one process owns everything.
+renewal also takes the expired leases, so queued work of a dead peer resumes unasked. Every
+write of an instance is fenced by its lease (`store.fenced`): a peer cut off past its lease
+writes nothing once another took over. A draining peer settles its instances and gives its
+leases up. On DuckDB the one process owns everything and writes no lease.
 """
 
 from __future__ import annotations
@@ -257,7 +259,7 @@ class DurableService(ServiceBase):
         try:
             return await self._relay.send(elsewhere.url, outgoing)
         except OwnerFailed as exc:
-            raise WorkerError(502, f"the peer running worker {elsewhere.worker} failed while answering ({exc}); "
+            raise WorkerError(503, f"the peer running worker {elsewhere.worker} failed while answering ({exc}); "
                                    "retry (with the same invocation key a call runs once)") from None
         except OwnerUnreachable:
             pass

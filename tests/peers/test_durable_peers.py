@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 
 import httpx
+import pytest
 import trio
 
 from ..durable.util import COUNTER, call, create, new_key, worker_path
@@ -83,29 +84,39 @@ async def test_calls_through_any_peer_run_on_the_owner_and_a_key_runs_once(nurse
             await client.aclose()
 
 
-async def test_kill9_of_the_owner_a_survivor_takes_the_instance_over_with_its_keys(nursery, tmp_path, pg_url):
+@pytest.mark.parametrize("victim", ["a", "b"], ids=["first-started", "second-started"])
+async def test_kill9_of_the_owner_a_survivor_takes_the_instance_over_with_its_keys(nursery, tmp_path, pg_url, victim):
     peers = await start_peers(nursery, tmp_path, pg_url)
     by_name = clients(peers)
+    one, other = [name for name in NAMES if name != victim]
     try:
-        assert (await create(by_name["a"], COUNTER, "c")).status_code == 200
-        key = await new_key(by_name["b"], COUNTER, "c")
-        assert await add(by_name["b"], "c", 2, key=key) == [2]
-        unused = await new_key(by_name["b"], COUNTER, "c")  # issued by a, used after its death
-        # Queued on a without waiting: it must run on whoever takes over.
-        queued = await by_name["b"].post(worker_path(COUNTER, "c") + "/invoke", params={"function": "add"},
+        assert (await create(by_name[victim], COUNTER, "c")).status_code == 200
+        key = await new_key(by_name[one], COUNTER, "c")
+        assert await add(by_name[one], "c", 2, key=key) == [2]
+        unused = await new_key(by_name[other], COUNTER, "c")  # issued by the victim, used after its death
+        # Queued on the victim without waiting: it must run on whoever takes over.
+        queued = await by_name[one].post(worker_path(COUNTER, "c") + "/invoke", params={"function": "add"},
                                          json={"params": [0]})
         assert queued.status_code == 200
-        peers["a"].kill9()
-        await peers["a"].wait()
-        # The retried key, through b: a's lease expires, a survivor takes it; add ran once.
-        assert await add(by_name["b"], "c", 2, key=key) == [2]
-        assert lease_owner(pg_url, "c") in ("peer:b-w1", "peer:c-w1")
-        assert await add(by_name["c"], "c", 2, key=key) == [2]
-        assert await add(by_name["b"], "c", 3) == [5]  # a new call works on a's state
-        assert await add(by_name["c"], "c", 1, key=unused) == [6]
-        kinds = await oplog_kinds(by_name["b"], "c")
+        peers[victim].kill9()
+        await peers[victim].wait()
+        # The key retried through both survivors at once: the victim's lease expires, exactly one
+        # survivor takes the instance over, and add still ran once.
+        results = []
+
+        async def retry(name):
+            results.append(await add(by_name[name], "c", 2, key=key))
+
+        async with trio.open_nursery() as retries:
+            for name in (one, other, one, other):
+                retries.start_soon(retry, name)
+        assert results == [[2]] * 4
+        assert lease_owner(pg_url, "c") in (f"peer:{one}-w1", f"peer:{other}-w1")
+        assert await add(by_name[one], "c", 3) == [5]  # a new call works on the victim's state
+        assert await add(by_name[other], "c", 1, key=unused) == [6]
+        kinds = await oplog_kinds(by_name[one], "c")
         assert kinds.count("invoke") == kinds.count("done") == 4  # the key's call once, the queued one, 3 and 1
-        metas = [(await by_name[name].get(worker_path(COUNTER, "c"))).json() for name in ("b", "c")]
+        metas = [(await by_name[name].get(worker_path(COUNTER, "c"))).json() for name in (one, other)]
         assert metas[0] == metas[1] and metas[0]["status"] == "Idle"
     finally:
         for client in by_name.values():

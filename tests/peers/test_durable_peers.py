@@ -14,7 +14,8 @@ import httpx
 import pytest
 import trio
 
-from ..durable.util import COUNTER, call, create, new_key, worker_path
+from ..durable.util import APPROVAL, COUNTER, call, create, new_key, oplog, promise_ids, worker_path
+from ..helpers import wait_until
 from .peerutil import spawn_peer
 
 NAMES = ("a", "b", "c")
@@ -31,11 +32,11 @@ def clients(peers) -> dict[str, httpx.AsyncClient]:
     return {name: httpx.AsyncClient(base_url=peer.url, timeout=60) for name, peer in peers.items()}
 
 
-def lease_owner(pg_url: str, name: str) -> str | None:
+def lease_owner(pg_url: str, name: str, template_id: str = COUNTER) -> str | None:
     import psycopg
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        row = conn.execute("SELECT owner FROM durable_leases WHERE worker = %s", [f"{COUNTER}.{name}"]).fetchone()
+        row = conn.execute("SELECT owner FROM durable_leases WHERE worker = %s", [f"{template_id}.{name}"]).fetchone()
     return None if row is None else row[0]
 
 
@@ -165,6 +166,47 @@ async def test_a_peer_that_lost_the_lease_writes_nothing_more(nursery, tmp_path,
         kinds = await oplog_kinds(by_name["a"], "c")
         assert kinds.count("invoke") == kinds.count("done") == 2
         assert lease_owner(pg_url, "c") == "peer:b-w1"
+    finally:
+        for client in by_name.values():
+            await client.aclose()
+
+
+async def test_a_dead_peers_suspended_invocation_moves_unasked_and_finishes_elsewhere(nursery, tmp_path, pg_url):
+    peers = await start_peers(nursery, tmp_path, pg_url)
+    by_name = clients(peers)
+    try:
+        assert (await create(by_name["a"], APPROVAL, "ap")).status_code == 200
+        queued = await by_name["b"].post(worker_path(APPROVAL, "ap") + "/invoke", params={"function": "request"},
+                                         json={"params": ["ship?"]})
+        assert queued.status_code == 200
+
+        async def suspended(client):
+            return (await client.get(worker_path(APPROVAL, "ap"))).json()["status"] == "Suspended"
+
+        await wait_until(lambda: suspended(by_name["c"]), timeout=20, interval=0.1)
+        (promise,) = await promise_ids(by_name["c"], APPROVAL, "ap")
+        peers["a"].kill9()
+        await peers["a"].wait()
+
+        # Nobody calls: a survivor's lease renewal takes the instance once a's lease expires,
+        # and the unfinished invocation runs again there, finding its promise.
+        def moved():
+            return lease_owner(pg_url, "ap", APPROVAL) in ("peer:b-w1", "peer:c-w1")
+
+        await wait_until(moved, timeout=30, interval=0.1)
+        await wait_until(lambda: suspended(by_name["b"]), timeout=20, interval=0.1)
+        assert await promise_ids(by_name["b"], APPROVAL, "ap") == [promise]
+        completed = await by_name["c"].post(worker_path(APPROVAL, "ap") + "/complete",
+                                            json={"oplogIdx": promise, "data": [4, 2]})
+        assert completed.status_code == 200 and completed.json() is True
+        kinds = []
+
+        async def one_done():
+            kinds[:] = [e["kind"] for e in await oplog(by_name["b"], APPROVAL, "ap")]
+            return kinds.count("done") == 1
+
+        await wait_until(one_done, timeout=20, interval=0.1)
+        assert kinds.count("invoke") == 1
     finally:
         for client in by_name.values():
             await client.aclose()

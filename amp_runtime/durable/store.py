@@ -301,6 +301,7 @@ def claim_leases(conn, owner: str, owner_url: str, lease_s: float, template_ids:
         " SELECT w.worker, ?, ?, now() + make_interval(secs => ?) FROM durable_workers w"
         " LEFT JOIN durable_leases l ON l.worker = w.worker"
         f" WHERE (l.worker IS NULL OR l.expires_at <= now() OR l.owner = ?) AND w.template_id = ANY(?){one}"
+        " ORDER BY w.worker"  # every peer locks rows in one order: racing claims queue, not deadlock
         " ON CONFLICT (worker) DO UPDATE SET owner = excluded.owner, owner_url = excluded.owner_url,"
         " expires_at = excluded.expires_at"
         " WHERE durable_leases.expires_at <= now() OR durable_leases.owner = excluded.owner"

@@ -79,7 +79,10 @@ class Remove(msgspec.Struct, tag=True):
 
 
 class StopAccepting(msgspec.Struct, tag=True):
-    """Service -> instance at shutdown: start nothing new; fail waiters of unstarted work."""
+    """Service -> instance at shutdown: start nothing new; fail waiters of unstarted work.
+    `handed_over`: peers, where another peer takes the worker over (503) rather than a restart."""
+
+    handed_over: bool = False
 
 
 class Settle(msgspec.Struct, tag=True):
@@ -134,6 +137,7 @@ class Instance(Actor):
         self.deps = deps
         self.removed = False
         self.released = False  # handed to another peer: this actor answers no more
+        self._handed_over = False
         self.ended = trio.Event()  # set by the service's supervisor once the actor has stopped for good
         self.stopped = False
 
@@ -281,11 +285,12 @@ class Instance(Actor):
                 self._fail_waiters(lambda seq: True, _moved(self.worker_name))
                 self.close()
                 reply and reply.set(None)
-            case StopAccepting():
+            case StopAccepting(handed_over=handed_over):
+                self._handed_over = handed_over
                 # Only a running invocation may finish within the grace period; a caller waiting
                 # for anything else (queued, suspended) would only hold the shutdown up.
                 self.stopped = True
-                self._fail_waiters(lambda seq: not self._is_running(seq), _shutting_down())
+                self._fail_waiters(lambda seq: not self._is_running(seq), _shutting_down(self._handed_over))
                 reply and reply.set(None)
             case _:
                 raise TypeError(f"unexpected message {msg!r}")
@@ -308,7 +313,7 @@ class Instance(Actor):
                 if seq in self.outcomes:
                     reply and reply.set(self.outcomes[seq])
                 elif self.stopped:
-                    raise_to(reply, _shutting_down())
+                    raise_to(reply, _shutting_down(self._handed_over))
                 elif reply is not None:
                     self.waiters.setdefault(seq, []).append(reply)
                     await self._resume_if_interrupted()
@@ -317,7 +322,7 @@ class Instance(Actor):
             raise_to(reply, WorkerError(500, f"worker {self.worker_name} is Failed; delete and re-create it"))
             return
         if self.stopped:
-            raise_to(reply, _shutting_down())
+            raise_to(reply, _shutting_down(self._handed_over))
             return
         inv = PendingInvocation(self._next_idx(), msg.key, msg.function, msg.params, msg.convention)
         await self._write(sql.accept_invocation, inv)
@@ -507,7 +512,10 @@ def _moved(worker_name: str) -> WorkerError:
                             "(with the same invocation key: it runs once)")
 
 
-def _shutting_down() -> WorkerError:
+def _shutting_down(handed_over: bool) -> WorkerError:
+    if handed_over:
+        return WorkerError(503, "this peer is shutting down and hands the worker to another peer; retry "
+                                "(with the same invocation key: it runs once)")
     return WorkerError(500, "the server is shutting down; the invocation resumes at the next start "
                             "(retry with the same invocation key)")
 

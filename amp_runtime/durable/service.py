@@ -161,7 +161,7 @@ class DurableService(ServiceBase):
     def stop_accepting(self) -> None:
         self._accepting = False
         for instance in list(self.instances.values()):
-            instance.tell_nowait(StopAccepting())
+            instance.tell_nowait(StopAccepting(handed_over=self.peers))
 
     async def drain(self) -> None:
         """Peers: let what runs finish, then give every lease up so other peers take the

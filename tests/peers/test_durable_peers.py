@@ -132,14 +132,37 @@ async def test_sigterm_of_the_owner_hands_its_instance_over_at_once(nursery, tmp
         assert (await create(by_name["a"], COUNTER, "c")).status_code == 200
         key = await new_key(by_name["b"], COUNTER, "c")
         assert await add(by_name["b"], "c", 4, key=key) == [4]
+        # An approval suspended on a, its caller waiting through b.
+        assert (await create(by_name["a"], APPROVAL, "ap")).status_code == 200
+        approval_key = await new_key(by_name["b"], APPROVAL, "ap")
+        waiting = []
+
+        async def waiting_caller():
+            waiting.append(await call(by_name["b"], APPROVAL, "ap", "request", ["ship?"], key=approval_key))
+
+        nursery.start_soon(waiting_caller)
+
+        async def suspended(client):
+            return (await client.get(worker_path(APPROVAL, "ap"))).json()["status"] == "Suspended"
+
+        await wait_until(lambda: suspended(by_name["c"]), timeout=20, interval=0.1)
+        (promise,) = await promise_ids(by_name["c"], APPROVAL, "ap")
         peers["a"].send_signal(signal.SIGTERM)
         assert await peers["a"].wait() == 0
-        assert lease_owner(pg_url, "c") in (None, "peer:b-w1", "peer:c-w1")
+        assert waiting[0].status_code == 503  # told at once to retry: the worker moves
         with trio.fail_after(15):
             assert await add(by_name["b"], "c", 4, key=key) == [4]
             assert await add(by_name["b"], "c", 1) == [5]
+            # The approval re-runs on its new owner and finds its promise; the retried key gets the result.
+            await wait_until(lambda: suspended(by_name["b"]), timeout=15, interval=0.1)
+            async with trio.open_nursery() as callers:
+                callers.start_soon(waiting_caller)
+                completed = await by_name["c"].post(worker_path(APPROVAL, "ap") + "/complete",
+                                                    json={"oplogIdx": promise, "data": [7]})
+                assert completed.json() is True
+        assert waiting[1].json() == {"result": [[7]]}
         assert lease_owner(pg_url, "c") in ("peer:b-w1", "peer:c-w1")
-        assert "released 1 instance(s)" in peers["a"].output.decode(errors="replace")
+        assert "released 2 instance(s)" in peers["a"].output.decode(errors="replace")
     finally:
         for client in by_name.values():
             await client.aclose()

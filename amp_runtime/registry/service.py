@@ -51,6 +51,7 @@ from .stats import MachineSampler
 log = logging.getLogger("amp_runtime.registry")
 
 RETENTION_CHECK_S = 600.0
+EXPIRED_SHOWN = 20  # ids named in the expiry log line
 
 
 def report_ts(timestamp: float) -> float:
@@ -116,7 +117,8 @@ class RegistryService(ServiceBase):
     async def _expire(self) -> None:
         expired = await self.records.expire(naive_utc(utcnow()))
         if expired:
-            log.info("registry: %d worker(s) expired: %s", len(expired), ", ".join(expired))
+            shown = ", ".join(expired[:EXPIRED_SHOWN]) + (", ..." if len(expired) > EXPIRED_SHOWN else "")
+            log.info("registry: %d worker(s) expired: %s", len(expired), shown)
 
     async def _heartbeat(self, sampler: MachineSampler) -> bool:
         """One status report per own worker: machine readings and its first running task."""

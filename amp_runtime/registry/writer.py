@@ -56,9 +56,11 @@ class RegistryWriter:
         self._wake = trio.Event()
 
     async def persist(
-        self, *, workers: list[WorkerRecord] = (), stats: list[tuple] = (), activity: list[tuple] = ()
+        self, *, workers: list[WorkerRecord] | list[tuple[str, dict]] = (), stats: list[tuple] = (),
+        activity: list[tuple] = (),
     ) -> None:
         """Returns once the rows are committed; raises `PersistError` (a 503) if their batch failed.
+        `workers`: proposed records, or with `changes=True` the changes (`store.change_params`).
 
         A cancelled caller's rows are still committed (and settled) with their batch.
         """

@@ -3,15 +3,15 @@
 Any peer may receive any worker's register, report or unregister (a load balancer in front of
 the ClearML clients), so no peer's memory holds the latest record. Writes go through the
 writer's batches as changes the database merges into the row (`store.apply_changes`); reads
-come from the table through `TableView`, shared by concurrent readers for at most
-`VIEW_MAX_AGE_S` and dropped by every local write, so a client reads its own change at once and
-another peer's within that age. Expiry is one compare-and-set statement (`store.expire_workers`)
-that every peer runs: a worker expires once, and a report that got in first wins.
+come from the table through `TableView`, which batches concurrent readers into one read that
+started after each of them arrived: a client that unregistered at one peer and lists at another
+never sees the worker listed again. Expiry is one compare-and-set statement
+(`store.expire_workers`) that every peer runs: a worker expires once, and a report that got in
+first wins.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 
 import trio
@@ -22,66 +22,50 @@ from .actor import Register, Report, Unregister, is_live
 from .models import WorkerRecord
 from .writer import RegistryWriter
 
-VIEW_MAX_AGE_S = 0.2  # well under a heartbeat: another peer's change shows within this
-
 
 class _Read:
-    """One read of the table in flight or done; `records` stays None if it failed."""
+    """One read of the table, the `number`-th started; `records` stays None if it failed."""
 
-    __slots__ = ("generation", "done", "records", "read_at")
+    __slots__ = ("number", "done", "records")
 
-    def __init__(self, generation: int) -> None:
-        self.generation = generation
+    def __init__(self, number: int) -> None:
+        self.number = number
         self.done = trio.Event()
         self.records: dict[str, WorkerRecord] | None = None
-        self.read_at = -math.inf
 
 
 class TableView:
-    """The workers table as last read, shared by every reader of this process.
+    """The workers table read for this process's readers, one read at a time.
 
-    Not an actor: readers and the writer's callback all touch it, and nothing here awaits but
-    the one read in flight, which later readers join instead of reading again. `invalidate` (a
-    local write committed) bumps the generation: a reader never takes a read started before the
-    last write it could have seen.
+    A reader takes the first read that started after it arrived (so it sees every change
+    committed before it asked, from any peer); everyone who arrives while a read is in flight
+    shares the next one. Not an actor: many readers touch it, and nothing here awaits but a read.
     """
 
-    def __init__(self, store: Store, max_age_s: float = VIEW_MAX_AGE_S):
+    def __init__(self, store: Store):
         self.store = store
-        self.max_age_s = max_age_s
-        self._generation = 0
-        self._last: _Read | None = None
+        self._started = 0
         self._pending: _Read | None = None
 
-    def invalidate(self) -> None:
-        self._generation += 1
-
     async def records(self) -> dict[str, WorkerRecord]:
-        """Every worker's record by id (shared: do not change them)."""
-        wanted = self._generation
+        """Every worker's record by id (shared with other readers: do not change them)."""
+        arrived = self._started
         while True:
-            last = self._last
-            if (last is not None and last.generation >= wanted
-                    and trio.current_time() - last.read_at <= self.max_age_s):
-                return last.records
             pending = self._pending
-            if pending is not None and pending.generation >= wanted:
-                await pending.done.wait()
-                if pending.records is not None:
-                    return pending.records
-                continue  # it failed (or its reader was cancelled): read ourselves
-            await self._read()
+            if pending is None:
+                return await self._read()
+            await pending.done.wait()
+            if pending.number > arrived and pending.records is not None:
+                return pending.records
+            # It started before this reader came (it may miss a change this reader must see),
+            # or it failed: join the next read, or start it.
 
-    async def _read(self) -> None:
-        read = _Read(self._generation)
-        self._pending = read
-        started = trio.current_time()
+    async def _read(self) -> dict[str, WorkerRecord]:
+        self._started += 1
+        read = self._pending = _Read(self._started)
         try:
-            records = await self.store.read(sql.load_workers)
-            read.records = {r.id: r for r in records}
-            read.read_at = started
-            if self._last is None or self._last.generation <= read.generation:
-                self._last = read
+            read.records = {r.id: r for r in await self.store.read(sql.load_workers)}
+            return read.records
         finally:
             read.done.set()
             if self._pending is read:
@@ -94,13 +78,10 @@ class SharedRecords:
     def __init__(self, store: Store):
         self.store = store
         self.view = TableView(store)
-        self.writer = RegistryWriter(store, self._written, changes=True)
+        self.writer = RegistryWriter(store, None, changes=True)  # nothing to settle: reads see the table
 
     async def start(self, nursery: trio.Nursery) -> None:
         nursery.start_soon(self.writer.run)
-
-    async def _written(self, changes: list, ok: bool) -> None:
-        self.view.invalidate()  # also when refused: a batch may have failed after its commit
 
     async def register(self, msg: Register) -> None:
         await self.writer.persist(workers=[sql.change_params("register", msg)])
@@ -112,10 +93,7 @@ class SharedRecords:
         await self.writer.persist(workers=[sql.change_params("unregister", msg)])
 
     async def expire(self, now: datetime) -> list[str]:
-        expired = await self.store.write(sql.expire_workers, now)
-        if expired:
-            self.view.invalidate()
-        return expired
+        return await self.store.write(sql.expire_workers, now)
 
     async def get(self, worker: str) -> WorkerRecord | None:
         return (await self.view.records()).get(worker)

@@ -48,7 +48,7 @@ class _Batch:
 
 
 class RegistryWriter:
-    def __init__(self, store: Store, settle: Settle, *, changes: bool = False):
+    def __init__(self, store: Store, settle: Settle | None, *, changes: bool = False):
         self.store = store
         self.settle = settle
         self.changes = changes
@@ -89,6 +89,6 @@ class RegistryWriter:
             except Exception as exc:
                 log.warning("registry: a batch of %d change(s) was not saved: %s", len(rows) + len(batch.stats), exc)
                 batch.error = exc
-            if batch.workers:
+            if batch.workers and self.settle is not None:
                 await self.settle(batch.workers, batch.error is None)
             batch.done.set()

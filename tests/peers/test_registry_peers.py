@@ -9,17 +9,25 @@ restarts; a second process claiming a live worker id exits 2.
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
 
 from ..helpers import spawn_server, wait_until
 from ..registry.util import call, worker_ids
 from .peerutil import spawn_peer, worker_of
 
 NAMES = ("a", "b", "c")
+ROOT = Path(__file__).parents[2]
+HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 # Own workers register with this timeout: a killed peer's workers expire within seconds.
 SHORT_TIMEOUT = {"AMP_REGISTRY_DEFAULT_TIMEOUT_S": "2"}
 
@@ -211,3 +219,58 @@ async def test_a_second_process_claiming_a_live_worker_id_exits_2_and_the_first_
         assert worker in await worker_ids(by_name["a"])
     finally:
         await close_all(by_name)
+
+
+async def start_round_robin(nursery, backends: dict[str, str], routed: list[tuple[str, str]]) -> str:
+    """A load balancer on 127.0.0.1:0 sending each request to the next backend in turn; appends
+    (path, backend name) to `routed`. Returns its URL."""
+    turns = itertools.cycle(backends.items())
+    client = httpx.AsyncClient(timeout=30)
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                kind = (await receive())["type"].rsplit(".", 1)[-1]
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        name, url = next(turns)
+        routed.append((scope["path"], name))
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
+                   if k.decode("latin-1").lower() not in HOP_HEADERS]
+        query = scope["query_string"].decode()
+        answer = await client.request(scope["method"], url + scope["path"] + (f"?{query}" if query else ""),
+                                      headers=headers, content=body)
+        await send({"type": "http.response.start", "status": answer.status_code, "headers": [
+            (k.encode(), v.encode()) for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS]})
+        await send({"type": "http.response.body", "body": answer.content})
+
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.loglevel = "WARNING"
+    urls = await nursery.start(lambda task_status: serve(app, config, task_status=task_status))
+    return urls[0]
+
+
+async def test_the_clearml_client_behind_a_load_balancer_over_two_peers(nursery, tmp_path, pg_url):
+    peers = await start_peers(nursery, tmp_path, pg_url, names=("a", "b"))
+    routed: list[tuple[str, str]] = []
+    balancer = await start_round_robin(nursery, {name: peer.url for name, peer in peers.items()}, routed)
+    with trio.fail_after(120):
+        result = await trio.run_process(
+            [sys.executable, "-m", "tests.registry.clearml_client", balancer, "ak", "sk"],
+            capture_stdout=True, capture_stderr=True, check=False, cwd=str(ROOT),
+        )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    found = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert "clearml-1" in found["listed"]
+    assert found["task"] == "t-42" and found["tags"] == ["cm"]
+    assert "clearml-1" not in found["after_unregister"]
+    served = {path.rsplit("/", 1)[-1]: name for path, name in routed}  # the last call of each kind
+    assert served["workers.register"] != served["workers.status_report"], routed

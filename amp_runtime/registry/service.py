@@ -110,6 +110,8 @@ class RegistryService(ServiceBase):
             try:
                 if await step() is False:
                     return
+            except ApiError as exc:  # the store is unavailable (a coded 503): the next round retries
+                log.warning("registry: %s failed: %s", getattr(step, "__name__", step), exc)
             except Exception:
                 log.exception("registry: %s failed", getattr(step, "__name__", step))
             await trio.sleep(period_s)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 from functools import partial
 from typing import Awaitable, Callable
@@ -72,6 +73,9 @@ class RegistryService(ServiceBase):
                          max_restarts_per_minute=actors.max_restarts_per_minute)
         )
         self.own_ids = [w.id for w in self.config.workers]
+        # Peers see a killed peer's own workers expire once they are silent for `liveness_s` (as
+        # its jobs move), not after the reporting API's default timeout meant for outside agents.
+        self._own_timeout_s = math.ceil(self.settings.liveness_s) if isinstance(self.records, SharedRecords) else None
         self.jwt_secret = self.config.auth.jwt_secret
         self._accepting = True
         self._own_ip = parse_bind(self.config.server.bind)[0]
@@ -87,7 +91,7 @@ class RegistryService(ServiceBase):
             info = WorkerInfo(version=build.version, commit_sha=build.commit_sha,
                               commit_timestamp=build.commit_timestamp, build_date=build.build_date)
             for worker_id in self.own_ids:
-                await self.register(worker_id, ip=self._own_ip, info=info)
+                await self.register(worker_id, ip=self._own_ip, info=info, timeout=self._own_timeout_s)
             sampler = await trio.to_thread.run_sync(MachineSampler)
             retention_s = self.settings.stats_retention_days * 86400
             nursery.start_soon(self._every, self.settings.expiry_check_s, self._expire)
@@ -133,7 +137,7 @@ class RegistryService(ServiceBase):
             await self.status_report(
                 StatusReportRequest(worker=worker_id, timestamp=time.time(),
                                     task=current[0] if current else None, machine_stats=stats),
-                ip=self._own_ip,
+                ip=self._own_ip, timeout_s=self._own_timeout_s,
             )
         return True
 
@@ -193,12 +197,13 @@ class RegistryService(ServiceBase):
             ip=ip, info=info, queues=queues, tags=tags, system_tags=system_tags,
         ))
 
-    async def status_report(self, req: StatusReportRequest, *, ip: str | None = None) -> None:
-        """Persist the updated record with the report's stats and activity in one go; then it is shown."""
+    async def status_report(self, req: StatusReportRequest, *, ip: str | None = None, timeout_s: int | None = None) -> None:
+        """Persist the updated record with the report's stats and activity in one go; then it is shown.
+        `timeout_s`: the timeout of a worker this report registers (again); default `default_timeout_s`."""
         self._check_worker_and_tags(req.worker, queues=req.queues, tags=req.tags, system_tags=req.system_tags)
         ts = report_ts(req.timestamp)
         report = Report(
-            worker=req.worker, now=naive_utc(utcnow()), default_timeout_s=self.settings.default_timeout_s,
+            worker=req.worker, now=naive_utc(utcnow()), default_timeout_s=timeout_s or self.settings.default_timeout_s,
             ip=ip, task=req.task, queue=req.queue, queues=req.queues, tags=req.tags, system_tags=req.system_tags,
         )
         readings = stats_rows(req.machine_stats) if req.machine_stats is not None else []

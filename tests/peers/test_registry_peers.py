@@ -220,11 +220,11 @@ async def test_a_second_process_claiming_a_live_worker_id_exits_2_and_the_first_
         await close_all(by_name)
 
 
-async def start_round_robin(nursery, backends: dict[str, str], routed: list[tuple[str, str]]) -> str:
-    """A load balancer on 127.0.0.1:0 sending each request to the next backend in turn; appends
-    (path, backend name) to `routed`. Returns its URL."""
+async def start_round_robin(nursery, client: httpx.AsyncClient, backends: dict[str, str],
+                            routed: list[tuple[str, str]]) -> str:
+    """A load balancer on 127.0.0.1:0 sending each request through `client` to the next backend in
+    turn; appends (path, backend name) to `routed`. Returns its URL."""
     turns = itertools.cycle(backends.items())
-    client = httpx.AsyncClient(timeout=30)
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -260,12 +260,13 @@ async def start_round_robin(nursery, backends: dict[str, str], routed: list[tupl
 async def test_the_clearml_client_behind_a_load_balancer_over_two_peers(nursery, tmp_path, pg_url):
     peers = await start_peers(nursery, tmp_path, pg_url, names=("a", "b"))
     routed: list[tuple[str, str]] = []
-    balancer = await start_round_robin(nursery, {name: peer.url for name, peer in peers.items()}, routed)
-    with trio.fail_after(120):
-        result = await trio.run_process(
-            [sys.executable, "-m", "tests.registry.clearml_client", balancer, "ak", "sk"],
-            capture_stdout=True, capture_stderr=True, check=False, cwd=str(ROOT),
-        )
+    async with httpx.AsyncClient(timeout=30) as forward:
+        balancer = await start_round_robin(nursery, forward, {name: peer.url for name, peer in peers.items()}, routed)
+        with trio.fail_after(120):
+            result = await trio.run_process(
+                [sys.executable, "-m", "tests.registry.clearml_client", balancer, "ak", "sk"],
+                capture_stdout=True, capture_stderr=True, check=False, cwd=str(ROOT),
+            )
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     found = json.loads(result.stdout.decode().strip().splitlines()[-1])
     assert "clearml-1" in found["listed"]

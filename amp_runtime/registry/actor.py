@@ -1,5 +1,9 @@
 """The registry actor: owns every worker record; a change is shown only once it is persisted.
 
+This is the one-process registry (DuckDB, records.LocalRecords). On a PostgreSQL store shared by
+peers no process's memory holds the truth: the table does (shared.py). The messages below are
+used there too, as the changes the database merges.
+
 It never waits on the store itself: a change message returns a *proposed* record (a new
 object, with a fresh `version`) and keeps it aside; the service persists it through the writer
 (writer.py), and the writer reports the outcome back as `Settled`. Only then does the record

@@ -1,10 +1,14 @@
 """The registry service: one registry behind both worker APIs, the own workers' heartbeats,
-expiry by timer, machine-stats time series and their retention, and reporting-API tokens."""
+expiry by timer, machine-stats time series and their retention, and reporting-API tokens.
+
+The records live in this process's registry actor on DuckDB (records.LocalRecords) and in the
+shared table on PostgreSQL, where every process on the store is a peer (shared.SharedRecords)."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 from functools import partial
 from typing import Awaitable, Callable
@@ -13,13 +17,12 @@ import trio
 
 from .. import __version__, build_info
 from ..config import parse_bind
-from ..core.actor import ActorUnavailable, supervise
 from ..core.clock import naive_utc, utcnow
 from ..core.http import ApiError
 from ..core.service import ServiceBase
 from . import jwt
 from . import store as sql
-from .actor import Expire, GetAll, GetOne, LiveIds, Register, RegistryActor, Report, Settled, Unregister, is_live
+from .actor import Register, Report, Unregister, is_live
 from .models import (
     AGGREGATIONS,
     API_VERSION,
@@ -42,12 +45,14 @@ from .models import (
     tags_match,
     valid_node_id,
 )
+from .records import LocalRecords
+from .shared import SharedRecords
 from .stats import MachineSampler
-from .writer import RegistryWriter
 
 log = logging.getLogger("amp_runtime.registry")
 
 RETENTION_CHECK_S = 600.0
+EXPIRED_SHOWN = 20  # ids named in the expiry log line
 
 
 def report_ts(timestamp: float) -> float:
@@ -61,30 +66,32 @@ class RegistryService(ServiceBase):
         super().__init__(config, store)
         self._task_snapshot = task_snapshot
         self.settings = self.config.registry
-        self.actor = RegistryActor(
-            self.store, mailbox_size=self.config.actors.mailbox_size, ask_timeout=self.config.actors.ask_timeout_s
+        actors = self.config.actors
+        self.records: LocalRecords | SharedRecords = (
+            SharedRecords(self.store) if self.store.backend.name == "postgres" else
+            LocalRecords(self.store, mailbox_size=actors.mailbox_size, ask_timeout=actors.ask_timeout_s,
+                         max_restarts_per_minute=actors.max_restarts_per_minute)
         )
-        self.writer = RegistryWriter(self.store, self._settled)
         self.own_ids = [w.id for w in self.config.workers]
+        # Peers see a killed peer's own workers expire once they are silent for `liveness_s` (as
+        # its jobs move), not after the reporting API's default timeout meant for outside agents.
+        self._own_timeout_s = math.ceil(self.settings.liveness_s) if isinstance(self.records, SharedRecords) else None
         self.jwt_secret = self.config.auth.jwt_secret
         self._accepting = True
         self._own_ip = parse_bind(self.config.server.bind)[0]
 
     # -- lifecycle ---------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start the actor, register the own workers, then run the timers until cancelled."""
+        """Start the records' keeper, register the own workers, then run the timers until cancelled."""
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(
-                supervise, self.actor, max_restarts_per_minute=self.config.actors.max_restarts_per_minute
-            ))
-            nursery.start_soon(self.writer.run)
+            await self.records.start(nursery)
             if not self.jwt_secret:
                 self.jwt_secret = await self.store.write(sql.set_secret_once, "jwt", jwt.new_secret())
             build = await trio.to_thread.run_sync(build_info.current)  # from a checkout: runs git once
             info = WorkerInfo(version=build.version, commit_sha=build.commit_sha,
                               commit_timestamp=build.commit_timestamp, build_date=build.build_date)
             for worker_id in self.own_ids:
-                await self.register(worker_id, ip=self._own_ip, info=info)
+                await self.register(worker_id, ip=self._own_ip, info=info, timeout=self._own_timeout_s)
             sampler = await trio.to_thread.run_sync(MachineSampler)
             retention_s = self.settings.stats_retention_days * 86400
             nursery.start_soon(self._every, self.settings.expiry_check_s, self._expire)
@@ -107,22 +114,17 @@ class RegistryService(ServiceBase):
             try:
                 if await step() is False:
                     return
+            except ApiError as exc:  # the store is unavailable (a coded 503): the next round retries
+                log.warning("registry: %s failed: %s", getattr(step, "__name__", step), exc)
             except Exception:
                 log.exception("registry: %s failed", getattr(step, "__name__", step))
             await trio.sleep(period_s)
 
-    async def _settled(self, records: list[WorkerRecord], ok: bool) -> None:
-        """The writer's word on proposed records: the actor shows them only once they are saved."""
-        try:
-            await self.actor.tell(Settled(records, ok))
-        except ActorUnavailable:
-            pass  # stopped: a restarted actor rebuilds from the store, where they are (or are not)
-
     async def _expire(self) -> None:
-        records = await self.actor.ask(Expire(naive_utc(utcnow())))
-        if records:
-            await self.writer.persist(workers=records)
-            log.info("registry: %d worker(s) expired", len(records))
+        expired = await self.records.expire(naive_utc(utcnow()))
+        if expired:
+            shown = ", ".join(expired[:EXPIRED_SHOWN]) + (", ..." if len(expired) > EXPIRED_SHOWN else "")
+            log.info("registry: %d worker(s) expired: %s", len(expired), shown)
 
     async def _heartbeat(self, sampler: MachineSampler) -> bool:
         """One status report per own worker: machine readings and its first running task."""
@@ -135,7 +137,7 @@ class RegistryService(ServiceBase):
             await self.status_report(
                 StatusReportRequest(worker=worker_id, timestamp=time.time(),
                                     task=current[0] if current else None, machine_stats=stats),
-                ip=self._own_ip,
+                ip=self._own_ip, timeout_s=self._own_timeout_s,
             )
         return True
 
@@ -147,7 +149,7 @@ class RegistryService(ServiceBase):
         """Ids of workers registered, not expired, with a heartbeat younger than `max_age_s`
         (default `[registry] liveness_s`)."""
         max_age = self.settings.liveness_s if max_age_s is None else max_age_s
-        return await self.actor.ask(LiveIds(naive_utc(utcnow()), max_age))
+        return await self.records.live_ids(naive_utc(utcnow()), max_age)
 
     # -- changes -----------------------------------------------------------------------
     def _check_worker(self, worker: str) -> None:
@@ -190,39 +192,37 @@ class RegistryService(ServiceBase):
         self._check_worker_and_tags(worker, queues=queues, tags=tags, system_tags=system_tags)
         if timeout is not None and timeout <= 0:
             raise ApiError(400, "INVALID_REQUEST", "timeout must be a positive number of seconds")
-        proposed = await self.actor.ask(Register(
+        await self.records.register(Register(
             worker=worker, now=naive_utc(utcnow()), timeout_s=timeout or self.settings.default_timeout_s,
             ip=ip, info=info, queues=queues, tags=tags, system_tags=system_tags,
         ))
-        await self.writer.persist(workers=[proposed])
 
-    async def status_report(self, req: StatusReportRequest, *, ip: str | None = None) -> None:
-        """Persist the updated record with the report's stats and activity in one go; then it is shown."""
+    async def status_report(self, req: StatusReportRequest, *, ip: str | None = None, timeout_s: int | None = None) -> None:
+        """Persist the updated record with the report's stats and activity in one go; then it is shown.
+        `timeout_s`: the timeout of a worker this report registers (again); default `default_timeout_s`."""
         self._check_worker_and_tags(req.worker, queues=req.queues, tags=req.tags, system_tags=req.system_tags)
         ts = report_ts(req.timestamp)
-        proposed = await self.actor.ask(Report(
-            worker=req.worker, now=naive_utc(utcnow()), default_timeout_s=self.settings.default_timeout_s,
+        report = Report(
+            worker=req.worker, now=naive_utc(utcnow()), default_timeout_s=timeout_s or self.settings.default_timeout_s,
             ip=ip, task=req.task, queue=req.queue, queues=req.queues, tags=req.tags, system_tags=req.system_tags,
-        ))
+        )
         readings = stats_rows(req.machine_stats) if req.machine_stats is not None else []
-        await self.writer.persist(
-            workers=[proposed],
+        await self.records.report(
+            report,
             stats=[(req.worker, metric, variant, ts, value) for metric, variant, value in readings],
             activity=[(req.worker, ts, req.task is not None)],
         )
 
     async def unregister(self, worker: str) -> None:
         self._check_worker(worker)
-        proposed = await self.actor.ask(Unregister(worker))
-        if proposed is not None:
-            await self.writer.persist(workers=[proposed])
+        await self.records.unregister(Unregister(worker))
 
     # -- reads -------------------------------------------------------------------------
     async def get(self, worker: str) -> WorkerRecord | None:
-        return await self.actor.ask(GetOne(worker))
+        return await self.records.get(worker)
 
     async def all_records(self) -> list[WorkerRecord]:
-        return await self.actor.ask(GetAll())
+        return await self.records.all()
 
     async def registered(self, filters: WorkersFilter, *, default_last_seen: int | None) -> list[WorkerRecord]:
         """Registered, unexpired workers matching the reporting API's filters, by id."""

@@ -51,9 +51,12 @@ def save_workers(conn, rows: list[tuple]) -> None:
     insert_columns(conn, "registry_workers", tuple(c.strip() for c in WORKER_COLUMNS.split(",")), list(newest.values()))
 
 
-def write_batch(conn, workers: list[tuple], stats: list[tuple], activity: list[tuple]) -> None:
-    """One writer batch: worker records, stats rows and activity rows."""
+def write_batch(
+    conn, workers: list[tuple], stats: list[tuple], activity: list[tuple], changes: list[tuple[str, dict]] = (),
+) -> None:
+    """One writer batch: worker records (DuckDB) or changes (PostgreSQL), stats rows and activity rows."""
     save_workers(conn, workers)
+    apply_changes(conn, changes)
     if stats:
         insert_columns(conn, STATS_TABLE, STATS_COLUMNS, stats)
     if activity:
@@ -128,3 +131,92 @@ def activity_buckets(conn, *, from_date: float, to_date: float, interval: int) -
         " GROUP BY bucket ORDER BY bucket",
         {"interval": interval, "from": from_date, "to": to_date},
     ).fetchall()
+
+
+# -- PostgreSQL, shared by peers: each change is merged into the row by the database -------------
+# A peer's memory never holds the latest record (another peer may have written it since), so a
+# change says what it sets and the statement keeps the rest of the row as stored.
+
+_DEFAULT_INFO = msgspec.json.encode(WorkerInfo()).decode()
+
+
+def _upsert(last_report: str, task_and_queue: str) -> str:
+    """Insert a new worker's row, or update the stored one: fields a change leaves out keep their value."""
+    return (
+        f"INSERT INTO registry_workers AS w ({WORKER_COLUMNS}) VALUES ($worker, 1, $now, $now, $now, {last_report},"
+        " true, $timeout_s, coalesce($info::VARCHAR, $default_info::VARCHAR), $ip::VARCHAR,"
+        " coalesce($tags::VARCHAR[], ARRAY[]::VARCHAR[]), coalesce($system_tags::VARCHAR[], ARRAY[]::VARCHAR[]),"
+        f" coalesce($queues::VARCHAR[], ARRAY[]::VARCHAR[]), {task_and_queue})"
+        " ON CONFLICT (id) DO UPDATE SET version = w.version + 1, registered = true,"
+        " heartbeat_at = greatest(w.heartbeat_at, excluded.heartbeat_at), ip = coalesce(excluded.ip, w.ip),"
+        " tags = coalesce($tags::VARCHAR[], w.tags), system_tags = coalesce($system_tags::VARCHAR[], w.system_tags),"
+        " queues = coalesce($queues::VARCHAR[], w.queues), "
+    )
+
+
+# Live as `actor.is_live` says: registered and heard from within its timeout.
+_LIVE = "(w.registered AND w.heartbeat_at + w.timeout_s * INTERVAL '1 second' >= excluded.heartbeat_at)"
+REGISTER_SQL = _upsert("NULL", "NULL, NULL") + (
+    "registered_at = excluded.registered_at, timeout_s = excluded.timeout_s, info = coalesce($info::VARCHAR, w.info)"
+)
+# A report to an unknown or expired worker (re-)registers it with the default timeout.
+REPORT_SQL = _upsert("$now", "$task::VARCHAR, $queue::VARCHAR") + (
+    f"registered_at = CASE WHEN {_LIVE} THEN w.registered_at ELSE excluded.registered_at END,"
+    f" timeout_s = CASE WHEN {_LIVE} THEN w.timeout_s ELSE excluded.timeout_s END,"
+    " last_report_at = excluded.last_report_at, task = excluded.task, queue = excluded.queue"
+)
+UNREGISTER_SQL = (
+    "UPDATE registry_workers SET registered = false, task = NULL, queue = NULL, version = version + 1"
+    " WHERE id = $worker AND registered"
+)
+CHANGE_SQL = {"register": REGISTER_SQL, "report": REPORT_SQL, "unregister": UNREGISTER_SQL}
+
+
+def change_params(kind: str, msg) -> tuple[str, dict]:
+    """A Register / Report / Unregister message (actor.py) as a statement's parameters."""
+    if kind == "unregister":
+        return kind, {"worker": msg.worker}
+    params = {
+        "worker": msg.worker, "now": msg.now, "ip": msg.ip, "tags": msg.tags, "system_tags": msg.system_tags,
+        "queues": msg.queues, "default_info": _DEFAULT_INFO,
+    }
+    if kind == "register":
+        params.update(timeout_s=msg.timeout_s, info=None if msg.info is None else msgspec.json.encode(msg.info).decode())
+    else:
+        params.update(timeout_s=msg.default_timeout_s, info=None, task=msg.task, queue=msg.queue)
+    return kind, params
+
+
+def apply_changes(conn, changes: list[tuple[str, dict]]) -> None:
+    """Each change as one statement, in order per worker; workers in id order, so two peers'
+    batches lock rows in the same order (no deadlock). Runs of one kind go pipelined."""
+    ordered = sorted(changes, key=lambda change: change[1]["worker"])  # stable: a worker's order is kept
+    start = 0
+    while start < len(ordered):
+        end = start
+        while end < len(ordered) and ordered[end][0] == ordered[start][0]:
+            end += 1
+        _execute_many(conn, CHANGE_SQL[ordered[start][0]], [params for _, params in ordered[start:end]])
+        start = end
+
+
+def _execute_many(conn, statement: str, params: list[dict]) -> None:
+    from ..core.postgres import translate  # PostgreSQL only: psycopg is loaded with it
+
+    query, _ = translate(statement)
+    conn.raw.cursor().executemany(query, params)
+
+
+def expire_workers(conn, now) -> list[str]:
+    """Unregister every registered worker not heard from within its timeout, once: a peer's rows
+    locked by a report in flight are skipped (the report wins; the next round looks again), and
+    of two peers expiring at once only the first finds the row still registered."""
+    rows = conn.execute(
+        "WITH due AS (SELECT id FROM registry_workers"
+        " WHERE registered AND heartbeat_at + timeout_s * INTERVAL '1 second' < $now"
+        " ORDER BY id FOR UPDATE SKIP LOCKED)"
+        " UPDATE registry_workers w SET registered = false, version = w.version + 1 FROM due"
+        " WHERE w.id = due.id RETURNING w.id",
+        {"now": now},
+    ).fetchall()
+    return sorted(row[0] for row in rows)

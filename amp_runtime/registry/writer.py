@@ -6,6 +6,8 @@ So 1,000 workers reporting every second cost a few transactions per second, not 
 since batches commit one after the other a worker's later change always lands after its
 earlier one. After each commit the writer tells the registry actor which records are now saved
 (or not): it does so itself, so a caller that gave up waiting cannot leave a change unsettled.
+On a store shared by peers (`changes=True`) it carries changes instead of whole records
+(`store.change_params`): the database merges each into the stored row.
 """
 
 from __future__ import annotations
@@ -46,16 +48,19 @@ class _Batch:
 
 
 class RegistryWriter:
-    def __init__(self, store: Store, settle: Settle):
+    def __init__(self, store: Store, settle: Settle | None, *, changes: bool = False):
         self.store = store
         self.settle = settle
+        self.changes = changes
         self._open = _Batch()
         self._wake = trio.Event()
 
     async def persist(
-        self, *, workers: list[WorkerRecord] = (), stats: list[tuple] = (), activity: list[tuple] = ()
+        self, *, workers: list[WorkerRecord] | list[tuple[str, dict]] = (), stats: list[tuple] = (),
+        activity: list[tuple] = (),
     ) -> None:
         """Returns once the rows are committed; raises `PersistError` (a 503) if their batch failed.
+        `workers`: proposed records, or with `changes=True` the changes (`store.change_params`).
 
         A cancelled caller's rows are still committed (and settled) with their batch.
         """
@@ -74,12 +79,16 @@ class RegistryWriter:
             await self._wake.wait()
             self._wake = trio.Event()
             batch, self._open = self._open, _Batch()
-            rows = [sql.record_row(rec) for rec in batch.workers]
             try:
-                await self.store.write(sql.write_batch, rows, batch.stats, batch.activity)
+                if self.changes:
+                    rows = batch.workers
+                    await self.store.write(sql.write_batch, [], batch.stats, batch.activity, rows)
+                else:
+                    rows = [sql.record_row(rec) for rec in batch.workers]
+                    await self.store.write(sql.write_batch, rows, batch.stats, batch.activity)
             except Exception as exc:
                 log.warning("registry: a batch of %d change(s) was not saved: %s", len(rows) + len(batch.stats), exc)
                 batch.error = exc
-            if batch.workers:
+            if batch.workers and self.settle is not None:
                 await self.settle(batch.workers, batch.error is None)
             batch.done.set()

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import trio
 
+from ..pg import on_both_stores
+
 ROOT = Path(__file__).parents[2]
 
 
+@on_both_stores
 async def test_clearml_client_register_report_list_unregister(server_factory):
     srv = await server_factory(auth={"api_key": "k", "clients": [{"access_key": "ak", "secret_key": "sk"}]})
     with trio.fail_after(120):

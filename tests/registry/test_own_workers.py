@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import time
 
-import duckdb
 import httpx
 import trio
 
 from tests.helpers import start_server, wait_until
 
+from ..pg import direct_connection
 from .util import call
 
 
-async def test_own_workers_report_stats_and_task_and_unregister_on_shutdown(tmp_path):
+async def test_own_workers_report_stats_and_task_and_unregister_on_shutdown(tmp_path, store_url):
+    store = {"store": {"url": store_url}} if store_url else {}
     async with trio.open_nursery() as nursery:
-        srv = await start_server(nursery, tmp_path / "data", registry={"heartbeat_s": 0.05})
+        srv = await start_server(nursery, tmp_path / "data", registry={"heartbeat_s": 0.05}, **store)
         c = srv.client
         await wait_until(lambda: _reported(c), timeout=10)
         keys = await call(c, "workers.get_metric_keys", {"worker_ids": ["worker-01"]})
@@ -29,7 +30,7 @@ async def test_own_workers_report_stats_and_task_and_unregister_on_shutdown(tmp_
         assert sum(activity["active"]["counts"]) >= 1 and sum(activity["total"]["counts"]) >= 1
         srv.runtime.request_stop()
     await srv.client.aclose()
-    with duckdb.connect(str(srv.runtime.config.store_path), read_only=True) as conn:
+    with direct_connection(store_url, srv.runtime.config.store_path.parent) as conn:
         registered = conn.execute("SELECT registered FROM registry_workers WHERE id = 'worker-01'").fetchone()
     assert registered == (False,)  # unregistered on graceful shutdown
 

@@ -4,13 +4,12 @@ import time
 from datetime import datetime, timezone
 from functools import partial
 
-import duckdb
 import pytest
 import trio
 
 from amp_runtime.core.clock import naive_utc, utcnow
 from tests.helpers import wait_until
-from ..pg import on_both_stores
+from ..pg import direct_connection, on_both_stores
 
 
 def data(r):
@@ -20,6 +19,7 @@ def data(r):
     return body["data"]
 
 
+@on_both_stores
 async def test_own_worker_registered_in_both_apis(server):
     c = server.client
     r = await c.get("/workers")
@@ -74,6 +74,7 @@ async def test_register_report_unregister(server):
     assert "node-a" in [w["node_id"] for w in (await c.get("/workers")).json()["workers"]]
 
 
+@on_both_stores
 async def test_status_report_registers_unknown_worker(server):
     c = server.client
     data(await c.post("/workers.status_report", json={"worker": "implicit", "timestamp": time.time()}))
@@ -116,6 +117,7 @@ async def test_created_at_kept_across_restart(server_factory, tmp_path):
         await again.stop()
 
 
+@on_both_stores
 async def test_expiry_by_timer(server_factory):
     srv = await server_factory(registry={"expiry_check_s": 0.1})
     c = srv.client
@@ -182,6 +184,7 @@ async def test_reporting_envelope_prefix_and_get_with_body(server):
     assert r.status_code == 400
 
 
+@on_both_stores
 @pytest.mark.parametrize("value,expected", [(0, True), ("none", True), (1, False)])
 async def test_last_seen(server, value, expected):
     c = server.client
@@ -196,6 +199,7 @@ async def test_last_seen(server, value, expected):
     assert ("old" in ids) is expected
 
 
+@on_both_stores
 async def test_own_worker_reports_its_running_task(server_factory):
     srv = await server_factory(registry={"heartbeat_s": 0.05})
     c = srv.client
@@ -209,15 +213,13 @@ async def test_own_worker_reports_its_running_task(server_factory):
         await wait_until(task_shown, timeout=5, interval=0.05)
 
 
-async def test_drain_unregisters_own_workers(server_factory, tmp_path):
+@on_both_stores
+async def test_drain_unregisters_own_workers(server_factory, store_url):
     srv = await server_factory()
     await srv.stop()
     await wait_until(lambda: srv.runtime.store._db.conn is None, timeout=20)
-    conn = duckdb.connect(str(srv.runtime.config.store_path))
-    try:
+    with direct_connection(store_url, srv.runtime.config.store_path.parent) as conn:
         assert conn.execute("SELECT id, registered FROM registry_workers").fetchall() == [("worker-01", False)]
-    finally:
-        conn.close()
 
 
 @on_both_stores

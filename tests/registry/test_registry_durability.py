@@ -6,11 +6,13 @@ import httpx
 
 from tests.helpers import spawn_server
 
+from ..pg import store_env
 
-async def test_registration_survives_kill9(nursery, tmp_path):
+
+async def test_registration_survives_kill9(nursery, tmp_path, store_url):
     ts = int(time.time()) // 10 * 10 - 60  # inside stats retention, 10-aligned
     data_dir = tmp_path / "data"
-    first = await spawn_server(nursery, data_dir)
+    first = await spawn_server(nursery, data_dir, env=store_env(store_url))
     async with httpx.AsyncClient(base_url=first.url) as c:
         r = await c.post("/workers.register", json={"worker": "durable-node", "system_tags": ["amp-url=http://n:1"]})
         assert r.status_code == 200, r.text
@@ -21,7 +23,7 @@ async def test_registration_survives_kill9(nursery, tmp_path):
     first.kill9()
     await first.wait()
 
-    second = await spawn_server(nursery, data_dir)
+    second = await spawn_server(nursery, data_dir, env=store_env(store_url))
     async with httpx.AsyncClient(base_url=second.url) as c:
         after = (await c.get("/workers/durable-node")).json()
         assert after == before

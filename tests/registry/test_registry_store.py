@@ -1,8 +1,15 @@
-"""The registry SQL on both store backends (`any_store`: DuckDB, then PostgreSQL)."""
+"""The registry SQL on both store backends (`any_store`: DuckDB, then PostgreSQL), and the
+PostgreSQL-only statements peers share (`pg_stores`)."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import pytest
+import trio
+
+from amp_runtime.core.backends import store_backend
+from amp_runtime.core.store import Store
 from amp_runtime.registry import store as sql
+from amp_runtime.registry.actor import Register, Report, Unregister
 from amp_runtime.registry.models import WorkerInfo, WorkerRecord
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, 500000)
@@ -58,3 +65,75 @@ async def test_stats_and_activity_buckets(any_store):
     await any_store.write(sql.delete_stats_before, 110.0)
     assert await any_store.execute("SELECT count(*) FROM registry_stats") == [(1,)]
     assert await any_store.execute("SELECT count(*) FROM registry_activity") == [(1,)]
+
+
+# -- PostgreSQL shared by peers: changes merged by the database, expiry by compare-and-set ---------
+
+@pytest.fixture
+async def pg_stores(nursery, tmp_path, pg_url):
+    """Two Stores on one PostgreSQL database, as two peers have."""
+    stores = [Store(store_backend(pg_url, tmp_path / "unused.duckdb"), group_commit_ms=0) for _ in range(2)]
+    for store in stores:
+        await store.open()
+        nursery.start_soon(store.run)
+    yield stores
+    for store in stores:
+        store.close()
+        await store.close_connection()
+
+
+def at(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+async def change(store, kind: str, msg) -> None:
+    await store.write(sql.write_batch, [], [], [], [sql.change_params(kind, msg)])
+
+
+async def test_a_change_at_one_peer_builds_on_what_another_peer_saved(pg_stores):
+    a, b = pg_stores
+    await change(a, "register", Register(worker="w", now=at(0), timeout_s=10, ip="10.0.0.1",
+                                         info=WorkerInfo(version="9"), tags=["gpu"], queues=["q"]))
+    await change(b, "report", Report(worker="w", now=at(5), default_timeout_s=600, ip=None, task="t-1", queue="q"))
+    (rec,) = await a.read(sql.load_workers)
+    assert (rec.created_at, rec.registered_at, rec.heartbeat_at, rec.last_report_at) == (at(0), at(0), at(5), at(5))
+    assert (rec.registered, rec.timeout_s, rec.ip, rec.info.version) == (True, 10, "10.0.0.1", "9")
+    assert (rec.tags, rec.queues, rec.task, rec.queue) == (["gpu"], ["q"], "t-1", "q")
+
+    # Past its timeout a report registers it again, with the default timeout; absent task = cleared.
+    await change(a, "report", Report(worker="w", now=at(30), default_timeout_s=600, ip=None, tags=[]))
+    (rec,) = await b.read(sql.load_workers)
+    assert (rec.created_at, rec.registered_at, rec.timeout_s, rec.task, rec.tags) == (at(0), at(30), 600, None, [])
+
+    await change(b, "unregister", Unregister(worker="w"))
+    await change(b, "unregister", Unregister(worker="nobody"))
+    (rec,) = await a.read(sql.load_workers)
+    assert not rec.registered and rec.heartbeat_at == at(30)
+
+
+async def test_a_report_to_an_unknown_worker_registers_it(pg_stores):
+    await change(pg_stores[0], "report", Report(worker="new", now=at(0), default_timeout_s=60, ip=None))
+    (rec,) = await pg_stores[1].read(sql.load_workers)
+    assert (rec.registered, rec.timeout_s, rec.created_at, rec.last_report_at, rec.info) == (
+        True, 60, at(0), at(0), WorkerInfo())
+
+
+async def test_peers_expiring_at_once_expire_a_silent_worker_once_and_a_fresh_one_never(pg_stores):
+    a, b = pg_stores
+    for n in range(5):
+        silent, fresh = f"silent{n}", f"fresh{n}"
+        await change(a, "register", Register(worker=silent, now=at(0), timeout_s=10, ip=None))
+        await change(a, "register", Register(worker=fresh, now=at(0), timeout_s=10, ip=None))
+        await change(b, "report", Report(worker=fresh, now=at(15), default_timeout_s=600, ip=None))
+        expired: list[list[str]] = []
+
+        async def expire(store):
+            expired.append(await store.write(sql.expire_workers, at(15)))
+
+        async with trio.open_nursery() as race:
+            race.start_soon(expire, a)
+            race.start_soon(expire, b)
+        assert sorted(expired) == [[], [silent]]
+        assert await a.write(sql.expire_workers, at(15)) == []
+    registered = {r.id: r.registered for r in await a.read(sql.load_workers)}
+    assert all(registered[f"fresh{n}"] and not registered[f"silent{n}"] for n in range(5))

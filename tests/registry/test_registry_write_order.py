@@ -40,6 +40,7 @@ async def test_a_registration_the_store_refused_is_a_503_and_is_not_listed(serve
     assert "ghost" in _ids(await c.post("/workers.get_all", json={"tags": ["t"]}))
 
 
+@on_both_stores
 @pytest.mark.parametrize("change", ["tags", "unregister"])
 async def test_a_refused_change_leaves_the_saved_record_as_it_was(server, monkeypatch, change):
     c = server.client

@@ -65,7 +65,7 @@ async def bench_reports(runtime: Runtime, url: str, workers: int, seconds: float
             await trio.sleep_until(next_beat)
             started = time.perf_counter()
             if client is None:
-                await runtime.registry.status_report(StatusReportRequest(worker=name, timestamp=time.time(), task=None,
+                await runtime.services.registry.status_report(StatusReportRequest(worker=name, timestamp=time.time(), task=None,
                                                                          machine_stats=STATS))
             else:
                 r = await client.post("/workers.status_report", json={
@@ -123,13 +123,13 @@ async def bench_stats(runtime: Runtime, workers: int, days: float, every: int, r
         times = []
         for _ in range(rounds):
             t = time.perf_counter()
-            await runtime.registry.stats(req)
+            await runtime.services.registry.stats(req)
             times.append(time.perf_counter() - t)
         out[name] = statistics.median(times) * 1000
     times = []
     for _ in range(rounds):
         t = time.perf_counter()
-        await runtime.registry.activity(start, end, 3600)
+        await runtime.services.registry.activity(start, end, 3600)
         times.append(time.perf_counter() - t)
     out[f"activity report, {days:g} days, interval 3600"] = statistics.median(times) * 1000
     return out

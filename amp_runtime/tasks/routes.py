@@ -106,8 +106,9 @@ async def submit_batch(service: TaskService):
 
     async def body():
         async with aclosing(lines):  # closing it cancels the unfinished items (the client left)
-            async for line in lines:
-                yield (b"data: " + _encode(line) + b"\n\n") if sse else _encode(line) + b"\n"
+            async for chunk in lines:
+                for line in chunk:
+                    yield (b"data: " + _encode(line) + b"\n\n") if sse else _encode(line) + b"\n"
 
     response = Response(body(), content_type="text/event-stream" if sse else NDJSON,
                         headers={"Cache-Control": "no-cache"})

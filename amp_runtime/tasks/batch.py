@@ -17,7 +17,7 @@ from typing import Annotated, Any, AsyncIterator
 import msgspec
 import trio
 
-from ..core.http import ApiError, decode_body
+from ..core.http import ApiError, decode_body, json_depth_exceeds
 from .errors import Rejected, WorkerFailed
 from .models import TaskAccepted, TaskError, TaskRequest, TaskResult
 from .outcomes import OUTCOME_STATUS, Forwarded, SyncOutcome
@@ -52,8 +52,9 @@ _item_decoder = msgspec.json.Decoder(TaskRequest)
 _raw_items = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def decode_batch(data: bytes, ndjson: bool, max_batch: int) -> list[BatchItem]:
+def decode_batch(data: bytes, ndjson: bool, max_batch: int, max_depth: int) -> list[BatchItem]:
     """The batch's items; an item that does not decode is kept as its `Rejected` (its own line).
+    Needs the app context (an item's error is worded as a single `POST /task` words it).
 
     Raises `ApiError`: 400 for a body that is not a JSON array (or NDJSON) of objects, 413 for
     more than `max_batch` items."""
@@ -72,8 +73,15 @@ def decode_batch(data: bytes, ndjson: bool, max_batch: int) -> list[BatchItem]:
         raise ApiError(400, "EMPTY_BATCH", "a batch needs at least one task request")
     items: list[BatchItem] = []
     for raw in raws:
+        item = bytes(raw)
+        if not json_depth_exceeds(item, max_depth):
+            try:  # the common case, without the error wording's context lookups
+                items.append(_item_decoder.decode(item))
+                continue
+            except msgspec.MsgspecError:
+                pass
         try:
-            items.append(decode_body(_item_decoder, bytes(raw)))
+            items.append(decode_body(_item_decoder, item))
         except ApiError as err:
             items.append(Rejected(err.status, err.code, err.message, problems=err.problems))
     return items

@@ -131,7 +131,7 @@ class HotPath:
         """`POST /tasks` as the Quart route answers it: lines as items finish, each list of lines
         that finished together written as one chunk (one write per line was ~17% of a batch)."""
         async with self.app.app_context():  # an item's error is worded by the route's decoder
-            items = decode_batch(body, ndjson, self.max_batch)  # ApiError: one 400 / 413
+            items = decode_batch(body, ndjson, self.max_batch, self.max_depth)  # ApiError: one 400 / 413
         lines = self.tasks.submit_batch(items, may_forward=False)  # forwarding batches go through Quart
         await send({"type": "http.response.start", "status": 200,
                     "headers": _SSE_HEADERS if sse else _NDJSON_HEADERS})

@@ -100,7 +100,8 @@ def _document_batch_body(operation: dict, schemas: dict) -> None:
     describe=_document_batch_body,
 )
 async def submit_batch(service: TaskService):
-    items = decode_batch(await request.get_data(), request.mimetype == NDJSON, service.config.http.max_batch)
+    limits = service.config.http
+    items = decode_batch(await request.get_data(), request.mimetype == NDJSON, limits.max_batch, limits.max_json_depth)
     sse = "text/event-stream" in request.headers.get("Accept", "")
     lines = service.submit_batch(items)
 

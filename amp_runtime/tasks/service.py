@@ -351,10 +351,9 @@ class TaskService(ServiceBase):
             if spec.group not in worker.config.groups:
                 continue
             serving += 1
-            state = worker.state
-            if state.maintenance:
+            if worker.maintenance:
                 continue
-            room = state.free - state.queued
+            room = worker.room  # not `state`: that builds a snapshot, per task
             if best_room is None or room > best_room:
                 best, best_room = worker, room
         if best is None:

@@ -265,6 +265,11 @@ class WorkerActor(Actor):
     def maintenance(self) -> bool:
         return self._maintenance
 
+    @property
+    def room(self) -> int:
+        """Free slots less queued tasks (what routing compares); `state` without building it."""
+        return self.config.slots - self._busy - len(self._queue)
+
     def running_ids(self) -> list[str]:
         """Ids of running tasks and of jobs holding a slot (as their holder name)."""
         return list(self._running) + [h.holder for h in self._holds if h.granted.is_set()]

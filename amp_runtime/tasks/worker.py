@@ -232,6 +232,7 @@ class WorkerActor(Actor):
         self.on_finished = on_finished  # called with each settled webhook task
         self._maintenance = False  # the operator's switch: kept across a restart
         self._history: OrderedDict[str, Task] = OrderedDict()  # settled records only
+        self._prune_at = 0.0  # when the oldest record of `_history` outlives keep_results_s
         # Published for /metrics and the dashboard: written only here, monotonic across restarts.
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self.duration_buckets = [0] * (len(DURATION_BUCKETS_S) + 1)
@@ -486,11 +487,12 @@ class WorkerActor(Actor):
         history[task.id] = task
         if len(history) > self.keep_results:
             history.popitem(last=False)
-        oldest = next(iter(history.values()))
-        if oldest.finished_mono < task.finished_mono - self.keep_results_s:
-            horizon = task.finished_mono - self.keep_results_s
-            while history and next(iter(history.values())).finished_mono < horizon:
-                history.popitem(last=False)
+        if task.finished_mono < self._prune_at:
+            return  # the oldest record is younger than keep_results_s: no need to look (per task)
+        horizon = task.finished_mono - self.keep_results_s
+        while history and next(iter(history.values())).finished_mono < horizon:
+            history.popitem(last=False)
+        self._prune_at = next(iter(history.values())).finished_mono + self.keep_results_s if history else 0.0
 
     def _close_books(self, cause: BaseException | None) -> None:
         """Settle every task and job hold this generation owes an answer, then forget them.
@@ -582,6 +584,7 @@ async def run_task(task: Task, expose_tracebacks: bool) -> None:
                 type=type(exc).__name__, message=str(exc) or type(exc).__name__,
                 traceback=traceback.format_exc() if expose_tracebacks else None,
             )
+    task.scope = None  # a finished task is not cancelled; the history need not keep its scope alive
     if scope.cancelled_caught:
         if task.cancel_requested:
             status, error = "cancelled", TaskError(type="Cancelled", message="cancelled while running")

@@ -52,6 +52,7 @@ class HotPath:
         self.api_key = config.auth.api_key
         self.retry_after = str(config.tasks.retry_after_s).encode()
         self.max_batch = http.max_batch
+        self.disconnects = DisconnectWatch()
         self.routes = {"/task": self._submit_task, "/noop": self._noop, "/tasks": self._submit_batch}
         from .routes import NoopResult  # the routes module imports the service; so does this one
 
@@ -88,10 +89,12 @@ class HotPath:
             request = await self._decode(body)
             if request.mode == "stream" and scope["path"] == "/task":
                 return await self.next(scope, _replay(body, receive), send)  # Quart streams it
-            async with trio.open_nursery() as nursery:  # as in Quart-Trio: a client gone cancels its task
-                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                answer = await _answered(handler, request, scope["path"])
-                nursery.cancel_scope.cancel()
+            with trio.CancelScope() as request_scope:  # as in Quart-Trio: a client gone cancels its task
+                watched = self._watch(receive, request_scope)
+                try:
+                    answer = await _answered(handler, request, scope["path"])
+                finally:
+                    watched.done()
         except ApiError as err:
             answer = _error(err)
         if answer is None:
@@ -103,6 +106,12 @@ class HotPath:
             response_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": data})
+
+    def _watch(self, receive: Any, scope: trio.CancelScope) -> "_Watched":
+        if not self.disconnects.started:
+            self.disconnects.started = True
+            self.tasks.start_background(self.disconnects.run)  # it picks up what waits meanwhile
+        return self.disconnects.watch(receive, scope)
 
     async def _decode(self, body: bytes) -> TaskRequest:
         if body.strip() and not json_depth_exceeds(body, self.max_depth):
@@ -174,6 +183,59 @@ async def _read_body(receive: Any) -> bytes:
         message = await receive()
         parts.append(message.get("body", b""))
     return b"".join(parts)
+
+
+class DisconnectWatch:
+    """Cancels a request's scope when its client leaves, without a task per request.
+
+    A request registers (`watch`) and unregisters (`done`) itself; one long-lived task (`run`)
+    starts a watcher only for the requests still going when it gets to run, i.e. those that
+    waited on something. A sync echo never waits, and a watcher task per request (a nursery,
+    a task, a cancellation) cost more than the rest of the request. Its methods but `run` never
+    await: atomic between checkpoints."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self._waiting: list[_Watched] = []
+        self._wake = trio.Event()
+
+    def watch(self, receive: Any, scope: trio.CancelScope) -> "_Watched":
+        watched = _Watched(receive, scope)
+        self._waiting.append(watched)
+        self._wake.set()
+        return watched
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                waiting, self._waiting = self._waiting, []
+                for watched in waiting:
+                    if not watched.finished:
+                        watched.watcher = trio.CancelScope()
+                        nursery.start_soon(watched.watch)
+
+
+class _Watched:
+    """One request under `DisconnectWatch`: `done()` once it has its answer."""
+
+    __slots__ = ("receive", "scope", "finished", "watcher")
+
+    def __init__(self, receive: Any, scope: trio.CancelScope):
+        self.receive = receive
+        self.scope = scope
+        self.finished = False
+        self.watcher: trio.CancelScope | None = None
+
+    def done(self) -> None:
+        self.finished = True
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+    async def watch(self) -> None:
+        with self.watcher:
+            await _cancel_on_disconnect(self.receive, self.scope)
 
 
 async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:

@@ -184,6 +184,13 @@ class TaskService(ServiceBase):
             nursery.start_soon(resume_accepted, self, recovered)
             task_status.started()
 
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run `fn()` for as long as the service runs (the hot path's disconnect watch).
+        Raises RuntimeError when the service is not running."""
+        if self._nursery is None:
+            raise RuntimeError("the task service is not running")
+        self._nursery.start_soon(fn)
+
     @property
     def maintenance(self) -> bool:
         """True while every worker is in maintenance: the workers hold the one flag."""

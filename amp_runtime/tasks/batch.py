@@ -1,9 +1,10 @@
 """Batch submission (`POST /tasks`): many task requests in one body, one line per task as it finishes.
 
-Each item goes through `TaskService.submit`, the one admission path, so a batch item meets the same
-checks, priorities and queue limits as a single `POST /task`. The items run in one nursery owned by
-the generator the response streams: when the client leaves, the response's `aclose` cancels the
-nursery and every unfinished item gives its queue place or slot back at once.
+Each item meets the admission of a single `POST /task` -- `TaskService.submit`, or for a sync item
+no node forwards `TaskService.admit_sync`, the same checks without awaiting -- so it gets the same
+checks, priorities and queue limits. The items run in one nursery owned by the generator the
+response streams: when the client leaves, the response's `aclose` cancels the nursery and withdraws
+the queued items, and every unfinished item gives its queue place or slot back at once.
 """
 
 from __future__ import annotations

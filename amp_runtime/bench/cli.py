@@ -75,7 +75,7 @@ def bench_command(args: argparse.Namespace) -> int:
 async def _bench(args: argparse.Namespace, task_input) -> BenchSummary:
     if args.url:
         return await _drive(args, args.url.rstrip("/"), task_input, args.key)
-    from ..cli import tune_gc
+    from ..gc_tuning import tune_gc
     from ..config import load_config
     from ..runtime import Runtime
 

@@ -235,7 +235,11 @@ class _Watched:
 
     async def watch(self) -> None:
         with self.watcher:
-            await _cancel_on_disconnect(self.receive, self.scope)
+            try:
+                await _cancel_on_disconnect(self.receive, self.scope)
+            except Exception:  # contained: it runs in the task service's nursery, not the request's
+                log.exception("watching a request for its client leaving failed; treated as gone")
+                self.scope.cancel()
 
 
 async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:

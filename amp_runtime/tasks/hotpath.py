@@ -53,6 +53,8 @@ class HotPath:
         self.retry_after = str(config.tasks.retry_after_s).encode()
         self.max_batch = http.max_batch
         self.disconnects = DisconnectWatch()
+        # `/tasks` streams its answer, so `__call__` hands it to `_submit_batch` before the others'
+        # one-answer path.
         self.routes = {"/task": self._submit_task, "/noop": self._noop, "/tasks": self._submit_batch}
         from .routes import NoopResult  # the routes module imports the service; so does this one
 
@@ -159,7 +161,7 @@ class HotPath:
 
 
 async def _answered(handler: Any, request: TaskRequest, path: str) -> tuple[int, Any, dict[str, str] | None]:
-    """The handler's answer, or its error's (never raises but Cancelled: it runs in a nursery)."""
+    """The handler's answer, or its error's (never raises but Cancelled: a client gone)."""
     try:
         return await handler(request)
     except ApiError as err:

@@ -112,7 +112,10 @@ class HotPath:
     def _watch(self, receive: Any, scope: trio.CancelScope) -> "_Watched":
         if not self.disconnects.started:
             self.disconnects.started = True
-            self.tasks.start_background(self.disconnects.run)  # it picks up what waits meanwhile
+            try:
+                self.tasks.start_background(self.disconnects.run)  # it picks up what waits meanwhile
+            except RuntimeError:  # the service is stopping: its tasks are being cancelled anyway
+                pass
         return self.disconnects.watch(receive, scope)
 
     async def _decode(self, body: bytes) -> TaskRequest:

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from . import __version__
 from .config import Config, ConfigError, load_config, parse_bind
+from .gc_tuning import tune_gc
 
 LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
@@ -118,21 +119,6 @@ def serve_command(args: argparse.Namespace) -> int:
         logging.getLogger("amp_runtime").critical("fatal: %s", exc, exc_info=exc)
         return 1
     return 0
-
-
-def tune_gc(config: Config) -> None:
-    """Keep garbage collection off the request path, once the runtime has started.
-
-    Measured under load (benchmarks/profile_notes.md): full collections walked ~130k objects
-    and held the event loop 60-85 ms, young ones ran every ~10 requests. Freezing what startup
-    built (modules, app, actors) and a larger young generation make them shorter and rarer."""
-    import gc
-
-    if config.server.gc_threshold:
-        gc.set_threshold(*config.server.gc_threshold)
-    if config.server.gc_freeze:
-        gc.collect()
-        gc.freeze()
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

@@ -62,14 +62,17 @@ def server_process(*, module: str = "amp_runtime", env: dict | None = None, slot
 
 def load(url: str, *, path: str = "/task", function: str = "echo", mode: str = "sync",
          concurrency: int = 50, tasks: int | None = None, duration: float | None = None,
-         input: str | None = None) -> dict:
-    """Load from a separate process: wrk when installed (sync POSTs), else our own generator."""
+         input: str | None = None, batch: int | None = None) -> dict:
+    """Load from a separate process: wrk when installed (sync POSTs), else our own generator.
+    `batch`: POST /tasks with that many tasks a request (`per_s` then counts tasks)."""
     body = {"function": function, "input": msgspec.json.decode(input) if input else {"x": 1},
             "contract": 1, "mode": mode}
-    if shutil.which("wrk") and mode == "sync" and duration:  # wrk runs for a time, not a count
+    if shutil.which("wrk") and mode == "sync" and duration and not batch:  # wrk runs for a time, not a count
         return _wrk(url, path, msgspec.json.encode(body).decode(), concurrency, duration)
     args = [sys.executable, "-m", "amp_runtime", "bench", "--url", url, "--path", path, "--json",
             "--function", function, "--mode", mode, "--concurrency", str(concurrency)]
+    if batch:
+        args += ["--batch", str(batch)]
     args += ["--duration", str(duration)] if duration else ["--tasks", str(tasks or 5000)]
     if input:
         args += ["--input", input]
@@ -140,16 +143,19 @@ async def _inprocess_slots(round_trips: int) -> dict:
             await send.send((i, reply))
             await reply.wait()
 
+    # Wall-clock rates, and thread CPU per round trip beside them: on a shared machine the
+    # CPU figures (one thread does all of it) move far less than the wall-clock ones.
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consumer)
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         async with trio.open_nursery() as inner:
             for _ in range(producers):
                 inner.start_soon(raw_producer)
         raw_rate = per_producer * producers / (time.perf_counter() - started)
+        raw_cpu = (time.thread_time() - started_cpu) / (per_producer * producers)
         nursery.cancel_scope.cancel()
 
-    results = {"raw_channel_round_trips_per_s": round(raw_rate)}
+    results = {"raw_channel_round_trips_per_s": round(raw_rate), "raw_channel_us_cpu": round(raw_cpu * 1e6, 2)}
     ids = itertools.count()
     spec = FUNCTIONS["echo"]
     for slots in (1, 10, 100):
@@ -163,14 +169,17 @@ async def _inprocess_slots(round_trips: int) -> dict:
 
         async with trio.open_nursery() as nursery:
             await nursery.start(supervise, worker)
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.thread_time()
             async with trio.open_nursery() as inner:
                 for _ in range(producers):
                     inner.start_soon(slot_producer)
             rate = per_producer * producers / (time.perf_counter() - started)
+            cpu = (time.thread_time() - started_cpu) / (per_producer * producers)
             nursery.cancel_scope.cancel()
         results[f"slots_{slots}_tasks_per_s"] = round(rate)
         results[f"slots_{slots}_ratio"] = ratio(rate, raw_rate)
+        results[f"slots_{slots}_us_cpu"] = round(cpu * 1e6, 2)
+        results[f"slots_{slots}_cpu_ratio"] = ratio(raw_cpu, cpu)
     return results
 
 
@@ -229,7 +238,8 @@ def http_sync(duration: float = 8.0, concurrency: int = 50) -> dict:
     with server_process(module="benchmarks.bare_asgi") as (url, _):
         bare = load(url, path="/", duration=duration, concurrency=concurrency)
     return {
-        "task_sync_echo_per_s": task["per_s"], "task_p50_ms": task["p50_ms"],
+        "task_sync_echo_per_s": task["per_s"], "task_p50_ms": task["p50_ms"], "task_p99_ms": task["p99_ms"],
+        "task_p99_over_p50": ratio(task["p99_ms"] or 0.0, task["p50_ms"] or 0.0),
         "noop_route_per_s": noop["per_s"], "bare_hypercorn_per_s": bare["per_s"],
         "task_vs_noop_ratio": ratio(task["per_s"], noop["per_s"]),
         "task_vs_bare_ratio": ratio(task["per_s"], bare["per_s"]),
@@ -237,6 +247,88 @@ def http_sync(duration: float = 8.0, concurrency: int = 50) -> dict:
         "errors": task.get("errors", 0),
         "load_tool": task.get("tool", "amp-runtime bench (separate process)"),
     }
+
+
+def latency_one_connection(duration: float = 10.0) -> dict:
+    """POST /task sync echo from one connection for `duration` s: the tail a lone client sees."""
+    with server_process() as (url, _):
+        load(url, tasks=1000, concurrency=1)  # warm up
+        one = load(url, duration=duration, concurrency=1)
+    return {"duration_s": duration, "per_s": one["per_s"], "p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"],
+            "load_tool": one.get("tool", "amp-runtime bench (separate process)")}
+
+
+def batch_one_connection(size: int = 1000, tasks: int = 50_000) -> dict:
+    """POST /tasks, batches of `size` sync echo tasks, one connection; lines counted as they stream."""
+    with server_process() as (url, _):
+        load(url, batch=size, tasks=5 * size, concurrency=1)  # warm up
+        run = load(url, batch=size, tasks=tasks, concurrency=1)
+    return {"batch": size, "tasks": run["ok"], "tasks_per_s": run["per_s"], "batch_p50_ms": run["p50_ms"],
+            "errors": run["errors"]}
+
+
+def hotpath_cpu(requests: int = 20_000, concurrency: int = 50) -> dict:
+    """CPU per request of the app alone (the ASGI callable hypercorn calls, driven in-process
+    with no sockets) for POST /task sync echo, POST /noop and the bare ASGI app: what our layer
+    costs over the floor, measured in thread CPU time so a busy machine moves it little."""
+    import gc
+
+    threshold = gc.get_threshold()
+    try:
+        return trio.run(_hotpath_cpu, requests, concurrency)
+    finally:  # the next cases of the suite run with this process's own settings again
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
+async def _hotpath_cpu(requests: int, concurrency: int) -> dict:
+    import gc
+
+    from amp_runtime.bench import bare_asgi
+    from amp_runtime.config import load_config
+    from amp_runtime.runtime import Runtime
+
+    body = b'{"function":"echo","input":{"x":1},"contract":1,"mode":"sync"}'
+
+    async def drive(app, path: str) -> float:
+        scope = {"type": "http", "method": "POST", "path": path,
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+
+        async def client() -> None:
+            for _ in range(requests // concurrency):
+                messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+                async def receive() -> dict:
+                    if messages:
+                        return messages.pop()
+                    await trio.sleep_forever()  # the client never leaves
+
+                async def send(message: dict) -> None:
+                    await trio.lowlevel.checkpoint()  # a socket write is a checkpoint too
+
+                await app(scope, receive, send)
+
+        started = time.thread_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(client)
+        return (time.thread_time() - started) / requests * 1e6
+
+    with tempfile.TemporaryDirectory(prefix="amp-bench-") as data_dir:
+        config = load_config(None, environ={}, overrides={
+            "server": {"bind": "127.0.0.1:0", "data_dir": data_dir}, "log": {"level": "warning"}})
+        runtime = Runtime(config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: runtime.run(task_status=task_status))
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*config.server.gc_threshold)
+            app = runtime.in_flight  # what hypercorn calls: the Quart-Trio app behind the hot path
+            await drive(app, "/task")  # warm up
+            task, noop, bare = await drive(app, "/task"), await drive(app, "/noop"), await drive(bare_asgi.app, "/")
+            runtime.request_stop()
+    return {"task_us_cpu_per_request": round(task, 1), "noop_us_cpu_per_request": round(noop, 1),
+            "bare_us_cpu_per_request": round(bare, 1), "task_minus_bare_us": round(task - bare, 1)}
 
 
 def stream(events: int = 20_000) -> dict:

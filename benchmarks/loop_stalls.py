@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run (default 10)")
     args = parser.parse_args(argv)
 
-    from amp_runtime.cli import tune_gc
+    from amp_runtime.gc_tuning import tune_gc
     from amp_runtime.config import load_config
     from amp_runtime.runtime import Runtime
 

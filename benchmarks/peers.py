@@ -5,6 +5,8 @@ Workloads:
   echo  50 clients each submitting an echo task and waiting for its result, for --duration s.
         amp-runtime: 50 HTTP connections, POST /task sync. Peers: 50 client threads, submit +
         wait for the result through Redis.
+  batch amp-runtime only: POST /tasks from one connection, batches of 1000 echo tasks, lines
+        streamed back; compared with each peer's echo figure (batch_vs_<peer>).
   cpu   4 clients, the built-in CPU burn (pure Python, ~15 ms): amp-runtime's thread slots
         (cpu_burn) and process slots (cpu_burn_process, pool = CPU count) vs Celery prefork and
         Dramatiq with the same concurrency (CPU count).
@@ -39,6 +41,7 @@ CPU_INPUT = {"n": 250_000}
 ECHO_INPUT = {"x": 1}
 CPU_CLIENTS = 4
 ECHO_CLIENTS = 50
+BATCH_SIZE = 1000  # POST /tasks items a request
 STOP_TIMEOUT_S = 15
 
 
@@ -153,13 +156,15 @@ def ours(duration: float) -> dict:
     with cases.server_process() as (url, _):
         cases.load(url, tasks=1000, concurrency=ECHO_CLIENTS)  # warm up
         echo = cases.load(url, duration=duration, concurrency=ECHO_CLIENTS, input=body(ECHO_INPUT))
+        # Batch submission: one connection, batches of 1000, results streamed back (issue 15: >= 15x Dramatiq).
+        batch = cases.load(url, batch=BATCH_SIZE, tasks=50 * BATCH_SIZE, concurrency=1, input=body(ECHO_INPUT))
         # Starts the worker processes. A count, not a time: a run cut off mid-task would kill them.
         cases.load(url, function="cpu_burn_process", tasks=40, concurrency=CPU_CLIENTS, input=body(CPU_INPUT))
         process = cases.load(url, function="cpu_burn_process", duration=duration, concurrency=CPU_CLIENTS,
                              input=body(CPU_INPUT))
         thread = cases.load(url, function="cpu_burn", duration=duration, concurrency=CPU_CLIENTS,
                             input=body(CPU_INPUT))
-    return {"echo": echo, "cpu_process": process, "cpu_thread": thread}
+    return {"echo": echo, "batch": batch, "cpu_process": process, "cpu_thread": thread}
 
 
 def celery(redis_url: str, duration: float, concurrency: int) -> dict:
@@ -247,6 +252,7 @@ def run(duration: float = 8.0, concurrency: int | None = None, report=print) -> 
     result = {
         "duration_s": duration, "concurrency": concurrency,
         "ours_echo_per_s": ours_fig["echo"]["per_s"],
+        "ours_batch_per_s": ours_fig["batch"]["per_s"],
         "ours_cpu_process_per_s": ours_fig["cpu_process"]["per_s"],
         "ours_cpu_thread_per_s": ours_fig["cpu_thread"]["per_s"],
         "cpu_process_vs_thread": ratio(ours_fig["cpu_process"]["per_s"], ours_fig["cpu_thread"]["per_s"]),
@@ -261,13 +267,15 @@ def run(duration: float = 8.0, concurrency: int | None = None, report=print) -> 
         result[f"{name}_cpu_per_s"] = peer["cpu"]["per_s"]
         result[f"{name}_errors"] = peer["echo"]["errors"] + peer["cpu"]["errors"]
         result[f"echo_vs_{name}"] = ratio(ours_fig["echo"]["per_s"], peer["echo"]["per_s"])
+        result[f"batch_vs_{name}"] = ratio(ours_fig["batch"]["per_s"], peer["echo"]["per_s"])
         result[f"cpu_process_vs_{name}"] = ratio(ours_fig["cpu_process"]["per_s"], peer["cpu"]["per_s"])
     return result
 
 
 def render(result: dict) -> str:
     lines = [f"same run, {result['duration_s']} s per figure, peer concurrency {result['concurrency']}:",
-             f"  echo, {ECHO_CLIENTS} clients: amp-runtime {result['ours_echo_per_s']}/s",
+             f"  echo, {ECHO_CLIENTS} clients: amp-runtime {result['ours_echo_per_s']}/s; "
+             f"POST /tasks, batches of {BATCH_SIZE}, one connection: {result['ours_batch_per_s']} tasks/s",
              f"  cpu burn, {CPU_CLIENTS} clients: amp-runtime process slots {result['ours_cpu_process_per_s']}/s, "
              f"thread slots {result['ours_cpu_thread_per_s']}/s (process/thread {result['cpu_process_vs_thread']}x)"]
     for name in ("celery", "dramatiq"):
@@ -275,7 +283,7 @@ def render(result: dict) -> str:
             lines.append(f"  {name}: skipped ({result[f'{name}_skipped']})")
             continue
         lines.append(f"  {name} ({result[f'{name}_setup']}): echo {result[f'{name}_echo_per_s']}/s "
-                     f"-> amp-runtime {result[f'echo_vs_{name}']}x; cpu {result[f'{name}_cpu_per_s']}/s "
+                     f"-> amp-runtime {result[f'echo_vs_{name}']}x, batches {result[f'batch_vs_{name}']}x; cpu {result[f'{name}_cpu_per_s']}/s "
                      f"-> amp-runtime process slots {result[f'cpu_process_vs_{name}']}x"
                      + (f"; {result[f'{name}_errors']} errors" if result[f"{name}_errors"] else ""))
     return "\n".join(lines)

@@ -75,6 +75,7 @@ def bench_command(args: argparse.Namespace) -> int:
 async def _bench(args: argparse.Namespace, task_input) -> BenchSummary:
     if args.url:
         return await _drive(args, args.url.rstrip("/"), task_input, args.key)
+    from ..gc_tuning import tune_gc
     from ..config import load_config
     from ..runtime import Runtime
 
@@ -88,6 +89,7 @@ async def _bench(args: argparse.Namespace, task_input) -> BenchSummary:
         runtime = Runtime(config)
         async with trio.open_nursery() as nursery:
             urls = await nursery.start(lambda task_status: runtime.run(task_status=task_status))
+            tune_gc(config)  # the server measured as `amp-runtime serve` runs it
             summary = await _drive(args, urls[0], task_input, "")
             runtime.request_stop()
         return summary

@@ -1,23 +1,28 @@
 """Batch submission (`POST /tasks`): many task requests in one body, one line per task as it finishes.
 
-Each item goes through `TaskService.submit`, the one admission path, so a batch item meets the same
-checks, priorities and queue limits as a single `POST /task`. The items run in one nursery owned by
-the generator the response streams: when the client leaves, the response's `aclose` cancels the
-nursery and every unfinished item gives its queue place or slot back at once.
+Each item meets the admission of a single `POST /task` -- `TaskService.submit`, or for a sync item
+no node forwards `TaskService.admit_sync`, the same checks without awaiting -- so it gets the same
+checks, priorities and queue limits. The items run in one nursery owned by the generator the
+response streams: when the client leaves, the response's `aclose` cancels the nursery and withdraws
+the queued items, and every unfinished item gives its queue place or slot back at once.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
+from functools import partial
 from typing import Annotated, Any, AsyncIterator
 
 import msgspec
 import trio
 
-from ..core.http import ApiError, decode_body
+from ..core.http import ApiError, decode_body, json_depth_exceeds
 from .errors import Rejected, WorkerFailed
 from .models import TaskAccepted, TaskError, TaskRequest, TaskResult
-from .outcomes import Forwarded, SyncOutcome
+from .outcomes import OUTCOME_STATUS, Forwarded, SyncOutcome
+from .worker import Task, new_task_ids, run_leased
 
 log = logging.getLogger("amp_runtime.tasks.batch")
 
@@ -43,12 +48,14 @@ class BatchLine(msgspec.Struct, kw_only=True, omit_defaults=True):
     problems: list[str] | None = None
 
 
+OVERDUE_GRACE_S = 0.5  # as `wait_outcome`: past its deadline, a queued item is expired by the batch
 _item_decoder = msgspec.json.Decoder(TaskRequest)
 _raw_items = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def decode_batch(data: bytes, ndjson: bool, max_batch: int) -> list[BatchItem]:
+def decode_batch(data: bytes, ndjson: bool, max_batch: int, max_depth: int) -> list[BatchItem]:
     """The batch's items; an item that does not decode is kept as its `Rejected` (its own line).
+    Needs the app context (an item's error is worded as a single `POST /task` words it).
 
     Raises `ApiError`: 400 for a body that is not a JSON array (or NDJSON) of objects, 413 for
     more than `max_batch` items."""
@@ -67,26 +74,127 @@ def decode_batch(data: bytes, ndjson: bool, max_batch: int) -> list[BatchItem]:
         raise ApiError(400, "EMPTY_BATCH", "a batch needs at least one task request")
     items: list[BatchItem] = []
     for raw in raws:
+        item = bytes(raw)
+        if not json_depth_exceeds(item, max_depth):
+            try:  # the common case, without the error wording's context lookups
+                items.append(_item_decoder.decode(item))
+                continue
+            except msgspec.MsgspecError:
+                pass
         try:
-            items.append(decode_body(_item_decoder, bytes(raw)))
+            items.append(decode_body(_item_decoder, item))
         except ApiError as err:
             items.append(Rejected(err.status, err.code, err.message, problems=err.problems))
     return items
 
 
-async def run_batch(service: Any, items: list[BatchItem]) -> AsyncIterator[BatchLine]:
-    """A line per item, in the order they finish. Closing the generator (the response's
-    `aclose`, also when the client left) cancels the items still queued or running."""
+async def run_batch(service: Any, items: list[BatchItem], *, may_forward: bool = True) -> AsyncIterator[list[BatchLine]]:
+    """Lines in the order the items finish, as lists of those finished since the last one was
+    read (the response writes each list as one chunk). Closing the generator (the response's
+    `aclose`, also when the client left) cancels the items still queued or running.
+
+    Without forwarding, the sync items are admitted all at once, before any runs: each worker
+    lends its free slots (`_run_leased`, one task each) and queues the rest by priority, whose
+    outcomes come back through `Outcome.on_set` -- no task, event or scope per queued item.
+    Webhook items and, when a node may forward, every item go through `submit` in a task each."""
     # Room for every line: an item never waits on the reader, so a slow reader holds no slot.
     send, receive = trio.open_memory_channel[BatchLine](len(items))
+    queued = _Queued(send)
     async with trio.open_nursery() as nursery:
         try:
+            ids = new_task_ids(len(items))
             for index, item in enumerate(items):
-                nursery.start_soon(_run_item, service, index, item, send)
-            for _ in items:
-                yield await receive.receive()
+                if may_forward or not isinstance(item, TaskRequest) or item.mode != "sync":
+                    nursery.start_soon(_run_item, service, index, item, send)
+                    continue
+                try:
+                    worker, task, lease = service.admit_sync(item, ids[index])
+                except (Rejected, WorkerFailed) as exc:
+                    send.send_nowait(_refused(index, exc))
+                    continue
+                if lease is not None:
+                    nursery.start_soon(_run_leased, worker, lease, task, index, send)
+                else:
+                    queued.add(worker, task, index)
+            remaining = len(items)
+            while remaining:
+                with trio.move_on_at(queued.next_overdue_at()):
+                    lines = [await receive.receive()]
+                    while True:  # whatever else finished meanwhile goes out in the same chunk
+                        try:
+                            lines.append(receive.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                    remaining -= len(lines)
+                    yield lines
+                queued.expire_overdue()
         finally:
+            queued.withdraw_all()
             nursery.cancel_scope.cancel()
+
+
+class _Queued:
+    """A batch's items waiting in their workers' queues: each reports its line when settled, is
+    expired like `wait_outcome` expires a sync caller's task, and is withdrawn when the batch
+    closes. Its methods never await."""
+
+    def __init__(self, send: trio.MemorySendChannel):
+        self.send = send
+        self.tasks: dict[str, tuple[Any, Task, int]] = {}  # unsettled: id -> (worker, task, index)
+        self.deadlines: list[tuple[float, str]] = []  # heap of (deadline, id)
+
+    def add(self, worker: Any, task: Task, index: int) -> None:
+        self.tasks[task.id] = (worker, task, index)
+        heapq.heappush(self.deadlines, (task.deadline, task.id))
+        task.outcome.on_set = partial(self._settled, index, task.id)
+
+    def _settled(self, index: int, task_id: str, result: TaskResult) -> None:
+        if self.tasks.pop(task_id, None) is None:
+            return  # already answered as unsettled
+        self.send.send_nowait(_outcome(index, OUTCOME_STATUS[result.status], result))
+
+    def next_overdue_at(self) -> float:
+        """When the earliest unsettled item is past its deadline plus the grace `wait_outcome` gives."""
+        while self.deadlines and self.deadlines[0][1] not in self.tasks:
+            heapq.heappop(self.deadlines)
+        return self.deadlines[0][0] + OVERDUE_GRACE_S if self.deadlines else math.inf
+
+    def expire_overdue(self) -> None:
+        now = trio.current_time()
+        while self.deadlines and self.deadlines[0][0] + OVERDUE_GRACE_S <= now:
+            _, task_id = heapq.heappop(self.deadlines)
+            if task_id in self.tasks:
+                worker, task, index = self.tasks[task_id]
+                self._withdraw(worker, task, index, timed_out=True)
+
+    def withdraw_all(self) -> None:
+        for worker, task, index in list(self.tasks.values()):
+            self._withdraw(worker, task, index, timed_out=False)
+
+    def _withdraw(self, worker: Any, task: Task, index: int, *, timed_out: bool) -> None:
+        """Cancel it on its worker, which settles it (and so reports its line); a worker that no
+        longer knows it, or fails now, leaves it unanswered: its line says so."""
+        try:
+            outcome = worker.cancel(task.id, timed_out=timed_out)
+        except WorkerFailed:
+            outcome = None
+        if outcome is None and task.id in self.tasks:  # nobody is left to settle it
+            del self.tasks[task.id]
+            self.send.send_nowait(BatchLine(index=index, status="failed", success=False, http_status=503,
+                                            error=TaskError(type="WorkerFailed", message=(
+                                                f"worker {worker.name} did not settle task {task.id}"))))
+
+
+async def _run_leased(worker: Any, lease: Any, task: Task, index: int, send: trio.MemorySendChannel) -> None:
+    result = await run_leased(worker, lease, task)
+    send.send_nowait(_outcome(index, OUTCOME_STATUS[result.status], result))
+
+
+def _refused(index: int, exc: Rejected | WorkerFailed) -> BatchLine:
+    if isinstance(exc, WorkerFailed):
+        return BatchLine(index=index, status="failed", success=False, http_status=503,
+                         error=TaskError(type="WorkerFailed", message=str(exc)))
+    return _rejected(index, exc)
 
 
 async def _run_item(service: Any, index: int, item: BatchItem, send: trio.MemorySendChannel) -> None:
@@ -104,8 +212,7 @@ async def _run_item(service: Any, index: int, item: BatchItem, send: trio.Memory
     except ApiError as err:  # a cluster node could not be reached
         line = _rejected(index, Rejected(err.status, err.code, err.message, problems=err.problems))
     except WorkerFailed as exc:
-        line = BatchLine(index=index, status="failed", success=False, http_status=503,
-                         error=TaskError(type="WorkerFailed", message=str(exc)))
+        line = _refused(index, exc)
     except Exception as exc:
         log.exception("batch item %d failed", index)
         line = BatchLine(index=index, status="failed", success=False, http_status=500,

@@ -1,4 +1,4 @@
-"""A lean ASGI layer in front of the Quart-Trio app for the hottest routes (`POST /task`, `POST /noop`).
+"""A lean ASGI layer in front of the Quart-Trio app for the hottest routes (`POST /task`, `/noop`, `/tasks`).
 
 Quart's request machinery (contexts, routing, the Request object, body wrappers) costs more than
 running an echo task; this layer answers the common case itself, with the same auth, limits, structs,
@@ -12,23 +12,28 @@ Idempotency-Key, a cluster that may forward. Installed by `create_app` through Q
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 from typing import Any
 
 import msgspec
 import trio
 
 from ..core.http import ApiError, CodedError, decode_body, json_depth_exceeds, key_matches, presented_credential
+from .batch import NDJSON, decode_batch
 from .errors import Rejected, WorkerFailed
 from .models import TaskAccepted, TaskRequest
 from .service import SyncOutcome
 
 log = logging.getLogger("amp_runtime.http")
 
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+_encode, _encode_lines = _encoder.encode, _encoder.encode_lines
 _decoder = msgspec.json.Decoder(TaskRequest)
 _JSON = b"application/json"
 _UNAUTHORIZED = ApiError(401, "UNAUTHORIZED", "missing or wrong Authorization header")
 _INTERNAL = ApiError(500, "INTERNAL_ERROR", "internal server error")
+_NDJSON_HEADERS = [(b"cache-control", b"no-cache"), (b"content-type", NDJSON.encode())]  # as the Quart route's
+_SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"content-type", b"text/event-stream")]
 
 
 class HotPath:
@@ -46,7 +51,11 @@ class HotPath:
         self.max_depth = http.max_json_depth
         self.api_key = config.auth.api_key
         self.retry_after = str(config.tasks.retry_after_s).encode()
-        self.routes = {"/task": self._submit_task, "/noop": self._noop}
+        self.max_batch = http.max_batch
+        self.disconnects = DisconnectWatch()
+        # `/tasks` streams its answer, so `__call__` hands it to `_submit_batch` before the others'
+        # one-answer path.
+        self.routes = {"/task": self._submit_task, "/noop": self._noop, "/tasks": self._submit_batch}
         from .routes import NoopResult  # the routes module imports the service; so does this one
 
         self.noop_result = NoopResult
@@ -55,12 +64,16 @@ class HotPath:
         handler = self.routes.get(scope.get("path")) if scope["type"] == "http" else None
         if handler is None or scope["method"] != "POST" or getattr(self.cluster, "forwarder", None) is not None:
             return await self.next(scope, receive, send)
-        length, authorization = None, None
+        length, authorization, content_type, accept = None, None, b"", b""
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = int(value) if value.isdigit() else -1
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"accept":
+                accept = value
             elif name == b"idempotency-key":  # keyed admission is the Quart route's business
                 return await self.next(scope, receive, send)
         if length is None or not 0 <= length <= self.max_body:
@@ -72,13 +85,18 @@ class HotPath:
         try:
             if self.api_key and not key_matches(presented_credential(authorization), self.api_key):
                 raise _UNAUTHORIZED
+            if scope["path"] == "/tasks":
+                ndjson = content_type.split(b";")[0].strip().lower() == NDJSON.encode()  # Quart's mimetype
+                return await self._submit_batch(body, ndjson, b"text/event-stream" in accept, receive, send)
             request = await self._decode(body)
             if request.mode == "stream" and scope["path"] == "/task":
                 return await self.next(scope, _replay(body, receive), send)  # Quart streams it
-            async with trio.open_nursery() as nursery:  # as in Quart-Trio: a client gone cancels its task
-                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                answer = await _answered(handler, request, scope["path"])
-                nursery.cancel_scope.cancel()
+            with trio.CancelScope() as request_scope:  # as in Quart-Trio: a client gone cancels its task
+                watched = self._watch(receive, request_scope)
+                try:
+                    answer = await _answered(handler, request, scope["path"])
+                finally:
+                    watched.done()
         except ApiError as err:
             answer = _error(err)
         if answer is None:
@@ -90,6 +108,15 @@ class HotPath:
             response_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": data})
+
+    def _watch(self, receive: Any, scope: trio.CancelScope) -> "_Watched":
+        if not self.disconnects.started:
+            self.disconnects.started = True
+            try:
+                self.tasks.start_background(self.disconnects.run)  # it picks up what waits meanwhile
+            except RuntimeError:  # the service is stopping: its tasks are being cancelled anyway
+                pass
+        return self.disconnects.watch(receive, scope)
 
     async def _decode(self, body: bytes) -> TaskRequest:
         if body.strip() and not json_depth_exceeds(body, self.max_depth):
@@ -114,12 +141,30 @@ class HotPath:
             return 202, submitted, None
         raise RuntimeError(f"the hot path cannot answer {type(submitted).__name__}")
 
+    async def _submit_batch(self, body: bytes, ndjson: bool, sse: bool, receive: Any, send: Any) -> None:
+        """`POST /tasks` as the Quart route answers it: lines as items finish, each list of lines
+        that finished together written as one chunk (one write per line was ~17% of a batch)."""
+        async with self.app.app_context():  # an item's error is worded by the route's decoder
+            items = decode_batch(body, ndjson, self.max_batch, self.max_depth)  # ApiError: one 400 / 413
+        lines = self.tasks.submit_batch(items, may_forward=False)  # forwarding batches go through Quart
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": _SSE_HEADERS if sse else _NDJSON_HEADERS})
+        async with trio.open_nursery() as nursery:  # a client gone cancels the unfinished items
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            async with aclosing(lines):
+                async for chunk in lines:
+                    data = b"".join([b"data: " + _encode(line) + b"\n\n" for line in chunk]) if sse \
+                        else _encode_lines(chunk)
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
+
     async def _noop(self, request: TaskRequest) -> tuple[int, Any, None]:
         return 200, self.noop_result(function=request.function), None
 
 
 async def _answered(handler: Any, request: TaskRequest, path: str) -> tuple[int, Any, dict[str, str] | None]:
-    """The handler's answer, or its error's (never raises but Cancelled: it runs in a nursery)."""
+    """The handler's answer, or its error's (never raises but Cancelled: a client gone)."""
     try:
         return await handler(request)
     except ApiError as err:
@@ -143,6 +188,63 @@ async def _read_body(receive: Any) -> bytes:
         message = await receive()
         parts.append(message.get("body", b""))
     return b"".join(parts)
+
+
+class DisconnectWatch:
+    """Cancels a request's scope when its client leaves, without a task per request.
+
+    A request registers (`watch`) and unregisters (`done`) itself; one long-lived task (`run`)
+    starts a watcher only for the requests still going when it gets to run, i.e. those that
+    waited on something. A sync echo never waits, and a watcher task per request (a nursery,
+    a task, a cancellation) cost more than the rest of the request. Its methods but `run` never
+    await: atomic between checkpoints."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self._waiting: list[_Watched] = []
+        self._wake = trio.Event()
+
+    def watch(self, receive: Any, scope: trio.CancelScope) -> "_Watched":
+        watched = _Watched(receive, scope)
+        self._waiting.append(watched)
+        self._wake.set()
+        return watched
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                waiting, self._waiting = self._waiting, []
+                for watched in waiting:
+                    if not watched.finished:
+                        watched.watcher = trio.CancelScope()
+                        nursery.start_soon(watched.watch)
+
+
+class _Watched:
+    """One request under `DisconnectWatch`: `done()` once it has its answer."""
+
+    __slots__ = ("receive", "scope", "finished", "watcher")
+
+    def __init__(self, receive: Any, scope: trio.CancelScope):
+        self.receive = receive
+        self.scope = scope
+        self.finished = False
+        self.watcher: trio.CancelScope | None = None
+
+    def done(self) -> None:
+        self.finished = True
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+    async def watch(self) -> None:
+        with self.watcher:
+            try:
+                await _cancel_on_disconnect(self.receive, self.scope)
+            except Exception:  # contained: it runs in the task service's nursery, not the request's
+                log.exception("watching a request for its client leaving failed; treated as gone")
+                self.scope.cancel()
 
 
 async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:

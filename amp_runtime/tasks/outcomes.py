@@ -7,6 +7,8 @@ from typing import Any
 
 from .models import TaskResult
 
+OUTCOME_STATUS = {"completed": 200, "failed": 500, "timed_out": 504, "cancelled": 409}  # a sync task's HTTP status
+
 
 @dataclass(slots=True)
 class SyncOutcome:

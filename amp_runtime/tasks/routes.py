@@ -100,14 +100,16 @@ def _document_batch_body(operation: dict, schemas: dict) -> None:
     describe=_document_batch_body,
 )
 async def submit_batch(service: TaskService):
-    items = decode_batch(await request.get_data(), request.mimetype == NDJSON, service.config.http.max_batch)
+    limits = service.config.http
+    items = decode_batch(await request.get_data(), request.mimetype == NDJSON, limits.max_batch, limits.max_json_depth)
     sse = "text/event-stream" in request.headers.get("Accept", "")
     lines = service.submit_batch(items)
 
     async def body():
         async with aclosing(lines):  # closing it cancels the unfinished items (the client left)
-            async for line in lines:
-                yield (b"data: " + _encode(line) + b"\n\n") if sse else _encode(line) + b"\n"
+            async for chunk in lines:
+                for line in chunk:
+                    yield (b"data: " + _encode(line) + b"\n\n") if sse else _encode(line) + b"\n"
 
     response = Response(body(), content_type="text/event-stream" if sse else NDJSON,
                         headers={"Cache-Control": "no-cache"})

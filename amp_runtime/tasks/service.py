@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import platform
 import sys
-import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -30,18 +29,17 @@ from .errors import Rejected, WorkerFailed
 from .idempotency import IdempotencyTable, KeyEntry, Replayed
 from .journal import AcceptedTask, TaskJournal
 from .models import TaskAccepted, TaskError, TaskRequest, TaskResult, Webhook
-from .outcomes import Forwarded, SyncOutcome
+from .outcomes import OUTCOME_STATUS, Forwarded, SyncOutcome
 from .process_slots import ProcessSlots
 from .recovery import readmit_when_possible, resume_accepted
 from .registry import FUNCTIONS, FunctionSpec
 from .validation import decode_input, task_problems
 from .webhooks import Deliver, UnsafeTarget, WebhookSender, check_target
 from .worker import (
-    SETTLE_GRACE_S, Cancel, Hold, Lookup, RecordDelivery, SlotHold, Task, Unhold, WorkerActor,
-    run_leased, wait_outcome,
+    SETTLE_GRACE_S, Cancel, Hold, Lease, Lookup, RecordDelivery, SlotHold, Task, Unhold, WorkerActor,
+    new_task_ids, run_leased, wait_outcome,
 )
 
-OUTCOME_STATUS = {"completed": 200, "failed": 500, "timed_out": 504, "cancelled": 409}
 # A webhook task whose worker failed under it runs again this often, then its failure is delivered:
 # once keeps a task that crashes its worker from spending the supervisor's restart budget.
 MAX_READMITS = 1
@@ -186,6 +184,13 @@ class TaskService(ServiceBase):
             nursery.start_soon(resume_accepted, self, recovered)
             task_status.started()
 
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run `fn()` for as long as the service runs (the hot path's disconnect watch).
+        Raises RuntimeError when the service is not running."""
+        if self._nursery is None:
+            raise RuntimeError("the task service is not running")
+        self._nursery.start_soon(fn)
+
     @property
     def maintenance(self) -> bool:
         """True while every worker is in maintenance: the workers hold the one flag."""
@@ -224,10 +229,23 @@ class TaskService(ServiceBase):
             return self._start_stream(worker, task)
         return await self._accept(worker, task, request, keyed)
 
-    def submit_batch(self, items: list[BatchItem]) -> AsyncIterator[BatchLine]:
-        """Admit each item of a `POST /tasks` through `submit`; a line per item as it finishes.
-        Closing the iterator cancels the unfinished items (see `batch.run_batch`)."""
-        return run_batch(self, items)
+    def submit_batch(self, items: list[BatchItem], *, may_forward: bool = True) -> AsyncIterator[list[BatchLine]]:
+        """Admit the items of a `POST /tasks`; lists of lines as items finish. Closing the iterator
+        cancels the unfinished items (see `batch.run_batch`). `may_forward=False` (the caller knows
+        no node forwards) admits the sync items all at once through `admit_sync`."""
+        return run_batch(self, items, may_forward=may_forward)
+
+    def admit_sync(self, request: TaskRequest, task_id: str) -> tuple[WorkerActor, Task, Lease | None]:
+        """`submit`'s checks for a sync request that is not forwarded, without awaiting: the task
+        admitted under `task_id`, and a lease when its worker lent a free slot (else it is queued
+        and its outcome comes on `task.outcome`). Raises `Rejected` and `WorkerFailed`."""
+        spec = FUNCTIONS.get(request.function)
+        if spec is None:
+            raise Rejected(404, "FUNCTION_NOT_FOUND", f"no function {request.function[:256]!r}")
+        task_input = self._valid_input(request, spec)
+        worker = self.pick_worker(spec, request.worker)
+        task = self.new_task(request, spec, task_input, task_id)
+        return worker, task, worker.admit(task, lease=True)
 
     async def _run_sync(self, worker: WorkerActor, task: Task) -> SyncOutcome:
         """On a slot the worker lends when one is free (no hop), else through its queue."""
@@ -302,16 +320,22 @@ class TaskService(ServiceBase):
 
     async def _check(self, request: TaskRequest, spec: FunctionSpec) -> Any:
         """The function's input, decoded; raises `Rejected` (400) listing every problem."""
-        problems = task_problems(request, spec, self.workers, self.config.http.max_id_length)
-        task_input, input_problems = decode_input(spec, request.input)
-        problems += input_problems
-        if problems:
-            raise Rejected(400, "VALIDATION_ERROR", "; ".join(problems), problems=problems)
+        task_input = self._valid_input(request, spec)
         if request.mode == "webhook":
             try:
                 await check_target(request.webhook.url, self.config.webhook.allow_private)
             except UnsafeTarget as exc:
                 raise Rejected(400, "WEBHOOK_TARGET_REFUSED", str(exc)) from None
+        return task_input
+
+    def _valid_input(self, request: TaskRequest, spec: FunctionSpec) -> Any:
+        """The function's input, decoded; raises `Rejected` (400) listing every problem but the
+        webhook target's (`_check` looks that one up)."""
+        problems = task_problems(request, spec, self.workers, self.config.http.max_id_length)
+        task_input, input_problems = decode_input(spec, request.input)
+        problems += input_problems
+        if problems:
+            raise Rejected(400, "VALIDATION_ERROR", "; ".join(problems), problems=problems)
         return task_input
 
     def _take_stream(self) -> None:
@@ -334,10 +358,9 @@ class TaskService(ServiceBase):
             if spec.group not in worker.config.groups:
                 continue
             serving += 1
-            state = worker.state
-            if state.maintenance:
+            if worker.maintenance:
                 continue
-            room = state.free - state.queued
+            room = worker.room  # not `state`: that builds a snapshot, per task
             if best_room is None or room > best_room:
                 best, best_room = worker, room
         if best is None:
@@ -346,8 +369,8 @@ class TaskService(ServiceBase):
             raise Rejected(404, "NO_WORKER", f"no worker serves group {spec.group!r}")
         return best
 
-    def new_task(self, request: TaskRequest, spec: FunctionSpec, task_input: Any) -> Task:
-        return Task(uuid.uuid4().hex, spec, task_input, priority=request.priority,
+    def new_task(self, request: TaskRequest, spec: FunctionSpec, task_input: Any, task_id: str | None = None) -> Task:
+        return Task(task_id or new_task_ids(1)[0], spec, task_input, priority=request.priority,
                     mode=request.mode, timeout_s=self._timeout_s(spec), webhook=request.webhook)
 
     # -- after admission -------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import time
 import traceback
 from collections import OrderedDict
@@ -46,7 +47,30 @@ log = logging.getLogger("amp_runtime.tasks")
 _encode = msgspec.json.Encoder().encode
 DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 STREAM_BUFFER = 16  # items waiting for a stream reader before the function is paused
+RUN_AHEAD = 8  # queued tasks a slot runs in a row before it goes back to its channel (a checkpoint)
 SETTLE_GRACE_S = 5.0  # past a task's deadline, how long a caller waits for its worker to answer
+
+
+class _RandomIds:
+    """Random 128-bit task ids, 32 hex digits each, cut from `os.urandom` drawn 256 ids at a
+    time: a `urandom` syscall (or `uuid4()`) per task was ~5% of a sync request. Never awaits."""
+
+    DRAW = 256
+
+    def __init__(self) -> None:
+        self._digits = ""
+        self._at = 0
+
+    def take(self, count: int) -> list[str]:
+        if self._at + 32 * count > len(self._digits):
+            self._digits = os.urandom(16 * max(count, self.DRAW)).hex()
+            self._at = 0
+        at = self._at
+        self._at = at + 32 * count
+        return [self._digits[i:i + 32] for i in range(at, self._at, 32)]
+
+
+new_task_ids = _RandomIds().take  # new_task_ids(n): n fresh ids
 
 
 class Task:
@@ -79,9 +103,11 @@ class Task:
         self.deadline = trio.current_time() + timeout_s
         self.scope: trio.CancelScope | None = None
         self.cancel_requested = False
-        self.outcome = Reply()
+        self.outcome = Outcome()
         self.duration_ms: float | None = None
-        self.deliveries: list = []
+        # Only a webhook task gets deliveries: the others share an empty tuple (one object less
+        # for every record the history keeps and every collection walks).
+        self.deliveries: list | tuple = [] if mode == "webhook" else ()
         self.webhook_status: str | None = "pending" if mode == "webhook" else None
         self.finished_mono = 0.0
         if mode == "stream":
@@ -110,6 +136,38 @@ class Task:
             id=self.id, status=self.status, success=self.status == "completed",
             result=self.result, error=self.error, duration_ms=self.duration_ms,
         )
+
+
+class Outcome:
+    """Where a task's result goes once it is settled: set once, awaited by whoever queued it.
+
+    Most outcomes are never awaited (a leased sync task returns its result itself; a batch item
+    is reported through `on_set`), so the `trio.Event` is made only when someone waits."""
+
+    __slots__ = ("value", "done", "_event", "on_set")
+
+    def __init__(self) -> None:
+        self.value: TaskResult | None = None
+        self.done = False
+        self._event: trio.Event | None = None
+        self.on_set: Any = None  # called with the result: a batch collects its lines this way
+
+    def set(self, value: TaskResult) -> None:
+        if self.done:
+            return
+        self.value = value
+        self.done = True
+        if self._event is not None:
+            self._event.set()
+        if self.on_set is not None:
+            self.on_set(value)
+
+    async def wait(self) -> TaskResult:
+        if not self.done:
+            if self._event is None:
+                self._event = trio.Event()
+            await self._event.wait()
+        return self.value
 
 
 class SlotHold:
@@ -192,6 +250,7 @@ class WorkerActor(Actor):
         self.on_finished = on_finished  # called with each settled webhook task
         self._maintenance = False  # the operator's switch: kept across a restart
         self._history: OrderedDict[str, Task] = OrderedDict()  # settled records only
+        self._prune_at = 0.0  # when the oldest record of `_history` outlives keep_results_s
         # Published for /metrics and the dashboard: written only here, monotonic across restarts.
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self.duration_buckets = [0] * (len(DURATION_BUCKETS_S) + 1)
@@ -224,6 +283,11 @@ class WorkerActor(Actor):
     @property
     def maintenance(self) -> bool:
         return self._maintenance
+
+    @property
+    def room(self) -> int:
+        """Free slots less queued tasks (what routing compares); `state` without building it."""
+        return self.config.slots - self._busy - len(self._queue)
 
     def running_ids(self) -> list[str]:
         """Ids of running tasks and of jobs holding a slot (as their holder name)."""
@@ -356,8 +420,10 @@ class WorkerActor(Actor):
         if reply is not None:
             reply.set(answer)
 
-    def _dispatch(self) -> None:
-        """Hand queued work to free slots, highest priority first; then tell whoever watches."""
+    def _dispatch(self, *, take: bool = False) -> Task | None:
+        """Hand queued work to free slots, highest priority first; then tell whoever watches.
+        With `take` (a slot that just freed), the first task handed out is returned to run there."""
+        taken = None
         while self._queue and self._busy < self.config.slots:
             item = self._queue.pop()
             if isinstance(item, SlotHold):
@@ -371,8 +437,12 @@ class WorkerActor(Actor):
                 continue
             self._busy += 1
             self._running[item.id] = self._queued.pop(item.id)
-            self._to_slots.send_nowait(item)  # room for every slot: never blocks
+            if take and taken is None:
+                taken = item
+            else:
+                self._to_slots.send_nowait(item)  # room for every slot: never blocks
         self._publish()
+        return taken
 
     def _unhold(self, hold: SlotHold) -> None:
         if hold not in self._holds:
@@ -384,7 +454,16 @@ class WorkerActor(Actor):
             self._queue.remove(hold)
         self._dispatch()
 
-    def _cancel(self, task_id: str, timed_out: bool) -> Reply | None:
+    def cancel(self, task_id: str, *, timed_out: bool = False) -> Outcome | None:
+        """Cancel a queued or running task; its outcome slot, or None when the worker has no such
+        task. Never awaits: atomic between checkpoints (a batch withdraws its items this way)."""
+        try:
+            return self._cancel(task_id, timed_out)
+        except Exception as exc:
+            self._fail(exc)
+            raise WorkerFailed(f"worker {self.name} failed: {_describe(exc)}") from exc
+
+    def _cancel(self, task_id: str, timed_out: bool) -> Outcome | None:
         """The task's outcome slot when the task was queued or running, else None."""
         task = self._queued.get(task_id)
         if task is not None:
@@ -408,11 +487,16 @@ class WorkerActor(Actor):
     # -- slots -----------------------------------------------------------------------------
     async def _slot(self, inbox: trio.MemoryReceiveChannel[Task]) -> None:
         async for task in inbox:
-            await run_task(task, self.expose_tracebacks)
-            self._record(task)  # first: if it breaks, the task is still on the books to answer
-            del self._running[task.id]
-            self._busy -= 1
-            self._dispatch()
+            ran = 0
+            while task is not None:
+                await run_task(task, self.expose_tracebacks)
+                self._record(task)  # first: if it breaks, the task is still on the books to answer
+                del self._running[task.id]
+                self._busy -= 1
+                ran += 1
+                # The next queued task runs right here, not through the channel and a scheduler pass
+                # (~25% less CPU per batch item); every RUN_AHEAD tasks the slot lets others run.
+                task = self._dispatch(take=ran < RUN_AHEAD)
 
     def _record(self, task: Task) -> None:
         """Bookkeeping of a settled task: counters, history, its waiter, its webhook."""
@@ -432,11 +516,12 @@ class WorkerActor(Actor):
         history[task.id] = task
         if len(history) > self.keep_results:
             history.popitem(last=False)
-        oldest = next(iter(history.values()))
-        if oldest.finished_mono < task.finished_mono - self.keep_results_s:
-            horizon = task.finished_mono - self.keep_results_s
-            while history and next(iter(history.values())).finished_mono < horizon:
-                history.popitem(last=False)
+        if task.finished_mono < self._prune_at:
+            return  # the oldest record is younger than keep_results_s: no need to look (per task)
+        horizon = task.finished_mono - self.keep_results_s
+        while history and next(iter(history.values())).finished_mono < horizon:
+            history.popitem(last=False)
+        self._prune_at = next(iter(history.values())).finished_mono + self.keep_results_s if history else 0.0
 
     def _close_books(self, cause: BaseException | None) -> None:
         """Settle every task and job hold this generation owes an answer, then forget them.
@@ -528,6 +613,7 @@ async def run_task(task: Task, expose_tracebacks: bool) -> None:
                 type=type(exc).__name__, message=str(exc) or type(exc).__name__,
                 traceback=traceback.format_exc() if expose_tracebacks else None,
             )
+    task.scope = None  # a finished task is not cancelled; the history need not keep its scope alive
     if scope.cancelled_caught:
         if task.cancel_requested:
             status, error = "cancelled", TaskError(type="Cancelled", message="cancelled while running")
@@ -552,7 +638,9 @@ async def run_leased(worker: WorkerActor, lease: Lease, task: Task) -> TaskResul
             task.duration_ms = round((time.perf_counter() - task.started) * 1000, 3)
             settle(task, "cancelled", error=TaskError(type="Cancelled", message="the client went away"))
         worker.release(lease)
-    return task.result_body()
+    # The worker's record of it is the answer (one result object, not two); a stale lease is not
+    # recorded, but the failed worker settled the task then.
+    return task.outcome.value if task.outcome.done else task.result_body()
 
 
 async def wait_outcome(worker: WorkerActor, task: Task) -> TaskResult:

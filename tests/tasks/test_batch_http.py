@@ -143,6 +143,22 @@ async def test_disconnect_cancels_unfinished_items_and_frees_slots(server_factor
     await srv.client.aclose()
 
 
+async def test_queued_item_past_its_deadline_gets_its_line_while_the_slot_stays_busy(server_factory):
+    srv = await server_factory(workers=[{"id": "one", "slots": 1}])
+    items = [{"function": "test_gate", "input": {"gate": "batch-overdue", "tag": "blocker"}, **CALL},
+             {"function": "test_slow", "input": {}, **CALL}]  # test_slow's timeout is 0.2 s
+    lines = []
+    with trio.fail_after(20):
+        async with srv.client.stream("POST", "/tasks", json=items) as r:
+            async for line in r.aiter_lines():
+                if line:
+                    lines.append(json.loads(line))
+                    fns.gate("batch-overdue").set()  # only once the queued item got its answer
+    assert [(line["index"], line["status"], line["http_status"]) for line in lines] == [
+        (1, "timed_out", 504), (0, "completed", 200)]
+    await srv.client.aclose()
+
+
 async def test_webhook_item_is_accepted_and_delivered(server_factory, nursery):
     from .receiver import start_receiver
 

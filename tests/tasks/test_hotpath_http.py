@@ -146,3 +146,60 @@ async def test_idempotency_keyed_requests_go_through_quart(server_factory):
     assert await exchange(hot.url, keyed) == await exchange(cold.url, keyed)
     for srv in (hot, cold):
         await srv.client.aclose()
+
+
+async def exchange_streamed(url: str, raw: bytes) -> tuple[bytes, list[bytes]]:
+    """A chunked answer: its head (masked as `exchange` masks) and its lines, sorted (items
+    finish in no fixed order, and the hot path writes lines that finished together as one chunk)."""
+    host, port = url.split("//")[1].split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(raw)
+    answer = b""
+    with trio.fail_after(20):
+        while not answer.endswith(b"\r\n0\r\n\r\n"):
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            answer += data
+    await stream.aclose()
+    head, _, chunked = answer.partition(b"\r\n\r\n")
+    body = b""
+    while chunked:
+        size, _, rest = chunked.partition(b"\r\n")
+        body, chunked = body + rest[:int(size, 16)], rest[int(size, 16) + 2:]
+    for pattern, mask in _VOLATILE:
+        head, body = pattern.sub(mask, head), pattern.sub(mask, body)
+    return head, sorted(body.splitlines(keepends=True))
+
+
+BATCH_CASES = {
+    "200 lines": (b'[{"function": "echo", "input": 1, "contract": 1}, {"function": "nope", "contract": 1},'
+                  b' {"function": "hello", "contract": -1}, {"function": "fail", "contract": 1},'
+                  b' {"function": "count", "mode": "stream", "contract": 1}]', "application/json", ""),
+    "200 ndjson": (b'{"function": "echo", "input": 2, "contract": 1}\n{not json\n', "application/x-ndjson", ""),
+    "200 sse": (b'[{"function": "echo", "input": 3, "contract": 1}]', "application/json", "text/event-stream"),
+    "400 malformed": (b"[{not json", "application/json", ""),
+    "400 not an array": (b'{"function": "echo", "contract": 1}', "application/json", ""),
+    "400 empty": (b"[]", "application/json", ""),
+    "413 too many": (b"[" + b",".join([b'{"function": "echo", "contract": 1}'] * 6) + b"]", "application/json", ""),
+}
+
+
+async def test_batches_same_answers(server_factory):
+    sections = dict(auth={"api_key": KEY}, http={"max_batch": 5})
+    hot = await server_factory(**sections)
+    cold = await server_factory(**{**sections, "http": {**sections["http"], "hot_path": False}})
+    for name, (body, content_type, accept) in BATCH_CASES.items():
+        raw = request("/tasks", body, content_type=False).replace(
+            b"Host: test\r\n", f"Host: test\r\nContent-Type: {content_type}\r\n".encode()
+            + (f"Accept: {accept}\r\n".encode() if accept else b""))
+        if name.startswith("200"):
+            ours, quart = await exchange_streamed(hot.url, raw), await exchange_streamed(cold.url, raw)
+        else:
+            ours, quart = await exchange(hot.url, raw), await exchange(cold.url, raw)
+        assert ours == quart, name
+        assert (ours[0] if name.startswith("200") else ours).startswith(b"HTTP/1.1 " + name.split()[0].encode()), name
+    unauthorized = request("/tasks", BATCH_CASES["200 sse"][0], key=None)
+    assert await exchange(hot.url, unauthorized) == await exchange(cold.url, unauthorized)
+    for srv in (hot, cold):
+        await srv.client.aclose()

@@ -26,6 +26,7 @@ TARGETS = {  # issue 15's targets: case -> [(figure, ">=" or "<=", value)]
     "stream": [("first_event_p50_ms", "<=", 5.0)],
     "sustained_rss": [("rss_growth", "<=", 0.10)],
     "jobs_progress": [("progress_updates_per_s", ">=", 50_000)],
+    "jobs_progress_postgres": [("progress_updates_per_s", ">=", 20_000)],  # issue 16
     "peers": [("cpu_process_vs_thread", ">=", 1.8), ("cpu_process_vs_celery", ">=", 1.0),
               ("batch_vs_dramatiq", ">=", 15.0)],
 }
@@ -50,8 +51,9 @@ def machine() -> dict:
             "platform": platform.platform(), "versions": versions}
 
 
-def jobs_progress(jobs: int = 20, updates: int = 400, baseline_s: float = 5.0) -> dict:
-    """Progress updates/s through the jobs progress writer (group commit) vs one transaction each."""
+def jobs_progress(jobs: int = 20, updates: int = 400, baseline_s: float = 5.0, store_url: str = "") -> dict:
+    """Progress updates/s through the jobs progress writer (group commit) vs one transaction each,
+    on a DuckDB file, or on the PostgreSQL database at `store_url`."""
     import tempfile
 
     import trio
@@ -60,13 +62,25 @@ def jobs_progress(jobs: int = 20, updates: int = 400, baseline_s: float = 5.0) -
 
     async def measure() -> dict:
         with tempfile.TemporaryDirectory() as tmp:
-            n1, t1, tx1 = await bench.group_commit(Path(tmp) / "group.duckdb", jobs, updates)
-            n2, t2, tx2 = await bench.awaited_writes(Path(tmp) / "each.duckdb", jobs, updates, baseline_s)
+            n1, t1, tx1 = await bench.group_commit(Path(tmp) / "group.duckdb", jobs, updates, store_url)
+            n2, t2, tx2 = await bench.awaited_writes(
+                Path(tmp) / "each.duckdb", jobs, updates, baseline_s, store_url=store_url)
         grouped, each = n1 / t1, n2 / t2
         return {"progress_updates_per_s": round(grouped), "transactions": tx1,
                 "one_transaction_per_update_per_s": round(each), "ratio": round(grouped / each, 1)}
 
     return trio.run(measure)
+
+
+def jobs_progress_postgres() -> dict:
+    """The same on a throwaway PostgreSQL server with fsync on (skipped where none is installed)."""
+    from .cluster_bench import throwaway_postgres
+
+    try:
+        with throwaway_postgres(durable=True) as url:
+            return jobs_progress(store_url=url)
+    except SystemExit as missing:
+        return {"skipped": str(missing)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "stream": cases.stream,
         "webhook": cases.webhook,
         "jobs_progress": jobs_progress,
+        "jobs_progress_postgres": jobs_progress_postgres,
         "sustained_rss": lambda: cases.sustained_rss(duration=args.sustained_s),
         "peers": lambda: peers.run(duration=args.http_s),
     }

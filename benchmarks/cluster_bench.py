@@ -39,8 +39,9 @@ KEY = "bench-cluster-key"
 
 
 @contextmanager
-def throwaway_postgres():
-    """A PostgreSQL server in a temp dir for the run (fsync off); yields its URL."""
+def throwaway_postgres(durable: bool = False):
+    """A PostgreSQL server in a temp dir for the run; yields its URL. Commits skip the disk
+    (fsync off) unless `durable`: a figure about persisting must pay for the flush."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     bin_dir = Path(found[-1]).parent if found else (Path(shutil.which("initdb")).parent if shutil.which("initdb") else None)
     if bin_dir is None:
@@ -59,8 +60,8 @@ def throwaway_postgres():
     try:
         run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-o",
-            f"-c listen_addresses=127.0.0.1 -c unix_socket_directories={root} -c fsync=off"
-            f" -c synchronous_commit=off -p {port}", "start")
+            f"-c listen_addresses=127.0.0.1 -c unix_socket_directories={root} -p {port}"
+            + ("" if durable else " -c fsync=off -c synchronous_commit=off"), "start")
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],

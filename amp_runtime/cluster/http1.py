@@ -1,8 +1,8 @@
-"""A lean keep-alive HTTP/1.1 client for forwarding request/response tasks to one node.
+"""A lean keep-alive HTTP/1.1 client for forwarding request/response tasks to one peer.
 
 Why not httpx here: with many requests in flight its connection pool costs grow with the
 number of requests waiting (measured on this runtime: ~120 forwards/s at 64 in flight against
-~860/s at 8), and the coordinator forwards every task. This pool does the one thing needed:
+~860/s at 8), and an entry peer may forward every task. This pool does the one thing needed:
 POST a body, read a `Content-Length` response, keep the connection for the next request.
 Streams (open-ended, chunked) still go through httpx.
 """

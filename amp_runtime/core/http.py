@@ -148,7 +148,7 @@ class BoundServices:
 
 def bound_service(family: str) -> Any:
     """The service wired for `family` in the app answering this request (for handlers that
-    are not `Api` routes, like the cluster's WebSocket)."""
+    are not `Api` routes, like a WebSocket)."""
     return BoundServices.current().services[family]
 
 

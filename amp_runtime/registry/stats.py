@@ -1,7 +1,7 @@
 """Machine readings for `workers.status_report` (psutil), in the reporting API's units.
 
-The one sampler: the registry reports its own workers with it, a cluster node reports to its
-coordinator with it, so one time series never mixes units. The reference API's
+The one sampler: the registry reports its own workers with it (on every peer of a cluster), so
+one time series never mixes units. The reference API's
 `workers.machine_stats` units: CPU usage in percent per core, memory in MB (MiB here), free disk
 in percent of the drive, network and disk I/O in MB per second (MiB/s) since the previous sample.
 GPU fields stay empty: no GPU probe here.

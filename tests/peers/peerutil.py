@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 
+from ..durable.util import COUNTER
 from ..helpers import spawn_server, wait_until
 from ..jobs.jobutil import query
 
@@ -89,10 +90,10 @@ async def everywhere(by_name: dict[str, httpx.AsyncClient], predicate, *, timeou
     await wait_until(all_hold, timeout=timeout, interval=0.05)
 
 
-def lease_owner(pg_url: str, worker: str) -> str | None:
-    """The owner in the durable lease row of `worker` (`<template id>.<name>`), read from the store."""
+def lease_owner(pg_url: str, name: str, template_id: str = COUNTER) -> str | None:
+    """The owner in the lease row of durable worker `name`, read from the store."""
     import psycopg
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        row = conn.execute("SELECT owner FROM durable_leases WHERE worker = %s", [worker]).fetchone()
+        row = conn.execute("SELECT owner FROM durable_leases WHERE worker = %s", [f"{template_id}.{name}"]).fetchone()
     return None if row is None else row[0]

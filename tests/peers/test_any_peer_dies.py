@@ -21,7 +21,6 @@ from .peerutil import (NAMES, clients, close_all, create_job, everywhere, lease_
                        rows_are_one_per_block, spawn_peer, start_peers, worker_of)
 
 LAST_BLOCK = 3999  # long enough to be still running when its peer is killed
-INSTANCE = f"{COUNTER}.tally"
 
 
 async def add(client, n: int, key: str | None = None) -> list:
@@ -69,7 +68,7 @@ async def test_kill9_of_any_peer_the_others_keep_every_family_and_it_rejoins_und
         await wait_until(lambda: all_route_to_all(peers), timeout=30, interval=0.05)
         assert await named_task_runs_on(by_name[one], dead) == dead_url
         assert (await create(by_name[victim], COUNTER, "tally")).status_code == 200
-        assert lease_owner(pg_url, INSTANCE) == f"peer:{dead}"
+        assert lease_owner(pg_url, "tally") == f"peer:{dead}"
         key = await new_key(by_name[one], COUNTER, "tally")
         assert await add(by_name[one], 2, key=key) == [2]  # relayed to the victim, which runs it
         job = await create_job(by_name[one], dead, LAST_BLOCK)
@@ -115,7 +114,7 @@ async def test_kill9_of_any_peer_the_others_keep_every_family_and_it_rejoins_und
                 retries.start_soon(retry, name)
         assert results == [[2], [2]]
         assert await add(alive[other], 3) == [5]
-        assert lease_owner(pg_url, INSTANCE) in {f"peer:{worker_of(name)}" for name in survivors}
+        assert lease_owner(pg_url, "tally") in {f"peer:{worker_of(name)}" for name in survivors}
         kinds = [entry["kind"] for entry in await oplog(alive[one], COUNTER, "tally")]
         assert kinds.count("invoke") == kinds.count("done") == 2, kinds
         metas = [(await client.get(worker_path(COUNTER, "tally"))).json() for client in alive.values()]

@@ -55,7 +55,7 @@ def all_route_to_all(peers) -> bool:
     return all(routes_to(peer, [other for other in peers.values() if other is not peer]) for peer in peers.values())
 
 
-@pytest.mark.parametrize("victim", ["a", "b"], ids=["first-started", "later-started"])
+@pytest.mark.parametrize("victim", NAMES, ids=["first-started", "second-started", "last-started"])
 async def test_kill9_of_any_peer_the_others_keep_every_family_and_it_rejoins_under_its_worker_id(
         nursery, tmp_path, pg_url, victim):
     peers = await start_peers(nursery, tmp_path, pg_url)
@@ -71,13 +71,16 @@ async def test_kill9_of_any_peer_the_others_keep_every_family_and_it_rejoins_und
         assert lease_owner(pg_url, "tally") == f"peer:{dead}"
         key = await new_key(by_name[one], COUNTER, "tally")
         assert await add(by_name[one], 2, key=key) == [2]  # relayed to the victim, which runs it
-        job = await create_job(by_name[one], dead, LAST_BLOCK)
-        await wait_for_files(by_name[other], job["id"], 5, timeout=30)
 
         async def lists_dead(client):
             return dead in await worker_ids(client)
 
         await everywhere(by_name, lists_dead, timeout=20)
+        before = (await by_name[other].get(f"/workers/{dead}")).json()
+        unused = await new_key(by_name[other], COUNTER, "tally")  # issued by the victim, first used after its death
+        # Last before the kill, so that the job is still running then.
+        job = await create_job(by_name[one], dead, LAST_BLOCK)
+        await wait_for_files(by_name[other], job["id"], 5, timeout=30)
 
         peers[victim].kill9()
         await peers[victim].wait()
@@ -87,7 +90,7 @@ async def test_kill9_of_any_peer_the_others_keep_every_family_and_it_rejoins_und
         # Tasks: sync tasks through either survivor all run, never on the dead peer.
         for name in survivors:
             where = await sync_tasks(alive[name], 8)
-            assert dead_url not in where, where
+            assert dead_url not in where and set(where) <= {peers[name].url for name in survivors}, where
 
         # Registry: the victim's worker leaves the live list at both survivors; its heartbeat stops.
         async def dropped_dead(client):
@@ -114,9 +117,11 @@ async def test_kill9_of_any_peer_the_others_keep_every_family_and_it_rejoins_und
                 retries.start_soon(retry, name)
         assert results == [[2], [2]]
         assert await add(alive[other], 3) == [5]
+        assert await add(alive[one], 1, key=unused) == [6]
+        assert await add(alive[other], 1, key=unused) == [6]
         assert lease_owner(pg_url, "tally") in {f"peer:{worker_of(name)}" for name in survivors}
         kinds = [entry["kind"] for entry in await oplog(alive[one], COUNTER, "tally")]
-        assert kinds.count("invoke") == kinds.count("done") == 2, kinds
+        assert kinds.count("invoke") == kinds.count("done") == 3, kinds
         metas = [(await client.get(worker_path(COUNTER, "tally"))).json() for client in alive.values()]
         assert metas[0] == metas[1] and metas[0]["status"] == "Idle"
 
@@ -136,12 +141,14 @@ async def test_kill9_of_any_peer_the_others_keep_every_family_and_it_rejoins_und
         peers[victim] = await spawn_peer(nursery, tmp_path, victim, pg_url)
         by_name = {**alive, victim: clients({victim: peers[victim]})[victim]}
         await everywhere(by_name, lists_dead, timeout=30)
+        after = (await by_name[one].get(f"/workers/{dead}")).json()
+        assert after["created_at"] == before["created_at"] and after["registered_at"] > before["registered_at"]
         await wait_until(lambda: all_route_to_all(peers), timeout=30, interval=0.05)
         for name in survivors:
             assert await named_task_runs_on(by_name[name], dead) == peers[victim].url
         assert (await by_name[victim].get(f"/jobs/{job['id']}")).json() == done
         assert await add(by_name[victim], 2, key=key) == [2]  # still the recorded result
-        assert await add(by_name[victim], 1) == [6]
+        assert await add(by_name[victim], 1) == [7]
         again = await create_job(by_name[one], dead, 99)
         finished = await wait_for_status(by_name[other], again["id"], "Completed", timeout=30)
         assert finished["node_id"] == dead

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 
+from ..durable.util import COUNTER
 from ..helpers import spawn_server, wait_until
 from ..jobs.jobutil import query
 
@@ -55,3 +56,44 @@ def rows_are_one_per_block(shared: Path, last_block: int) -> None:
     assert blocks == [(last_block + 1, last_block + 1, 0, last_block)]
     (txs,) = query(shared, "SELECT sum(tx_count) FROM {blocks}")[0]
     assert query(shared, "SELECT count(*), count(DISTINCT (block_num, tx_index)) FROM {transactions}") == [(txs, txs)]
+
+
+NAMES = ("a", "b", "c")
+
+
+async def start_peers(nursery, tmp_path: Path, pg_url: str, names=NAMES, **env: str) -> dict:
+    """Peers by name, started one after the other (the first one migrates the database)."""
+    return {name: await spawn_peer(nursery, tmp_path, name, pg_url, **env) for name in names}
+
+
+def clients(peers: dict) -> dict[str, httpx.AsyncClient]:
+    return {name: httpx.AsyncClient(base_url=peer.url, timeout=60) for name, peer in peers.items()}
+
+
+async def close_all(by_name: dict[str, httpx.AsyncClient]) -> None:
+    for client in by_name.values():
+        await client.aclose()
+
+
+def log_of(peer) -> str:
+    return peer.output.decode(errors="replace")
+
+
+async def everywhere(by_name: dict[str, httpx.AsyncClient], predicate, *, timeout: float = 10) -> None:
+    """Until the async `predicate(client)` holds at every peer."""
+    async def all_hold():
+        for client in by_name.values():
+            if not await predicate(client):
+                return False
+        return True
+
+    await wait_until(all_hold, timeout=timeout, interval=0.05)
+
+
+def lease_owner(pg_url: str, name: str, template_id: str = COUNTER) -> str | None:
+    """The owner in the lease row of durable worker `name`, read from the store."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        row = conn.execute("SELECT owner FROM durable_leases WHERE worker = %s", [f"{template_id}.{name}"]).fetchone()
+    return None if row is None else row[0]

@@ -10,34 +10,12 @@ from __future__ import annotations
 
 import signal
 
-import httpx
 import pytest
 import trio
 
 from ..durable.util import APPROVAL, COUNTER, call, create, new_key, oplog, promise_ids, worker_path
 from ..helpers import wait_until
-from .peerutil import spawn_peer
-
-NAMES = ("a", "b", "c")
-
-
-async def start_peers(nursery, tmp_path, pg_url, **env):
-    peers = {}
-    for name in NAMES:  # one after the other: the first one migrates the database
-        peers[name] = await spawn_peer(nursery, tmp_path, name, pg_url, **env)
-    return peers
-
-
-def clients(peers) -> dict[str, httpx.AsyncClient]:
-    return {name: httpx.AsyncClient(base_url=peer.url, timeout=60) for name, peer in peers.items()}
-
-
-def lease_owner(pg_url: str, name: str, template_id: str = COUNTER) -> str | None:
-    import psycopg
-
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        row = conn.execute("SELECT owner FROM durable_leases WHERE worker = %s", [f"{template_id}.{name}"]).fetchone()
-    return None if row is None else row[0]
+from .peerutil import NAMES, clients, lease_owner, start_peers
 
 
 async def add(client, name: str, n: int, key: str | None = None) -> list:

@@ -10,35 +10,13 @@ from __future__ import annotations
 
 import signal
 
-import httpx
 import pytest
 import trio
 
 from ..helpers import wait_until
 from ..jobs.jobutil import wait_for_files, wait_for_status
-from .peerutil import DATASET, create_job, rows_are_one_per_block, spawn_peer, worker_of
-
-NAMES = ("a", "b", "c")
-
-
-async def start_peers(nursery, tmp_path, pg_url, **env):
-    peers = {}
-    for name in NAMES:  # one after the other: the first one migrates the database
-        peers[name] = await spawn_peer(nursery, tmp_path, name, pg_url, **env)
-    return peers
-
-
-def log_of(peer) -> str:
-    return peer.output.decode(errors="replace")
-
-
-def clients(peers) -> dict[str, httpx.AsyncClient]:
-    return {name: httpx.AsyncClient(base_url=peer.url, timeout=30) for name, peer in peers.items()}
-
-
-async def close_all(by_name) -> None:
-    for client in by_name.values():
-        await client.aclose()
+from .peerutil import (DATASET, NAMES, clients, close_all, create_job, log_of, rows_are_one_per_block, spawn_peer,
+                       start_peers, worker_of)
 
 
 async def test_any_peer_creates_lists_and_stops_jobs_that_run_on_their_workers_peer(nursery, tmp_path, pg_url):

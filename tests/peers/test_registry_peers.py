@@ -23,41 +23,16 @@ from hypercorn.trio import serve
 
 from ..helpers import spawn_server, wait_until
 from ..registry.util import call, worker_ids
-from .peerutil import spawn_peer, worker_of
+from .peerutil import NAMES, clients, close_all, everywhere, spawn_peer, start_peers, worker_of
 
-NAMES = ("a", "b", "c")
 ROOT = Path(__file__).parents[2]
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
-
-
-async def start_peers(nursery, tmp_path, pg_url, names=NAMES, **env):
-    return {name: await spawn_peer(nursery, tmp_path, name, pg_url, **env) for name in names}
-
-
-def clients(peers) -> dict[str, httpx.AsyncClient]:
-    return {name: httpx.AsyncClient(base_url=peer.url, timeout=30) for name, peer in peers.items()}
-
-
-async def close_all(by_name) -> None:
-    for client in by_name.values():
-        await client.aclose()
 
 
 async def listed(client, worker: str) -> dict | None:
     """The worker as `workers.get_all` lists it (registered and unexpired), else None."""
     workers = (await call(client, "workers.get_all", {"last_seen": "none"}))["workers"]
     return next((w for w in workers if w["id"] == worker), None)
-
-
-async def everywhere(by_name, predicate, *, timeout: float = 10) -> None:
-    """Until `predicate(client)` holds at every peer."""
-    async def all_hold():
-        for client in by_name.values():
-            if not await predicate(client):
-                return False
-        return True
-
-    await wait_until(all_hold, timeout=timeout, interval=0.05)
 
 
 def expiry_lines(peers, worker: str) -> list[str]:

@@ -278,6 +278,11 @@ def _check(config: Config, source: str) -> None:
                         "give every process the same [store] url (postgresql://...) and no join")
     if config.cluster.advertise_url and not config.cluster.advertise_url.startswith(("http://", "https://")):
         problems.append("cluster.advertise_url: an http:// or https:// base URL, or empty for the bound URL")
+    if config.store.url and not config.cluster.advertise_url and \
+            config.server.bind.rpartition(":")[0].strip("[]") in ("0.0.0.0", "::", ""):
+        # Else it advertises http://0.0.0.0:port: a peer on another host dialling it reaches itself.
+        problems.append("cluster.advertise_url: required on a PostgreSQL store when server.bind listens on every "
+                        "address: the URL the other peers reach this process at")
     if config.cluster.connect_timeout_s <= 0:
         problems.append("cluster.connect_timeout_s: must be positive")
     if config.store.url and not config.store.url.startswith(POSTGRES_URL_SCHEMES):

@@ -273,6 +273,13 @@ def _check(config: Config, source: str) -> None:
         problems.append("http.max_body_bytes: must be positive")
     if config.http.max_batch < 1:
         problems.append("http.max_batch: must be positive")
+    registry = config.registry
+    for key in ("heartbeat_s", "expiry_check_s"):
+        if getattr(registry, key) <= 0:
+            problems.append(f"registry.{key}: must be positive")
+    if config.store.url and registry.liveness_s <= registry.heartbeat_s:
+        # Peers' leases and directory rows would lapse between two renewals.
+        problems.append("registry.liveness_s: must be longer than registry.heartbeat_s on a PostgreSQL store")
     if config.cluster.join and not config.store.url:
         problems.append("cluster.join: the coordinator/node mode is gone; a cluster runs on PostgreSQL: "
                         "give every process the same [store] url (postgresql://...) and no join")

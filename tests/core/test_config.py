@@ -93,3 +93,16 @@ def test_a_peer_listening_on_every_address_must_say_where_the_other_peers_reach_
         load_config(None, environ=pg)
     assert load_config(None, environ={**pg, "AMP_CLUSTER_ADVERTISE_URL": "http://10.0.0.5:1610"})
     assert load_config(None, environ={"AMP_SERVER_BIND": bind}).server.bind == bind  # one process: no peers
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({"AMP_REGISTRY_HEARTBEAT_S": "0"}, "registry.heartbeat_s: must be positive"),
+    ({"AMP_REGISTRY_HEARTBEAT_S": "-1"}, "registry.heartbeat_s: must be positive"),
+    ({"AMP_REGISTRY_EXPIRY_CHECK_S": "0"}, "registry.expiry_check_s: must be positive"),
+    # Peers renew leases and directory rows every heartbeat_s and count them lost after liveness_s.
+    ({"AMP_STORE_URL": "postgresql://amp@db/amp", "AMP_REGISTRY_HEARTBEAT_S": "2", "AMP_REGISTRY_LIVENESS_S": "2"},
+     "registry.liveness_s: must be longer than registry.heartbeat_s"),
+])
+def test_registry_timings_that_cannot_work_are_refused(env, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load_config(None, environ=env)

@@ -136,12 +136,13 @@ class PostgresBackend:
         try:
             given = psycopg.conninfo.conninfo_to_dict(self.url)
             defaults = {k: v for k, v in KEEPALIVES.items() if k not in given}
+            options = given.get("options", "")
+            if "idle_in_transaction_session_timeout" not in options:  # the URL may set its own
+                defaults["options"] = f"{options} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_S}s".strip()
             raw = psycopg.connect(
                 self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name=f"amp-runtime {purpose}",
                 **defaults,
             )
-            if "idle_in_transaction_session_timeout" not in given.get("options", ""):  # the URL may set its own
-                raw.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to the store {self.describe()}: {_first_line(exc)}") from None
         return PgConnection(raw)

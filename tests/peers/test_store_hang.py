@@ -27,3 +27,15 @@ async def test_a_peer_session_hung_inside_a_transaction_does_not_block_the_other
         assert response.status_code == 200, response.text
     finally:
         hung.close()
+
+
+def test_the_store_url_keeps_its_own_options_and_may_set_the_timeout_itself(pg_url):
+    joiner = "&" if "?" in pg_url else "?"
+    own = PostgresBackend(pg_url + joiner + "options=-c%20application_name%3Dmine").connect()
+    chosen = PostgresBackend(pg_url + joiner + "options=-c%20idle_in_transaction_session_timeout%3D42s").connect()
+    try:
+        assert own.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("10s",)
+        assert chosen.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("42s",)
+    finally:
+        own.close()
+        chosen.close()

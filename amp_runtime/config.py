@@ -277,9 +277,6 @@ def _check(config: Config, source: str) -> None:
     for key in ("heartbeat_s", "expiry_check_s"):
         if getattr(registry, key) <= 0:
             problems.append(f"registry.{key}: must be positive")
-    if config.store.url and registry.liveness_s <= registry.heartbeat_s:
-        # Peers' leases and directory rows would lapse between two renewals.
-        problems.append("registry.liveness_s: must be longer than registry.heartbeat_s on a PostgreSQL store")
     if config.cluster.join and not config.store.url:
         problems.append("cluster.join: the coordinator/node mode is gone; a cluster runs on PostgreSQL: "
                         "give every process the same [store] url (postgresql://...) and no join")

@@ -273,11 +273,20 @@ def _check(config: Config, source: str) -> None:
         problems.append("http.max_body_bytes: must be positive")
     if config.http.max_batch < 1:
         problems.append("http.max_batch: must be positive")
+    registry = config.registry
+    for key in ("heartbeat_s", "expiry_check_s"):
+        if getattr(registry, key) <= 0:
+            problems.append(f"registry.{key}: must be positive")
     if config.cluster.join and not config.store.url:
         problems.append("cluster.join: the coordinator/node mode is gone; a cluster runs on PostgreSQL: "
                         "give every process the same [store] url (postgresql://...) and no join")
     if config.cluster.advertise_url and not config.cluster.advertise_url.startswith(("http://", "https://")):
         problems.append("cluster.advertise_url: an http:// or https:// base URL, or empty for the bound URL")
+    if config.store.url and not config.cluster.advertise_url and \
+            config.server.bind.rpartition(":")[0].strip("[]") in ("0.0.0.0", "::", ""):
+        # Else it advertises http://0.0.0.0:port: a peer on another host dialling it reaches itself.
+        problems.append("cluster.advertise_url: required on a PostgreSQL store when server.bind listens on every "
+                        "address: the URL the other peers reach this process at")
     if config.cluster.connect_timeout_s <= 0:
         problems.append("cluster.connect_timeout_s: must be positive")
     if config.store.url and not config.store.url.startswith(POSTGRES_URL_SCHEMES):

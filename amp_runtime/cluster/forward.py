@@ -118,7 +118,16 @@ class Forwarder:
 
     async def _send_stream(self, picked: Picked, data: bytes, headers: dict[str, str]) -> Response:
         request = self.client.build_request("POST", picked.url + "/task", content=data, headers=headers)
-        upstream = await self.client.send(request, stream=True)
+        waiting = self._waiting.setdefault(picked.url, set())
+        with trio.CancelScope() as scope:  # no read timeout: a hung peer's headers wait for `node_left`
+            waiting.add(scope)
+            try:
+                upstream = await self.client.send(request, stream=True)
+            finally:
+                waiting.discard(scope)
+        if scope.cancelled_caught:
+            raise ApiError(502, "NODE_LEFT", f"peer {picked.url} stopped answering (it hung); "
+                           "the task may have run there")
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED_HEADERS}
         headers["X-Amp-Node"] = picked.url
         if upstream.status_code != 200:

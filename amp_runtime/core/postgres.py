@@ -29,6 +29,9 @@ CONNECT_TIMEOUT_S = 10
 # A server that vanished without closing the socket (host down, partition) is noticed in ~10 s,
 # not after the kernel's two hours; the URL may set its own.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+# A peer hung inside a transaction (stopped, frozen VM) would hold its row and advisory locks, and
+# so every other peer's store, forever: the server ends such a session after this long instead.
+IDLE_IN_TRANSACTION_S = 10
 CLAIM_GRACE_S = 2.0  # how long a taken worker id is retried before it counts as held by a live peer
 
 # Quoted text and comments are copied as they are; placeholders and `%` are rewritten.
@@ -133,6 +136,9 @@ class PostgresBackend:
         try:
             given = psycopg.conninfo.conninfo_to_dict(self.url)
             defaults = {k: v for k, v in KEEPALIVES.items() if k not in given}
+            options = given.get("options", "")
+            if "idle_in_transaction_session_timeout" not in options:  # the URL may set its own
+                defaults["options"] = f"{options} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_S}s".strip()
             raw = psycopg.connect(
                 self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name=f"amp-runtime {purpose}",
                 **defaults,

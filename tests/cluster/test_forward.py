@@ -115,3 +115,20 @@ async def test_a_stream_whose_peer_hangs_ends_with_an_error_event(nursery, tmp_p
         hung.kill9()
     assert "event: error" in lines, lines[-4:]
     assert "hung" in lines[lines.index("event: error") + 1]
+
+
+async def test_a_stream_sent_to_a_peer_that_hung_before_answering_ends_with_502(nursery, tmp_path, pg_url):
+    # The peer hangs before the stream's first byte (its headers): the forward waits for them,
+    # and the slots' silence must answer it as it answers a sync forward (not a wait forever).
+    peers = await start_peers(nursery, tmp_path, pg_url, slots=(2, 2), groups=(("elsewhere",), ("default",)),
+                              env={"AMP_REGISTRY_LIVENESS_S": "30"})
+    entry, hung = peers.processes
+    hung.send_signal(signal.SIGSTOP)  # its kernel still takes connections; nothing answers
+    body = {"function": "count", "contract": 1, "mode": "stream", "input": {"n": 4, "delay_ms": 10}}
+    try:
+        with trio.fail_after(12):
+            async with peers.client(entry) as client:
+                response = await client.post("/task", json=body)
+    finally:
+        hung.kill9()
+    assert response.status_code == 502 and response.json()["error_code"] == "NODE_LEFT", response.text

@@ -82,3 +82,24 @@ def test_store_reconnect_s_defaults_to_30_and_must_not_be_negative():
     assert load_config(None, environ={"AMP_STORE_RECONNECT_S": "5"}).store.reconnect_s == 5.0
     with pytest.raises(ConfigError, match="store.reconnect_s: must not be negative"):
         load_config(None, environ={"AMP_STORE_RECONNECT_S": "-1"})
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:1610", "[::]:1610"])
+def test_a_peer_listening_on_every_address_must_say_where_the_other_peers_reach_it(bind):
+    # It would advertise http://0.0.0.0:port in the peer directory and the durable leases: a peer
+    # on another host dialling that reaches itself, never this one.
+    pg = {"AMP_STORE_URL": "postgresql://amp@db/amp", "AMP_SERVER_BIND": bind}
+    with pytest.raises(ConfigError, match="cluster.advertise_url: required"):
+        load_config(None, environ=pg)
+    assert load_config(None, environ={**pg, "AMP_CLUSTER_ADVERTISE_URL": "http://10.0.0.5:1610"})
+    assert load_config(None, environ={"AMP_SERVER_BIND": bind}).server.bind == bind  # one process: no peers
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({"AMP_REGISTRY_HEARTBEAT_S": "0"}, "registry.heartbeat_s: must be positive"),
+    ({"AMP_REGISTRY_HEARTBEAT_S": "-1"}, "registry.heartbeat_s: must be positive"),
+    ({"AMP_REGISTRY_EXPIRY_CHECK_S": "0"}, "registry.expiry_check_s: must be positive"),
+])
+def test_registry_timings_that_cannot_work_are_refused(env, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load_config(None, environ=env)

@@ -280,8 +280,11 @@ def _check(config: Config, source: str) -> None:
     if config.cluster.join and not config.store.url:
         problems.append("cluster.join: the coordinator/node mode is gone; a cluster runs on PostgreSQL: "
                         "give every process the same [store] url (postgresql://...) and no join")
-    if config.cluster.advertise_url and not config.cluster.advertise_url.startswith(("http://", "https://")):
-        problems.append("cluster.advertise_url: an http:// or https:// base URL, or empty for the bound URL")
+    if config.cluster.advertise_url and not config.cluster.advertise_url.startswith("http://"):
+        # The server speaks plain HTTP and so does the peers' forwarding pool: an https:// URL
+        # would make every forwarded sync task fail after it may have run.
+        problems.append("cluster.advertise_url: an http:// base URL (peers talk plain HTTP to each other), "
+                        "or empty for the bound URL")
     if config.store.url and not config.cluster.advertise_url and \
             config.server.bind.rpartition(":")[0].strip("[]") in ("0.0.0.0", "::", ""):
         # Else it advertises http://0.0.0.0:port: a peer on another host dialling it reaches itself.

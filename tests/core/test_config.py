@@ -95,6 +95,11 @@ def test_a_peer_listening_on_every_address_must_say_where_the_other_peers_reach_
     assert load_config(None, environ={"AMP_SERVER_BIND": bind}).server.bind == bind  # one process: no peers
 
 
+def test_an_https_advertise_url_is_refused_since_peers_talk_plain_http():
+    with pytest.raises(ConfigError, match="cluster.advertise_url: an http:// base URL"):
+        load_config(None, environ={"AMP_CLUSTER_ADVERTISE_URL": "https://peer-a.internal:1610"})
+
+
 @pytest.mark.parametrize("env, problem", [
     ({"AMP_REGISTRY_HEARTBEAT_S": "0"}, "registry.heartbeat_s: must be positive"),
     ({"AMP_REGISTRY_HEARTBEAT_S": "-1"}, "registry.heartbeat_s: must be positive"),

@@ -250,11 +250,18 @@ def http_sync(duration: float = 8.0, concurrency: int = 50) -> dict:
 
 
 def latency_one_connection(duration: float = 10.0) -> dict:
-    """POST /task sync echo from one connection for `duration` s: the tail a lone client sees."""
+    """POST /task sync echo from one connection for `duration` s: the tail a lone client sees,
+    beside the bare hypercorn-trio app's under the same load (the stack's own tail is the
+    ceiling: on the 2-core machine its p99 at c=1 was itself 3-4.5 ms)."""
     with server_process() as (url, _):
         load(url, tasks=1000, concurrency=1)  # warm up
         one = load(url, duration=duration, concurrency=1)
+    with server_process(module="benchmarks.bare_asgi") as (url, _):
+        load(url, path="/", tasks=1000, concurrency=1)
+        bare = load(url, path="/", duration=duration, concurrency=1)
     return {"duration_s": duration, "per_s": one["per_s"], "p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"],
+            "bare_p50_ms": bare["p50_ms"], "bare_p99_ms": bare["p99_ms"],
+            "p99_vs_bare_p99": ratio(one["p99_ms"] or 0.0, bare["p99_ms"] or 0.0),
             "load_tool": one.get("tool", "amp-runtime bench (separate process)")}
 
 

@@ -154,9 +154,10 @@ class _Queued:
         self.send.send_nowait(_outcome(index, OUTCOME_STATUS[result.status], result))
 
     def next_overdue_at(self) -> float:
-        """When the earliest unsettled item is past its deadline plus the grace `wait_outcome` gives."""
-        while self.deadlines and self.deadlines[0][1] not in self.tasks:
-            heapq.heappop(self.deadlines)
+        """When the earliest item is past its deadline plus the grace `wait_outcome` gives.
+
+        Settled items stay in the heap until their deadline passes (`expire_overdue` drops them
+        then): popping each as it settled was ~3% of a batch, and an early wake-up costs nothing."""
         return self.deadlines[0][0] + OVERDUE_GRACE_S if self.deadlines else math.inf
 
     def expire_overdue(self) -> None:

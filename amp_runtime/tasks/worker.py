@@ -47,7 +47,7 @@ log = logging.getLogger("amp_runtime.tasks")
 _encode = msgspec.json.Encoder().encode
 DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 STREAM_BUFFER = 16  # items waiting for a stream reader before the function is paused
-RUN_AHEAD = 8  # queued tasks a slot runs in a row before it goes back to its channel (a checkpoint)
+RUN_AHEAD = 32  # queued tasks a slot runs in a row before a checkpoint: 8 -> 32 was ~5% more batch tasks/s (128: none more)
 SETTLE_GRACE_S = 5.0  # past a task's deadline, how long a caller waits for its worker to answer
 
 

@@ -16,8 +16,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import AsyncIterator
 
 import pytest
 
@@ -163,6 +164,25 @@ async def any_store(nursery, tmp_path, store_url):
     yield store
     store.close()
     await store.close_connection()
+
+
+@asynccontextmanager
+async def peer_stores(nursery, pg_url: str, count: int = 2) -> AsyncIterator[list]:
+    """`count` running Stores on one PostgreSQL database (a connection and a thread each), as
+    that many peer processes have; closed on exit."""
+    from amp_runtime.core.backends import store_backend
+    from amp_runtime.core.store import Store
+
+    stores = [Store(store_backend(pg_url, None), group_commit_ms=0) for _ in range(count)]
+    for store in stores:
+        await store.open()
+        nursery.start_soon(store.run)
+    try:
+        yield stores
+    finally:
+        for store in stores:
+            store.close()
+            await store.close_connection()
 
 
 def store_env(store_url: str) -> dict[str, str]:

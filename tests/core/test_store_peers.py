@@ -5,11 +5,11 @@ from datetime import datetime
 import pytest
 import trio
 
-from amp_runtime.core.backends import store_backend
-from amp_runtime.core.store import Store
 from amp_runtime.durable import store as durable_sql
 from amp_runtime.registry import store as registry_sql
 from amp_runtime.registry.models import WorkerInfo, WorkerRecord
+
+from ..pg import peer_stores
 
 ROUNDS = 5
 
@@ -17,14 +17,8 @@ ROUNDS = 5
 @pytest.fixture
 async def two_peers(nursery, tmp_path, pg_url):
     """Two Stores (two connections, two threads) on one database, as two processes would have."""
-    stores = [Store(store_backend(pg_url, tmp_path / "unused.duckdb"), group_commit_ms=0) for _ in range(2)]
-    for store in stores:
-        await store.open()
-        nursery.start_soon(store.run)
-    yield stores
-    for store in stores:
-        store.close()
-        await store.close_connection()
+    async with peer_stores(nursery, pg_url) as stores:
+        yield stores
 
 
 async def race(stores, fn, *args_per_store) -> list:

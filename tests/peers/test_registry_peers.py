@@ -18,11 +18,10 @@ from pathlib import Path
 
 import httpx
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from ..helpers import spawn_server, wait_until
 from ..registry.util import call, worker_ids
+from ..tasks.receiver import serve_http
 from .peerutil import NAMES, clients, close_all, everywhere, spawn_peer, start_peers, worker_of
 
 ROOT = Path(__file__).parents[2]
@@ -201,19 +200,7 @@ async def start_round_robin(nursery, client: httpx.AsyncClient, backends: dict[s
     turn; appends (path, backend name) to `routed`. Returns its URL."""
     turns = itertools.cycle(backends.items())
 
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                kind = (await receive())["type"].rsplit(".", 1)[-1]
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+    async def forward(scope, body: bytes):
         name, url = next(turns)
         routed.append((scope["path"], name))
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
@@ -221,15 +208,10 @@ async def start_round_robin(nursery, client: httpx.AsyncClient, backends: dict[s
         query = scope["query_string"].decode()
         answer = await client.request(scope["method"], url + scope["path"] + (f"?{query}" if query else ""),
                                       headers=headers, content=body)
-        await send({"type": "http.response.start", "status": answer.status_code, "headers": [
-            (k.encode(), v.encode()) for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS]})
-        await send({"type": "http.response.body", "body": answer.content})
+        return answer.status_code, [(k.encode(), v.encode()) for k, v in answer.headers.items()
+                                    if k.lower() not in HOP_HEADERS], answer.content
 
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.loglevel = "WARNING"
-    urls = await nursery.start(lambda task_status: serve(app, config, task_status=task_status))
-    return urls[0]
+    return await serve_http(nursery, forward)
 
 
 async def test_the_clearml_client_behind_a_load_balancer_over_two_peers(nursery, tmp_path, pg_url):

@@ -6,11 +6,11 @@ from datetime import datetime, timedelta
 import pytest
 import trio
 
-from amp_runtime.core.backends import store_backend
-from amp_runtime.core.store import Store
 from amp_runtime.registry import store as sql
 from amp_runtime.registry.actor import Register, Report, Unregister
 from amp_runtime.registry.models import WorkerInfo, WorkerRecord
+
+from ..pg import peer_stores
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, 500000)
 
@@ -72,14 +72,8 @@ async def test_stats_and_activity_buckets(any_store):
 @pytest.fixture
 async def pg_stores(nursery, tmp_path, pg_url):
     """Two Stores on one PostgreSQL database, as two peers have."""
-    stores = [Store(store_backend(pg_url, tmp_path / "unused.duckdb"), group_commit_ms=0) for _ in range(2)]
-    for store in stores:
-        await store.open()
-        nursery.start_soon(store.run)
-    yield stores
-    for store in stores:
-        store.close()
-        await store.close_connection()
+    async with peer_stores(nursery, pg_url) as stores:
+        yield stores
 
 
 def at(seconds: float) -> datetime:

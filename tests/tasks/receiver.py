@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
 import msgspec
 import trio
@@ -30,9 +30,12 @@ class Receiver:
                 self.arrived = trio.Event()
 
 
-async def serve_webhooks(nursery: trio.Nursery, answer: Callable[[dict, bytes], int]) -> str:
-    """An ASGI app on 127.0.0.1:0 handing each call's scope and whole body to `answer`, whose
-    return value is the HTTP status sent back. Returns the base URL."""
+Handler = Callable[[dict, bytes], Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]]]
+
+
+async def serve_http(nursery: trio.Nursery, handle: Handler) -> str:
+    """An ASGI app on 127.0.0.1:0 handing each call's scope and whole body to `handle`, which
+    returns the (status, headers, body) sent back. Returns the base URL."""
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -47,15 +50,24 @@ async def serve_webhooks(nursery: trio.Nursery, answer: Callable[[dict, bytes], 
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        status = answer(scope, body)
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        status, headers, content = await handle(scope, body)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.loglevel = "WARNING"
     urls = await nursery.start(lambda task_status: serve(app, config, task_status=task_status))
     return urls[0]
+
+
+async def serve_webhooks(nursery: trio.Nursery, answer: Callable[[dict, bytes], int]) -> str:
+    """A receiver answering each call with the status `answer(scope, body)` returns, no body."""
+
+    async def handle(scope, body: bytes):
+        return answer(scope, body), [], b""
+
+    return await serve_http(nursery, handle)
 
 
 async def start_receiver(nursery: trio.Nursery) -> Receiver:

@@ -116,9 +116,8 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pg_server():
-    """The session's PostgreSQL server; skips the test where PostgreSQL is not installed."""
+def start_pg_server() -> PostgresServer:
+    """A started throwaway server; skips the test where PostgreSQL is not installed."""
     bin_dir = find_pg_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl); ./dev test installs it")
@@ -128,6 +127,13 @@ def pg_server():
     except BaseException:
         server.stop()
         raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The session's PostgreSQL server."""
+    server = start_pg_server()
     yield server
     server.stop()
 

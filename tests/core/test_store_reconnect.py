@@ -11,7 +11,7 @@ import trio
 
 from ..durable.util import COUNTER, create, worker_path
 from ..helpers import spawn_server, wait_until
-from ..pg import PostgresServer, find_pg_bin
+from ..pg import start_pg_server
 
 QUIET = {  # no timer writes of the process's own: the test's request is the one on the broken connection
     "AMP_REGISTRY_HEARTBEAT_S": "3600", "AMP_REGISTRY_EXPIRY_CHECK_S": "3600",
@@ -87,15 +87,9 @@ async def test_the_runtime_keeps_serving_across_a_postgresql_restart(nursery, tm
 @pytest.fixture
 def own_pg_server():
     """A server of the test's own, to stop for good (the session's is shared)."""
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed")
-    server = PostgresServer(bin_dir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    server = start_pg_server()
+    yield server
+    server.stop()
 
 
 async def test_a_store_gone_past_the_bound_exits_non_zero_with_one_line(nursery, tmp_path, own_pg_server):

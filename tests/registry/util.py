@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import httpx
+import trio
 
 
 async def call(client: httpx.AsyncClient, endpoint: str, body: dict | None = None, *, method: str = "POST",
@@ -19,3 +24,19 @@ async def call(client: httpx.AsyncClient, endpoint: str, body: dict | None = Non
 async def worker_ids(client: httpx.AsyncClient, **filters) -> list[str]:
     data = await call(client, "workers.get_all", filters)
     return [w["id"] for w in data["workers"]]
+
+
+async def run_clearml_client(url: str) -> dict:
+    """Run the unmodified ClearML client (`tests/registry/clearml_client.py`, access key ak,
+    secret sk) against `url`; checks what every run must show and returns its findings."""
+    with trio.fail_after(120):
+        result = await trio.run_process(
+            [sys.executable, "-m", "tests.registry.clearml_client", url, "ak", "sk"],
+            capture_stdout=True, capture_stderr=True, check=False, cwd=str(Path(__file__).parents[2]),
+        )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    found = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert "clearml-1" in found["listed"]
+    assert found["task"] == "t-42" and found["tags"] == ["cm"]
+    assert "clearml-1" not in found["after_unregister"]
+    return found

@@ -53,3 +53,8 @@ async def resize(input: ResizeInput) -> dict:
 async def gated_stream(input: dict):
     yield {"open": True}
     await gate(input["gate"]).wait()
+
+
+@amp_runtime.function(name="test_not_json")
+async def not_json(input: dict) -> object:
+    return {"set": {1, 2}} if input.get("almost") else object()

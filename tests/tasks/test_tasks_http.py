@@ -34,6 +34,20 @@ async def test_failure_is_a_task_outcome_without_traceback(server):
     assert body["error"] == {"type": "RuntimeError", "message": "nope"}
 
 
+async def test_a_result_that_is_not_json_fails_the_task_not_the_server(server):
+    r = await post_task(server.client, "test_not_json")
+    assert r.status_code == 500
+    body = r.json()
+    assert body["status"] == "failed" and body["error"]["type"] == "ResultNotJSON" and "result" not in body
+    assert (await server.client.get(f"/tasks/{body['id']}")).json()["error"]["type"] == "ResultNotJSON"
+    r = await server.client.post("/tasks", json=[{"function": "test_not_json", "input": {}, **CALL},
+                                                 {"function": "hello", "input": {}, **CALL}])
+    lines = sorted((json.loads(line) for line in r.text.splitlines()), key=lambda line: line["index"])
+    assert [(line["status"], line["http_status"]) for line in lines] == [("failed", 500), ("completed", 200)]
+    r = await post_task(server.client, "test_not_json", {"almost": True})  # a set encodes as a list
+    assert r.status_code == 200 and sorted(r.json()["result"]["set"]) == [1, 2]
+
+
 async def test_timeout_is_504(server):
     r = await post_task(server.client, "test_slow")
     assert r.status_code == 504 and r.json()["status"] == "timed_out"

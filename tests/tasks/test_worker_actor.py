@@ -106,6 +106,49 @@ async def test_timeout_is_reported(nursery):
         assert (await t.outcome.wait()).status == "timed_out"
 
 
+async def test_each_running_task_times_out_at_its_own_deadline(nursery):
+    """One deadline watcher per worker: a task with a nearer deadline, started while one with a
+    farther deadline runs (on a slot or on a lease), times out on time; the other runs on."""
+    worker = make_worker(slots=3)
+    await nursery.start(supervise, worker)
+    long = Task("long", FUNCTIONS["test_gate"], {"gate": "deadlines"}, priority=None, mode="sync", timeout_s=30)
+    worker.admit(long)
+    await wait_until(lambda: long.status == "running")
+    leased = Task("leased", FUNCTIONS["test_slow"], {}, priority=None, mode="sync", timeout_s=0.2)
+    short = Task("short", FUNCTIONS["test_slow"], {}, priority=None, mode="sync", timeout_s=1.0)
+    lease = worker.admit(leased, lease=True)
+    assert lease is not None
+    worker.admit(short)
+    with trio.fail_after(5):
+        assert (await run_leased(worker, lease, leased)).status == "timed_out"
+        assert (await short.outcome.wait()).status == "timed_out"
+    assert 0.2 <= leased.duration_ms / 1000 < 0.8 and 1.0 <= short.duration_ms / 1000 < 3
+    assert long.status == "running"  # its deadline is far: untouched
+    fns.gate("deadlines").set()
+    with trio.fail_after(5):
+        assert (await long.outcome.wait()).status == "completed"
+
+
+async def test_a_task_not_started_by_its_deadline_never_starts(nursery):
+    worker = make_worker(slots=2)
+    await nursery.start(supervise, worker)
+    blocker = task("test_gate", {"gate": "late-start", "tag": "blocker"})
+    worker.admit(blocker)
+    await wait_until(lambda: blocker.status == "running")
+    queued_late = task("test_gate", {"gate": "late-start", "tag": "actor:queued-late"}, timeout=0.1)
+    leased_late = task("test_gate", {"gate": "late-start", "tag": "actor:leased-late"}, timeout=0.1)
+    lease = worker.admit(leased_late, lease=True)  # the second slot, lent ...
+    worker.admit(queued_late)
+    await wait_until(lambda: trio.current_time() > leased_late.deadline)
+    with trio.fail_after(5):  # ... but run only after its deadline
+        assert (await run_leased(worker, lease, leased_late)).status == "timed_out"
+        assert (await queued_late.outcome.wait()).status == "timed_out"
+    fns.gate("late-start").set()
+    with trio.fail_after(5):
+        assert (await blocker.outcome.wait()).status == "completed"
+    assert not {"actor:queued-late", "actor:leased-late"} & set(fns.STARTED)
+
+
 async def test_a_lease_only_when_a_slot_is_free_and_it_comes_back_once(nursery):
     worker = make_worker(slots=2)
     await nursery.start(supervise, worker)

@@ -129,7 +129,8 @@ class HotPath:
 
     async def _submit_task(self, request: TaskRequest) -> tuple[int, Any, dict[str, str] | None]:
         try:
-            submitted = await self.tasks.submit(request)
+            # No key and no forwarding here (see `__call__`): a sync request takes the lean way.
+            submitted = await (self.tasks.submit_sync(request) if request.mode == "sync" else self.tasks.submit(request))
         except WorkerFailed as exc:
             raise ApiError(503, "WORKER_FAILED", str(exc), headers={"Retry-After": self.retry_after.decode()}) from None
         except Rejected as exc:

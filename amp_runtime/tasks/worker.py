@@ -247,7 +247,7 @@ class Lease:
 # -- mailbox messages ----------------------------------------------------------------------
 class Cancel(msgspec.Struct, tag=True):
     """Cancel a queued or running task (DELETE /tasks/{id}, a stream reader gone, or a caller
-    whose task outlived its deadline in the queue: `timed_out`). Answers the task's outcome
+    whose task outlived its deadline, queued or running: `timed_out`). Answers the task's outcome
     slot (await it for the final state), or None."""
 
     task_id: str
@@ -561,7 +561,8 @@ class WorkerActor(Actor):
             return task.outcome
         task = self._running.get(task_id)
         if task is not None:
-            task.cancel_requested = True
+            if not timed_out:  # a caller giving up at the deadline: the run settles it `timed_out`
+                task.cancel_requested = True
             if task.scope is not None:
                 task.scope.cancel()
             return task.outcome

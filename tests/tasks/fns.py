@@ -58,3 +58,10 @@ async def gated_stream(input: dict):
 @amp_runtime.function(name="test_not_json")
 async def not_json(input: dict) -> object:
     return {"set": {1, 2}} if input.get("almost") else object()
+
+
+@amp_runtime.function(name="test_stubborn", timeout_s=0.2)
+async def stubborn(input: dict) -> None:
+    with trio.CancelScope(shield=True):  # a clean-up that outlives the deadline
+        await trio.sleep(input["s"])
+    await trio.lowlevel.checkpoint()

@@ -12,7 +12,7 @@ from amp_runtime.tasks import builtin  # noqa: F401  (echo, count)
 from amp_runtime.tasks.registry import FUNCTIONS
 from amp_runtime.tasks.worker import (
     Cancel, Hold, Lookup, Rejected, SetMaintenance, SlotHold, Task, Unhold, WorkerActor, WorkerFailed,
-    run_leased, run_sync,
+    run_leased, run_sync, wait_outcome,
 )
 
 from ..helpers import wait_until
@@ -147,6 +147,18 @@ async def test_a_task_not_started_by_its_deadline_never_starts(nursery):
     with trio.fail_after(5):
         assert (await blocker.outcome.wait()).status == "completed"
     assert not {"actor:queued-late", "actor:leased-late"} & set(fns.STARTED)
+
+
+async def test_a_task_its_caller_gives_up_on_at_the_deadline_is_timed_out_not_cancelled(nursery):
+    """A function that outlives its deadline (a shielded clean-up) is still running when its caller
+    (`wait_outcome`, a batch) expires it: that is its timeout (504), not a cancel (409)."""
+    worker = make_worker(slots=1)
+    await nursery.start(supervise, worker)
+    stubborn = task("test_stubborn", {"s": 1.0}, timeout=0.2)
+    worker.admit(stubborn)
+    with trio.fail_after(10):
+        result = await wait_outcome(worker, stubborn)
+    assert result.status == "timed_out" and result.error.type == "Timeout", result
 
 
 async def test_a_lease_only_when_a_slot_is_free_and_it_comes_back_once(nursery):

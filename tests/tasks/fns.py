@@ -65,3 +65,14 @@ async def stubborn(input: dict) -> None:
     with trio.CancelScope(shield=True):  # a clean-up that outlives the deadline
         await trio.sleep(input["s"])
     await trio.lowlevel.checkpoint()
+
+
+class Area(msgspec.Struct, omit_defaults=True):
+    area: int
+    unit: str = "px"
+    note: str | None = None
+
+
+@amp_runtime.function(name="test_typed_result")
+async def typed_result(input: dict) -> Area:
+    return Area(area=input.get("area", 1), note=input.get("note"))

@@ -258,3 +258,67 @@ async def test_a_crash_in_bookkeeping_during_release_fails_the_worker_not_the_ca
         failed = await waiting_on.outcome.wait()
     assert failed.status == "failed" and "injected" in failed.error.message
     assert await served_again(worker, {"ok": 1}) == {"ok": 1}
+
+
+async def test_a_settled_task_looks_as_it_did_while_its_record_was_live(nursery):
+    """The history keeps settled tasks encoded: a lookup answers, field by field, what the task's
+    own view answered when it settled (typed results, errors, priorities, webhook deliveries)."""
+    from amp_runtime.tasks.models import Delivery, Webhook
+    from amp_runtime.tasks.worker import RecordDelivery
+
+    worker = WorkerActor(WorkerConfig(id="w", slots=2, max_queue=10),
+                         keep_results=100, keep_results_s=60, expose_tracebacks=True)
+    await nursery.start(supervise, worker)
+    tasks = [task("test_typed_result", {"area": 6}), task("test_typed_result", {"note": "n"}, priority=3),
+             task("fail", {"message": "nope"}), task("echo", {"x": [1, 2.5, None]}, priority=7),
+             task("test_slow", {}, timeout=0.05), task("count", {"n": 2}, mode="stream"),
+             Task("hooked", FUNCTIONS["echo"], {"w": 1}, priority=None, mode="webhook", timeout_s=5,
+                  webhook=Webhook(url="http://127.0.0.1:9/hook"))]
+    for t in tasks:
+        worker.admit(t)
+    cancelled = task("test_gate", {"gate": "lookup-never"})
+    worker.admit(cancelled)
+    worker.cancel(cancelled.id)
+    tasks.append(cancelled)
+    with trio.fail_after(5):
+        while tasks[5].items_recv is not None and (await _drain(tasks[5])):
+            pass
+        for t in tasks:
+            await t.outcome.wait()
+    assert tasks[2].error.traceback  # exposed: kept too
+    for t in tasks:
+        assert msgspec.json.encode(await worker.ask(Lookup(t.id))) == msgspec.json.encode(t.view()), t.id
+    hooked = tasks[6]
+    first = Delivery(attempt=1, at="2026-01-01T00:00:00.000000Z", status_code=500)
+    second = Delivery(attempt=2, at="2026-01-01T00:00:01.000000Z", error="ConnectError: refused")
+    await worker.tell(RecordDelivery(hooked.id, first))
+    await worker.tell(RecordDelivery(hooked.id, second, "failed"))
+    view = await worker.ask(Lookup(hooked.id))
+    assert (view.webhook_status, view.deliveries) == ("failed", [first, second])
+    assert view.result == {"w": 1} and view.webhook_url == "http://127.0.0.1:9/hook"
+
+
+async def _drain(stream_task) -> bool:
+    try:
+        await stream_task.items_recv.receive()
+        return True
+    except trio.EndOfChannel:
+        return False
+
+
+async def test_settled_tasks_are_kept_within_keep_results_and_keep_results_s(nursery):
+    worker = WorkerActor(WorkerConfig(id="w", slots=1, max_queue=10),
+                         keep_results=3, keep_results_s=0.5, expose_tracebacks=False)
+    await nursery.start(supervise, worker)
+    done = [task("echo", {"i": i}) for i in range(4)]
+    with trio.fail_after(5):
+        for t in done:
+            assert (await run_sync(worker, t)).status == "completed"
+    assert await worker.ask(Lookup(done[0].id)) is None  # over keep_results: the oldest goes
+    assert [(await worker.ask(Lookup(t.id))).result for t in done[1:]] == [{"i": 1}, {"i": 2}, {"i": 3}]
+    await wait_until(lambda: trio.current_time() > done[-1].finished_mono + 0.5)
+    late = task("echo", {"i": 4})
+    with trio.fail_after(5):
+        await run_sync(worker, late)
+    assert [await worker.ask(Lookup(t.id)) for t in done] == [None] * 4  # past keep_results_s
+    assert (await worker.ask(Lookup(late.id))).result == {"i": 4}

@@ -9,6 +9,8 @@ import re
 
 import trio
 
+from amp_runtime.tasks import worker as worker_module
+
 from ..helpers import wait_until
 from . import fns
 
@@ -66,6 +68,9 @@ CASES = {
     "400 empty body": ("/task", b""),
     "400 too deep": ("/task", b'{"function": "echo", "input": ' + b"[" * 40 + b"]" * 40 + b"}"),
     "404 function": ("/task", task("no_such_function")),
+    "200 named worker": ("/task", task("echo", {"b": 1}, worker="w")),
+    "200 typed result": ("/task", task("test_typed_result", {"area": 2})),
+    "500 result not JSON": ("/task", task("test_not_json")),
     "400 unknown worker": ("/task", task("echo", worker="nobody")),
     "202 webhook": ("/task", task("echo", mode="webhook", webhook={"url": "http://127.0.0.1:9/hook"})),
     "413 over the limit": ("/task", task("echo", {"x": "y" * 5000})),
@@ -116,6 +121,49 @@ async def test_same_answers_when_full_and_in_maintenance(server_factory):
     assert answers[0] == answers[1]
     assert answers[0][0].startswith(b"HTTP/1.1 429") and b"retry-after: 1" in answers[0][0]
     assert answers[0][1].startswith(b"HTTP/1.1 503")
+
+
+async def test_same_answers_queued_cancelled_and_when_the_worker_fails(server_factory, monkeypatch):
+    """A sync task answered through the queue, one cancelled by DELETE /tasks/{id}, and one its
+    worker failed under (a slot task breaking on {"boom": true})."""
+    intact = worker_module.run_task
+
+    async def run_task(task, expose_tracebacks):
+        if isinstance(task.input, dict) and task.input.get("boom"):
+            raise RuntimeError("injected: slot task")
+        await intact(task, expose_tracebacks)
+
+    monkeypatch.setattr(worker_module, "run_task", run_task)
+    hot, cold = await both(server_factory)
+    answers = []
+    for n, srv in enumerate((hot, cold)):
+        worker = srv.runtime.services.tasks.workers["w"]
+        got: dict[str, bytes] = {}
+
+        async def call(name, body):
+            got[name] = await exchange(srv.url, request("/task", body))
+
+        for case, queued in (("queued", task("test_typed_result", {"area": 3})), ("failed", task("echo", {"boom": True}))):
+            async with trio.open_nursery() as nursery:
+                gate = f"hot-path-{case}-{n}"
+                nursery.start_soon(call, f"before {case}", task("test_gate", {"gate": gate, "tag": case}))
+                await wait_until(lambda: worker.state.free == 0, timeout=10)
+                nursery.start_soon(call, case, queued)
+                await wait_until(lambda: worker.state.queued == 1, timeout=10)
+                fns.gate(gate).set()
+            await wait_until(lambda: worker.state.free == 1, timeout=10)  # the failed one started again
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "cancelled", task("test_gate", {"gate": f"hot-path-cancelled-{n}"}))
+            await wait_until(lambda: worker.state.free == 0, timeout=10)
+            (task_id,) = worker.running_ids()
+            assert (await srv.client.delete(f"/tasks/{task_id}")).status_code == 200
+        answers.append(got)
+        await srv.client.aclose()
+    assert answers[0] == answers[1]
+    statuses = {name: answer.split(b" ", 2)[1] for name, answer in answers[0].items()}
+    assert statuses == {"before queued": b"200", "queued": b"200", "before failed": b"200", "failed": b"500",
+                        "cancelled": b"409"}, answers[0]
+    assert b'"type":"WorkerFailed"' in answers[0]["failed"] and b"injected" in answers[0]["failed"]
 
 
 async def test_stream_tasks_still_stream(server_factory):

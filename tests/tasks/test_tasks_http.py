@@ -208,6 +208,28 @@ async def test_webhook_delivers_with_retries(server_factory, nursery):
     await srv.client.aclose()
 
 
+async def test_a_webhook_task_whose_result_is_not_json_delivers_its_failure(server_factory, nursery):
+    url, calls, delivered = await start_receiver(nursery, fail_first=0)
+    srv = await server_factory(webhook={"allow_private": True, "base_delay_s": 0.01})
+    r = await post_task(srv.client, "test_not_json", mode="webhook", webhook={"url": url + "/hook"})
+    assert r.status_code == 202
+    task_id = r.json()["id"]
+    with trio.fail_after(10):
+        await delivered.wait()
+    body = msgspec.json.decode(calls[-1][1])
+    assert (body["id"], body["status"], body["error"]["type"]) == (task_id, "failed", "ResultNotJSON")
+
+    async def recorded():
+        view = (await srv.client.get(f"/tasks/{task_id}")).json()
+        return view.get("webhook_status") == "delivered" and view
+
+    await wait_until(recorded, timeout=5)
+    view = (await srv.client.get(f"/tasks/{task_id}")).json()
+    assert view["status"] == "failed" and view["error"]["type"] == "ResultNotJSON" and "result" not in view
+    assert [d.get("status_code") for d in view["deliveries"]] == [200]
+    await srv.client.aclose()
+
+
 async def test_webhook_to_private_address_refused_by_default(server):
     r = await post_task(server.client, "hello", {}, mode="webhook", webhook={"url": "http://127.0.0.1:9/x"})
     assert r.status_code == 400 and r.json()["error_code"] == "WEBHOOK_TARGET_REFUSED"

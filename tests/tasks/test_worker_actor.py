@@ -322,3 +322,29 @@ async def test_settled_tasks_are_kept_within_keep_results_and_keep_results_s(nur
         await run_sync(worker, late)
     assert [await worker.ask(Lookup(t.id)) for t in done] == [None] * 4  # past keep_results_s
     assert (await worker.ask(Lookup(late.id))).result == {"i": 4}
+
+
+async def test_deadlines_hold_after_the_worker_starts_again(nursery, monkeypatch):
+    """The deadline watcher is rebuilt with the worker: tasks of the new generation, leased or
+    queued, time out on time."""
+    worker = make_worker(slots=2)
+    await nursery.start(supervise, worker)
+    break_bookkeeping(monkeypatch, "injected")
+    with trio.fail_after(5):
+        await run_sync(worker, task("echo", {"boom": True}))  # its release fails the worker
+    monkeypatch.undo()
+    assert await served_again(worker, {"ok": 1}) == {"ok": 1}
+    long = task("test_gate", {"gate": "restart-deadlines"}, timeout=30)
+    worker.admit(long)
+    await wait_until(lambda: long.status == "running")
+    leased, queued = task("test_slow", {}, timeout=0.3), task("test_slow", {}, timeout=0.6)
+    lease = worker.admit(leased, lease=True)
+    assert lease is not None
+    with trio.fail_after(5):
+        assert (await run_leased(worker, lease, leased)).status == "timed_out"
+        worker.admit(queued)
+        assert (await queued.outcome.wait()).status == "timed_out"
+    assert leased.duration_ms < 1500 and queued.duration_ms < 1500
+    fns.gate("restart-deadlines").set()
+    with trio.fail_after(5):
+        assert (await long.outcome.wait()).status == "completed"

@@ -348,3 +348,14 @@ async def test_deadlines_hold_after_the_worker_starts_again(nursery, monkeypatch
     fns.gate("restart-deadlines").set()
     with trio.fail_after(5):
         assert (await long.outcome.wait()).status == "completed"
+
+
+async def test_a_stream_task_times_out_while_its_reader_reads(nursery):
+    worker = make_worker(slots=2)
+    await nursery.start(supervise, worker)
+    endless = task("test_endless", {}, timeout=0.3, mode="stream")
+    worker.admit(endless)
+    with trio.fail_after(5):
+        items = [item async for item in endless.items_recv]  # ends when the task is settled
+        assert (await endless.outcome.wait()).status == "timed_out"
+    assert items and 0.3 <= endless.duration_ms / 1000 < 2

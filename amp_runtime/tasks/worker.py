@@ -783,7 +783,11 @@ async def _call(task: Task) -> Any:
         # Items go out as they come; a full buffer pauses the generator.
         async with task.items_send as send:
             async for item in agen:
-                await send.send(_encode(item))
+                try:
+                    data = _encode(item)
+                except Exception as exc:  # as a result that is not JSON fails its task (`_remember`)
+                    raise ResultNotJSON(f"an item the function yielded is not JSON: {exc}") from None
+                await send.send(data)
         return None
     except trio.BrokenResourceError:
         raise _ReaderGone() from None
@@ -793,3 +797,7 @@ async def _call(task: Task) -> Any:
 
 class _ReaderGone(Exception):
     """A stream's reader went away."""
+
+
+class ResultNotJSON(Exception):
+    """A streamed item JSON cannot express: its task fails with this error type."""

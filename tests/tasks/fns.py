@@ -76,3 +76,9 @@ class Area(msgspec.Struct, omit_defaults=True):
 @amp_runtime.function(name="test_typed_result")
 async def typed_result(input: dict) -> Area:
     return Area(area=input.get("area", 1), note=input.get("note"))
+
+
+@amp_runtime.function(name="test_stream_not_json", streaming=True)
+async def stream_not_json(input: dict):
+    yield {"ok": 1}
+    yield object()

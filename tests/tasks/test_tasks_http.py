@@ -99,6 +99,21 @@ async def test_stream_events_then_end(server):
     assert json.loads(events[4][len("data: "):])["status"] == "completed"
 
 
+async def test_a_streamed_item_that_is_not_json_fails_the_task_as_a_result_would(server):
+    """Streamed or answered at once (sync), the same function fails the same way: ResultNotJSON."""
+    events = []
+    async with server.client.stream("POST", "/task", json={
+            "function": "test_stream_not_json", "mode": "stream", **CALL}) as r:
+        async for line in r.aiter_lines():
+            if line:
+                events.append(line)
+    assert events[0] == 'data: {"ok":1}' and events[1] == "event: error"
+    outcome = json.loads(events[2][len("data: "):])
+    assert outcome["status"] == "failed" and outcome["error"]["type"] == "ResultNotJSON", outcome
+    r = await post_task(server.client, "test_stream_not_json")
+    assert r.status_code == 500 and r.json()["error"]["type"] == "ResultNotJSON"
+
+
 async def test_disconnected_stream_frees_its_slot(server_factory):
     srv = await server_factory(workers=[{"id": "solo", "slots": 1}])
     async with srv.client.stream("POST", "/task", json={

@@ -82,3 +82,10 @@ async def typed_result(input: dict) -> Area:
 async def stream_not_json(input: dict):
     yield {"ok": 1}
     yield object()
+
+
+@amp_runtime.function(name="test_slow_thread", timeout_s=0.2)
+def slow_thread(input: dict) -> None:
+    import time
+
+    time.sleep(input.get("s", 3))

@@ -359,3 +359,15 @@ async def test_a_stream_task_times_out_while_its_reader_reads(nursery):
         items = [item async for item in endless.items_recv]  # ends when the task is settled
         assert (await endless.outcome.wait()).status == "timed_out"
     assert items and 0.3 <= endless.duration_ms / 1000 < 2
+
+
+async def test_a_thread_function_times_out_at_its_deadline(nursery):
+    """A plain `def` runs in a thread: at its deadline the task is settled (the thread abandoned)."""
+    worker = make_worker(slots=2)
+    await nursery.start(supervise, worker)
+    leased, queued = task("test_slow_thread", {}, timeout=0.2), task("test_slow_thread", {}, timeout=0.4)
+    lease = worker.admit(leased, lease=True)
+    worker.admit(queued)
+    with trio.fail_after(2.5):  # well before the threads finish
+        assert (await run_leased(worker, lease, leased)).status == "timed_out"
+        assert (await queued.outcome.wait()).status == "timed_out"

@@ -81,7 +81,8 @@ def at(seconds: float) -> datetime:
 
 
 async def change(store, kind: str, msg) -> None:
-    await store.write(sql.write_batch, [], [], [], [sql.change_params(kind, msg)])
+    """A change at the message's time (peers leave it to the database's clock)."""
+    await store.write(sql.write_batch, [], [], [], [sql.change_params(kind, msg, at=getattr(msg, "now", None))])
 
 
 async def test_a_change_at_one_peer_builds_on_what_another_peer_saved(pg_stores):

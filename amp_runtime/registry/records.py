@@ -15,7 +15,7 @@ import trio
 
 from ..core.actor import ActorUnavailable, supervise
 from ..core.store import Store
-from .actor import Expire, is_live, GetAll, GetOne, LiveIds, Register, RegistryActor, Report, Settled, Unregister
+from .actor import Expire, GetAll, GetOne, LiveIds, Register, RegistryActor, Report, Settled, Unregister, is_live
 from .models import WorkerRecord
 from .writer import RegistryWriter
 

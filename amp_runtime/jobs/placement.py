@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from ..core.clock import utcnow
 from ..core.notify import Listener, Wakeup
 from . import store as jobs_store
@@ -65,8 +63,7 @@ class SharedStore:
     async def candidates(self) -> tuple[list[str], list[str]]:
         """Every job worker of every peer heard from within `[registry] liveness_s`, twice (any
         live worker can hold a job: its own peer runs it)."""
-        since = utcnow() - timedelta(seconds=self.service.config.registry.liveness_s)
-        live = await self.store.read(jobs_store.live_worker_ids, since)
+        live = await self.store.read(jobs_store.live_worker_ids, self.service.config.registry.liveness_s)
         return live, list(live)
 
     async def announce(self, job_ids: list[int]) -> None:

@@ -157,13 +157,15 @@ def add_job_workers(conn, worker_ids: list[str], now: datetime) -> None:
     )
 
 
-def live_worker_ids(conn, heard_since: datetime) -> list[str]:
+def live_worker_ids(conn, max_age_s: float) -> list[str]:
     """The job workers of every process sharing the store that are registered with a heartbeat
-    at or after `heard_since` (the registry's rows are the truth on a shared store)."""
+    within `max_age_s` (the registry's rows are the truth on a shared store). Aged by the
+    database's clock, which stamped the heartbeats: the peers' own clocks may disagree."""
     rows = conn.execute(
         "SELECT r.id FROM registry_workers r JOIN job_workers j ON j.worker_id = r.id"
-        " WHERE r.registered AND r.heartbeat_at >= ? ORDER BY r.id",
-        [naive_utc(heard_since)],
+        " WHERE r.registered AND r.heartbeat_at >= (now() AT TIME ZONE 'UTC') - ? * INTERVAL '1 second'"
+        " ORDER BY r.id",
+        [max_age_s],
     ).fetchall()
     return [row[0] for row in rows]
 

@@ -15,7 +15,7 @@ import trio
 
 from ..core.actor import ActorUnavailable, supervise
 from ..core.store import Store
-from .actor import Expire, GetAll, GetOne, LiveIds, Register, RegistryActor, Report, Settled, Unregister
+from .actor import Expire, GetAll, GetOne, LiveIds, Register, RegistryActor, Report, Settled, Unregister, is_live
 from .models import WorkerRecord
 from .writer import RegistryWriter
 
@@ -64,3 +64,6 @@ class LocalRecords:
 
     async def live_ids(self, now: datetime, max_age_s: float) -> list[str]:
         return await self.actor.ask(LiveIds(now, max_age_s))
+
+    async def live_records(self, now: datetime, max_age_s: float | None) -> list[WorkerRecord]:
+        return [r for r in await self.all() if is_live(r, now, max_age_s)]

@@ -22,7 +22,7 @@ from ..core.http import ApiError
 from ..core.service import ServiceBase
 from . import jwt
 from . import store as sql
-from .actor import Register, Report, Unregister, is_live
+from .actor import Register, Report, Unregister
 from .models import (
     AGGREGATIONS,
     API_VERSION,
@@ -227,10 +227,9 @@ class RegistryService(ServiceBase):
     async def registered(self, filters: WorkersFilter, *, default_last_seen: int | None) -> list[WorkerRecord]:
         """Registered, unexpired workers matching the reporting API's filters, by id."""
         last_seen = parse_last_seen(filters.last_seen, default_last_seen)
-        now = naive_utc(utcnow())
         return sorted(
-            (r for r in await self.all_records()
-             if is_live(r, now, last_seen) and tags_match(filters.tags, r.tags)
+            (r for r in await self.records.live_records(naive_utc(utcnow()), last_seen)
+             if tags_match(filters.tags, r.tags)
              and tags_match(filters.system_tags, r.system_tags)),
             key=lambda r: r.id,
         )

@@ -8,6 +8,10 @@ started after each of them arrived: a client that unregistered at one peer and l
 never sees the worker listed again. Expiry is one compare-and-set statement
 (`store.expire_workers`) that every peer runs: a worker expires once, and a report that got in
 first wins.
+
+Liveness here is judged by the database's clock only: it stamps every heartbeat, the expiry
+compares against it, and a read carries it as the "now" its records' ages are measured from.
+Peers whose own clocks disagree (by more than `liveness_s`, even) agree on who is live.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ from .writer import RegistryWriter
 
 
 class _Read:
-    """One read of the table, the `number`-th started; `records` stays None if it failed."""
+    """One read of the table, the `number`-th started; `records` stays None if it failed.
+    `clock`: the database's time of the read."""
 
-    __slots__ = ("number", "done", "records")
+    __slots__ = ("number", "done", "records", "clock")
 
     def __init__(self, number: int) -> None:
         self.number = number
         self.done = trio.Event()
         self.records: dict[str, WorkerRecord] | None = None
+        self.clock: datetime | None = None
 
 
 class TableView:
@@ -49,6 +55,10 @@ class TableView:
 
     async def records(self) -> dict[str, WorkerRecord]:
         """Every worker's record by id (shared with other readers: do not change them)."""
+        return (await self.records_and_clock())[0]
+
+    async def records_and_clock(self) -> tuple[dict[str, WorkerRecord], datetime]:
+        """Every worker's record by id, and the database's clock when they were read."""
         arrived = self._started
         while True:
             pending = self._pending
@@ -56,16 +66,17 @@ class TableView:
                 return await self._read()
             await pending.done.wait()
             if pending.number > arrived and pending.records is not None:
-                return pending.records
+                return pending.records, pending.clock
             # It started before this reader came (it may miss a change this reader must see),
             # or it failed: join the next read, or start it.
 
-    async def _read(self) -> dict[str, WorkerRecord]:
+    async def _read(self) -> tuple[dict[str, WorkerRecord], datetime]:
         self._started += 1
         read = self._pending = _Read(self._started)
         try:
-            read.records = {r.id: r for r in await self.store.read(sql.load_workers)}
-            return read.records
+            records, read.clock = await self.store.read(sql.load_workers_and_clock)
+            read.records = {r.id: r for r in records}
+            return read.records, read.clock
         finally:
             read.done.set()
             if self._pending is read:
@@ -83,6 +94,7 @@ class SharedRecords:
     async def start(self, nursery: trio.Nursery) -> None:
         nursery.start_soon(self.writer.run)
 
+    # A change's `now` (this host's clock) is not written: the database stamps it (change_params).
     async def register(self, msg: Register) -> None:
         await self.writer.persist(workers=[sql.change_params("register", msg)])
 
@@ -93,7 +105,8 @@ class SharedRecords:
         await self.writer.persist(workers=[sql.change_params("unregister", msg)])
 
     async def expire(self, now: datetime) -> list[str]:
-        return await self.store.write(sql.expire_workers, now)
+        """`now` (this host's clock) is not used: the expiry runs on the database's clock."""
+        return await self.store.write(sql.expire_workers)
 
     async def get(self, worker: str) -> WorkerRecord | None:
         return (await self.view.records()).get(worker)
@@ -102,4 +115,9 @@ class SharedRecords:
         return list((await self.view.records()).values())
 
     async def live_ids(self, now: datetime, max_age_s: float) -> list[str]:
-        return [r.id for r in (await self.view.records()).values() if is_live(r, now, max_age_s)]
+        return [r.id for r in await self.live_records(now, max_age_s)]
+
+    async def live_records(self, now: datetime, max_age_s: float | None) -> list[WorkerRecord]:
+        """Live as of the read's database clock; `now` (this host's clock) is not used."""
+        records, db_now = await self.view.records_and_clock()
+        return [r for r in records.values() if is_live(r, db_now, max_age_s)]

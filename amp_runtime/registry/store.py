@@ -4,6 +4,7 @@ Portable SQL: list parameters are cast (`?::VARCHAR[]`) so PostgreSQL knows thei
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -76,6 +77,18 @@ def load_workers(conn) -> list[WorkerRecord]:
     return records
 
 
+# The database's clock as naive UTC (the TIMESTAMP columns' form). Peers' clocks may disagree;
+# liveness on a shared store is judged by this one clock only.
+DB_NOW = "(now() AT TIME ZONE 'UTC')"
+
+
+def load_workers_and_clock(conn) -> tuple[list[WorkerRecord], datetime]:
+    """PostgreSQL: every worker's record and the database's clock, read just before them (the
+    "now" their ages are measured against, whatever this host's clock says)."""
+    (db_now,) = conn.execute(f"SELECT {DB_NOW}").fetchone()
+    return load_workers(conn), db_now
+
+
 def get_secret(conn, name: str) -> str | None:
     row = conn.execute("SELECT value FROM registry_secrets WHERE name = ?", [name]).fetchone()
     return row[0] if row else None
@@ -137,13 +150,16 @@ def activity_buckets(conn, *, from_date: float, to_date: float, interval: int) -
 # A peer's memory never holds the latest record (another peer may have written it since), so a
 # change says what it sets and the statement keeps the rest of the row as stored.
 
+# A change's time: the database's clock (`$at` NULL, what peers send), or a given time (tests).
+_CHANGE_AT = f"coalesce($at::TIMESTAMP, {DB_NOW})"
 _DEFAULT_INFO = msgspec.json.encode(WorkerInfo()).decode()
 
 
 def _upsert(last_report: str, task_and_queue: str) -> str:
     """Insert a new worker's row, or update the stored one: fields a change leaves out keep their value."""
     return (
-        f"INSERT INTO registry_workers AS w ({WORKER_COLUMNS}) VALUES ($worker, 1, $now, $now, $now, {last_report},"
+        f"INSERT INTO registry_workers AS w ({WORKER_COLUMNS}) VALUES ($worker, 1, {_CHANGE_AT}, {_CHANGE_AT},"
+        f" {_CHANGE_AT}, {last_report},"
         " true, $timeout_s, coalesce($info::VARCHAR, $default_info::VARCHAR), $ip::VARCHAR,"
         " coalesce($tags::VARCHAR[], ARRAY[]::VARCHAR[]), coalesce($system_tags::VARCHAR[], ARRAY[]::VARCHAR[]),"
         f" coalesce($queues::VARCHAR[], ARRAY[]::VARCHAR[]), {task_and_queue})"
@@ -160,7 +176,7 @@ REGISTER_SQL = _upsert("NULL", "NULL, NULL") + (
     "registered_at = excluded.registered_at, timeout_s = excluded.timeout_s, info = coalesce($info::VARCHAR, w.info)"
 )
 # A report to an unknown or expired worker (re-)registers it with the default timeout.
-REPORT_SQL = _upsert("$now", "$task::VARCHAR, $queue::VARCHAR") + (
+REPORT_SQL = _upsert(_CHANGE_AT, "$task::VARCHAR, $queue::VARCHAR") + (
     f"registered_at = CASE WHEN {_LIVE} THEN w.registered_at ELSE excluded.registered_at END,"
     f" timeout_s = CASE WHEN {_LIVE} THEN w.timeout_s ELSE excluded.timeout_s END,"
     " last_report_at = excluded.last_report_at, task = excluded.task, queue = excluded.queue"
@@ -172,12 +188,14 @@ UNREGISTER_SQL = (
 CHANGE_SQL = {"register": REGISTER_SQL, "report": REPORT_SQL, "unregister": UNREGISTER_SQL}
 
 
-def change_params(kind: str, msg) -> tuple[str, dict]:
-    """A Register / Report / Unregister message (actor.py) as a statement's parameters."""
+def change_params(kind: str, msg, at: datetime | None = None) -> tuple[str, dict]:
+    """A Register / Report / Unregister message (actor.py) as a statement's parameters. Its time
+    is `at`, by default the database's clock at the write (`msg.now` is one peer's clock: skewed
+    peers would age each other's workers wrongly)."""
     if kind == "unregister":
         return kind, {"worker": msg.worker}
     params = {
-        "worker": msg.worker, "now": msg.now, "ip": msg.ip, "tags": msg.tags, "system_tags": msg.system_tags,
+        "worker": msg.worker, "at": at, "ip": msg.ip, "tags": msg.tags, "system_tags": msg.system_tags,
         "queues": msg.queues, "default_info": _DEFAULT_INFO,
     }
     if kind == "register":
@@ -207,13 +225,14 @@ def _execute_many(conn, statement: str, params: list[dict]) -> None:
     conn.raw.cursor().executemany(query, params)
 
 
-def expire_workers(conn, now) -> list[str]:
+def expire_workers(conn, now: datetime | None = None) -> list[str]:
     """Unregister every registered worker not heard from within its timeout, once: a peer's rows
     locked by a report in flight are skipped (the report wins; the next round looks again), and
-    of two peers expiring at once only the first finds the row still registered."""
+    of two peers expiring at once only the first finds the row still registered. `now`: by
+    default the database's clock, the one the heartbeats were written with."""
     rows = conn.execute(
         "WITH due AS (SELECT id FROM registry_workers"
-        " WHERE registered AND heartbeat_at + timeout_s * INTERVAL '1 second' < $now"
+        f" WHERE registered AND heartbeat_at + timeout_s * INTERVAL '1 second' < coalesce($now::TIMESTAMP, {DB_NOW})"
         " ORDER BY id FOR UPDATE SKIP LOCKED)"
         " UPDATE registry_workers w SET registered = false, version = w.version + 1 FROM due"
         " WHERE w.id = due.id RETURNING w.id",

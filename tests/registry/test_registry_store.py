@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 import pytest
 import trio
 
+from amp_runtime.jobs import store as jobs_store
 from amp_runtime.registry import store as sql
 from amp_runtime.registry.actor import Register, Report, Unregister
 from amp_runtime.registry.models import WorkerInfo, WorkerRecord
@@ -81,7 +82,8 @@ def at(seconds: float) -> datetime:
 
 
 async def change(store, kind: str, msg) -> None:
-    await store.write(sql.write_batch, [], [], [], [sql.change_params(kind, msg)])
+    """A change at the message's time (peers leave it to the database's clock)."""
+    await store.write(sql.write_batch, [], [], [], [sql.change_params(kind, msg, at=getattr(msg, "now", None))])
 
 
 async def test_a_change_at_one_peer_builds_on_what_another_peer_saved(pg_stores):
@@ -131,3 +133,27 @@ async def test_peers_expiring_at_once_expire_a_silent_worker_once_and_a_fresh_on
         assert await a.write(sql.expire_workers, at(15)) == []
     registered = {r.id: r.registered for r in await a.read(sql.load_workers)}
     assert all(registered[f"fresh{n}"] and not registered[f"silent{n}"] for n in range(5))
+
+
+async def test_peers_changes_are_stamped_and_aged_by_the_databases_clock_not_their_own(pg_stores):
+    a, b = pg_stores
+    wrong = datetime(2000, 1, 1)  # a peer's own clock, far off: never written, never compared
+    await a.write(sql.write_batch, [], [], [], [sql.change_params("register", Register(
+        worker="w", now=wrong, timeout_s=3, ip=None))])
+    await b.write(sql.write_batch, [], [], [], [sql.change_params("report", Report(
+        worker="w", now=wrong, default_timeout_s=600, ip=None))])
+    await a.write(jobs_store.add_job_workers, ["w"], NOW)
+    records, db_now = await b.read(sql.load_workers_and_clock)
+    (rec,) = records
+    assert timedelta(0) <= db_now - rec.heartbeat_at < timedelta(seconds=3)
+    assert rec.last_report_at == rec.heartbeat_at and rec.registered_at == rec.created_at
+    assert (rec.registered, rec.timeout_s) == (True, 3)  # the report found it live: timeout kept
+    assert await a.read(jobs_store.live_worker_ids, 3.0) == ["w"]
+    assert await b.write(sql.expire_workers) == []
+
+    # Silent for 10 s by the database's clock: out of the live ids, expired once.
+    await a.write(lambda conn: conn.execute(
+        "UPDATE registry_workers SET heartbeat_at = heartbeat_at - INTERVAL '10 seconds'"))
+    assert await a.read(jobs_store.live_worker_ids, 3.0) == []
+    assert await b.write(sql.expire_workers) == ["w"]
+    assert await a.write(sql.expire_workers) == []

@@ -31,7 +31,7 @@ class SlowStore:
         await trio.sleep(1)
         if self.fail_first and number == 1:
             raise RuntimeError("store down")
-        return [record(f"read-{number}")]
+        return [record(f"read-{number}")], AT  # the records and the database's clock
 
 
 async def test_readers_arriving_during_a_read_share_the_next_one(autojump_clock):

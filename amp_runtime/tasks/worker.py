@@ -489,7 +489,10 @@ class WorkerActor(Actor):
             case Lookup(task_id=task_id):
                 task = self._running.get(task_id) or self._queued.get(task_id)
                 record = self._history.get(task_id) if task is None else None
-                answer = task.view() if task is not None else _settled(record).view() if record else None
+                settled = _settled(record) if record else None
+                if settled is not None and settled.finished_mono < trio.current_time() - self.keep_results_s:
+                    settled = None  # past keep_results_s; pruned when the next task settles
+                answer = task.view() if task is not None else settled.view() if settled is not None else None
             case RecordDelivery(task_id=task_id, delivery=delivery, final_status=final):
                 record = self._history.get(task_id)
                 if record is not None:

@@ -317,6 +317,8 @@ async def test_settled_tasks_are_kept_within_keep_results_and_keep_results_s(nur
     assert await worker.ask(Lookup(done[0].id)) is None  # over keep_results: the oldest goes
     assert [(await worker.ask(Lookup(t.id))).result for t in done[1:]] == [{"i": 1}, {"i": 2}, {"i": 3}]
     await wait_until(lambda: trio.current_time() > done[-1].finished_mono + 0.5)
+    # Past keep_results_s, gone from lookups even while no other task settles (which prunes).
+    assert [await worker.ask(Lookup(t.id)) for t in done] == [None] * 4
     late = task("echo", {"i": 4})
     with trio.fail_after(5):
         await run_sync(worker, late)

@@ -52,7 +52,7 @@ class HotPath:
         self.api_key = config.auth.api_key
         self.retry_after = str(config.tasks.retry_after_s).encode()
         self.max_batch = http.max_batch
-        self.disconnects = DisconnectWatch()
+        self.disconnects = DisconnectWatch(tasks.start_background)
         # `/tasks` streams its answer, so `__call__` hands it to `_submit_batch` before the others'
         # one-answer path.
         self.routes = {"/task": self._submit_task, "/noop": self._noop, "/tasks": self._submit_batch}
@@ -91,12 +91,7 @@ class HotPath:
             request = await self._decode(body)
             if request.mode == "stream" and scope["path"] == "/task":
                 return await self.next(scope, _replay(body, receive), send)  # Quart streams it
-            with trio.CancelScope() as request_scope:  # as in Quart-Trio: a client gone cancels its task
-                watched = self._watch(receive, request_scope)
-                try:
-                    answer = await _answered(handler, request, scope["path"])
-                finally:
-                    watched.done()
+            answer = await _answered(handler, request, receive, scope["path"])
         except ApiError as err:
             answer = _error(err)
         if answer is None:
@@ -109,15 +104,6 @@ class HotPath:
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": data})
 
-    def _watch(self, receive: Any, scope: trio.CancelScope) -> "_Watched":
-        if not self.disconnects.started:
-            self.disconnects.started = True
-            try:
-                self.tasks.start_background(self.disconnects.run)  # it picks up what waits meanwhile
-            except RuntimeError:  # the service is stopping: its tasks are being cancelled anyway
-                pass
-        return self.disconnects.watch(receive, scope)
-
     async def _decode(self, body: bytes) -> TaskRequest:
         if body.strip() and not json_depth_exceeds(body, self.max_depth):
             try:
@@ -127,10 +113,20 @@ class HotPath:
         async with self.app.app_context():  # the error path: the route's own decoder words it
             return decode_body(_decoder, body)
 
-    async def _submit_task(self, request: TaskRequest) -> tuple[int, Any, dict[str, str] | None]:
+    async def _submit_task(self, request: TaskRequest, receive: Any) -> tuple[int, Any, dict[str, str] | None] | None:
+        """None when the client left before its answer (its task is cancelled)."""
         try:
             # No key and no forwarding here (see `__call__`): a sync request takes the lean way.
-            submitted = await (self.tasks.submit_sync(request) if request.mode == "sync" else self.tasks.submit(request))
+            if request.mode == "sync":
+                client = Client(receive, self.disconnects)
+                try:
+                    submitted = await self.tasks.submit_sync(request, client)
+                finally:
+                    client.done()
+                if client.gone:
+                    return None
+            else:  # a webhook task: its 202 waits for the journal only, a bounded wait under a shield
+                submitted = await self.tasks.submit(request)
         except WorkerFailed as exc:
             raise ApiError(503, "WORKER_FAILED", str(exc), headers={"Retry-After": self.retry_after.decode()}) from None
         except Rejected as exc:
@@ -160,14 +156,15 @@ class HotPath:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
 
-    async def _noop(self, request: TaskRequest) -> tuple[int, Any, None]:
+    async def _noop(self, request: TaskRequest, receive: Any) -> tuple[int, Any, None]:
         return 200, self.noop_result(function=request.function), None
 
 
-async def _answered(handler: Any, request: TaskRequest, path: str) -> tuple[int, Any, dict[str, str] | None]:
-    """The handler's answer, or its error's (never raises but Cancelled: a client gone)."""
+async def _answered(handler: Any, request: TaskRequest, receive: Any,
+                    path: str) -> tuple[int, Any, dict[str, str] | None] | None:
+    """The handler's answer, or its error's, or None: the client left (never raises)."""
     try:
-        return await handler(request)
+        return await handler(request, receive)
     except ApiError as err:
         return _error(err)
     except Exception:
@@ -192,24 +189,32 @@ async def _read_body(receive: Any) -> bytes:
 
 
 class DisconnectWatch:
-    """Cancels a request's scope when its client leaves, without a task per request.
+    """Cancels a sync request's task when its client leaves, without a task or a cancel scope per
+    request.
 
-    A request registers (`watch`) and unregisters (`done`) itself; one long-lived task (`run`)
-    starts a watcher only for the requests still going when it gets to run, i.e. those that
-    waited on something. A sync echo never waits, and a watcher task per request (a nursery,
-    a task, a cancellation) cost more than the rest of the request. Its methods but `run` never
-    await: atomic between checkpoints."""
+    A request that may wait registers (`Client.follow`) and unregisters (`Client.done`) itself; one
+    long-lived task (`run`, started on first use by `start_background`) starts a watcher only for
+    the requests still going when it gets to run, i.e. those that waited on something. A watcher
+    task per request (a nursery, a task, a cancellation) cost more than the rest of a sync echo;
+    so did a cancel scope around it (~5 us): the client's task is cancelled through its worker
+    instead, as DELETE /tasks/{id} does. Its methods but `run` never await: atomic between
+    checkpoints."""
 
-    def __init__(self) -> None:
-        self.started = False
-        self._waiting: list[_Watched] = []
+    def __init__(self, start_background: Any) -> None:
+        self._start_background = start_background
+        self._started = False
+        self._waiting: list[Client] = []
         self._wake = trio.Event()
 
-    def watch(self, receive: Any, scope: trio.CancelScope) -> "_Watched":
-        watched = _Watched(receive, scope)
-        self._waiting.append(watched)
+    def watch(self, client: "Client") -> None:
+        if not self._started:
+            self._started = True
+            try:
+                self._start_background(self.run)  # it picks up what waits meanwhile
+            except RuntimeError:  # the service is stopping: its tasks are being cancelled anyway
+                pass
+        self._waiting.append(client)
         self._wake.set()
-        return watched
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -217,22 +222,31 @@ class DisconnectWatch:
                 await self._wake.wait()
                 self._wake = trio.Event()
                 waiting, self._waiting = self._waiting, []
-                for watched in waiting:
-                    if not watched.finished:
-                        watched.watcher = trio.CancelScope()
-                        nursery.start_soon(watched.watch)
+                for client in waiting:
+                    if not client.finished:
+                        client.watcher = trio.CancelScope()
+                        nursery.start_soon(client.watch)
 
 
-class _Watched:
-    """One request under `DisconnectWatch`: `done()` once it has its answer."""
+class Client:
+    """The client of one sync request: the task service names the task it waits for (`follow`);
+    the request calls `done()` once it has its answer, and answers nobody if `gone`."""
 
-    __slots__ = ("receive", "scope", "finished", "watcher")
+    __slots__ = ("receive", "disconnects", "finished", "gone", "watcher", "worker", "task")
 
-    def __init__(self, receive: Any, scope: trio.CancelScope):
+    def __init__(self, receive: Any, disconnects: DisconnectWatch):
         self.receive = receive
-        self.scope = scope
+        self.disconnects = disconnects
         self.finished = False
+        self.gone = False
         self.watcher: trio.CancelScope | None = None
+        self.worker: Any = None
+        self.task: Any = None
+
+    def follow(self, worker: Any, task: Any) -> None:
+        """Cancel `task` on `worker` if the client leaves before it settles. Never awaits."""
+        self.worker, self.task = worker, task
+        self.disconnects.watch(self)
 
     def done(self) -> None:
         self.finished = True
@@ -242,10 +256,15 @@ class _Watched:
     async def watch(self) -> None:
         with self.watcher:
             try:
-                await _cancel_on_disconnect(self.receive, self.scope)
+                while (await self.receive())["type"] != "http.disconnect":
+                    pass
             except Exception:  # contained: it runs in the task service's nursery, not the request's
                 log.exception("watching a request for its client leaving failed; treated as gone")
-                self.scope.cancel()
+            self.gone = True
+            try:  # its run settles it `cancelled`, and the request returns answering nobody
+                self.worker.cancel(self.task.id)
+            except Exception:  # WorkerFailed: the failing worker settles the task itself
+                pass
 
 
 async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:

@@ -700,28 +700,37 @@ async def run_task(task: Task, expose_tracebacks: bool) -> None:
     task.status = "running"
     task.started_at = time.time()
     task.started = time.perf_counter()
-    status, result, error = "completed", None, None
-    # A plain scope: its worker's deadline watcher cancels it when the task runs past its deadline.
-    with trio.CancelScope() as scope:
-        task.scope = scope
-        try:
-            result = await _call(task)
-        except _ReaderGone:
-            status, error = "cancelled", TaskError(type="Cancelled", message="the stream reader went away")
-        except Exception as exc:
-            status = "failed"
-            error = TaskError(
-                type=type(exc).__name__, message=str(exc) or type(exc).__name__,
-                traceback=traceback.format_exc() if expose_tracebacks else None,
-            )
-    task.scope = None  # a finished task is not cancelled; the history need not keep its scope alive
-    if scope.cancelled_caught:
-        if task.cancel_requested:
-            status, error = "cancelled", TaskError(type="Cancelled", message="cancelled while running")
-        else:
-            status, error = "timed_out", TaskError(type="Timeout", message="the function ran past its timeout")
+    spec = task.spec
+    if spec.suspends:
+        # A plain scope: its worker's deadline watcher cancels it when the task runs past its deadline.
+        result = None
+        with trio.CancelScope() as scope:
+            task.scope = scope
+            status, result, error = await _run_function(task, expose_tracebacks)
+        task.scope = None  # a finished task is not cancelled; the history need not keep its scope alive
+        if scope.cancelled_caught:
+            if task.cancel_requested:
+                status, error = "cancelled", TaskError(type="Cancelled", message="cancelled while running")
+            else:
+                status, error = "timed_out", TaskError(type="Timeout", message="the function ran past its timeout")
+    else:  # no await point (`registry.may_suspend`): it runs in one step, which nothing can cancel
+        status, result, error = await _run_function(task, expose_tracebacks)
     task.duration_ms = round((time.perf_counter() - task.started) * 1000, 3)
     settle(task, status, result=result, error=error)
+
+
+async def _run_function(task: Task, expose_tracebacks: bool) -> tuple[str, Any, TaskError | None]:
+    """The function's (status, result, error); cancellation propagates."""
+    spec = task.spec
+    try:
+        return "completed", await (spec.fn(task.input) if spec.kind == "async" else _call(task)), None
+    except _ReaderGone:
+        return "cancelled", None, TaskError(type="Cancelled", message="the stream reader went away")
+    except Exception as exc:
+        return "failed", None, TaskError(
+            type=type(exc).__name__, message=str(exc) or type(exc).__name__,
+            traceback=traceback.format_exc() if expose_tracebacks else None,
+        )
 
 
 async def run_leased(worker: WorkerActor, lease: Lease, task: Task) -> TaskResult:
@@ -773,8 +782,6 @@ async def run_sync(worker: WorkerActor, task: Task) -> TaskResult:
 
 async def _call(task: Task) -> Any:
     spec = task.spec
-    if spec.kind == "async":
-        return await spec.fn(task.input)
     if spec.kind == "thread":
         return await trio.to_thread.run_sync(spec.fn, task.input, abandon_on_cancel=True)
     if spec.kind == "process":  # a timeout or cancel kills the worker process

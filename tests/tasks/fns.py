@@ -22,6 +22,14 @@ async def wait_at_gate(input: dict) -> str:
     return input.get("tag", "")
 
 
+@amp_runtime.function(name="test_no_await")
+async def no_await(input: dict) -> dict:
+    """No await point: it runs without a cancel scope (registry.may_suspend)."""
+    if input["n"] < 0:
+        raise ValueError("n must not be negative")
+    return {"n": input["n"], "twice": 2 * input["n"]}
+
+
 @amp_runtime.function(name="test_slow", timeout_s=0.2)
 async def slow(input: dict) -> None:
     await trio.sleep(30)

@@ -187,6 +187,43 @@ async def test_a_client_gone_cancels_its_sync_task(server_factory):
     await hot.client.aclose()
 
 
+async def test_a_client_gone_while_its_sync_task_is_queued_takes_it_out_of_the_queue(server_factory):
+    hot, _ = await both(server_factory)
+    worker = hot.runtime.services.tasks.workers["w"]
+    host, port = hot.url.split("//")[1].split(":")
+    holder = await trio.open_tcp_stream(host, int(port))
+    await holder.send_all(request("/task", task("test_gate", {"gate": "hot-queue", "tag": "hot-holder"})))
+    await wait_until(lambda: worker.state.free == 0, timeout=10)
+    leaver = await trio.open_tcp_stream(host, int(port))
+    await leaver.send_all(request("/task", task("test_gate", {"gate": "hot-queue", "tag": "hot-leaver"})))
+    await wait_until(lambda: worker.state.queued == 1, timeout=10)
+    await leaver.aclose()
+    await wait_until(lambda: worker.state.queued == 0, timeout=10)
+    assert worker.state.free == 0  # the holder still runs
+    fns.gate("hot-queue").set()
+    answer = b""
+    with trio.fail_after(10):
+        while not answer.endswith(b"}"):  # the head, then the body
+            answer += await holder.receive_some(65536)
+    assert answer.startswith(b"HTTP/1.1 200") and b"hot-holder" in answer
+    assert "hot-leaver" not in fns.STARTED  # taken out before it started: it never ran
+    await holder.aclose()
+    await hot.client.aclose()
+
+
+async def test_a_function_without_an_await_point_answers_on_the_hot_path(server_factory):
+    hot, cold = await both(server_factory)
+    raw = request("/task", task("test_no_await", {"n": 3}))
+    assert await exchange(hot.url, raw) == await exchange(cold.url, raw)
+    assert b'"result":{"n":3,"twice":6}' in await exchange(hot.url, raw)
+    failing = request("/task", task("test_no_await", {"n": -1}))
+    answer = await exchange(hot.url, failing)
+    assert answer == await exchange(cold.url, failing)
+    assert answer.startswith(b"HTTP/1.1 500") and b'"type":"ValueError"' in answer
+    for srv in (hot, cold):
+        await srv.client.aclose()
+
+
 async def test_idempotency_keyed_requests_go_through_quart(server_factory):
     hot, cold = await both(server_factory)
     raw = request("/task", task("echo", {"k": 1}))

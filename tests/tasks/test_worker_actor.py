@@ -373,3 +373,59 @@ async def test_a_thread_function_times_out_at_its_deadline(nursery):
     with trio.fail_after(2.5):  # well before the threads finish
         assert (await run_leased(worker, lease, leased)).status == "timed_out"
         assert (await queued.outcome.wait()).status == "timed_out"
+
+
+async def _agen():
+    yield 1
+
+
+class _AsyncCallable:
+    async def __call__(self, input):
+        return input
+
+
+def test_only_an_async_def_without_an_await_point_counts_as_never_suspending():
+    import functools
+
+    from amp_runtime.tasks.registry import may_suspend
+
+    async def returns(input):
+        return {"x": [input, len(str(input))]}
+
+    async def raises(input):
+        raise ValueError(input)
+
+    async def awaits(input):
+        await trio.sleep(0)
+
+    async def awaits_in_a_branch(input):
+        if input:
+            return input
+        await trio.lowlevel.checkpoint()
+
+    async def async_with(input):
+        async with trio.open_nursery():
+            return input
+
+    async def async_for(input):
+        async for item in _agen():
+            return item
+
+    async def async_comprehension(input):
+        return [item async for item in _agen()]
+
+    async def await_in_comprehension(input):
+        return [await trio.sleep(0) for _ in range(2)]
+
+    @functools.wraps(returns)
+    async def wrapper(input):
+        return await returns(input)
+
+    def plain(input):
+        return input
+
+    assert not may_suspend(returns) and not may_suspend(raises)
+    assert not FUNCTIONS["echo"].suspends and FUNCTIONS["sleep"].suspends
+    for fn in (awaits, awaits_in_a_branch, async_with, async_for, async_comprehension, await_in_comprehension,
+               wrapper, plain, _AsyncCallable(), functools.partial(returns), lambda input: returns(input)):
+        assert may_suspend(fn), fn

@@ -37,7 +37,7 @@ from .validation import decode_input, task_problems
 from .webhooks import Deliver, UnsafeTarget, WebhookSender, check_target
 from .worker import (
     SETTLE_GRACE_S, Cancel, Hold, Lease, Lookup, RecordDelivery, SlotHold, Task, Unhold, WorkerActor,
-    new_task_ids, run_leased, wait_outcome,
+    new_task_ids, run_leased, run_leased_now, wait_outcome,
 )
 
 # A webhook task whose worker failed under it runs again this often, then its failure is delivered:
@@ -255,9 +255,12 @@ class TaskService(ServiceBase):
         (hotpath.Client); a function without an await point on a free slot answers at once.
         Raises `Rejected` and `WorkerFailed`."""
         worker, task, lease = self.admit_sync(request, new_task_ids(1)[0])
-        if client is not None and (lease is None or task.spec.suspends):
-            client.follow(worker, task)
-        result = await run_leased(worker, lease, task) if lease is not None else await wait_outcome(worker, task)
+        if lease is not None and not task.spec.suspends:
+            result = run_leased_now(worker, lease, task)
+        else:
+            if client is not None:
+                client.follow(worker, task)
+            result = await run_leased(worker, lease, task) if lease is not None else await wait_outcome(worker, task)
         return SyncOutcome(OUTCOME_STATUS[result.status], result)
 
     async def _run_sync(self, worker: WorkerActor, task: Task) -> SyncOutcome:

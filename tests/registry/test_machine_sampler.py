@@ -3,7 +3,7 @@
 import psutil
 
 from amp_runtime.registry import service, stats
-from amp_runtime.registry.stats import MIB, IoCounters, MachineSampler
+from amp_runtime.registry.stats import MIB, IoCounters, MachineSampler, read_disk_free
 
 
 def fed(*readings: IoCounters):
@@ -34,7 +34,7 @@ def test_a_counter_that_goes_backwards_reads_zero():
 
 
 def test_memory_is_mib_and_disk_free_percent():
-    reading = MachineSampler().sample()
+    reading = MachineSampler().sample(read_disk_free())
     total_mib = psutil.virtual_memory().total / MIB
     assert 0 < reading.memory_used < total_mib and 0 < reading.memory_free < total_mib
     assert 0 <= reading.disk_free_home <= 100 and 0 <= reading.disk_free_temp <= 100
@@ -43,3 +43,13 @@ def test_memory_is_mib_and_disk_free_percent():
 
 def test_the_registry_reports_with_the_one_sampler():
     assert service.MachineSampler is stats.MachineSampler
+
+
+def test_cpu_temperatures_are_not_asked_for_again_once_no_sensor_was_found(monkeypatch):
+    asked = []
+    readings = iter([[41.0, 43.5], None])
+    monkeypatch.setattr(stats, "_cpu_temperatures", lambda: asked.append(1) or next(readings))
+    sampler = MachineSampler()
+    assert sampler.sample().cpu_temperature == [41.0, 43.5]
+    assert sampler.sample().cpu_temperature is None
+    assert sampler.sample().cpu_temperature is None and len(asked) == 2

@@ -91,7 +91,13 @@ class HotPath:
             request = await self._decode(body)
             if request.mode == "stream" and scope["path"] == "/task":
                 return await self.next(scope, _replay(body, receive), send)  # Quart streams it
-            answer = await _answered(handler, request, receive, scope["path"])
+            try:
+                answer = await handler(request, receive)  # None: the client left
+            except ApiError as err:
+                answer = _error(err)
+            except Exception:
+                log.exception("unhandled error on POST %s", scope["path"])
+                answer = _error(_INTERNAL)
         except ApiError as err:
             answer = _error(err)
         if answer is None:
@@ -158,18 +164,6 @@ class HotPath:
 
     async def _noop(self, request: TaskRequest, receive: Any) -> tuple[int, Any, None]:
         return 200, self.noop_result(function=request.function), None
-
-
-async def _answered(handler: Any, request: TaskRequest, receive: Any,
-                    path: str) -> tuple[int, Any, dict[str, str] | None] | None:
-    """The handler's answer, or its error's, or None: the client left (never raises)."""
-    try:
-        return await handler(request, receive)
-    except ApiError as err:
-        return _error(err)
-    except Exception:
-        log.exception("unhandled error on POST %s", path)
-        return _error(_INTERNAL)
 
 
 def _error(err: ApiError) -> tuple[int, CodedError, dict[str, str] | None]:

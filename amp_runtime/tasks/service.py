@@ -37,7 +37,7 @@ from .validation import decode_input, task_problems
 from .webhooks import Deliver, UnsafeTarget, WebhookSender, check_target
 from .worker import (
     SETTLE_GRACE_S, Cancel, Hold, Lease, Lookup, RecordDelivery, SlotHold, Task, Unhold, WorkerActor,
-    new_task_ids, run_leased, run_leased_now, wait_outcome,
+    new_task_id, run_leased, run_leased_now, wait_outcome,
 )
 
 # A webhook task whose worker failed under it runs again this often, then its failure is delivered:
@@ -157,6 +157,10 @@ class TaskService(ServiceBase):
             )
             for w in self.config.workers
         }
+        self._serving: dict[str, list[WorkerActor]] = {}  # group -> its workers (the configured ones: fixed)
+        for worker in self.workers.values():
+            for group in worker.config.groups:
+                self._serving.setdefault(group, []).append(worker)
         self.process_slots = ProcessSlots(tasks.process_pool_size)  # run="process" functions
         self.open_streams = 0  # changed only by `submit` and `StreamHandle.close`, neither awaits
         self._readmits: dict[str, int] = {}  # task id -> times its worker failed under it
@@ -254,7 +258,7 @@ class TaskService(ServiceBase):
         task)` is told the admitted task if it may wait, to cancel it if the client leaves
         (hotpath.Client); a function without an await point on a free slot answers at once.
         Raises `Rejected` and `WorkerFailed`."""
-        worker, task, lease = self.admit_sync(request, new_task_ids(1)[0])
+        worker, task, lease = self.admit_sync(request, new_task_id())
         if lease is not None and not task.spec.suspends:
             result = run_leased_now(worker, lease, task)
         else:
@@ -369,16 +373,17 @@ class TaskService(ServiceBase):
         """The named worker, or the one serving the function's group with most free capacity."""
         if named is not None:
             return self.workers[named]
-        best, best_room, serving = None, None, 0
-        for worker in self.workers.values():
-            if spec.group not in worker.config.groups:
-                continue
-            serving += 1
-            if worker.maintenance:
-                continue
-            room = worker.room  # not `state`: that builds a snapshot, per task
-            if best_room is None or room > best_room:
-                best, best_room = worker, room
+        serving = self._serving.get(spec.group, ())
+        if len(serving) == 1:  # nothing to compare
+            best = serving[0] if not serving[0].maintenance else None
+        else:
+            best, best_room = None, None
+            for worker in serving:
+                if worker.maintenance:
+                    continue
+                room = worker.room  # not `state`: that builds a snapshot, per task
+                if best_room is None or room > best_room:
+                    best, best_room = worker, room
         if best is None:
             if serving:
                 raise Rejected(503, "MAINTENANCE", f"every worker of group {spec.group!r} is in maintenance")
@@ -386,7 +391,7 @@ class TaskService(ServiceBase):
         return best
 
     def new_task(self, request: TaskRequest, spec: FunctionSpec, task_input: Any, task_id: str | None = None) -> Task:
-        return Task(task_id or new_task_ids(1)[0], spec, task_input, priority=request.priority,
+        return Task(task_id or new_task_id(), spec, task_input, priority=request.priority,
                     mode=request.mode, timeout_s=self._timeout_s(spec), webhook=request.webhook)
 
     # -- after admission -------------------------------------------------------------------

@@ -42,7 +42,7 @@ from .process_slots import run_in_process
 from .queue import PriorityQueue
 from .registry import FunctionSpec
 
-__all__ = ["Rejected", "WorkerFailed", "Task", "Lease", "SlotHold", "WorkerActor", "run_sync", "run_leased"]
+__all__ = ["Rejected", "WorkerFailed", "Task", "new_task_id", "new_task_ids", "Lease", "SlotHold", "WorkerActor", "run_sync", "run_leased"]
 
 log = logging.getLogger("amp_runtime.tasks")
 _encode = msgspec.json.Encoder().encode
@@ -71,7 +71,19 @@ class _RandomIds:
         return [self._digits[i:i + 32] for i in range(at, self._at, 32)]
 
 
-new_task_ids = _RandomIds().take  # new_task_ids(n): n fresh ids
+    def take_one(self) -> str:
+        """`take(1)[0]` without the list: one id per sync request."""
+        at = self._at
+        if at + 32 > len(self._digits):
+            self._digits = os.urandom(16 * self.DRAW).hex()
+            at = 0
+        self._at = at + 32
+        return self._digits[at:at + 32]
+
+
+_random_ids = _RandomIds()
+new_task_ids = _random_ids.take  # new_task_ids(n): n fresh ids
+new_task_id = _random_ids.take_one
 
 
 class Task:

@@ -157,14 +157,18 @@ async def _inprocess_slots(round_trips: int) -> dict:
 
     results = {"raw_channel_round_trips_per_s": round(raw_rate), "raw_channel_us_cpu": round(raw_cpu * 1e6, 2)}
     ids = itertools.count()
-    spec = FUNCTIONS["echo"]
-    for slots in (1, 10, 100):
+    # `echo` has no await point, so it runs in one step without a cancel scope (registry.may_suspend);
+    # `sleep` with ms=0 awaits once, as the raw round trip does: the cost of a task that may suspend.
+    sleep_zero = msgspec.convert({"ms": 0}, FUNCTIONS["sleep"].input_type)
+    for label, spec, slots in [("slots", FUNCTIONS["echo"], 1), ("slots", FUNCTIONS["echo"], 10),
+                               ("slots", FUNCTIONS["echo"], 100), ("awaiting", FUNCTIONS["sleep"], 10)]:
         worker = WorkerActor(WorkerConfig(id="w", slots=slots, max_queue=100_000),
                              keep_results=1000, keep_results_s=60, expose_tracebacks=False)
 
         async def slot_producer():
             for i in range(per_producer):
-                task = Task(f"t{next(ids)}", spec, i, priority=None, mode="sync", timeout_s=60)
+                task = Task(f"t{next(ids)}", spec, sleep_zero if label == "awaiting" else i, priority=None,
+                            mode="sync", timeout_s=60)
                 await run_sync(worker, task)  # the path POST /task sync takes
 
         async with trio.open_nursery() as nursery:
@@ -176,10 +180,10 @@ async def _inprocess_slots(round_trips: int) -> dict:
             rate = per_producer * producers / (time.perf_counter() - started)
             cpu = (time.thread_time() - started_cpu) / (per_producer * producers)
             nursery.cancel_scope.cancel()
-        results[f"slots_{slots}_tasks_per_s"] = round(rate)
-        results[f"slots_{slots}_ratio"] = ratio(rate, raw_rate)
-        results[f"slots_{slots}_us_cpu"] = round(cpu * 1e6, 2)
-        results[f"slots_{slots}_cpu_ratio"] = ratio(raw_cpu, cpu)
+        results[f"{label}_{slots}_tasks_per_s"] = round(rate)
+        results[f"{label}_{slots}_ratio"] = ratio(rate, raw_rate)
+        results[f"{label}_{slots}_us_cpu"] = round(cpu * 1e6, 2)
+        results[f"{label}_{slots}_cpu_ratio"] = ratio(raw_cpu, cpu)
     return results
 
 

@@ -106,7 +106,7 @@ class HotPath:
         data = _encode(payload)
         response_headers = [(b"content-type", _JSON), (b"content-length", str(len(data)).encode())]
         if headers:
-            response_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+            response_headers += headers
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": data})
 
@@ -119,7 +119,7 @@ class HotPath:
         async with self.app.app_context():  # the error path: the route's own decoder words it
             return decode_body(_decoder, body)
 
-    async def _submit_task(self, request: TaskRequest, receive: Any) -> tuple[int, Any, dict[str, str] | None] | None:
+    async def _submit_task(self, request: TaskRequest, receive: Any) -> tuple[int, Any, "Headers | None"] | None:
         """None when the client left before its answer (its task is cancelled)."""
         try:
             # No key and no forwarding here (see `__call__`): a sync request takes the lean way.
@@ -139,7 +139,7 @@ class HotPath:
             headers = {"Retry-After": self.retry_after.decode()} if exc.status == 429 else None
             raise ApiError(exc.status, exc.code, exc.message, problems=exc.problems, headers=headers) from None
         if isinstance(submitted, SyncOutcome):
-            return submitted.status, submitted.result, {"X-Task-Id": submitted.result.id}
+            return submitted.status, submitted.result, [(b"x-task-id", submitted.result.id.encode())]
         if isinstance(submitted, TaskAccepted):
             return 202, submitted, None
         raise RuntimeError(f"the hot path cannot answer {type(submitted).__name__}")
@@ -166,8 +166,12 @@ class HotPath:
         return 200, self.noop_result(function=request.function), None
 
 
-def _error(err: ApiError) -> tuple[int, CodedError, dict[str, str] | None]:
-    return err.status, CodedError(err.code, err.message), err.headers
+Headers = list[tuple[bytes, bytes]]  # extra response headers, encoded as ASGI sends them
+
+
+def _error(err: ApiError) -> tuple[int, CodedError, Headers | None]:
+    headers = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()] if err.headers else None
+    return err.status, CodedError(err.code, err.message), headers
 
 
 async def _read_body(receive: Any) -> bytes:

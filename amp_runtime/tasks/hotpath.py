@@ -131,8 +131,17 @@ class HotPath:
                     client.done()
                 if client.gone:
                     return None
-            else:  # a webhook task: its 202 waits for the journal only, a bounded wait under a shield
-                submitted = await self.tasks.submit(request)
+            else:  # a webhook task: a client gone before its 202 stops the admission (the checks,
+                # the webhook host's lookup); once journaled under a shield, its task runs anyway
+                client = Client(receive, self.disconnects)
+                with trio.CancelScope() as admission:
+                    client.guard(admission)
+                    try:
+                        submitted = await self.tasks.submit(request)
+                    finally:
+                        client.done()
+                if admission.cancelled_caught:
+                    return None
         except WorkerFailed as exc:
             raise ApiError(503, "WORKER_FAILED", str(exc), headers={"Retry-After": self.retry_after.decode()}) from None
         except Rejected as exc:
@@ -190,7 +199,7 @@ class DisconnectWatch:
     """Cancels a sync request's task when its client leaves, without a task or a cancel scope per
     request.
 
-    A request that may wait registers (`Client.follow`) and unregisters (`Client.done`) itself; one
+    A request that may wait registers (`Client.follow`, `Client.guard`) and unregisters (`Client.done`) itself; one
     long-lived task (`run`, started on first use by `start_background`) starts a watcher only for
     the requests still going when it gets to run, i.e. those that waited on something. A watcher
     task per request (a nursery, a task, a cancellation) cost more than the rest of a sync echo;
@@ -227,10 +236,11 @@ class DisconnectWatch:
 
 
 class Client:
-    """The client of one sync request: the task service names the task it waits for (`follow`);
-    the request calls `done()` once it has its answer, and answers nobody if `gone`."""
+    """The client of one request: a sync one's task service names the task it waits for (`follow`),
+    a webhook one's admission is a scope (`guard`); the request calls `done()` once it has its
+    answer, and answers nobody if `gone`."""
 
-    __slots__ = ("receive", "disconnects", "finished", "gone", "watcher", "worker", "task")
+    __slots__ = ("receive", "disconnects", "finished", "gone", "watcher", "worker", "task", "scope")
 
     def __init__(self, receive: Any, disconnects: DisconnectWatch):
         self.receive = receive
@@ -240,10 +250,16 @@ class Client:
         self.watcher: trio.CancelScope | None = None
         self.worker: Any = None
         self.task: Any = None
+        self.scope: trio.CancelScope | None = None
 
     def follow(self, worker: Any, task: Any) -> None:
         """Cancel `task` on `worker` if the client leaves before it settles. Never awaits."""
         self.worker, self.task = worker, task
+        self.disconnects.watch(self)
+
+    def guard(self, scope: trio.CancelScope) -> None:
+        """Cancel `scope` if the client leaves before `done()` (a webhook task's admission)."""
+        self.scope = scope
         self.disconnects.watch(self)
 
     def done(self) -> None:
@@ -259,6 +275,9 @@ class Client:
             except Exception:  # contained: it runs in the task service's nursery, not the request's
                 log.exception("watching a request for its client leaving failed; treated as gone")
             self.gone = True
+            if self.scope is not None:
+                self.scope.cancel()
+                return
             try:  # its run settles it `cancelled`, and the request returns answering nobody
                 self.worker.cancel(self.task.id)
             except Exception:  # WorkerFailed: the failing worker settles the task itself

@@ -42,7 +42,8 @@ from .process_slots import run_in_process
 from .queue import PriorityQueue
 from .registry import FunctionSpec
 
-__all__ = ["Rejected", "WorkerFailed", "Task", "new_task_id", "new_task_ids", "Lease", "SlotHold", "WorkerActor", "run_sync", "run_leased"]
+__all__ = ["Rejected", "WorkerFailed", "Task", "new_task_id", "new_task_ids", "Lease", "SlotHold", "WorkerActor",
+           "run_sync", "run_leased", "run_leased_now"]
 
 log = logging.getLogger("amp_runtime.tasks")
 _encode = msgspec.json.Encoder().encode
@@ -800,6 +801,8 @@ def run_leased_now(worker: WorkerActor, lease: Lease, task: Task) -> TaskResult:
     except Exception as exc:
         _broke(worker, task, exc)
     finally:
+        if not task.finished:  # a BaseException (SystemExit, KeyboardInterrupt) from the function
+            settle(task, "failed", error=TaskError(type="WorkerFailed", message="the function raised a BaseException"))
         worker.release(lease)
     return task.outcome.value if task.outcome.done else task.result_body()
 

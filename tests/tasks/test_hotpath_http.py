@@ -211,6 +211,35 @@ async def test_a_client_gone_while_its_sync_task_is_queued_takes_it_out_of_the_q
     await hot.client.aclose()
 
 
+async def test_a_client_gone_before_its_webhook_task_is_accepted_stops_the_admission(server_factory, monkeypatch):
+    from amp_runtime.tasks import service as service_module
+
+    hot, _ = await both(server_factory)
+    checking, cancelled = trio.Event(), trio.Event()
+
+    async def slow_check(url, allow_private):  # the webhook host's lookup, stuck
+        checking.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+
+    monkeypatch.setattr(service_module, "check_target", slow_check)
+    host, port = hot.url.split("//")[1].split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(request("/task", task("echo", {"w": 1}, mode="webhook",
+                                                webhook={"url": "http://hooks.example/in"})))
+    with trio.fail_after(10):
+        await checking.wait()
+    await stream.aclose()
+    with trio.fail_after(10):
+        await cancelled.wait()
+    state = hot.runtime.services.tasks.workers["w"].state
+    assert state.queued == 0 and state.free == 1
+    await hot.client.aclose()
+
+
 async def test_a_function_without_an_await_point_answers_on_the_hot_path(server_factory):
     hot, cold = await both(server_factory)
     raw = request("/task", task("test_no_await", {"n": 3}))

@@ -47,7 +47,7 @@ from .models import (
 )
 from .records import LocalRecords
 from .shared import SharedRecords
-from .stats import MachineSampler, read_disk_free
+from .stats import MachineSampler
 
 log = logging.getLogger("amp_runtime.registry")
 
@@ -130,7 +130,7 @@ class RegistryService(ServiceBase):
         """One status report per own worker: machine readings and its first running task."""
         if not self._accepting:
             return False
-        stats = sampler.sample(await trio.to_thread.run_sync(read_disk_free))  # see MachineSampler
+        stats = sampler.sample(await trio.to_thread.run_sync(sampler.read_devices))  # see MachineSampler
         running = {s.worker: s.running for s in await self._task_snapshot()}
         for worker_id in self.own_ids:
             current = running.get(worker_id) or []

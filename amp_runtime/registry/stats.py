@@ -60,24 +60,22 @@ def io_rates_mib_s(previous: IoCounters, current: IoCounters) -> IoRates:
     return IoRates(*(max(0.0, (now - before) / elapsed / MIB) for now, before in zip(current[1:], previous[1:])))
 
 
-class DiskFree(NamedTuple):
-    """Free space, in percent of the drive, of the home and the temp directory (None: unknown)."""
+class DeviceReadings(NamedTuple):
+    """What `MachineSampler.read_devices` asks the kernel's devices and filesystems for (None: unknown)."""
 
-    home: float | None
-    temp: float | None
-
-
-def read_disk_free() -> DiskFree:
-    """Asks the filesystems (statvfs), which a hung network mount can block: run it in a thread."""
-    return DiskFree(_free_percent(Path.home()), _free_percent(Path(tempfile.gettempdir())))
+    disk_free_home: float | None  # percent of the drive
+    disk_free_temp: float | None
+    cpu_temperature: list[float] | None
 
 
 class MachineSampler:
-    """Call `sample()` periodically, with the latest `read_disk_free()`.
+    """Call `read_devices()` in a thread, then `sample()` with its readings, periodically.
 
     `sample()` reads /proc only (~0.25 ms of CPU, measured; those reads never wait on a device), so
     the heartbeat calls it on the event loop. In a worker thread, each of its ~25 reads handed the
     GIL back and forth with the loop: under load that cost ~2% of the requests served.
+    `read_devices()` asks what can wait on a device: statvfs (a hung network mount blocks it) and
+    the temperature sensors (an ACPI or disk sensor can take milliseconds).
 
     Rates are measured since the previous call, the first one since construction. Only the
     task that owns the sampler calls it (it keeps the previous reading).
@@ -86,16 +84,20 @@ class MachineSampler:
     def __init__(self, read_counters: Callable[[], IoCounters] = read_io_counters) -> None:
         self._read_counters = read_counters
         self._last = read_counters()
-        self._sensors = True  # False once no known CPU sensor was found (or read): none appears later
+        self._sensors: bool | None = None  # False when the first look found no known CPU sensor (a VM)
         psutil.cpu_percent(percpu=True)  # primes the per-CPU reading; the next one is a delta
 
-    def sample(self, disk_free: DiskFree = DiskFree(None, None)) -> MachineStats:
+    def read_devices(self) -> DeviceReadings:
+        temperatures = _cpu_temperatures() if self._sensors is not False else None
+        if self._sensors is None:
+            self._sensors = temperatures is not None
+        return DeviceReadings(_free_percent(Path.home()), _free_percent(Path(tempfile.gettempdir())), temperatures)
+
+    def sample(self, devices: DeviceReadings = DeviceReadings(None, None, None)) -> MachineStats:
         counters = self._read_counters()
         rates = io_rates_mib_s(self._last, counters)
         self._last = counters
         memory = psutil.virtual_memory()
-        temperatures = _cpu_temperatures() if self._sensors else None
-        self._sensors = temperatures is not None
         return MachineStats(
             cpu_usage=[float(v) for v in psutil.cpu_percent(percpu=True)],
             memory_used=(memory.total - memory.available) / MIB,
@@ -104,9 +106,9 @@ class MachineSampler:
             network_rx=rates.net_recv,
             disk_read=rates.disk_read,
             disk_write=rates.disk_write,
-            disk_free_home=disk_free.home,
-            disk_free_temp=disk_free.temp,
-            cpu_temperature=temperatures,
+            disk_free_home=devices.disk_free_home,
+            disk_free_temp=devices.disk_free_temp,
+            cpu_temperature=devices.cpu_temperature,
         )
 
 

@@ -279,7 +279,7 @@ class Client:
                 self.scope.cancel()
                 return
             try:  # its run settles it `cancelled`, and the request returns answering nobody
-                self.worker.cancel(self.task.id)
+                self.worker.cancel(self.task.id, reason="the client went away")
             except Exception:  # WorkerFailed: the failing worker settles the task itself
                 pass
 

@@ -94,7 +94,7 @@ class Task:
     __slots__ = (
         "id", "spec", "input", "priority", "mode", "webhook", "worker", "status", "result",
         "error", "created_at", "started_at", "finished_at", "started", "deadline", "scope",
-        "cancel_requested", "outcome", "items_send", "items_recv", "duration_ms", "deliveries",
+        "cancel_reason", "outcome", "items_send", "items_recv", "duration_ms", "deliveries",
         "webhook_status", "finished_mono",
     )
 
@@ -116,7 +116,7 @@ class Task:
         self.started = 0.0
         self.deadline = trio.current_time() + timeout_s
         self.scope: trio.CancelScope | None = None
-        self.cancel_requested = False
+        self.cancel_reason: str | None = None  # set when cancelled: the message it settles with if running
         self.outcome = Outcome()
         self.duration_ms: float | None = None
         # Only a webhook task gets deliveries: the others share an empty tuple (one object less
@@ -553,16 +553,17 @@ class WorkerActor(Actor):
             self._queue.remove(hold)
         self._dispatch()
 
-    def cancel(self, task_id: str, *, timed_out: bool = False) -> Outcome | None:
+    def cancel(self, task_id: str, *, timed_out: bool = False, reason: str | None = None) -> Outcome | None:
         """Cancel a queued or running task; its outcome slot, or None when the worker has no such
-        task. Never awaits: atomic between checkpoints (a batch withdraws its items this way)."""
+        task. `reason`: the message a running task settles with. Never awaits: atomic between
+        checkpoints (a batch withdraws its items this way; a client gone its sync task)."""
         try:
-            return self._cancel(task_id, timed_out)
+            return self._cancel(task_id, timed_out, reason)
         except Exception as exc:
             self._fail(exc)
             raise WorkerFailed(f"worker {self.name} failed: {_describe(exc)}") from exc
 
-    def _cancel(self, task_id: str, timed_out: bool) -> Outcome | None:
+    def _cancel(self, task_id: str, timed_out: bool, reason: str | None = None) -> Outcome | None:
         """The task's outcome slot when the task was queued or running, else None."""
         task = self._queued.get(task_id)
         if task is not None:
@@ -578,7 +579,7 @@ class WorkerActor(Actor):
         task = self._running.get(task_id)
         if task is not None:
             if not timed_out:  # a caller giving up at the deadline: the run settles it `timed_out`
-                task.cancel_requested = True
+                task.cancel_reason = reason or "cancelled while running"
             if task.scope is not None:
                 task.scope.cancel()
             return task.outcome
@@ -645,7 +646,7 @@ class WorkerActor(Actor):
             self._failure = cause or WorkerFailed(reason)
         for task in [*self._queued.values(), *self._running.values()]:
             try:
-                task.cancel_requested = True
+                task.cancel_reason = reason
                 if task.scope is not None:
                     task.scope.cancel()  # a lease holder still running it stops now
                 settle(task, "failed", error=TaskError(type="WorkerFailed", message=reason))
@@ -713,8 +714,8 @@ async def run_task(task: Task, expose_tracebacks: bool) -> None:
         status, result, error = await _run_function(task, expose_tracebacks)
     task.scope = None  # a finished task is not cancelled; the history need not keep its scope alive
     if scope.cancelled_caught:
-        if task.cancel_requested:
-            status, error = "cancelled", TaskError(type="Cancelled", message="cancelled while running")
+        if task.cancel_reason is not None:
+            status, error = "cancelled", TaskError(type="Cancelled", message=task.cancel_reason)
         else:
             status, error = "timed_out", TaskError(type="Timeout", message="the function ran past its timeout")
     task.duration_ms = round((time.perf_counter() - task.started) * 1000, 3)
@@ -728,8 +729,8 @@ def run_task_now(task: Task, expose_tracebacks: bool) -> None:
     of a sync echo's CPU)."""
     if not _start(task):
         return
-    coroutine = task.spec.fn(task.input)
     try:
+        coroutine = task.spec.fn(task.input)  # a call that fails (a wrong signature) fails the task only
         coroutine.send(None)
     except StopIteration as returned:
         status, result, error = "completed", returned.value, None
@@ -747,7 +748,7 @@ def _start(task: Task) -> bool:
     """Mark the task running, or settle it when it must not start (False). Never awaits."""
     if task.finished:  # settled before it started (its worker failed)
         return False
-    if task.cancel_requested:  # cancelled between admission and start
+    if task.cancel_reason is not None:  # cancelled between admission and start
         settle(task, "cancelled", error=TaskError(type="Cancelled", message="cancelled before it started"))
         return False
     if trio.current_time() >= task.deadline:  # the deadline watcher cancels started tasks only
@@ -785,7 +786,7 @@ async def run_leased(worker: WorkerActor, lease: Lease, task: Task) -> TaskResul
         _broke(worker, task, exc)
     finally:
         if not task.finished:  # the caller was cancelled
-            task.cancel_requested = True
+            task.cancel_reason = "the client went away"
             task.duration_ms = round((time.perf_counter() - task.started) * 1000, 3)
             settle(task, "cancelled", error=TaskError(type="Cancelled", message="the client went away"))
         worker.release(lease)

@@ -3,7 +3,7 @@
 import psutil
 
 from amp_runtime.registry import service, stats
-from amp_runtime.registry.stats import MIB, IoCounters, MachineSampler, read_disk_free
+from amp_runtime.registry.stats import MIB, IoCounters, MachineSampler
 
 
 def fed(*readings: IoCounters):
@@ -34,7 +34,8 @@ def test_a_counter_that_goes_backwards_reads_zero():
 
 
 def test_memory_is_mib_and_disk_free_percent():
-    reading = MachineSampler().sample(read_disk_free())
+    sampler = MachineSampler()
+    reading = sampler.sample(sampler.read_devices())
     total_mib = psutil.virtual_memory().total / MIB
     assert 0 < reading.memory_used < total_mib and 0 < reading.memory_free < total_mib
     assert 0 <= reading.disk_free_home <= 100 and 0 <= reading.disk_free_temp <= 100
@@ -45,11 +46,16 @@ def test_the_registry_reports_with_the_one_sampler():
     assert service.MachineSampler is stats.MachineSampler
 
 
-def test_cpu_temperatures_are_not_asked_for_again_once_no_sensor_was_found(monkeypatch):
-    asked = []
-    readings = iter([[41.0, 43.5], None])
-    monkeypatch.setattr(stats, "_cpu_temperatures", lambda: asked.append(1) or next(readings))
+def test_cpu_temperatures_are_read_with_the_devices_and_not_again_where_the_first_look_found_none(monkeypatch):
+    with_sensors = iter([[41.0, 43.5], None, [42.0]])  # one failed read in between: asked again
+    monkeypatch.setattr(stats, "_cpu_temperatures", lambda: next(with_sensors))
     sampler = MachineSampler()
-    assert sampler.sample().cpu_temperature == [41.0, 43.5]
-    assert sampler.sample().cpu_temperature is None
-    assert sampler.sample().cpu_temperature is None and len(asked) == 2
+    assert [sampler.read_devices().cpu_temperature for _ in range(3)] == [[41.0, 43.5], None, [42.0]]
+    reading = sampler.sample(stats.DeviceReadings(disk_free_home=12.5, disk_free_temp=50.0, cpu_temperature=[40.0]))
+    assert (reading.disk_free_home, reading.disk_free_temp, reading.cpu_temperature) == (12.5, 50.0, [40.0])
+
+    asked = []
+    monkeypatch.setattr(stats, "_cpu_temperatures", lambda: asked.append(1))  # a VM: none found
+    sampler = MachineSampler()
+    assert [sampler.read_devices().cpu_temperature for _ in range(3)] == [None, None, None]
+    assert len(asked) == 1

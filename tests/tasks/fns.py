@@ -30,6 +30,11 @@ async def no_await(input: dict) -> dict:
     return {"n": input["n"], "twice": 2 * input["n"]}
 
 
+@amp_runtime.function(name="test_no_param")
+async def no_param() -> int:  # called with the task's input: a TypeError, as for any wrong signature
+    return 1
+
+
 @amp_runtime.function(name="test_slow", timeout_s=0.2)
 async def slow(input: dict) -> None:
     await trio.sleep(30)

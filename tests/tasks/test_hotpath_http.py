@@ -176,15 +176,19 @@ async def test_stream_tasks_still_stream(server_factory):
 
 
 async def test_a_client_gone_cancels_its_sync_task(server_factory):
-    hot, _ = await both(server_factory)
-    worker = hot.runtime.services.tasks.workers["w"]
-    host, port = hot.url.split("//")[1].split(":")
-    stream = await trio.open_tcp_stream(host, int(port))
-    await stream.send_all(request("/task", task("test_gate", {"gate": "hot-path-never"})))
-    await wait_until(lambda: worker.state.free == 0, timeout=10)
-    await stream.aclose()
-    await wait_until(lambda: worker.state.free == 1, timeout=10)
-    await hot.client.aclose()
+    hot, cold = await both(server_factory)
+    for srv in (hot, cold):  # the same record either way
+        worker = srv.runtime.services.tasks.workers["w"]
+        host, port = srv.url.split("//")[1].split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(request("/task", task("test_gate", {"gate": "hot-path-never"})))
+        await wait_until(lambda: worker.state.free == 0, timeout=10)
+        (task_id,) = worker.running_ids()
+        await stream.aclose()
+        await wait_until(lambda: worker.state.free == 1, timeout=10)
+        record = (await srv.client.get(f"/tasks/{task_id}", headers={"Authorization": f"Bearer {KEY}"})).json()
+        assert record["status"] == "cancelled" and record["error"]["message"] == "the client went away", record
+        await srv.client.aclose()
 
 
 async def test_a_client_gone_while_its_sync_task_is_queued_takes_it_out_of_the_queue(server_factory):

@@ -375,6 +375,21 @@ async def test_a_thread_function_times_out_at_its_deadline(nursery):
         assert (await queued.outcome.wait()).status == "timed_out"
 
 
+async def test_a_function_whose_call_fails_fails_its_task_only(nursery):
+    worker = make_worker(slots=1)
+    await nursery.start(supervise, worker)
+    leased = task("test_no_param", {})
+    blocker, queued = task("test_gate", {"gate": "no-param"}), task("test_no_param", {})
+    with trio.fail_after(5):
+        assert (await run_sync(worker, leased)).error.type == "TypeError"
+        worker.admit(blocker)
+        worker.admit(queued)  # runs on a slot task once the blocker is done
+        fns.gate("no-param").set()
+        assert (await queued.outcome.wait()).error.type == "TypeError"
+        assert (await blocker.outcome.wait()).status == "completed"  # the worker did not fail
+    assert (await run_sync(worker, task("echo", {"after": 1}))).result == {"after": 1}
+
+
 async def _agen():
     yield 1
 

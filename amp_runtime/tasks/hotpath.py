@@ -53,6 +53,9 @@ class HotPath:
         self.retry_after = str(config.tasks.retry_after_s).encode()
         self.max_batch = http.max_batch
         self.disconnects = DisconnectWatch(tasks.start_background)
+        # Only a peer on PostgreSQL ever has a forwarder (`ClusterService.routing`): elsewhere the
+        # hot path need not ask for one per request.
+        self.may_forward = bool(getattr(cluster, "routing", False))
         # `/tasks` streams its answer, so `__call__` hands it to `_submit_batch` before the others'
         # one-answer path.
         self.routes = {"/task": self._submit_task, "/noop": self._noop, "/tasks": self._submit_batch}
@@ -62,7 +65,7 @@ class HotPath:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         handler = self.routes.get(scope.get("path")) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST" or getattr(self.cluster, "forwarder", None) is not None:
+        if handler is None or scope["method"] != "POST" or (self.may_forward and self.cluster.forwarder is not None):
             return await self.next(scope, receive, send)
         length, authorization, content_type, accept = None, None, b"", b""
         for name, value in scope["headers"]:
@@ -78,7 +81,8 @@ class HotPath:
                 return await self.next(scope, receive, send)
         if length is None or not 0 <= length <= self.max_body:
             return await self.next(scope, receive, send)  # chunked, or Quart's own 413
-        body = await _read_body(receive)
+        message = await receive()  # the whole body in one message, as a small request's comes
+        body = message.get("body", b"") if not message.get("more_body") else await _read_body(message, receive)
         if len(body) > self.max_body:
             return await self.next(scope, _replay(body, receive), send)
         answer = None
@@ -88,7 +92,12 @@ class HotPath:
             if scope["path"] == "/tasks":
                 ndjson = content_type.split(b";")[0].strip().lower() == NDJSON.encode()  # Quart's mimetype
                 return await self._submit_batch(body, ndjson, b"text/event-stream" in accept, receive, send)
-            request = await self._decode(body)
+            try:
+                if not body.strip() or json_depth_exceeds(body, self.max_depth):
+                    raise ValueError("empty or too deep")
+                request = _decoder.decode(body)
+            except (ValueError, msgspec.MsgspecError):  # msgspec's errors are ValueErrors too
+                request = await self._bad_body(body)
             if request.mode == "stream" and scope["path"] == "/task":
                 return await self.next(scope, _replay(body, receive), send)  # Quart streams it
             try:
@@ -110,13 +119,9 @@ class HotPath:
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": data})
 
-    async def _decode(self, body: bytes) -> TaskRequest:
-        if body.strip() and not json_depth_exceeds(body, self.max_depth):
-            try:
-                return _decoder.decode(body)
-            except msgspec.MsgspecError:
-                pass
-        async with self.app.app_context():  # the error path: the route's own decoder words it
+    async def _bad_body(self, body: bytes) -> TaskRequest:
+        """The route's own decoder words the error (an ApiError), as Quart's would."""
+        async with self.app.app_context():
             return decode_body(_decoder, body)
 
     async def _submit_task(self, request: TaskRequest, receive: Any) -> tuple[int, Any, "Headers | None"] | None:
@@ -183,12 +188,9 @@ def _error(err: ApiError) -> tuple[int, CodedError, Headers | None]:
     return err.status, CodedError(err.code, err.message), headers
 
 
-async def _read_body(receive: Any) -> bytes:
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    parts = [body]
+async def _read_body(message: dict, receive: Any) -> bytes:
+    """The body whose first message is `message` and more follow."""
+    parts = [message.get("body", b"")]
     while message.get("more_body"):
         message = await receive()
         parts.append(message.get("body", b""))

@@ -37,7 +37,7 @@ from .validation import decode_input, task_problems
 from .webhooks import Deliver, UnsafeTarget, WebhookSender, check_target
 from .worker import (
     SETTLE_GRACE_S, Cancel, Hold, Lease, Lookup, RecordDelivery, SlotHold, Task, Unhold, WorkerActor,
-    new_task_id, run_leased, run_leased_now, wait_outcome,
+    new_task_id, run_leased, wait_outcome,
 )
 
 # A webhook task whose worker failed under it runs again this often, then its failure is delivered:
@@ -243,28 +243,35 @@ class TaskService(ServiceBase):
         """`submit`'s checks for a sync request that is not forwarded, without awaiting: the task
         admitted under `task_id`, and a lease when its worker lent a free slot (else it is queued
         and its outcome comes on `task.outcome`). Raises `Rejected` and `WorkerFailed`."""
+        spec, task_input, worker = self._admission(request)
+        task = self.new_task(request, spec, task_input, task_id)
+        return worker, task, worker.admit(task, lease=True)
+
+    def _admission(self, request: TaskRequest) -> tuple[FunctionSpec, Any, WorkerActor]:
+        """A request's function, its decoded input and the worker to run it; raises `Rejected`."""
         spec = FUNCTIONS.get(request.function)
         if spec is None:
             raise Rejected(404, "FUNCTION_NOT_FOUND", f"no function {request.function[:256]!r}")
-        task_input = self._valid_input(request, spec)
-        worker = self.pick_worker(spec, request.worker)
-        task = self.new_task(request, spec, task_input, task_id)
-        return worker, task, worker.admit(task, lease=True)
+        return spec, self._valid_input(request, spec), self.pick_worker(spec, request.worker)
 
     async def submit_sync(self, request: TaskRequest, client: Any = None) -> SyncOutcome:
         """`submit` for a sync request without an idempotency key when no peer forwards (the
         hot path's case): the same checks and outcome, without the other modes' steps and their
         coroutines (a cold coroutine per step was ~5% of a sync request). `client.follow(worker,
         task)` is told the admitted task if it may wait, to cancel it if the client leaves
-        (hotpath.Client); a function without an await point on a free slot answers at once.
-        Raises `Rejected` and `WorkerFailed`."""
-        worker, task, lease = self.admit_sync(request, new_task_id())
-        if lease is not None and not task.spec.suspends:
-            result = run_leased_now(worker, lease, task)
-        else:
-            if client is not None:
-                client.follow(worker, task)
-            result = await run_leased(worker, lease, task) if lease is not None else await wait_outcome(worker, task)
+        (hotpath.Client); a function without an await point on a free slot answers at once
+        (`WorkerActor.run_now`). Raises `Rejected` and `WorkerFailed`."""
+        spec, task_input, worker = self._admission(request)
+        task_id = new_task_id()
+        if not spec.suspends:
+            result = worker.run_now(spec, task_input, task_id, request.priority)
+            if result is not None:
+                return SyncOutcome(OUTCOME_STATUS[result.status], result)
+        task = self.new_task(request, spec, task_input, task_id)
+        lease = worker.admit(task, lease=True)
+        if client is not None:
+            client.follow(worker, task)
+        result = await run_leased(worker, lease, task) if lease is not None else await wait_outcome(worker, task)
         return SyncOutcome(OUTCOME_STATUS[result.status], result)
 
     async def _run_sync(self, worker: WorkerActor, task: Task) -> SyncOutcome:

@@ -390,6 +390,61 @@ async def test_a_function_whose_call_fails_fails_its_task_only(nursery):
     assert (await run_sync(worker, task("echo", {"after": 1}))).result == {"after": 1}
 
 
+async def test_run_now_runs_a_function_without_an_await_point_on_a_free_slot_only(nursery):
+    """`run_now` settles and keeps the task as a leased run would; with no free slot it runs
+    nothing and records nothing (the caller then queues the task through `admit`)."""
+    worker = make_worker(slots=1)
+    await nursery.start(supervise, worker)
+    done = worker.run_now(FUNCTIONS["test_no_await"], {"n": 2}, "now-1", 3)
+    assert (done.id, done.status, done.result, done.error) == ("now-1", "completed", {"n": 2, "twice": 4}, None)
+    view = await worker.ask(Lookup("now-1"))
+    assert (view.status, view.mode, view.worker, view.priority, view.result) == ("completed", "sync", "w", 3, done.result)
+    assert view.duration_ms == done.duration_ms and view.started_at == view.created_at <= view.finished_at
+    failed = worker.run_now(FUNCTIONS["test_no_param"], {}, "now-2", None)  # a wrong signature
+    assert (failed.status, failed.error.type) == ("failed", "TypeError")
+    assert (await worker.ask(Lookup("now-2"))).error.type == "TypeError"
+    assert worker.outcomes[("test_no_await", "sync", "completed")] == 1
+    assert worker.outcomes[("test_no_param", "sync", "failed")] == 1
+    assert worker.state.free == 1 and worker.running_ids() == []
+    holder = task("test_gate", {"gate": "run-now"})
+    worker.admit(holder)
+    await wait_until(lambda: holder.status == "running")
+    assert worker.run_now(FUNCTIONS["test_no_await"], {"n": 1}, "now-3", None) is None
+    assert await worker.ask(Lookup("now-3")) is None and ("test_no_await", "sync", "completed") in worker.outcomes
+    assert worker.outcomes[("test_no_await", "sync", "completed")] == 1
+    fns.gate("run-now").set()
+    with trio.fail_after(5):
+        await holder.outcome.wait()
+    worker.set_maintenance(True)
+    with pytest.raises(Rejected) as refused:
+        worker.run_now(FUNCTIONS["test_no_await"], {"n": 1}, "now-4", None)
+    assert refused.value.status == 503 and await worker.ask(Lookup("now-4")) is None
+
+
+async def test_run_now_books_that_break_fail_the_worker_not_the_answer(nursery, monkeypatch):
+    """As with `release`: the caller keeps its settled answer; the worker fails and restarts."""
+    worker = make_worker(slots=1)
+    await nursery.start(supervise, worker)
+
+    def broken(*args):
+        raise RuntimeError("the books broke")
+
+    monkeypatch.setattr(worker, "_keep", broken)
+    answer = worker.run_now(FUNCTIONS["test_no_await"], {"n": 5}, "now-broken", None)
+    assert (answer.status, answer.result) == ("completed", {"n": 5, "twice": 10})
+    with pytest.raises(WorkerFailed):
+        worker.run_now(FUNCTIONS["test_no_await"], {"n": 6}, "now-refused", None)
+    monkeypatch.undo()
+    with trio.fail_after(5):
+        while True:  # restarted from nothing by its supervisor
+            try:
+                answer = worker.run_now(FUNCTIONS["test_no_await"], {"n": 7}, "now-after", None)
+                break
+            except WorkerFailed:
+                await trio.sleep(0.01)
+    assert answer.result == {"n": 7, "twice": 14}
+
+
 async def _agen():
     yield 1
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     suite = {
         "inprocess_slots": cases.inprocess_slots,
         "priority_under_saturation": cases.priority_under_saturation,
-        "http_sync": lambda: cases.http_sync(duration=args.http_s),
+        "http_sync": lambda: cases.http_sync(part=max(1.0, args.http_s / 4)),  # 6 rounds of 3 runs
         "latency_one_connection": lambda: cases.latency_one_connection(duration=10.0),
         "batch_one_connection": cases.batch_one_connection,
         "hotpath_cpu": cases.hotpath_cpu,

@@ -233,29 +233,33 @@ async def _priority(slots: int, filler: int, urgent: int) -> dict:
 
 
 # -- over HTTP -------------------------------------------------------------------------------
-def http_sync(duration: float = 8.0, concurrency: int = 50, rounds: int = 3) -> dict:
+def http_sync(part: float = 2.0, concurrency: int = 50, rounds: int = 6) -> dict:
     """POST /task sync echo vs the no-op route of the same server vs bare hypercorn.
 
-    Both servers run at once and take turns: `rounds` rounds of noop, task, bare, each
-    `duration / rounds` s long, while the other server is stopped (SIGSTOP: it takes no CPU
-    while the other one is measured). Each ratio is the median of the rounds' own ratios, so a
-    machine that speeds up or slows down during the run moves both sides of a ratio alike;
-    the rates are the medians of the rounds."""
+    Both servers run at once and take turns: `rounds` rounds of noop, task and bare, each run
+    `part` s long (whole seconds with wrk), while the other server is stopped (SIGSTOP: it takes
+    no CPU while the other one is measured). Each round starts with the next of the three, so
+    none is always the first run after a switch of servers; each is warmed up alike first.
+    Each ratio is the median of the rounds' own ratios, so a machine that speeds up or slows
+    down during the run moves both sides of a ratio alike; the rates are the medians of the
+    rounds."""
     import statistics
 
-    part = max(1.0, duration / rounds)
     with server_process() as (url, ours), server_process(module="benchmarks.bare_asgi") as (bare_url, bare_proc):
-        bare_proc.suspend()
-        load(url, tasks=1000, concurrency=concurrency)  # warm up
-        runs: dict[str, list[dict]] = {"noop": [], "task": [], "bare": []}
-        for _ in range(rounds):
-            runs["noop"].append(load(url, path="/noop", duration=part, concurrency=concurrency))
-            runs["task"].append(load(url, duration=part, concurrency=concurrency))
-            ours.suspend()
-            bare_proc.resume()
-            runs["bare"].append(load(bare_url, path="/", duration=part, concurrency=concurrency))
-            bare_proc.suspend()
-            ours.resume()
+        targets = {"noop": (ours, url, "/noop"), "task": (ours, url, "/task"), "bare": (bare_proc, bare_url, "/")}
+        names = list(targets)
+        for proc, target_url, path in targets.values():  # warm up, one server at a time
+            (bare_proc if proc is ours else ours).suspend()
+            proc.resume()
+            load(target_url, path=path, tasks=1000, concurrency=concurrency)
+        runs: dict[str, list[dict]] = {name: [] for name in names}
+        for round_index in range(rounds):
+            for name in names[round_index % 3:] + names[:round_index % 3]:
+                proc, target_url, path = targets[name]
+                (bare_proc if proc is ours else ours).suspend()
+                proc.resume()
+                runs[name].append(load(target_url, path=path, duration=part, concurrency=concurrency))
+        ours.resume()
         bare_proc.resume()
 
     def median(name: str, key: str = "per_s") -> float:

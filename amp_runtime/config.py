@@ -267,6 +267,8 @@ def _check(config: Config, source: str) -> None:
     gc_threshold = config.server.gc_threshold
     if gc_threshold and (len(gc_threshold) != 3 or gc_threshold[0] < 1 or min(gc_threshold) < 0):
         problems.append("server.gc_threshold: three counts [gen0 >= 1, gen1, gen2], or [] for Python's default")
+    if not config.tasks.default_timeout_s > 0:  # a task must get a chance to start (also NaN)
+        problems.append("tasks.default_timeout_s: must be positive")
     if config.tasks.process_pool_size < 0:
         problems.append("tasks.process_pool_size: must be 0 (the CPU count) or more")
     if config.http.max_body_bytes < 1:

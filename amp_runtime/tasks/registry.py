@@ -49,6 +49,8 @@ def function(
     its input and result must pickle."""
     if run not in ("thread", "process"):
         raise ValueError(f"run must be 'thread' or 'process', not {run!r}")
+    if timeout_s is not None and not timeout_s > 0:  # a task must get a chance to start (also NaN)
+        raise ValueError(f"timeout_s must be positive, not {timeout_s!r}")
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(fn):

@@ -436,7 +436,7 @@ class WorkerActor(Actor):
         Its function finishes in the one step that starts it, so nothing can see the task between
         admission and settlement: it needs no `Task`, no lease, no place among the running, no
         outcome slot and no deadline (nothing could interrupt it). Only its settled record is
-        made, as `release` would keep it: the `Task` and lease round trip was ~6% of a sync echo
+        made, as `release` would keep it: the `Task` and lease round trip was ~5% of a sync echo
         request under load. Raises `Rejected` (maintenance) or `WorkerFailed`."""
         self._check_open()
         if self._busy >= self.config.slots:

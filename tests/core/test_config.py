@@ -104,7 +104,9 @@ def test_an_https_advertise_url_is_refused_since_peers_talk_plain_http():
     ({"AMP_REGISTRY_HEARTBEAT_S": "0"}, "registry.heartbeat_s: must be positive"),
     ({"AMP_REGISTRY_HEARTBEAT_S": "-1"}, "registry.heartbeat_s: must be positive"),
     ({"AMP_REGISTRY_EXPIRY_CHECK_S": "0"}, "registry.expiry_check_s: must be positive"),
+    ({"AMP_TASKS_DEFAULT_TIMEOUT_S": "0"}, "tasks.default_timeout_s: must be positive"),
+    ({"AMP_TASKS_DEFAULT_TIMEOUT_S": "-5"}, "tasks.default_timeout_s: must be positive"),
 ])
-def test_registry_timings_that_cannot_work_are_refused(env, problem):
+def test_timings_that_cannot_work_are_refused(env, problem):
     with pytest.raises(ConfigError, match=problem):
         load_config(None, environ=env)

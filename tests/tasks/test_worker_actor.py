@@ -445,6 +445,16 @@ async def test_run_now_books_that_break_fail_the_worker_not_the_answer(nursery, 
     assert answer.result == {"n": 7, "twice": 14}
 
 
+def test_a_function_timeout_must_be_positive():
+    """A task must get a chance to start: a run-at-once function would otherwise run past it."""
+    import amp_runtime
+
+    for timeout in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="timeout_s must be positive"):
+            amp_runtime.function(name="test_no_time", timeout_s=timeout)
+    assert "test_no_time" not in FUNCTIONS
+
+
 async def _agen():
     yield 1
 

@@ -169,7 +169,9 @@ async def _inprocess_slots(round_trips: int) -> dict:
             for i in range(per_producer):
                 task = Task(f"t{next(ids)}", spec, sleep_zero if label == "awaiting" else i, priority=None,
                             mode="sync", timeout_s=60)
-                await run_sync(worker, task)  # the path POST /task sync takes
+                # A sync task admitted, leased and released: the path POST /task takes for a function
+                # that may suspend. It runs `echo` on a free slot through `run_now`, cheaper still.
+                await run_sync(worker, task)
 
         async with trio.open_nursery() as nursery:
             await nursery.start(supervise, worker)

@@ -264,7 +264,8 @@ class TaskService(ServiceBase):
         spec, task_input, worker = self._admission(request)
         task_id = new_task_id()
         if not spec.suspends:
-            result = worker.run_now(spec, task_input, task_id, request.priority)
+            webhook_url = request.webhook.url if request.webhook is not None else None  # kept, as for any sync task
+            result = worker.run_now(spec, task_input, task_id, request.priority, webhook_url)
             if result is not None:
                 return SyncOutcome(OUTCOME_STATUS[result.status], result)
         task = self.new_task(request, spec, task_input, task_id)

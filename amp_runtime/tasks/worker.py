@@ -164,7 +164,7 @@ class Task:
 
 
 class Settled(msgspec.Struct, array_like=True):
-    """A settled task in its worker's history, kept JSON-encoded (`Task.record`): one bytes object
+    """A settled task in its worker's history, kept JSON-encoded (`settled_record`): one bytes object
     per record. Evicting the oldest of 10,000 records as a graph of a dozen Python objects (the
     task, its outcome, result, floats, input) touched memory long out of cache: ~25% of a batch
     item's CPU, against ~5% with a keep_results of 100. Decoded only for a lookup."""
@@ -326,7 +326,7 @@ class WorkerActor(Actor):
         self.expose_tracebacks = expose_tracebacks
         self.on_finished = on_finished  # called with each settled webhook task
         self._maintenance = False  # the operator's switch: kept across a restart
-        self._history: OrderedDict[str, bytes] = OrderedDict()  # settled tasks: id -> `Task.record()`
+        self._history: OrderedDict[str, bytes] = OrderedDict()  # settled tasks: id -> `settled_record(...)`
         self._prune_at = 0.0  # when the oldest record of `_history` outlives keep_results_s
         # Published for /metrics and the dashboard: written only here, monotonic across restarts.
         self.outcomes: dict[tuple[str, str, str], int] = {}
@@ -404,9 +404,9 @@ class WorkerActor(Actor):
         the task itself (`run_leased`) and gives the lease back. Otherwise the task is queued and
         its outcome arrives on `task.outcome`. Raises `Rejected` (maintenance, queue full,
         duplicate id) or `WorkerFailed` (the worker is failing or restarting)."""
-        self._check_open()
-        if task.id in self._queued or task.id in self._running:
+        if self._failure is None and (task.id in self._queued or task.id in self._running):
             raise Rejected(409, "DUPLICATE_TASK_ID", f"task {task.id} is already queued or running")
+        self._check_open()
         free = self._busy < self.config.slots
         if not free and len(self._queue) >= self.config.max_queue:
             raise Rejected(429, "QUEUE_FULL", f"worker {self.name}: queue full ({self.config.max_queue} waiting)",
@@ -428,36 +428,57 @@ class WorkerActor(Actor):
             self._fail(exc)
             raise WorkerFailed(f"worker {self.name} failed: {_describe(exc)}") from exc
 
-    def run_now(self, spec: FunctionSpec, task_input: Any, task_id: str, priority: int | None) -> TaskResult | None:
+    def run_now(self, spec: FunctionSpec, task_input: Any, task_id: str, priority: int | None,
+                webhook_url: str | None = None) -> TaskResult | None:
         """Run a sync task of a function without an await point (`spec.suspends` False) here and
         now on a free slot, and settle it; None when no slot is free (then `admit` queues it).
         Never awaits: atomic between checkpoints.
 
         Its function finishes in the one step that starts it, so nothing can see the task between
         admission and settlement: it needs no `Task`, no lease, no place among the running, no
-        outcome slot and no deadline (nothing could interrupt it). Only its settled record is
-        made, as `release` would keep it: the `Task` and lease round trip was ~5% of a sync echo
-        request under load. Raises `Rejected` (maintenance) or `WorkerFailed`."""
+        outcome slot and no deadline (nothing could interrupt it). Only its settled record is made
+        and counted, as `release` keeps a leased run's (its start is its admission: `started_at`
+        equals `created_at`): the `Task` and lease round trip was ~5% of a sync echo request under
+        load. Raises `Rejected` (maintenance) or `WorkerFailed`; a BaseException the function
+        raises (SystemExit, ...) goes on once the task is kept as failed."""
         self._check_open()
         if self._busy >= self.config.slots:
             return None
         started_at = time.time()
-        status, result, error, duration_ms = _call_now(spec.fn, task_input, self.expose_tracebacks)
+        try:
+            status, result, error, duration_ms = _call_now(spec.fn, task_input, self.expose_tracebacks)
+        except Exception as exc:  # our code around the function broke (its error could not be worded, ...)
+            log.exception("task %s on worker %s: running it failed", task_id, self.name)
+            status, result, duration_ms = "failed", None, None
+            error = TaskError(type="WorkerFailed", message=f"running the task failed: {_describe(exc)}")
+        except BaseException:
+            self._keep_settled(spec.name, task_id, priority, webhook_url, started_at, "failed", None,
+                               TaskError(type="WorkerFailed", message="the function raised a BaseException"), None)
+            raise
+        status, result, error = self._keep_settled(spec.name, task_id, priority, webhook_url, started_at,
+                                                   status, result, error, duration_ms)
+        return TaskResult(id=task_id, status=status, success=status == "completed", result=result,
+                          error=error, duration_ms=duration_ms)
+
+    def _keep_settled(self, function: str, task_id: str, priority: int | None, webhook_url: str | None,
+                      started_at: float, status: str, result: Any, error: TaskError | None,
+                      duration_ms: float | None) -> tuple[str, Any, TaskError | None]:
+        """Keep and count a task `run_now` settled; its (status, result, error), failed when its
+        result is not JSON. Books that break fail the worker, not the answer (as in `release`)."""
         finished_at, finished_mono = time.time(), trio.current_time()
         try:
             try:
-                record = settled_record(finished_mono, task_id, spec.name, "sync", self.name, status, priority,
-                                        started_at, started_at, finished_at, duration_ms, result, error)
+                record = settled_record(finished_mono, task_id, function, "sync", self.name, status, priority,
+                                        started_at, started_at, finished_at, duration_ms, result, error, webhook_url)
             except Exception as exc:  # msgspec: TypeError, RecursionError, ...
                 status, result, error = "failed", None, _not_json(exc)
-                record = settled_record(finished_mono, task_id, spec.name, "sync", self.name, status, priority,
-                                        started_at, started_at, finished_at, duration_ms, result, error)
+                record = settled_record(finished_mono, task_id, function, "sync", self.name, status, priority,
+                                        started_at, started_at, finished_at, duration_ms, result, error, webhook_url)
             self._keep(task_id, record, finished_mono)
-            self._count(spec.name, "sync", status, duration_ms)
-        except Exception as exc:  # the caller keeps its answer; the worker fails, as in `release`
+            self._count(function, "sync", status, duration_ms)
+        except Exception as exc:
             self._fail(exc)
-        return TaskResult(id=task_id, status=status, success=status == "completed", result=result,
-                          error=error, duration_ms=duration_ms)
+        return status, result, error
 
     def _check_open(self) -> None:
         """Raises `WorkerFailed` while the worker fails or restarts, `Rejected` in maintenance."""

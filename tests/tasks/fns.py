@@ -30,6 +30,26 @@ async def no_await(input: dict) -> dict:
     return {"n": input["n"], "twice": 2 * input["n"]}
 
 
+class Unwordable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no words for it")
+
+
+@amp_runtime.function(name="test_unwordable")
+async def unwordable(input: dict) -> None:
+    """No await point; its error's `str()` raises: our code around the function breaks."""
+    raise Unwordable()
+
+
+class Halt(BaseException):
+    """Stands for SystemExit / KeyboardInterrupt raised by a function."""
+
+
+@amp_runtime.function(name="test_halt")
+async def halt(input: dict) -> None:
+    raise Halt()
+
+
 @amp_runtime.function(name="test_no_param")
 async def no_param() -> int:  # called with the task's input: a TypeError, as for any wrong signature
     return 1

@@ -71,6 +71,7 @@ CASES = {
     "200 named worker": ("/task", task("echo", {"b": 1}, worker="w")),
     "200 typed result": ("/task", task("test_typed_result", {"area": 2})),
     "500 result not JSON": ("/task", task("test_not_json")),
+    "500 error not worded": ("/task", task("test_unwordable")),
     "400 unknown worker": ("/task", task("echo", worker="nobody")),
     "202 webhook": ("/task", task("echo", mode="webhook", webhook={"url": "http://127.0.0.1:9/hook"})),
     "413 over the limit": ("/task", task("echo", {"x": "y" * 5000})),
@@ -255,6 +256,40 @@ async def test_a_function_without_an_await_point_answers_on_the_hot_path(server_
     assert answer.startswith(b"HTTP/1.1 500") and b'"type":"ValueError"' in answer
     for srv in (hot, cold):
         await srv.client.aclose()
+
+
+async def test_a_sync_task_is_kept_alike_hot_and_cold(server_factory):
+    """GET /tasks/{id} of a sync task answered at once on the hot path (`run_now`) and of one run
+    on a lent slot through Quart: the same fields, a webhook URL sent with it included."""
+    hot, cold = await both(server_factory)
+    views = []
+    for srv in (hot, cold):
+        for body in ({"function": "echo", "contract": 1, "input": {"a": 1}, "priority": 4,
+                      "webhook": {"url": "http://hooks.example/in"}},
+                     {"function": "test_unwordable", "contract": 1}):
+            answer = await srv.client.post("/task", json=body)
+            view = (await srv.client.get(f"/tasks/{answer.headers['x-task-id']}")).json()
+            assert view["created_at"] <= view["started_at"] <= view["finished_at"]
+            views.append({k: v for k, v in view.items()
+                          if k not in ("id", "created_at", "started_at", "finished_at", "duration_ms")})
+        await srv.client.aclose()
+    assert views[:2] == views[2:]
+    assert views[0]["webhook_url"] == "http://hooks.example/in" and views[0]["priority"] == 4
+    assert views[1]["error"]["type"] == "WorkerFailed" and "no words for it" in views[1]["error"]["message"]
+
+
+async def test_a_function_without_an_await_point_on_a_free_slot_is_not_admitted(server_factory, monkeypatch):
+    """It runs right in its request (`WorkerActor.run_now`); one that may suspend is admitted."""
+    hot, _ = await both(server_factory)
+    worker = hot.runtime.services.tasks.workers["w"]
+    admitted = []
+    admit = worker.admit
+    monkeypatch.setattr(worker, "admit", lambda task, **kw: admitted.append(task.spec.name) or admit(task, **kw))
+    r = await hot.client.post("/task", json={"function": "echo", "contract": 1, "input": {"n": 1}})
+    assert r.status_code == 200 and r.json()["result"] == {"n": 1} and admitted == []
+    r = await hot.client.post("/task", json={"function": "sleep", "contract": 1, "input": {"ms": 0}})
+    assert r.status_code == 200 and admitted == ["sleep"]
+    await hot.client.aclose()
 
 
 async def test_idempotency_keyed_requests_go_through_quart(server_factory):

@@ -391,8 +391,9 @@ async def test_a_function_whose_call_fails_fails_its_task_only(nursery):
 
 
 async def test_run_now_runs_a_function_without_an_await_point_on_a_free_slot_only(nursery):
-    """`run_now` settles and keeps the task as a leased run would; with no free slot it runs
-    nothing and records nothing (the caller then queues the task through `admit`)."""
+    """`run_now` settles, keeps and counts the task as `release` does a leased run's (its start is
+    its admission); with no free slot it runs nothing and records nothing (the caller then queues
+    the task through `admit`)."""
     worker = make_worker(slots=1)
     await nursery.start(supervise, worker)
     done = worker.run_now(FUNCTIONS["test_no_await"], {"n": 2}, "now-1", 3)
@@ -419,6 +420,17 @@ async def test_run_now_runs_a_function_without_an_await_point_on_a_free_slot_onl
     with pytest.raises(Rejected) as refused:
         worker.run_now(FUNCTIONS["test_no_await"], {"n": 1}, "now-4", None)
     assert refused.value.status == 503 and await worker.ask(Lookup("now-4")) is None
+
+
+async def test_run_now_keeps_a_task_whose_function_raises_a_base_exception(nursery):
+    """A SystemExit or KeyboardInterrupt goes on its way, once the task is kept as failed."""
+    worker = make_worker(slots=1)
+    await nursery.start(supervise, worker)
+    with pytest.raises(fns.Halt):
+        worker.run_now(FUNCTIONS["test_halt"], {}, "now-halt", None)
+    view = await worker.ask(Lookup("now-halt"))
+    assert (view.status, view.error.type) == ("failed", "WorkerFailed")
+    assert worker.outcomes[("test_halt", "sync", "failed")] == 1 and worker.state.free == 1
 
 
 async def test_run_now_books_that_break_fail_the_worker_not_the_answer(nursery, monkeypatch):

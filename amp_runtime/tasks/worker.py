@@ -2,8 +2,8 @@
 
 Only the actor's own code changes that state: the handler of its mailbox (cancel, lookup, job
 holds, delivery reports), its slot tasks, and the methods the hot path calls without a task
-switch -- `admit`, `release`, `run_now`, `set_maintenance` -- none of which awaits, so each runs atomically
-between checkpoints (as trio's MemoryChannelState does). Nothing outside reads or writes its
+switch -- `admit`, `release`, `run_now`, `set_maintenance` -- none of which awaits, so each runs
+atomically between checkpoints (as trio's MemoryChannelState does). Nothing outside reads or writes its
 fields; others read what it publishes: `state`, `running_ids()` and the counters for /metrics.
 
 Slots: `slots` long-lived slot tasks take work from a channel only this actor sends on. A sync
@@ -447,7 +447,7 @@ class WorkerActor(Actor):
         started_at = time.time()
         try:
             status, result, error, duration_ms = _call_now(spec.fn, task_input, self.expose_tracebacks)
-        except Exception as exc:  # our code around the function broke (its error could not be worded, ...)
+        except Exception as exc:  # our code around the function broke, not the function (as `_broke` says)
             log.exception("task %s on worker %s: running it failed", task_id, self.name)
             status, result, duration_ms = "failed", None, None
             error = TaskError(type="WorkerFailed", message=f"running the task failed: {_describe(exc)}")
@@ -759,7 +759,7 @@ def _describe(exc: BaseException | None) -> str:
         return _describe(causes[0] if causes else exc.exceptions[0])
     if isinstance(exc, WorkerFailed) and exc.__cause__ is not None:
         return _describe(exc.__cause__)
-    return f"{type(exc).__name__}: {exc}" if exc is not None else "unknown cause"
+    return f"{type(exc).__name__}: {_words(exc)}" if exc is not None else "unknown cause"
 
 
 def _moment(epoch: float) -> datetime:
@@ -859,8 +859,17 @@ async def _run_function(task: Task, expose_tracebacks: bool) -> tuple[str, Any, 
 
 
 def _function_error(exc: Exception, expose_tracebacks: bool) -> TaskError:
-    return TaskError(type=type(exc).__name__, message=str(exc) or type(exc).__name__,
+    return TaskError(type=type(exc).__name__, message=_words(exc) or type(exc).__name__,
                      traceback=traceback.format_exc() if expose_tracebacks else None)
+
+
+def _words(exc: BaseException) -> str:
+    """`str(exc)`, or a stand-in when a function's exception cannot say it (its `__str__` raises):
+    wording it must not break the code around the function (a slot would fail its worker)."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: its message could not be read>"
 
 
 async def run_leased(worker: WorkerActor, lease: Lease, task: Task) -> TaskResult:

@@ -37,7 +37,7 @@ class Unwordable(Exception):
 
 @amp_runtime.function(name="test_unwordable")
 async def unwordable(input: dict) -> None:
-    """No await point; its error's `str()` raises: our code around the function breaks."""
+    """No await point; its error's `str()` raises."""
     raise Unwordable()
 
 

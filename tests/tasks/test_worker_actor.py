@@ -433,6 +433,43 @@ async def test_run_now_keeps_a_task_whose_function_raises_a_base_exception(nurse
     assert worker.outcomes[("test_halt", "sync", "failed")] == 1 and worker.state.free == 1
 
 
+async def test_an_error_that_cannot_be_worded_fails_its_task_only(nursery):
+    """An exception whose `str()` raises, run at once or queued on a slot task: its task fails
+    with a stand-in message, and the worker goes on (a slot task used to fail its worker)."""
+    worker = make_worker(slots=1)
+    await nursery.start(supervise, worker)
+    unworded = {"type": "Unwordable", "message": "<Unwordable: its message could not be read>"}
+    now = worker.run_now(FUNCTIONS["test_unwordable"], {}, "now-unworded", None)
+    assert {"type": now.error.type, "message": now.error.message} == unworded
+    blocker, queued = task("test_gate", {"gate": "unworded"}), task("test_unwordable", {})
+    worker.admit(blocker)
+    worker.admit(queued)
+    fns.gate("unworded").set()
+    with trio.fail_after(5):
+        failed = await queued.outcome.wait()
+        assert (await blocker.outcome.wait()).status == "completed"
+    assert {"type": failed.error.type, "message": failed.error.message} == unworded
+    assert (await run_sync(worker, task("echo", {"after": 1}))).result == {"after": 1}
+
+
+async def test_run_now_answers_for_its_own_code_breaking(nursery, monkeypatch):
+    """Our code around the function breaking (not the function) fails the task as WorkerFailed,
+    kept and counted, as `run_leased` does."""
+    from amp_runtime.tasks import worker as worker_module
+
+    worker = make_worker(slots=1)
+    await nursery.start(supervise, worker)
+
+    def broken(*args):
+        raise RuntimeError("the runner broke")
+
+    monkeypatch.setattr(worker_module, "_call_now", broken)
+    answer = worker.run_now(FUNCTIONS["test_no_await"], {"n": 1}, "now-runner", None)
+    assert (answer.status, answer.error.type) == ("failed", "WorkerFailed") and "the runner broke" in answer.error.message
+    assert (await worker.ask(Lookup("now-runner"))).error.type == "WorkerFailed"
+    assert worker.outcomes[("test_no_await", "sync", "failed")] == 1
+
+
 async def test_run_now_books_that_break_fail_the_worker_not_the_answer(nursery, monkeypatch):
     """As with `release`: the caller keeps its settled answer; the worker fails and restarts."""
     worker = make_worker(slots=1)

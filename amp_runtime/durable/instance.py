@@ -33,6 +33,7 @@ import trio
 
 from ..core.actor import Actor, Reply
 from ..core.store import Store
+from ..core.words import exception_text
 from . import store as sql
 from .models import EXITED, FAILED, IDLE, INTERRUPTED, RETRYING, RUNNING, SUSPENDED, WorkerError
 from .store import LeaseLost, PendingInvocation, RecordedCall, Snapshot
@@ -464,8 +465,8 @@ class Instance(Actor):
             except LeaseLost:
                 raise  # a promise write found another peer holding the worker: not the function's fault
             except Exception as exc:
-                log.info("%s: %s raised %s: %s", self.name, inv.function, type(exc).__name__, exc)
-                error = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exception_text(exc)}"
+                log.info("%s: %s raised %s", self.name, inv.function, error)
         self._scope, self._current = None, None
         if scope.cancelled_caught:
             return None, None, None

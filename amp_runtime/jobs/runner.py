@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..core.words import exception_text
 from . import store as jobs_store
 from .datasets import resolve
 from .messages import Finished, Started, Stopping
@@ -88,8 +89,8 @@ async def run_job(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> No
             try:
                 outcome = await _run(env, handle, record)
             except Exception as exc:
-                log.warning("job %d failed: %s: %s", record.id, type(exc).__name__, exc)
-                outcome = ("fail", f"{type(exc).__name__}: {exc}")
+                outcome = ("fail", f"{type(exc).__name__}: {exception_text(exc)}")
+                log.warning("job %d failed: %s", record.id, outcome[1])
             if outcome is not None:
                 await env.ask(Finished(record.id, handle.attempt, *outcome))
     finally:

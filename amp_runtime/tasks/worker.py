@@ -38,6 +38,7 @@ import trio
 from ..config import WorkerConfig
 from ..core.actor import Actor, Reply
 from ..core.clock import rfc3339
+from ..core.words import exception_text
 from .errors import Rejected, WorkerFailed
 from .models import Delivery, SlotState, TaskError, TaskResult, TaskView
 from .process_slots import run_in_process
@@ -759,7 +760,7 @@ def _describe(exc: BaseException | None) -> str:
         return _describe(causes[0] if causes else exc.exceptions[0])
     if isinstance(exc, WorkerFailed) and exc.__cause__ is not None:
         return _describe(exc.__cause__)
-    return f"{type(exc).__name__}: {_words(exc)}" if exc is not None else "unknown cause"
+    return f"{type(exc).__name__}: {exception_text(exc)}" if exc is not None else "unknown cause"
 
 
 def _moment(epoch: float) -> datetime:
@@ -859,17 +860,8 @@ async def _run_function(task: Task, expose_tracebacks: bool) -> tuple[str, Any, 
 
 
 def _function_error(exc: Exception, expose_tracebacks: bool) -> TaskError:
-    return TaskError(type=type(exc).__name__, message=_words(exc) or type(exc).__name__,
+    return TaskError(type=type(exc).__name__, message=exception_text(exc) or type(exc).__name__,
                      traceback=traceback.format_exc() if expose_tracebacks else None)
-
-
-def _words(exc: BaseException) -> str:
-    """`str(exc)`, or a stand-in when a function's exception cannot say it (its `__str__` raises):
-    wording it must not break the code around the function (a slot would fail its worker)."""
-    try:
-        return str(exc)
-    except Exception:
-        return f"<{type(exc).__name__}: its message could not be read>"
 
 
 async def run_leased(worker: WorkerActor, lease: Lease, task: Task) -> TaskResult:

@@ -24,6 +24,14 @@ class Flaky:
     async def boom(self) -> None:
         raise ValueError("always")
 
+    async def unworded(self) -> None:
+        raise Unworded()
+
+
+class Unworded(Exception):
+    def __str__(self) -> str:  # an exception that cannot say what went wrong
+        raise ValueError("no words for it")
+
 
 @amp_runtime.template("test-typed")
 class Typed:

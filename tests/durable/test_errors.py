@@ -128,6 +128,19 @@ async def test_invoke_and_await_times_out_with_504_and_keeps_the_result(server_f
     assert r.json() == {"result": [[9]]}
 
 
+async def test_an_error_that_cannot_be_worded_fails_its_invocation_only(server_factory):
+    srv = await server_factory(durable={"max_retries": 1, "retry_delay_s": 0.01})
+    c = srv.client
+    await create(c, FLAKY, "w")
+    with trio.fail_after(10):
+        r = await call(c, FLAKY, "w", "unworded")
+    assert r.status_code == 500 and r.json()["error"] == "invocation failed: Unworded: <Unworded: its message could not be read>"
+    meta = (await c.get(worker_path(FLAKY, "w"))).json()
+    assert meta["status"] == "Failed" and meta["retryCount"] == 1  # max_retries, then failed
+    await create(c, FLAKY, "other")  # the service goes on
+    assert (await call(c, FLAKY, "other", "succeed_after", ["u", 0])).json() == {"result": [1]}
+
+
 async def test_raising_function_is_retried_then_failed(server_factory):
     srv = await server_factory(durable={"max_retries": 2, "retry_delay_s": 0.01})
     c = srv.client

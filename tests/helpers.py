@@ -60,6 +60,7 @@ class ServerProcess:
     proc: trio.Process
     url: str = ""
     output: bytearray = field(default_factory=bytearray)
+    output_read: trio.Event = field(default_factory=trio.Event)  # its stdout reached its end
 
     def send_signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -68,8 +69,13 @@ class ServerProcess:
         self.proc.send_signal(signal.SIGKILL)
 
     async def wait(self, timeout: float = 30) -> int:
+        """Its exit code, once it has exited and its output has been read to the end (what it
+        printed last may still be in the pipe when it exits)."""
         with trio.fail_after(timeout):
-            return await self.proc.wait()
+            code = await self.proc.wait()
+        with trio.move_on_after(5):  # a child still holding the pipe (a process slot) must not hold us
+            await self.output_read.wait()
+        return code
 
 
 def server_command(*args: str) -> list[str]:
@@ -91,13 +97,16 @@ async def spawn_server(
     ready = trio.Event()
 
     async def pump() -> None:
-        async for chunk in proc.stdout:
-            server.output.extend(chunk)
-            match = READY.search(server.output)
-            if match and not ready.is_set():
-                server.url = match.group(1).decode()
-                ready.set()
-        ready.set()
+        try:
+            async for chunk in proc.stdout:
+                server.output.extend(chunk)
+                match = READY.search(server.output)
+                if match and not ready.is_set():
+                    server.url = match.group(1).decode()
+                    ready.set()
+        finally:
+            ready.set()
+            server.output_read.set()
 
     async def reap() -> None:
         # The test's nursery is cancelled at teardown: a server still running then is killed,

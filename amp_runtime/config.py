@@ -97,6 +97,7 @@ class TasksConfig(_Section):
     slots_push_min_interval_ms: float = 100.0
     tags: list[str] = []
     process_pool_size: int = 0  # worker processes for run="process" functions; 0 = the CPU count
+    crash_retries: int = 1  # runs of a webhook task that may end the process before it is settled failed
 
 
 class WebhookConfig(_Section):
@@ -271,6 +272,8 @@ def _check(config: Config, source: str) -> None:
         problems.append("tasks.default_timeout_s: must be positive")
     if config.tasks.process_pool_size < 0:
         problems.append("tasks.process_pool_size: must be 0 (the CPU count) or more")
+    if config.tasks.crash_retries < 0:
+        problems.append("tasks.crash_retries: must be 0 or more")
     if config.http.max_body_bytes < 1:
         problems.append("http.max_body_bytes: must be positive")
     if config.http.max_batch < 1:

@@ -33,6 +33,7 @@ import trio
 
 from ..core.actor import Actor, Reply
 from ..core.store import Store
+from ..core.contain import is_cancellation
 from ..core.words import exception_text
 from . import store as sql
 from .models import EXITED, FAILED, IDLE, INTERRUPTED, RETRYING, RUNNING, SUSPENDED, WorkerError
@@ -464,7 +465,9 @@ class Instance(Actor):
                 state = self.spec.encode_state(self.obj)
             except LeaseLost:
                 raise  # a promise write found another peer holding the worker: not the function's fault
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit & co. too: the invocation fails, not the server
+                if is_cancellation(exc):
+                    raise
                 error = f"{type(exc).__name__}: {exception_text(exc)}"
                 log.info("%s: %s raised %s", self.name, inv.function, error)
         self._scope, self._current = None, None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..core.contain import is_cancellation
 from ..core.words import exception_text
 from . import store as jobs_store
 from .datasets import resolve
@@ -88,7 +89,9 @@ async def run_job(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> No
                 await handle.previous.done.wait()
             try:
                 outcome = await _run(env, handle, record)
-            except Exception as exc:
+            except BaseException as exc:  # a dataset's SystemExit & co. too: the job fails, not the server
+                if is_cancellation(exc):
+                    raise
                 outcome = ("fail", f"{type(exc).__name__}: {exception_text(exc)}")
                 log.warning("job %d failed: %s", record.id, outcome[1])
             if outcome is not None:

@@ -111,6 +111,8 @@ class RuntimeCollector(Collector):
         workers = self.tasks.workers
         total = GaugeMetricFamily("amp_worker_slots", "Slots of a worker", labels=["worker"])
         busy = GaugeMetricFamily("amp_worker_slots_busy", "Slots running a task or held by a job", labels=["worker"])
+        abandoned = GaugeMetricFamily("amp_worker_slots_abandoned",
+                                      "Busy slots whose task settled while its thread runs on", labels=["worker"])
         queued = GaugeMetricFamily("amp_worker_queue_length", "Tasks and job holds waiting for a slot", labels=["worker"])
         maintenance = GaugeMetricFamily("amp_worker_maintenance", "1 while the worker is in maintenance", labels=["worker"])
         tasks = CounterMetricFamily("amp_tasks", "Settled tasks by function, mode and final status",
@@ -120,12 +122,13 @@ class RuntimeCollector(Collector):
             state = worker.state
             total.add_metric([worker_id], state.total)
             busy.add_metric([worker_id], state.total - state.free)
+            abandoned.add_metric([worker_id], worker.abandoned)
             queued.add_metric([worker_id], state.queued)
             maintenance.add_metric([worker_id], 1 if state.maintenance else 0)
             for (function, mode, status), count in list(worker.outcomes.items()):
                 tasks.add_metric([worker_id, function, mode, status], count)
             duration.add_metric([worker_id], cumulative_buckets(worker.duration_buckets), worker.duration_sum_s)
-        yield from (total, busy, queued, maintenance, tasks, duration)
+        yield from (total, busy, abandoned, queued, maintenance, tasks, duration)
 
     def _webhook_families(self) -> Iterator[Metric]:
         deliveries = CounterMetricFamily("amp_webhook_deliveries", "Webhook delivery attempts by outcome",

@@ -5,6 +5,8 @@ written down before the 202 leaves (`accept`) and kept until delivery settles:
 
 - `accept(task)`           durable before it returns; concurrent accepts share one commit
                            (the store's group commit gathers them into one `INSERT ... unnest`);
+- `begin_run(task_id)`     durable before the function is called: the runs a process did not
+                           survive are counted at the next start (`AcceptedTask.runs`);
 - `finish(...)`            the outcome, durable before the first delivery attempt (it also
                            reserves attempt number 1, saving a commit per task);
 - `begin_attempt(...)`     written before each later POST, so attempt numbers are never reused;
@@ -49,6 +51,7 @@ class AcceptedTask(msgspec.Struct, kw_only=True):
     created_at: float  # epoch seconds
     idempotency_key: str | None = None
     request_fingerprint: str | None = None
+    runs: int = 0  # runs begun without an outcome: each ended with its process
 
 
 class PendingDelivery(msgspec.Struct, kw_only=True):
@@ -81,6 +84,7 @@ _TASK_COLUMNS = (
     "fn_group", "created_at", "idempotency_key", "request_fingerprint",
 )
 _OUTCOME_COLUMNS = ("task_id", "status", "result", "error", "duration_ms", "finished_at")
+_RUN_COLUMNS = ("task_id", "started_at")
 _DELIVERY_COLUMNS = ("task_id", "attempt", "attempted_at", "answered", "status_code", "error", "final_status")
 
 
@@ -101,6 +105,11 @@ class TaskJournal:
             task.created_at, task.idempotency_key, task.request_fingerprint,
         )
         await self.store.append("webhook_tasks", _TASK_COLUMNS, row)
+
+    async def begin_run(self, task_id: str) -> None:
+        """Returns once the run is durable: were the function to end the process, the next start
+        knows it ran (concurrent ones share a group commit)."""
+        await self.store.append("webhook_runs", _RUN_COLUMNS, (task_id, time.time()))
 
     async def forget(self, task_id: str) -> None:
         """Drop a task accepted here but refused by its worker (the client got no 202)."""
@@ -134,7 +143,7 @@ class TaskJournal:
 
 
 # -- SQL: plain functions of the connection, run on the store's thread ---------------------------
-_TABLES = ("webhook_deliveries", "webhook_outcomes")
+_TABLES = ("webhook_deliveries", "webhook_outcomes", "webhook_runs")
 
 
 def _forget(conn, task_id: str) -> None:
@@ -151,16 +160,18 @@ _DELIVERY_STATE = (
     " FROM webhook_deliveries GROUP BY task_id)"
 )
 _TASK_FIELDS = ("t.id, t.function, t.input, t.priority, t.webhook_url, t.webhook_headers, t.timeout_s,"
-                " t.worker, t.fn_group, t.created_at, t.idempotency_key, t.request_fingerprint")
+                " t.worker, t.fn_group, t.created_at, t.idempotency_key, t.request_fingerprint,"
+                " (SELECT count(*) FROM webhook_runs r WHERE r.task_id = t.id)")
 
 
 def _accepted(row: tuple) -> AcceptedTask:
     (task_id, function, input, priority, url, headers, timeout_s, worker, group, created_at, key,
-     fingerprint) = row
+     fingerprint, runs) = row
     return AcceptedTask(
         id=task_id, function=function, input=msgspec.json.decode(input), priority=priority,
         webhook_url=url, webhook_headers=_decode_headers(headers), timeout_s=timeout_s, worker=worker,
         group=group, created_at=created_at, idempotency_key=key, request_fingerprint=fingerprint,
+        runs=runs,
     )
 
 

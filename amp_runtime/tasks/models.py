@@ -87,6 +87,7 @@ class Slots(msgspec.Struct):
     total: int
     busy: int
     free: int
+    abandoned: int = 0  # of the busy ones: threads of settled tasks (cancelled, timed out) still running
 
 
 class WorkerHealth(msgspec.Struct, kw_only=True):

@@ -1,6 +1,8 @@
 """At start: keep what the journal says was promised before a restart or kill -9.
 
-Tasks accepted but not finished run again (under their id, with a fresh timeout); outcomes
+Tasks accepted but not finished run again (under their id, with a fresh timeout), unless the
+process ended in more than `[tasks] crash_retries` of their runs: then their failure is delivered
+(`ProcessEnded`), so no task can keep a data dir from serving. Outcomes
 not yet delivered are delivered, continuing their attempt numbers and retry budget. A task
 whose function or worker group no longer exists is delivered as failed instead of dropped.
 The same way in serves a webhook task whose worker failed under it (`readmit_when_possible`).
@@ -31,7 +33,13 @@ async def resume_accepted(service, recovered: Recovered) -> None:
                  len(recovered.to_run), len(recovered.to_deliver))
     for pending in recovered.to_deliver:
         service.webhooks.enqueue(_redelivery(pending))
+    crash_retries = service.config.tasks.crash_retries
     for accepted in recovered.to_run:  # in acceptance order, each before the next
+        if accepted.runs > crash_retries:
+            _deliver_failure(service, accepted, "ProcessEnded",
+                             f"the process ended while the task ran, {accepted.runs} times; it is not run again"
+                             f" ([tasks] crash_retries = {crash_retries})")
+            continue
         await readmit_when_possible(service, accepted)
 
 

@@ -176,7 +176,8 @@ async def health(service: TaskService) -> Health:
     free = sum(s.free for s in states)
     body = Health(
         status="maintenance" if service.maintenance else "ok",
-        slots=Slots(total=total, busy=total - free, free=free),
+        slots=Slots(total=total, busy=total - free, free=free,
+                    abandoned=sum(w.abandoned for w in service.workers.values())),
         queued=sum(s.queued for s in states),
     )
     if not api.is_authorized():
@@ -188,7 +189,7 @@ async def health(service: TaskService) -> Health:
                       for f in FUNCTIONS.values()]
     body.workers = [
         WorkerHealth(id=w.name, slots=Slots(total=w.state.total, busy=w.state.total - w.state.free,
-                                            free=w.state.free),
+                                            free=w.state.free, abandoned=w.abandoned),
                      queued=w.state.queued, max_queue=w.config.max_queue, groups=w.config.groups,
                      tags=w.config.tags, maintenance=w.state.maintenance)
         for w in service.workers.values()

@@ -43,6 +43,7 @@ from .worker import (
 # A webhook task whose worker failed under it runs again this often, then its failure is delivered:
 # once keeps a task that crashes its worker from spending the supervisor's restart budget.
 MAX_READMITS = 1
+RUN_JOURNAL_S = 5.0  # how long a webhook task's run waits to be journaled before it runs unrecorded
 log = logging.getLogger("amp_runtime.tasks")
 
 
@@ -153,6 +154,7 @@ class TaskService(ServiceBase):
             w.id: WorkerActor(
                 w, keep_results=tasks.keep_results, keep_results_s=tasks.keep_results_s,
                 expose_tracebacks=tasks.expose_tracebacks, on_finished=self._send_webhook,
+                before_run=self._journal_run,
                 mailbox_size=self.config.actors.mailbox_size,
             )
             for w in self.config.workers
@@ -432,6 +434,18 @@ class TaskService(ServiceBase):
             if task is not None:
                 return task
         return await self.journal.get(task_id)  # webhook tasks across restarts
+
+    async def _journal_run(self, task: Task) -> None:
+        """A webhook task's run is durable before its function is called: were it to end the
+        process, recovery counts it (`[tasks] crash_retries`). A store that cannot take it within
+        RUN_JOURNAL_S costs that bound, not the run."""
+        with trio.move_on_after(RUN_JOURNAL_S) as scope:
+            try:
+                await self.journal.begin_run(task.id)
+            except Exception as exc:
+                log.warning("task %s: its run could not be journaled (%s); it runs all the same", task.id, exc)
+        if scope.cancelled_caught:
+            log.warning("task %s: its run was not journaled within %.0fs; it runs all the same", task.id, RUN_JOURNAL_S)
 
     def _send_webhook(self, task: Task) -> None:
         if task.error is not None and task.error.type == "WorkerFailed" and self._run_again_later(task):

@@ -26,6 +26,7 @@ import bisect
 import logging
 import math
 import os
+import threading
 import time
 import traceback
 from collections import OrderedDict
@@ -38,6 +39,7 @@ import trio
 from ..config import WorkerConfig
 from ..core.actor import Actor, Reply
 from ..core.clock import rfc3339
+from ..core.contain import is_cancellation
 from ..core.words import exception_text
 from .errors import Rejected, WorkerFailed
 from .models import Delivery, SlotState, TaskError, TaskResult, TaskView
@@ -319,13 +321,14 @@ class RecordDelivery(msgspec.Struct, tag=True):
 
 class WorkerActor(Actor):
     def __init__(self, config: WorkerConfig, *, keep_results: int, keep_results_s: float,
-                 expose_tracebacks: bool, on_finished=None, mailbox_size: int = 1024):
+                 expose_tracebacks: bool, on_finished=None, before_run=None, mailbox_size: int = 1024):
         super().__init__(config.id, mailbox_size=mailbox_size)
         self.config = config
         self.keep_results = keep_results
         self.keep_results_s = keep_results_s
         self.expose_tracebacks = expose_tracebacks
         self.on_finished = on_finished  # called with each settled webhook task
+        self.before_run = before_run  # awaited before a webhook task's function runs (its run journaled)
         self._maintenance = False  # the operator's switch: kept across a restart
         self._history: OrderedDict[str, bytes] = OrderedDict()  # settled tasks: id -> `settled_record(...)`
         self._prune_at = 0.0  # when the oldest record of `_history` outlives keep_results_s
@@ -336,6 +339,9 @@ class WorkerActor(Actor):
         self._changed = trio.Event()
         self._watched = False
         self._idle: trio.Event | None = None
+        # Threads of tasks that stopped waiting for them (cancelled, timed out, caller gone): each
+        # keeps a slot busy until it returns, across restarts too, so slots bound the threads.
+        self._abandoned = 0
         self._start_generation()
         self._failure: BaseException | None = None  # set between a failure and the next start
 
@@ -346,7 +352,7 @@ class WorkerActor(Actor):
         self._queued: dict[str, Task] = {}
         self._running: dict[str, Task] = {}  # on a slot task or leased
         self._holds: set[SlotHold] = set()
-        self._busy = 0  # slots running a task, lent, or held by a job
+        self._busy = self._abandoned  # slots running a task, lent, held by a job, or an abandoned thread's
         self._to_slots, self._slot_inbox = trio.open_memory_channel[Task](self.config.slots)
         self._failure = None
         self._failed = trio.Event()
@@ -361,6 +367,11 @@ class WorkerActor(Actor):
         """A snapshot others may read (routing, /health, /metrics, /ws/slots); built when asked."""
         return SlotState(worker=self.name, free=self.config.slots - self._busy, total=self.config.slots,
                          queued=len(self._queue), maintenance=self._maintenance)
+
+    @property
+    def abandoned(self) -> int:
+        """Busy slots whose task settled while its thread runs on (`thread_abandoned`)."""
+        return self._abandoned
 
     @property
     def maintenance(self) -> bool:
@@ -440,8 +451,8 @@ class WorkerActor(Actor):
         outcome slot and no deadline (nothing could interrupt it). Only its settled record is made
         and counted, as `release` keeps a leased run's (its start is its admission: `started_at`
         equals `created_at`): the `Task` and lease round trip was ~5% of a sync echo request under
-        load. Raises `Rejected` (maintenance) or `WorkerFailed`; a BaseException the function
-        raises (SystemExit, ...) goes on once the task is kept as failed."""
+        load. Raises `Rejected` (maintenance) or `WorkerFailed`; whatever the function raises,
+        SystemExit included, fails its task (`_call_now`)."""
         self._check_open()
         if self._busy >= self.config.slots:
             return None
@@ -452,10 +463,6 @@ class WorkerActor(Actor):
             log.exception("task %s on worker %s: running it failed", task_id, self.name)
             status, result, duration_ms = "failed", None, None
             error = TaskError(type="WorkerFailed", message=f"running the task failed: {_describe(exc)}")
-        except BaseException:
-            self._keep_settled(spec.name, task_id, priority, webhook_url, started_at, "failed", None,
-                               TaskError(type="WorkerFailed", message="the function raised a BaseException"), None)
-            raise
         status, result, error = self._keep_settled(spec.name, task_id, priority, webhook_url, started_at,
                                                    status, result, error, duration_ms)
         return TaskResult(id=task_id, status=status, success=status == "completed", result=result,
@@ -502,6 +509,23 @@ class WorkerActor(Actor):
             self._busy -= 1
             self._dispatch()
         except Exception as exc:  # the caller keeps its (settled) answer; the worker fails
+            self._fail(exc)
+
+    def thread_abandoned(self) -> None:
+        """A task stopped waiting for its function's thread (`_in_thread`), which runs on: it keeps
+        a slot busy until `thread_returned`. Never awaits."""
+        self._abandoned += 1
+        self._busy += 1
+        self._publish()
+
+    def thread_returned(self) -> None:
+        """An abandoned thread returned: its slot is free. Called from the thread through the trio
+        token (`run_sync_soon`), where an exception would end the run: it fails the worker instead."""
+        try:
+            self._abandoned -= 1
+            self._busy -= 1
+            self._dispatch()
+        except Exception as exc:
             self._fail(exc)
 
     def set_maintenance(self, on: bool) -> None:
@@ -664,7 +688,9 @@ class WorkerActor(Actor):
         async for task in inbox:
             ran = 0
             while task is not None:
-                await run_task(task, self.expose_tracebacks)
+                if task.mode == "webhook" and self.before_run is not None:
+                    await self.before_run(task)  # a Cancel meanwhile is kept: `_start` settles it
+                await run_task(task, self)
                 self._record(task)  # first: if it breaks, the task is still on the books to answer
                 del self._running[task.id]
                 self._busy -= 1
@@ -720,7 +746,7 @@ class WorkerActor(Actor):
 
         Runs when the worker stops (drained or cancelled) or fails; each caller is answered even
         if answering another one raises."""
-        stopped = cause is None or _only_cancelled(cause)
+        stopped = cause is None or is_cancellation(cause)
         reason = f"worker {self.name} stopped" if stopped else f"worker {self.name} failed: {_describe(cause)}"
         self._generation = None  # leases lent so far are stale
         if self._failure is None:
@@ -743,20 +769,14 @@ class WorkerActor(Actor):
             hold.scope.cancel()
         self._queued, self._running, self._holds = {}, {}, set()
         self._queue = PriorityQueue()
-        self._busy = 0
+        self._busy = self._abandoned  # their threads still run: the slots stay taken
         self._publish()
-
-
-def _only_cancelled(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only_cancelled(e) for e in exc.exceptions)
-    return isinstance(exc, trio.Cancelled)
 
 
 def _describe(exc: BaseException | None) -> str:
     """The first real cause inside `exc` (skipping exception groups and cancellations)."""
     if isinstance(exc, BaseExceptionGroup):
-        causes = [e for e in exc.exceptions if not _only_cancelled(e)]
+        causes = [e for e in exc.exceptions if not is_cancellation(e)]
         return _describe(causes[0] if causes else exc.exceptions[0])
     if isinstance(exc, WorkerFailed) and exc.__cause__ is not None:
         return _describe(exc.__cause__)
@@ -780,19 +800,18 @@ def settle(task: Task, status: str, *, result: Any = None, error: TaskError | No
         task.items_send.close()
 
 
-async def run_task(task: Task, expose_tracebacks: bool) -> None:
-    """Run the function within the task's deadline and settle the task with its outcome.
-
-    Cancellation from outside (the caller's scope) propagates; the task is then not settled."""
+async def run_task(task: Task, worker: WorkerActor) -> None:
+    """Run the function within the task's deadline on a slot of `worker` and settle the task with
+    its outcome. Cancellation from outside (the caller's scope) propagates; the task is then not settled."""
     if not task.spec.suspends:
-        return run_task_now(task, expose_tracebacks)
+        return run_task_now(task, worker.expose_tracebacks)
     if not _start(task):
         return
     result = None
     # A plain scope: its worker's deadline watcher cancels it when the task runs past its deadline.
     with trio.CancelScope() as scope:
         task.scope = scope
-        status, result, error = await _run_function(task, expose_tracebacks)
+        status, result, error = await _run_function(task, worker)
     task.scope = None  # a finished task is not cancelled; the history need not keep its scope alive
     if scope.cancelled_caught:
         if task.cancel_reason is not None:
@@ -823,7 +842,7 @@ def _call_now(fn: Any, task_input: Any, expose_tracebacks: bool) -> tuple[str, A
         coroutine.send(None)
     except StopIteration as returned:
         status, result, error = "completed", returned.value, None
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit & co. too (nothing here can be a cancellation: no await)
         status, result, error = "failed", None, _function_error(exc, expose_tracebacks)
     else:  # it suspended after all (`registry.may_suspend` missed an await point): never resumed
         coroutine.close()
@@ -848,18 +867,20 @@ def _start(task: Task) -> bool:
     return True
 
 
-async def _run_function(task: Task, expose_tracebacks: bool) -> tuple[str, Any, TaskError | None]:
+async def _run_function(task: Task, worker: WorkerActor) -> tuple[str, Any, TaskError | None]:
     """The function's (status, result, error); cancellation propagates."""
     spec = task.spec
     try:
-        return "completed", await (spec.fn(task.input) if spec.kind == "async" else _call(task)), None
+        return "completed", await (spec.fn(task.input) if spec.kind == "async" else _call(task, worker)), None
     except _ReaderGone:
         return "cancelled", None, TaskError(type="Cancelled", message="the stream reader went away")
-    except Exception as exc:
-        return "failed", None, _function_error(exc, expose_tracebacks)
+    except BaseException as exc:  # SystemExit & co. too: they fail this task, not the server
+        if is_cancellation(exc):
+            raise
+        return "failed", None, _function_error(exc, worker.expose_tracebacks)
 
 
-def _function_error(exc: Exception, expose_tracebacks: bool) -> TaskError:
+def _function_error(exc: BaseException, expose_tracebacks: bool) -> TaskError:
     return TaskError(type=type(exc).__name__, message=exception_text(exc) or type(exc).__name__,
                      traceback=traceback.format_exc() if expose_tracebacks else None)
 
@@ -869,7 +890,7 @@ async def run_leased(worker: WorkerActor, lease: Lease, task: Task) -> TaskResul
 
     The lease goes back whatever happens, also when the caller is cancelled (client gone)."""
     try:
-        await run_task(task, worker.expose_tracebacks)
+        await run_task(task, worker)
     except Exception as exc:  # our code around the function broke, not the function: say so, once
         _broke(worker, task, exc)
     finally:
@@ -916,10 +937,10 @@ async def run_sync(worker: WorkerActor, task: Task) -> TaskResult:
     return await wait_outcome(worker, task)
 
 
-async def _call(task: Task) -> Any:
+async def _call(task: Task, worker: WorkerActor) -> Any:
     spec = task.spec
     if spec.kind == "thread":
-        return await trio.to_thread.run_sync(spec.fn, task.input, abandon_on_cancel=True)
+        return await _in_thread(worker, spec.fn, task.input)
     if spec.kind == "process":  # a timeout or cancel kills the worker process
         return await run_in_process(spec.fn, task.input)
     agen = spec.fn(task.input)
@@ -939,6 +960,46 @@ async def _call(task: Task) -> Any:
         raise _ReaderGone() from None
     finally:
         await agen.aclose()
+
+
+class _Thread:
+    """A function's thread as its task sees it: returned, or abandoned by a task that stopped waiting."""
+
+    __slots__ = ("lock", "returned", "abandoned")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # held for two assignments: never blocks the loop for long
+        self.returned = False
+        self.abandoned = False
+
+
+async def _in_thread(worker: WorkerActor, fn: Any, task_input: Any) -> Any:
+    """`fn(task_input)` in a thread. A task cancelled meanwhile settles at once (trio abandons the
+    thread), but the thread keeps a slot of `worker` until it returns: slots bound the threads."""
+    token = trio.lowlevel.current_trio_token()
+    thread = _Thread()
+
+    def run() -> Any:
+        try:
+            return fn(task_input)
+        finally:
+            with thread.lock:
+                thread.returned = True
+                abandoned = thread.abandoned
+            if abandoned:
+                try:
+                    token.run_sync_soon(worker.thread_returned)
+                except trio.RunFinishedError:  # the runtime is gone: no slot to give back
+                    pass
+
+    try:
+        return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+    except trio.Cancelled:
+        with thread.lock:
+            thread.abandoned = not thread.returned
+        if thread.abandoned:
+            worker.thread_abandoned()
+        raise
 
 
 class _ReaderGone(Exception):

@@ -27,6 +27,11 @@ class Flaky:
     async def unworded(self) -> None:
         raise Unworded()
 
+    async def halt(self, kind: str) -> None:
+        """What user code may raise besides Exception: SystemExit, KeyboardInterrupt, ..."""
+        raise {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt,
+               "GeneratorExit": GeneratorExit, "BaseException": BaseException}[kind]("halted")
+
 
 class Unworded(Exception):
     def __str__(self) -> str:  # an exception that cannot say what went wrong

@@ -141,6 +141,20 @@ async def test_an_error_that_cannot_be_worded_fails_its_invocation_only(server_f
     assert (await call(c, FLAKY, "other", "succeed_after", ["u", 0])).json() == {"result": [1]}
 
 
+async def test_a_base_exception_fails_its_invocation_only(server_factory):
+    """SystemExit & co. from a durable function fail that invocation, not the server."""
+    srv = await server_factory(durable={"max_retries": 1, "retry_delay_s": 0.01})
+    c = srv.client
+    for kind in ("SystemExit", "KeyboardInterrupt", "GeneratorExit", "BaseException"):
+        await create(c, FLAKY, kind)
+        with trio.fail_after(10):
+            r = await call(c, FLAKY, kind, "halt", [kind])
+        assert r.status_code == 500 and r.json()["error"] == f"invocation failed: {kind}: halted", r.text
+        assert (await c.get(worker_path(FLAKY, kind))).json()["status"] == "Failed"
+    await create(c, FLAKY, "after")  # the service goes on
+    assert (await call(c, FLAKY, "after", "succeed_after", ["h", 0])).json() == {"result": [1]}
+
+
 async def test_raising_function_is_retried_then_failed(server_factory):
     srv = await server_factory(durable={"max_retries": 2, "retry_delay_s": 0.01})
     c = srv.client

@@ -273,7 +273,7 @@ async def test_health_public_and_authenticated(server_factory):
     anonymous = httpx.AsyncClient(base_url=srv.url)
     public = (await anonymous.get("/health")).json()
     assert set(public) == {"status", "slots", "queued"}
-    assert public["slots"] == {"total": 10, "busy": 0, "free": 10}
+    assert public["slots"] == {"total": 10, "busy": 0, "free": 10, "abandoned": 0}
     full = (await srv.client.get("/health")).json()
     assert full["version"] and full["tags"]["gpu"] == "none" and full["tags"]["python"]
     assert {f["name"] for f in full["functions"]} >= {"hello", "echo", "sleep", "count", "fail"}

@@ -423,13 +423,13 @@ async def test_run_now_runs_a_function_without_an_await_point_on_a_free_slot_onl
 
 
 async def test_run_now_keeps_a_task_whose_function_raises_a_base_exception(nursery):
-    """A SystemExit or KeyboardInterrupt goes on its way, once the task is kept as failed."""
+    """A SystemExit or KeyboardInterrupt fails its task with its own type; the worker goes on."""
     worker = make_worker(slots=1)
     await nursery.start(supervise, worker)
-    with pytest.raises(fns.Halt):
-        worker.run_now(FUNCTIONS["test_halt"], {}, "now-halt", None)
+    answer = worker.run_now(FUNCTIONS["test_halt"], {}, "now-halt", None)
+    assert (answer.status, answer.error.type) == ("failed", "Halt")
     view = await worker.ask(Lookup("now-halt"))
-    assert (view.status, view.error.type) == ("failed", "WorkerFailed")
+    assert (view.status, view.error.type) == ("failed", "Halt")
     assert worker.outcomes[("test_halt", "sync", "failed")] == 1 and worker.state.free == 1
 
 

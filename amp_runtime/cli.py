@@ -1,4 +1,4 @@
-"""`amp-runtime serve | bench | --version`.
+"""`amp-runtime serve | bench | call | jobs watch | --version`.
 
 Exit codes: 0 after a clean drain, 2 for a configuration or startup problem the user can fix
 (bad config, data dir, store in use, unsafe bind), 1 for a crash.
@@ -44,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     from .bench.cli import add_bench_parser
+    from .client.cli import add_client_parsers
 
     add_bench_parser(commands)
+    add_client_parsers(commands)
     return parser
 
 
@@ -151,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench.cli import bench_command
 
         return bench_command(args)
+    if args.command in ("call", "jobs"):
+        from .client.cli import client_command
+
+        return client_command(args)
     parser.print_help()
     return 2
 

@@ -158,14 +158,21 @@ class Connections:
         connection = self._open.get(scope.get("client"))
         if connection is not None:
             connection.busy += 1
-        try:
-            await self.app(scope, receive, partial(self._send, send) if scope["type"] == "http" else send)
-        finally:
-            if connection is not None:
+        answering = True
+
+        def answered() -> None:  # once its last byte is sent, the connection is idle
+            nonlocal answering
+            if answering and connection is not None:
                 connection.busy -= 1
                 connection.idle_since = trio.current_time()
+            answering = False
 
-    async def _send(self, send: Any, message: dict) -> None:
+        try:
+            await self.app(scope, receive, partial(self._send, send, answered) if scope["type"] == "http" else send)
+        finally:
+            answered()
+
+    async def _send(self, send: Any, answered: Any, message: dict) -> None:
         kind = message["type"]
         if kind == "http.response.start" and self.draining:
             headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
@@ -175,5 +182,6 @@ class Connections:
             # the handler sending it: the connection would be neither closed nor recycled.
             with trio.move_on_after(FINAL_SEND_S, shield=True):
                 await send(message)
+            answered()
             return
         await send(message)

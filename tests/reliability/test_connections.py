@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trio
 
-from ..helpers import spawn_server, wait_until
+from ..helpers import run_cli, spawn_server, wait_until
 
 BATCH = json.dumps([{"function": "echo", "input": 1, "contract": 1}]).encode()
 TASK = json.dumps({"function": "echo", "input": 1, "contract": 1}).encode()
@@ -158,9 +158,77 @@ async def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_s(server
         await raw.aclose()
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan"])
-async def test_keep_alive_s_must_be_positive(tmp_path, value):
-    from ..helpers import run_cli
+@pytest.mark.parametrize("key, value", [("keep_alive_s", "0"), ("keep_alive_s", "-1"), ("keep_alive_s", "nan"),
+                                        ("max_connections", "-1")])
+async def test_bad_connection_keys_exit_2_naming_the_key(tmp_path, key, value):
+    code, out = await run_cli("serve", "--data-dir", str(tmp_path / "d"), env={f"AMP_HTTP_{key.upper()}": value})
+    assert code == 2 and f"http.{key}" in out and "Traceback" not in out, out
 
-    code, out = await run_cli("serve", "--data-dir", str(tmp_path / "d"), env={"AMP_HTTP_KEEP_ALIVE_S": value})
-    assert code == 2 and "http.keep_alive_s" in out and "Traceback" not in out, out
+
+FD_LIMIT = 200  # the child's open-file soft limit: the default max_connections is sized from it
+
+
+def lower_fd_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, hard))
+
+
+async def test_more_idle_connections_than_descriptors_do_not_stop_a_new_client(nursery, tmp_path):
+    # keep_alive_s far above the test's length: only the connection bound can make room.
+    srv = await spawn_server(nursery, tmp_path / "data", env={"AMP_HTTP_KEEP_ALIVE_S": "600"},
+                             preexec_fn=lower_fd_limit)
+    idle: list[Raw] = []
+    try:
+        for _ in range(FD_LIMIT + 100):  # each one answered once, then left idle, as a pool leaves them
+            with trio.fail_after(10):
+                raw = await Raw.open(srv.url)
+                idle.append(raw)
+                await raw.send(request("GET", "/health"))
+                status, _, _ = await raw.response()
+            assert status == 200
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as client:
+            assert (await client.get("/health")).status_code == 200
+        with trio.fail_after(10):  # the longest idle made room: the server closed them
+            await idle[0].wait_closed()
+    finally:
+        for raw in idle:
+            await raw.aclose()
+    log = srv.output.decode(errors="replace")
+    assert "Too many open files" not in log, log
+
+
+async def test_past_max_connections_with_every_one_busy_a_new_client_gets_503(server_factory):
+    srv = await server_factory(http={"max_connections": 2})
+    sleep = json.dumps({"function": "sleep", "input": {"ms": 1500}, "contract": 1}).encode()
+    busy = [await Raw.open(srv.url) for _ in range(2)]
+    try:
+        for raw in busy:
+            await raw.send(request("POST", "/task", body=sleep))
+        await wait_until(lambda: srv.runtime.in_flight.count == 2)
+        extra = await Raw.open(srv.url)
+        try:
+            await extra.send(request("GET", "/health"))
+            with trio.fail_after(5):
+                status, headers, body = await extra.response()
+                await extra.wait_closed()
+            assert status == 503 and json.loads(body)["error_code"] == "TOO_MANY_CONNECTIONS", body
+            assert headers["retry-after"] == "1" and headers["connection"] == "close", headers
+        finally:
+            await extra.aclose()
+        for raw in busy:  # the busy ones were not cut short
+            with trio.fail_after(10):
+                status, _, body = await raw.response()
+            assert status == 200, body
+        # Now idle: a new client takes the longest idle one's place.
+        await wait_until(lambda: srv.runtime.in_flight.count == 0)
+        fresh = await Raw.open(srv.url)
+        try:
+            await fresh.send(request("GET", "/health"))
+            with trio.fail_after(5):
+                assert (await fresh.response())[0] == 200
+                await busy[0].wait_closed()
+        finally:
+            await fresh.aclose()
+    finally:
+        for raw in busy:
+            await raw.aclose()

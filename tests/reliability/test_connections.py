@@ -232,3 +232,46 @@ async def test_past_max_connections_with_every_one_busy_a_new_client_gets_503(se
     finally:
         for raw in busy:
             await raw.aclose()
+
+
+GRACE_S = 6.0
+
+
+async def test_sigterm_closes_idle_connections_at_once_and_marks_in_flight_answers_close(nursery, tmp_path):
+    srv = await spawn_server(nursery, tmp_path / "data", env={
+        "AMP_SERVER_SHUTDOWN_GRACE_S": str(GRACE_S), "AMP_HTTP_KEEP_ALIVE_S": "600"})
+    sleep = json.dumps({"function": "sleep", "input": {"ms": 2500}, "contract": 1}).encode()
+    hot, routed, idle, silent = [await Raw.open(srv.url) for _ in range(4)]
+    try:
+        await hot.send(request("POST", "/task", body=sleep))  # the hot path
+        await routed.send(request("POST", "/task", body=sleep, headers={"Idempotency-Key": "drain-1"}))  # Quart
+        await idle.send(request("GET", "/health"))
+        with trio.fail_after(5):
+            assert (await idle.response())[0] == 200  # now an idle keep-alive connection; `silent` never asked
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as client:
+            await wait_until(lambda: busy_slots(client, 2))
+
+        signalled = trio.current_time()
+        srv.send_signal(signal.SIGTERM)
+        with trio.fail_after(1.5):  # at once: well before the in-flight tasks end
+            await idle.wait_closed()
+            await silent.wait_closed()
+        assert not idle.buffer and not silent.buffer, (idle.buffer, silent.buffer)
+        for raw in (hot, routed):
+            with trio.fail_after(GRACE_S):
+                status, headers, body = await raw.response()
+                await raw.wait_closed()
+            assert status == 200 and json.loads(body)["result"] == {"slept_ms": 2500}, body
+            assert headers.get("connection") == "close", headers
+        code = await srv.wait(timeout=GRACE_S + 10)
+        took = trio.current_time() - signalled
+        log = srv.output.decode(errors="replace")
+        assert code == 0, log
+        assert took <= GRACE_S + 2, f"exit took {took:.1f}s:\n{log}"
+    finally:
+        for raw in (hot, routed, idle, silent):
+            await raw.aclose()
+
+
+async def busy_slots(client: httpx.AsyncClient, at_least: int) -> bool:
+    return (await client.get("/health")).json()["slots"]["busy"] >= at_least

@@ -140,10 +140,13 @@ class Runtime:
         for service in self._running:
             service.stop_accepting()
         with trio.move_on_after(grace) as scope:
-            # In-flight requests, not connections: an idle keep-alive client must not hold us.
-            await self.in_flight.wait_none()
-            for service in self._running:
-                await service.drain()
+            # Side by side, from the signal on: a peer's jobs are handed over at once, not after
+            # the in-flight tasks (the services stopped admitting above, without a checkpoint).
+            async with trio.open_nursery() as drains:
+                # In-flight requests, not connections: an idle keep-alive client must not hold us.
+                drains.start_soon(self.in_flight.wait_none)
+                for service in self._running:
+                    drains.start_soon(service.drain)
         if scope.cancelled_caught:
             log.warning("grace period of %.1fs over: cancelling the rest%s", grace, await self._still_running())
 

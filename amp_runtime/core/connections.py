@@ -37,6 +37,7 @@ FDS_PER_PROCESS_SLOT = 4  # a process-pool worker's pipes and its process handle
 # hypercorn's own socket write is shielded; this covers its bookkeeping around it).
 FINAL_SEND_S = 5.0
 REFUSAL_LINGER_S = 1.0  # a refused client's request is read this long so the 503 is not reset away
+REFUSAL_LOG_EVERY_S = 10.0
 MAX_RECV = 65536
 
 
@@ -68,16 +69,13 @@ class Connections:
         self._open: dict[Any, _Connection] = {}
         self._context = WorkerContext(None)
         self._accepting = trio.CancelScope()
+        self._refusal_logged = float("-inf")
         body = render_coded(ApiError(503, "TOO_MANY_CONNECTIONS",
                                      f"the server holds its limit of {max_connections} connections, all busy"))
         self._refusal = (
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
             b"retry-after: %d\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
         ) % (retry_after_s, len(body), body)
-
-    @property
-    def open_count(self) -> int:
-        return len(self._open)
 
     def drain(self) -> None:
         """From now on no connection is accepted, every response says `Connection: close`, and
@@ -141,7 +139,10 @@ class Connections:
 
     async def _refuse(self, stream: trio.SocketStream) -> None:
         """Answer 503 without hypercorn, then read until the client closes (bounded)."""
-        log.warning("refused a connection: %d open, all busy ([http] max_connections)", len(self._open))
+        now = trio.current_time()
+        if now - self._refusal_logged >= REFUSAL_LOG_EVERY_S:  # a flood must not flood the log
+            self._refusal_logged = now
+            log.warning("refusing connections: %d open, all busy ([http] max_connections)", len(self._open))
         with trio.move_on_after(REFUSAL_LINGER_S):
             try:
                 await stream.send_all(self._refusal)

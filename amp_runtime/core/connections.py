@@ -98,6 +98,8 @@ class Connections:
                 listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
                 binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
             handler = partial(self._connection, asgi, ConnectionState(lifespan_state.copy()))
+            log.info("at most %d open connections; an idle one is closed after %gs",
+                     self.max_connections, config.keep_alive_timeout)
             async with trio.open_nursery() as handlers:
                 task_status.started(binds)
                 with self._accepting:  # serve_listeners closes the listeners when cancelled

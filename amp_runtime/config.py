@@ -42,6 +42,8 @@ class HttpConfig(_Section):
     max_open_streams: int = 1000
     max_batch: int = 1000
     hot_path: bool = True
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this long
+    max_connections: int = 0  # 0 = sized from the open-file limit (core.connections.default_max_connections)
 
 
 class AuthClient(_Section):
@@ -278,6 +280,10 @@ def _check(config: Config, source: str) -> None:
         problems.append("http.max_body_bytes: must be positive")
     if config.http.max_batch < 1:
         problems.append("http.max_batch: must be positive")
+    if not config.http.keep_alive_s > 0:  # also NaN
+        problems.append("http.keep_alive_s: must be positive")
+    if config.http.max_connections < 0:
+        problems.append("http.max_connections: must be 0 (sized from the open-file limit) or more")
     registry = config.registry
     for key in ("heartbeat_s", "expiry_check_s"):
         if getattr(registry, key) <= 0:

@@ -1,8 +1,9 @@
 """Builds the actors from config and runs them with the HTTP server in one root nursery.
 
 Start order: the store (open + migrate; fatal if it fails), then each service, then HTTP.
-Stop order (SIGINT/SIGTERM or `request_stop()`): services stop taking new work, hypercorn
-stops accepting and lets in-flight requests finish, running work gets what is left of
+Stop order (SIGINT/SIGTERM or `request_stop()`): the server stops accepting connections and
+closes the idle ones (answers from then on say `Connection: close`), services stop taking new
+work, in-flight requests finish, running work gets what is left of
 `shutdown_grace_s` (jobs pause at a batch boundary), the rest is cancelled (a thread that
 ignores it is abandoned), the store flushes and checkpoints within `STORE_CLOSE_S`; the
 process exits within `shutdown_grace_s` + 2 s of the signal.
@@ -17,13 +18,13 @@ from typing import Protocol
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from . import __version__
 from .config import Config, ConfigError, parse_bind
 from .core.logs import LogRing, setup_logging
 from .app import create_app
 from .core.backends import store_backend
+from .core.connections import Connections, default_max_connections
 from .core.store import Store
 from .wiring import build_services
 
@@ -124,20 +125,28 @@ class Runtime:
         hconfig.accesslog = None
         hconfig.errorlog = logging.getLogger("amp_runtime.hypercorn")
         hconfig.loglevel = "WARNING"
+        hconfig.keep_alive_timeout = self.config.http.keep_alive_s
+        max_connections = self.config.http.max_connections or default_max_connections(
+            self.services.tasks.process_slots.size)
+        self.connections = Connections(app, hconfig, max_connections, retry_after_s=self.config.tasks.retry_after_s)
         try:
-            await serve(app, hconfig, shutdown_trigger=self._stop.wait, task_status=task_status)
+            await self.connections.serve(task_status=task_status)
         finally:
             http_done.set()
 
     async def _drain(self, http_done: trio.Event) -> None:
         grace = self.config.server.shutdown_grace_s
+        self.connections.drain()
         for service in self._running:
             service.stop_accepting()
         with trio.move_on_after(grace) as scope:
-            # In-flight requests, not connections: an idle keep-alive client must not hold us.
-            await self.in_flight.wait_none()
-            for service in self._running:
-                await service.drain()
+            # Side by side, from the signal on: a peer's jobs are handed over at once, not after
+            # the in-flight tasks (the services stopped admitting above, without a checkpoint).
+            async with trio.open_nursery() as drains:
+                # In-flight requests, not connections: an idle keep-alive client must not hold us.
+                drains.start_soon(self.in_flight.wait_none)
+                for service in self._running:
+                    drains.start_soon(service.drain)
         if scope.cancelled_caught:
             log.warning("grace period of %.1fs over: cancelling the rest%s", grace, await self._still_running())
 

@@ -37,7 +37,7 @@ class Services:
     api_docs: ApiDocs
 
     def running(self) -> list[Any]:
-        """The services the runtime starts, in this order, and drains in the same order."""
+        """The services the runtime starts, in this order; it drains them side by side."""
         return [self.registry, self.tasks, self.jobs, self.durable, self.cluster]
 
     def by_family(self) -> dict[str, Any]:

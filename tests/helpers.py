@@ -84,14 +84,15 @@ def server_command(*args: str) -> list[str]:
 
 async def spawn_server(
     nursery: trio.Nursery, data_dir: Path, *extra: str, env: dict[str, str] | None = None,
-    cwd: Path | None = None, wait_ready: bool = True, timeout: float = 30,
+    cwd: Path | None = None, wait_ready: bool = True, timeout: float = 30, preexec_fn=None,
 ) -> ServerProcess:
-    """Start a server process; with `wait_ready`, return once it printed its ready line."""
+    """Start a server process; with `wait_ready`, return once it printed its ready line.
+    `preexec_fn` runs in the child before the server starts (e.g. to lower its resource limits)."""
     args = ["--bind", "127.0.0.1:0", "--data-dir", str(data_dir), *extra]
     full_env = {**os.environ, **(env or {})}
     proc = await trio.lowlevel.open_process(
         server_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
-        cwd=str(cwd) if cwd else None,
+        cwd=str(cwd) if cwd else None, preexec_fn=preexec_fn,
     )
     server = ServerProcess(proc)
     ready = trio.Event()

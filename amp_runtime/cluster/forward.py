@@ -23,7 +23,7 @@ from quart import Response
 from ..core.http import ApiError
 from ..tasks.models import TaskError, TaskRequest, TaskResult
 from .auth import FORWARDED_HEADER, INCOMING, bearer
-from .http1 import BrokenExchange, ConnectFailed, NodeConnections
+from .http1 import REUSE_SHARE, BrokenExchange, ConnectFailed, NodeConnections
 from .nodes import NodeTable, Picked
 
 log = logging.getLogger("amp_runtime.cluster")
@@ -36,17 +36,19 @@ class NodeUnreachable(Exception):
 
 
 class Forwarder:
-    def __init__(self, table: NodeTable, cluster_key: str, connect_timeout_s: float):
+    def __init__(self, table: NodeTable, cluster_key: str, connect_timeout_s: float, keep_alive_s: float = 5.0):
         self.table = table
         self._cluster_key = cluster_key
         self._connect_timeout_s = connect_timeout_s
+        self._keep_alive_s = keep_alive_s  # the peers' [http] keep_alive_s: how long they keep an idle connection
         self._pools: dict[str, NodeConnections] = {}
         self._waiting: dict[str, set[trio.CancelScope]] = {}  # forwards waiting per peer URL
         self._departures: dict[str, int] = {}  # times each peer URL hung (went silent)
         # No read timeout: the peer enforces each function's own timeout.
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256,
+                                keepalive_expiry=keep_alive_s * REUSE_SHARE),
         )
 
     def _headers(self) -> dict[str, str]:
@@ -95,7 +97,7 @@ class Forwarder:
     async def _send(self, picked: Picked, data: bytes, headers: dict[str, str]) -> Response:
         pool = self._pools.get(picked.url)
         if pool is None:
-            pool = self._pools[picked.url] = NodeConnections(picked.url, self._connect_timeout_s)
+            pool = self._pools[picked.url] = NodeConnections(picked.url, self._connect_timeout_s, self._keep_alive_s)
         waiting = self._waiting.setdefault(picked.url, set())
         try:
             with trio.CancelScope() as scope:

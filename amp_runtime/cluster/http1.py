@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 
 import trio
 
-IDLE_S = 4.0  # reuse an idle connection only while the server surely keeps it (hypercorn: 5 s)
+# Reuse an idle connection only while the peer surely keeps it: this share of [http] keep_alive_s
+# (peers run one config), so a request is rarely sent on a connection the peer is closing.
+REUSE_SHARE = 0.8
 MAX_HEAD = 64 * 1024
 
 
@@ -80,12 +82,13 @@ class _Conn:
 class NodeConnections:
     """Idle keep-alive connections to one node, most recently used first."""
 
-    def __init__(self, url: str, connect_timeout_s: float):
+    def __init__(self, url: str, connect_timeout_s: float, keep_alive_s: float = 5.0):
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         self.netloc = parts.netloc
         self.connect_timeout_s = connect_timeout_s
+        self.reuse_idle_s = keep_alive_s * REUSE_SHARE
         self._idle: list[_Conn] = []
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
@@ -128,7 +131,7 @@ class NodeConnections:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if now - conn.idle_since < IDLE_S:
+            if now - conn.idle_since < self.reuse_idle_s:
                 return conn
             conn.stream.socket.close()
         return None

@@ -72,7 +72,8 @@ class ClusterService(ServiceBase):
             log.warning("cluster: [cluster] join is ignored: on PostgreSQL every process with the same "
                         "[store] url is a peer")
         cluster = self.config.cluster
-        self._forwarder = Forwarder(self.table, cluster.key, cluster.connect_timeout_s)
+        self._forwarder = Forwarder(self.table, cluster.key, cluster.connect_timeout_s,
+                                    self.config.http.keep_alive_s)
         workers = [WorkerInfo(w.id, list(w.groups), w.slots, w.max_queue) for w in self.config.workers]
         self.directory = PeerDirectory(self.config, self.store, self.table, self._forwarder, workers=workers,
                                        url=self.url, watch_headers=bearer(cluster.key) or bearer(self.config.auth.api_key))

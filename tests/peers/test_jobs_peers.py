@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 
+import httpx
 import pytest
 import trio
 
@@ -75,22 +76,39 @@ async def test_kill9_of_the_peer_running_a_job_one_survivor_takes_it_over(nurser
         await close_all(by_name)
 
 
-async def test_sigterm_hands_the_job_over_at_once(nursery, tmp_path, pg_url):
+async def test_sigterm_hands_the_job_over_at_once_while_a_task_still_runs(nursery, tmp_path, pg_url):
     last_block = 3999
     # A long expiry grace: the job can only move this soon if the draining peer hands it over.
     peers = await start_peers(nursery, tmp_path, pg_url, AMP_JOBS_EXPIRY_GRACE_S="60")
     by_name = clients(peers)
+    task = {}
+
+    async def long_task() -> None:  # in flight on b through the drain (its grace is 5 s)
+        task["response"] = await by_name["b"].post("/task", json={
+            "function": "sleep", "contract": 1, "input": {"ms": 3500}, "worker": worker_of("b")})
+        task["answered_at"] = trio.current_time()
+
     try:
         job = await create_job(by_name["a"], worker_of("b"), last_block)
         await wait_for_files(by_name["c"], job["id"], 5, timeout=30)
+        async with httpx.AsyncClient(base_url=peers["b"].url, timeout=10) as probe:
+            nursery.start_soon(long_task)
+
+            async def task_and_job_running() -> bool:  # the job's runner holds a slot too
+                return (await probe.get("/health")).json()["slots"]["busy"] >= 2
+
+            await wait_until(task_and_job_running, timeout=10, interval=0.02)
         peers["b"].send_signal(signal.SIGTERM)
-        assert await peers["b"].wait(timeout=15) == 0, log_of(peers["b"])
-        assert f"job {job['id']} handed over to" in log_of(peers["b"]), log_of(peers["b"])
 
         async def moved():
             return (await by_name["a"].get(f"/jobs/{job['id']}")).json()["node_id"] != worker_of("b")
 
         await wait_until(moved, timeout=5, interval=0.05)
+        assert "response" not in task, "the job was handed over only after the in-flight task ended"
+        assert await peers["b"].wait(timeout=15) == 0, log_of(peers["b"])
+        assert f"job {job['id']} handed over to" in log_of(peers["b"]), log_of(peers["b"])
+        assert task["response"].status_code == 200, task["response"].text
+        assert task["response"].json()["result"] == {"slept_ms": 3500}
         done = await wait_for_status(by_name["c"], job["id"], "Completed", timeout=50)
         assert done["node_id"] in (worker_of("a"), worker_of("c"))
         rows_are_one_per_block(tmp_path / "shared", last_block)

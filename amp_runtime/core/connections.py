@@ -1,0 +1,190 @@
+"""The HTTP server's connections: hypercorn's per-connection protocol under our own accept loop.
+
+Hypercorn bounds neither the open connections nor what an idle one costs, and its serve loop
+builds its listeners itself; here each accepted connection is counted before hypercorn's
+`TCPServer` runs it. Past `[http] max_connections` the longest-idle connection is closed to make
+room, or, when every one is answering a request, the newcomer gets a 503 and is closed: the
+process never runs out of descriptors. The same object is the outermost ASGI wrapper, so it knows
+which connection is answering, lets every response end the way hypercorn needs to close or
+recycle the connection, and marks responses `Connection: close` once the drain began.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
+
+from .http import ApiError, render_coded
+
+log = logging.getLogger("amp_runtime.http")
+
+# Descriptors kept back from the connections: the store's files and connections, the log, the
+# listening socket, trio's own, outgoing webhook and peer connections.
+FD_RESERVE = 64
+FDS_PER_PROCESS_SLOT = 4  # a process-pool worker's pipes and its process handle
+# The last body message: hypercorn writes it, then closes or recycles the connection (bounded:
+# hypercorn's own socket write is shielded; this covers its bookkeeping around it).
+FINAL_SEND_S = 5.0
+REFUSAL_LINGER_S = 1.0  # a refused client's request is read this long so the 503 is not reset away
+REFUSAL_LOG_EVERY_S = 10.0
+MAX_RECV = 65536
+
+
+def default_max_connections(process_slots: int) -> int:
+    """The open-file soft limit less what the rest of the process needs."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(soft - FD_RESERVE - FDS_PER_PROCESS_SLOT * process_slots, 1)
+
+
+@dataclass(eq=False)
+class _Connection:
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    busy: int = 0  # requests (or a WebSocket) being answered on it
+    idle_since: float = field(default_factory=trio.current_time)
+
+
+class Connections:
+    """`await Connections(asgi_app, hypercorn_config, max_connections).serve(task_status=...)`
+    serves until `drain()`, then lets the open connections finish their answer (up to hypercorn's
+    `graceful_timeout`) and returns."""
+
+    def __init__(self, app: Any, config: HypercornConfig, max_connections: int, *, retry_after_s: int = 1):
+        self.app = app
+        self.config = config
+        self.max_connections = max_connections
+        self.draining = False
+        self._open: dict[Any, _Connection] = {}
+        self._context = WorkerContext(None)
+        self._accepting = trio.CancelScope()
+        self._refusal_logged = float("-inf")
+        body = render_coded(ApiError(503, "TOO_MANY_CONNECTIONS",
+                                     f"the server holds its limit of {max_connections} connections, all busy"))
+        self._refusal = (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"retry-after: %d\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+        ) % (retry_after_s, len(body), body)
+
+    def drain(self) -> None:
+        """From now on no connection is accepted, every response says `Connection: close`, and
+        hypercorn closes each connection once idle (the idle ones at once)."""
+        self.draining = True
+        self._accepting.cancel()
+
+    async def serve(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        asgi = wrap_app(self, config.wsgi_max_body_size, "asgi")
+        lifespan_state: dict[str, Any] = {}
+        lifespan = Lifespan(asgi, config, lifespan_state)
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            sockets = config.create_sockets()
+            listeners, binds = [], []
+            for sock in sockets.insecure_sockets:
+                sock.listen(config.backlog)
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+            handler = partial(self._connection, asgi, ConnectionState(lifespan_state.copy()))
+            log.info("at most %d open connections; an idle one is closed after %gs",
+                     self.max_connections, config.keep_alive_timeout)
+            async with trio.open_nursery() as handlers:
+                task_status.started(binds)
+                with self._accepting:  # serve_listeners closes the listeners when cancelled
+                    await trio.serve_listeners(handler, listeners, handler_nursery=handlers)
+                await self._context.terminated.set()  # hypercorn: close after the answer, idle at once
+                handlers.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+
+    async def _connection(self, asgi: Any, state: ConnectionState, stream: trio.SocketStream) -> None:
+        try:
+            client = parse_socket_addr(stream.socket.family, stream.socket.getpeername())
+        except OSError:  # gone already
+            await trio.aclose_forcefully(stream)
+            return
+        if self.draining:
+            await trio.aclose_forcefully(stream)
+            return
+        if len(self._open) >= self.max_connections and not self._close_idlest():
+            await self._refuse(stream)
+            return
+        connection = self._open[client] = _Connection()
+        try:
+            with connection.scope:
+                await TCPServer(asgi, self.config, self._context, state, stream)
+        finally:
+            if self._open.get(client) is connection:
+                del self._open[client]
+            await trio.aclose_forcefully(stream)
+
+    def _close_idlest(self) -> bool:
+        idle = [(client, c) for client, c in self._open.items() if not c.busy]
+        if not idle:
+            return False
+        client, connection = min(idle, key=lambda item: item[1].idle_since)
+        del self._open[client]  # no longer counted: its descriptor is closed as its handler unwinds
+        connection.scope.cancel()
+        return True
+
+    async def _refuse(self, stream: trio.SocketStream) -> None:
+        """Answer 503 without hypercorn, then read until the client closes (bounded)."""
+        now = trio.current_time()
+        if now - self._refusal_logged >= REFUSAL_LOG_EVERY_S:  # a flood must not flood the log
+            self._refusal_logged = now
+            log.warning("refusing connections: %d open, all busy ([http] max_connections)", len(self._open))
+        with trio.move_on_after(REFUSAL_LINGER_S):
+            try:
+                await stream.send_all(self._refusal)
+                await stream.send_eof()
+                while await stream.receive_some(MAX_RECV):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await trio.aclose_forcefully(stream)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await self.app(scope, receive, send)
+        connection = self._open.get(scope.get("client"))
+        if connection is not None:
+            connection.busy += 1
+        answering = True
+
+        def answered() -> None:  # once its last byte is sent, the connection is idle
+            nonlocal answering
+            if answering and connection is not None:
+                connection.busy -= 1
+                connection.idle_since = trio.current_time()
+            answering = False
+
+        try:
+            await self.app(scope, receive, partial(self._send, send, answered) if scope["type"] == "http" else send)
+        finally:
+            answered()
+
+    async def _send(self, send: Any, answered: Any, message: dict) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" and self.draining:
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            # Hypercorn reports the stream closed from inside this send, and Quart-Trio then cancels
+            # the handler sending it: the connection would be neither closed nor recycled.
+            with trio.move_on_after(FINAL_SEND_S, shield=True):
+                await send(message)
+            answered()
+            return
+        await send(message)

@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import msgspec
 import trio
 
-from .. import __version__
+from .. import __version__, build_info
 from ..core.logs import LogRing
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  (registers the built-in functions)
@@ -136,6 +136,8 @@ class ProcessInfo:
     version: str = __version__
     uptime_s: Callable[[], float] = lambda: 0.0
     logs: LogRing = field(default_factory=LogRing)
+    # Cached after its first call; the registry service makes that call in a thread at start.
+    build: Callable[[], build_info.BuildInfo] = build_info.current
 
 
 class TaskService(ServiceBase):

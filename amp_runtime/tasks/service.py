@@ -465,7 +465,7 @@ class TaskService(ServiceBase):
             self._nursery.start_soon(readmit_when_possible, self, accepted)
         except RuntimeError:  # the service is stopping: the journal keeps it for the next start
             pass
-        log.warning("task %s: %s; it runs again", task.id, task.error.message)
+        log.warning("task %s: %s; it runs again", task.id, task.error.message, extra={"task_id": task.id})
         return True
 
     # -- maintenance and capacity --------------------------------------------------------

@@ -449,7 +449,7 @@ class WorkerActor(Actor):
         try:
             status, result, error, duration_ms = _call_now(spec.fn, task_input, self.expose_tracebacks)
         except Exception as exc:  # our code around the function broke, not the function (as `_broke` says)
-            log.exception("task %s on worker %s: running it failed", task_id, self.name)
+            log.exception("task %s on worker %s: running it failed", task_id, self.name, extra={"task_id": task_id})
             status, result, duration_ms = "failed", None, None
             error = TaskError(type="WorkerFailed", message=f"running the task failed: {_describe(exc)}")
         except BaseException:
@@ -736,7 +736,7 @@ class WorkerActor(Actor):
                 if task.mode == "webhook" and self.on_finished is not None:
                     self.on_finished(task)
             except Exception:
-                log.exception("worker %s: could not settle task %s", self.name, task.id)
+                log.exception("worker %s: could not settle task %s", self.name, task.id, extra={"task_id": task.id})
         for hold in self._holds:
             hold.failure = WorkerFailed(reason)
             hold.granted.set()
@@ -885,7 +885,7 @@ async def run_leased(worker: WorkerActor, lease: Lease, task: Task) -> TaskResul
 
 def _broke(worker: WorkerActor, task: Task, exc: Exception) -> None:
     """Our code around the function broke, not the function: say so, once."""
-    log.exception("task %s on worker %s: running it failed", task.id, worker.name)
+    log.exception("task %s on worker %s: running it failed", task.id, worker.name, extra={"task_id": task.id})
     settle(task, "failed", error=TaskError(type="WorkerFailed", message=f"running the task failed: {_describe(exc)}"))
 
 

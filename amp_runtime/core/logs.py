@@ -4,7 +4,8 @@ the most recent lines for `GET /logs`.
 `[log] format = "json"` writes one object per line (time, level, logger, message, actor, and
 `task_id` / `job_id` where the record concerns one: `extra=` or the `log_ids` context). `[log]
 file` writes to a path instead of stderr through `WatchedFileHandler`, which reopens the path
-when logrotate moves the file away. The ring keeps text lines either way.
+when logrotate moves the file away. With either, other loggers' warnings (user functions,
+libraries) go the same way. The ring keeps text lines either way.
 """
 
 from __future__ import annotations
@@ -127,4 +128,25 @@ def setup_logging(level: str = "info", ring_size: int = 1000, stream=None, *, fo
     for handler in (output, ring):
         handler.addFilter(_ContextFilter())
         root.addHandler(handler)
+    _route_other_loggers(output if format == "json" or file else None)
     return ring
+
+
+class _OtherLoggers(logging.Handler):
+    """On Python's root logger: other libraries' warnings go where ours go, in our format
+    (else logging's last resort prints them to stderr as bare text)."""
+
+    def __init__(self, output: logging.Handler):
+        super().__init__(logging.WARNING)
+        self.output = output
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.output.handle(record)
+
+
+def _route_other_loggers(output: logging.Handler | None) -> None:
+    python_root = logging.getLogger()
+    for handler in [h for h in python_root.handlers if isinstance(h, _OtherLoggers)]:
+        python_root.removeHandler(handler)
+    if output is not None:
+        python_root.addHandler(_OtherLoggers(output))

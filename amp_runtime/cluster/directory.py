@@ -63,6 +63,7 @@ class PeerDirectory:
         self._nursery: trio.Nursery | None = None
         self._reads = 0  # refreshes started; one applies only if no later-started one has
         self._applied = 0
+        self._refreshing = trio.Lock()  # requests asking for a fresh view share the reads
 
     async def run(self, url_ready: trio.Event) -> None:
         """Until cancelled (shutdown); the row goes on `leave` (a drain)."""
@@ -111,9 +112,12 @@ class PeerDirectory:
         peer may just have come back on another address); bounded, a failure keeps the view."""
         if self._nursery is None:
             return
+        fresh = self._reads + 1  # a read that starts after this call answers it
         try:
             with trio.move_on_after(REFRESH_TIMEOUT_S):
-                await self._refresh()
+                async with self._refreshing:
+                    if self._applied < fresh:  # else one started after us has been applied meanwhile
+                        await self._refresh()
         except Exception as exc:
             log.warning("cluster: reading the peer directory failed (%s)", exc)
 

@@ -38,6 +38,7 @@ import trio
 from ..config import WorkerConfig
 from ..core.actor import Actor, Reply
 from ..core.clock import rfc3339
+from ..core.logs import task_id_var
 from ..core.words import exception_text
 from .errors import Rejected, WorkerFailed
 from .models import Delivery, SlotState, TaskError, TaskResult, TaskView
@@ -447,7 +448,7 @@ class WorkerActor(Actor):
             return None
         started_at = time.time()
         try:
-            status, result, error, duration_ms = _call_now(spec.fn, task_input, self.expose_tracebacks)
+            status, result, error, duration_ms = _call_now(spec.fn, task_input, self.expose_tracebacks, task_id)
         except Exception as exc:  # our code around the function broke, not the function (as `_broke` says)
             log.exception("task %s on worker %s: running it failed", task_id, self.name, extra={"task_id": task_id})
             status, result, duration_ms = "failed", None, None
@@ -810,14 +811,16 @@ def run_task_now(task: Task, expose_tracebacks: bool) -> None:
     of a sync echo's CPU)."""
     if not _start(task):
         return
-    status, result, error, task.duration_ms = _call_now(task.spec.fn, task.input, expose_tracebacks)
+    status, result, error, task.duration_ms = _call_now(task.spec.fn, task.input, expose_tracebacks, task.id)
     settle(task, status, result=result, error=error)
 
 
-def _call_now(fn: Any, task_input: Any, expose_tracebacks: bool) -> tuple[str, Any, TaskError | None, float]:
+def _call_now(fn: Any, task_input: Any, expose_tracebacks: bool,
+              task_id: str) -> tuple[str, Any, TaskError | None, float]:
     """(status, result, error, duration_ms) of a function without an await point, whose coroutine
     ends in the one step `send(None)` runs here."""
     started = time.perf_counter()
+    logged_as = task_id_var.set(task_id)  # what the function logs names its task
     try:
         coroutine = fn(task_input)  # a call that fails (a wrong signature) fails the task only
         coroutine.send(None)
@@ -829,6 +832,8 @@ def _call_now(fn: Any, task_input: Any, expose_tracebacks: bool) -> tuple[str, A
         coroutine.close()
         status, result, error = "failed", None, TaskError(
             type="WorkerFailed", message="the function awaited, but it was taken for one without an await point")
+    finally:
+        task_id_var.reset(logged_as)
     return status, result, error, round((time.perf_counter() - started) * 1000, 3)
 
 
@@ -851,12 +856,15 @@ def _start(task: Task) -> bool:
 async def _run_function(task: Task, expose_tracebacks: bool) -> tuple[str, Any, TaskError | None]:
     """The function's (status, result, error); cancellation propagates."""
     spec = task.spec
+    logged_as = task_id_var.set(task.id)  # what the function logs names its task (threads inherit it)
     try:
         return "completed", await (spec.fn(task.input) if spec.kind == "async" else _call(task)), None
     except _ReaderGone:
         return "cancelled", None, TaskError(type="Cancelled", message="the stream reader went away")
     except Exception as exc:
         return "failed", None, _function_error(exc, expose_tracebacks)
+    finally:
+        task_id_var.reset(logged_as)
 
 
 def _function_error(exc: Exception, expose_tracebacks: bool) -> TaskError:

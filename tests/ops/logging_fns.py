@@ -11,3 +11,9 @@ log = logging.getLogger("user_code.fns")
 def warn_loudly(input: str) -> str:
     log.warning("user code says %s", input)
     return input
+
+
+@amp_runtime.function(name="warn_loudly_async")
+async def warn_loudly_async(input: str) -> str:
+    log.warning("user code says %s", input)
+    return input

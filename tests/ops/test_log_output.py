@@ -31,8 +31,10 @@ async def test_json_lines_parse_and_name_their_task_and_job(nursery, tmp_path):
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         task_id = await _failed_webhook_task(client)
         await wait_until(lambda: b"failed after 1 attempts" in server.output, timeout=10)
-        said = await client.post("/task", json={"function": "warn_loudly", "contract": 1, "input": "hello"})
-        assert said.status_code == 200, said.text
+        said = {}
+        for function in ("warn_loudly", "warn_loudly_async"):  # in a thread, and at once on the loop
+            said[function] = await client.post("/task", json={"function": function, "contract": 1, "input": function})
+            assert said[function].status_code == 200, said[function].text
         job = (await client.post("/jobs", json={"dataset": DATASET, "start_block": 0, "end_block": 19_999})).json()
         await wait_for_files(client, job["id"], 5)
     server.send_signal(signal.SIGTERM)  # the drain pauses the job: a line about it
@@ -41,8 +43,10 @@ async def test_json_lines_parse_and_name_their_task_and_job(nursery, tmp_path):
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records), lines
     assert all(r["time"].endswith("Z") for r in records)
-    # Other loggers' warnings (user code, libraries) are shipped the same way.
-    assert [r["message"] for r in records if r["logger"] == "user_code.fns"] == ["user code says hello"]
+    # Other loggers' warnings (user code, libraries) are shipped the same way, naming the task.
+    user = [r for r in records if r["logger"] == "user_code.fns"]
+    assert [(r["message"], r["task_id"]) for r in user] == [
+        (f"user code says {function}", answer.json()["id"]) for function, answer in said.items()], user
     webhook = [r for r in records if "failed after 1 attempts" in r["message"]]
     assert webhook and webhook[0]["task_id"] == task_id and webhook[0]["level"] == "warning", webhook
     paused = [r for r in records if "paused at block" in r["message"]]

@@ -5,12 +5,11 @@ answers for them as before for intervals of whole minutes."""
 import time
 
 import pytest
+import trio
 
 from amp_runtime.registry.service import FULL_RESOLUTION_S, ROLLUP_S
 
 from ..pg import on_both_stores
-
-pytestmark = on_both_stores  # every test here runs on DuckDB and on PostgreSQL
 
 EVERY_S = 10  # a report every 10 s: six per series and minute
 SERIES = 3  # cpu_usage "0" and "1", memory_used
@@ -55,6 +54,7 @@ async def rows(srv, table: str, worker: str, before: float | None = None) -> int
     return (await srv.runtime.store.execute(f"SELECT count(*) FROM {table} WHERE worker = '{worker}'{where}"))[0][0]
 
 
+@on_both_stores
 async def test_readings_older_than_an_hour_take_one_row_per_series_and_minute(server_factory):
     srv = await server_factory(registry={"heartbeat_s": 3600})
     client = srv.client
@@ -76,6 +76,7 @@ async def test_readings_older_than_an_hour_take_one_row_per_series_and_minute(se
         assert await answers(client, "b1", old, old + 3600 - 1) == approx(before)
 
 
+@on_both_stores
 async def test_the_retention_still_deletes_rolled_up_rows_past_the_retention(server_factory):
     srv = await server_factory(registry={"heartbeat_s": 3600, "stats_retention_days": 1.0})
     client = srv.client
@@ -87,3 +88,22 @@ async def test_the_retention_still_deletes_rolled_up_rows_past_the_retention(ser
     await srv.runtime.services.registry.apply_retention()
     assert await rows(srv, "registry_stats", "b2") == 0 and await rows(srv, "registry_activity", "b2") == 0
     assert data(await client.post("/workers.get_metric_keys", json={"worker_ids": ["b2"]}))["categories"] == []
+
+
+async def test_peers_rolling_up_at_once_count_each_reading_once(nursery, pg_url):
+    from amp_runtime.core.store import insert_columns
+    from amp_runtime.registry import store as sql
+
+    from ..pg import peer_stores
+
+    start, span = 3600.0 * 1000, 333 * ROLLUP_S  # long ago: all of it is rolled up
+    raw = [("p1", "cpu_usage", str(i % 4), start + i * 0.1, float(i % 10)) for i in range(span * 10)]
+    async with peer_stores(nursery, pg_url) as (a, b):
+        await a.write(insert_columns, sql.STATS_TABLE, sql.STATS_COLUMNS, raw)
+        async with trio.open_nursery() as both:
+            for store in (a, b):
+                both.start_soon(store.write, sql.roll_up_stats, start + span, ROLLUP_S)
+        [(rows, samples, total)] = await a.execute(
+            "SELECT count(*), sum(samples), sum(value * samples) FROM registry_stats WHERE worker = 'p1'")
+    assert samples == len(raw) and total == pytest.approx(sum(r[4] for r in raw))
+    assert rows == 4 * 333  # one per variant and minute

@@ -111,17 +111,21 @@ def roll_up_stats(conn, cutoff_ts: float, rollup_s: int) -> None:
     count in `samples`. Buckets of whole multiples of `rollup_s` aggregate exactly as before.
     A late report of an older time is rolled up by the next round, in a row of its own."""
     lock_for_transaction(conn, "registry_stats_rollup")  # peers: one rollup at a time
-    params = {"cutoff": cutoff_ts, "r": rollup_s}
+    cutoff = {"cutoff": cutoff_ts}
+    # The rows are claimed first (samples 0, seen by this transaction only): a row another peer
+    # commits meanwhile is neither aggregated nor deleted by the statements that follow.
+    conn.execute("UPDATE registry_stats SET samples = 0 WHERE samples IS NULL AND ts < $cutoff", cutoff)
     conn.execute(
         "INSERT INTO registry_stats (worker, metric, variant, ts, value, min_value, max_value, samples)"
         " SELECT worker, metric, variant, floor(ts / $r) * $r, avg(value), min(value), max(value), count(*)"
-        " FROM registry_stats WHERE samples IS NULL AND ts < $cutoff GROUP BY 1, 2, 3, 4", params)
-    conn.execute("DELETE FROM registry_stats WHERE samples IS NULL AND ts < $cutoff", {"cutoff": cutoff_ts})
+        " FROM registry_stats WHERE samples = 0 GROUP BY 1, 2, 3, 4", {"r": rollup_s})
+    conn.execute("DELETE FROM registry_stats WHERE samples = 0")
+    conn.execute("UPDATE registry_activity SET samples = 0 WHERE samples IS NULL AND ts < $cutoff", cutoff)
     conn.execute(
         "INSERT INTO registry_activity (worker, ts, has_task, samples)"
         " SELECT worker, floor(ts / $r) * $r, bool_or(has_task), count(*)"
-        " FROM registry_activity WHERE samples IS NULL AND ts < $cutoff GROUP BY 1, 2", params)
-    conn.execute("DELETE FROM registry_activity WHERE samples IS NULL AND ts < $cutoff", {"cutoff": cutoff_ts})
+        " FROM registry_activity WHERE samples = 0 GROUP BY 1, 2", {"r": rollup_s})
+    conn.execute("DELETE FROM registry_activity WHERE samples = 0")
 
 
 def metric_keys(conn, worker_ids: list[str] | None) -> list[str]:

@@ -136,8 +136,7 @@ class ProcessInfo:
     version: str = __version__
     uptime_s: Callable[[], float] = lambda: 0.0
     logs: LogRing = field(default_factory=LogRing)
-    # Cached after its first call; the registry service makes that call in a thread at start.
-    build: Callable[[], build_info.BuildInfo] = build_info.current
+    build: Callable[[], build_info.BuildInfo] = build_info.current  # cached: the registry asked at start
 
 
 class TaskService(ServiceBase):

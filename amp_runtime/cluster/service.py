@@ -106,12 +106,13 @@ class ClusterService(ServiceBase):
         peer has more room than this process for the function's group (or the client named a
         local worker, or another peer forwarded it here, or this process is in maintenance).
         Deciding and (on None) admitting here happen without a checkpoint between: a burst
-        sees each admission's room."""
+        sees each admission's room. A task naming another peer's worker goes to that peer
+        (`_route_pinned`)."""
         tasks = self.tasks
         if self._forwarder is None or INCOMING.get().forwarded or tasks.maintenance or body.worker in tasks.workers:
             return None
         if body.worker is not None:
-            return await self._route_pinned(body, spec)
+            return await self._route_pinned(body)
         forwarder = self.forwarder
         if forwarder is None:
             return None
@@ -131,7 +132,7 @@ class ClusterService(ServiceBase):
             raise ApiError(503, "NODE_UNREACHABLE", f"no peer serving group {spec.group!r} could be reached ({exc})",
                            headers={"Retry-After": str(self.config.tasks.retry_after_s)}) from None
 
-    async def _route_pinned(self, body, spec) -> Response | None:
+    async def _route_pinned(self, body) -> Response | None:
         """A task naming another peer's worker: forwarded to the address the directory has for
         it now. Unknown or refused, the directory is read again first (that peer may have come
         back elsewhere); an address that refuses is tried no more."""

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
+from . import __version__, build_info
 from .config import Config, ConfigError, load_config, parse_bind
 from .gc_tuning import tune_gc
 
@@ -24,13 +24,30 @@ class StartupError(Exception):
     """A problem to report in one line with exit code 2."""
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: the version, commit and build date; asks git only when given (in a checkout)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show the version, commit and build date and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line(build_info.current()))  # stdout, as argparse's own version action
+        parser.exit()
+
+
+def version_line(build: build_info.BuildInfo) -> str:
+    committed = f" ({build.commit_timestamp})" if build.commit_timestamp else ""
+    built = f"built {build.build_date}" if build.build_date else "not a build (run from a checkout)"
+    return f"amp-runtime {build.version} commit {build.commit_sha}{committed} {built}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amp-runtime",
         description="A single-process job and task runtime: worker slots, jobs, durable workers, "
         "a worker registry, all behind one HTTP server.",
     )
-    parser.add_argument("--version", action="version", version=f"amp-runtime {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the server (Ctrl-C drains and exits)")

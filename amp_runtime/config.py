@@ -75,6 +75,8 @@ class ActorsConfig(_Section):
 class LogConfig(_Section):
     level: str = "info"
     ring_size: int = 1000
+    format: str = "text"  # or "json": one object per line
+    file: str = ""  # a path instead of stderr, reopened when logrotate moves it
 
 
 class FunctionsConfig(_Section):
@@ -310,6 +312,8 @@ def _check(config: Config, source: str) -> None:
         problems.append("store.reconnect_s: must not be negative")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("log.level: one of debug, info, warning, error")
+    if config.log.format not in ("text", "json"):
+        problems.append("log.format: text or json")
     if problems:
         raise ConfigError(f"bad config in {source}: " + "; ".join(problems))
 

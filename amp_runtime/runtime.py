@@ -48,7 +48,8 @@ class Runtime:
         self.config = config
         self.version = __version__
         load_user_modules(config.functions.modules)
-        self.logs = log_ring or setup_logging(config.log.level, config.log.ring_size)
+        self.logs = log_ring or setup_logging(config.log.level, config.log.ring_size, format=config.log.format,
+                                              file=config.log.file)
         self.started_monotonic = time.monotonic()
         self.store = Store(
             store_backend(config.store.url, config.store_path),

@@ -19,9 +19,12 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import NamedTuple
 
+import trio
+
 from ..core.http import key_matches, presented_credential
 
 FORWARDED_HEADER = "X-Amp-Forwarded"  # set by the forwarding peer: run it here, never route it on
+READY_WAIT_S = 5.0  # a request at start waits this long at most for the peer's first beat
 
 
 class Incoming(NamedTuple):
@@ -41,8 +44,11 @@ def has_cluster_key(header: str | None, cluster_key: str) -> bool:
 
 
 class PeerGate:
-    def __init__(self, app, *, cluster_key: str, api_key: str):
+    def __init__(self, app, *, cluster_key: str, api_key: str, ready: trio.Event | None = None):
+        """`ready`: set once this peer is in the peer directory; until then a request waits
+        (bounded), so whoever saw this peer answer finds it routable from any other peer."""
         self.app = app
+        self._ready = ready
         self._cluster_key = cluster_key
         self._api_key = f"Bearer {api_key}".encode()
         self._swap = bool(cluster_key and api_key and cluster_key != api_key)
@@ -50,6 +56,9 @@ class PeerGate:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
+        if self._ready is not None and not self._ready.is_set():
+            with trio.move_on_after(READY_WAIT_S):
+                await self._ready.wait()
         authorization, forwarded = None, False
         headers = scope["headers"]
         for index, (name, value) in enumerate(headers):

@@ -8,7 +8,9 @@ a peer that appears joins the node table and gets a slots watch (`slots.watch_sl
 whose row is gone (it drained: forwards in flight there finish) or stale (it died or hangs:
 forwards still waiting there answer 502 `NODE_LEFT`) leaves it, its watch cancelled. A killed
 peer is out of routing at once anyway (its /ws/slots closes) and out of the directory after
-`liveness_s`.
+`liveness_s`. A (re)started peer's first beat deletes the rows of its earlier lives (they claim
+its worker ids) and notifies; `announced` holds its HTTP answers until then (`auth.PeerGate`), and
+a request that finds a pinned worker unknown or refusing reads the table at once (`refresh_now`).
 
 The store is touched through the Store actor only. `_watches` belongs to `run`'s task.
 """
@@ -31,6 +33,7 @@ from .slots import watch_slots
 log = logging.getLogger("amp_runtime.cluster")
 
 LEAVE_TIMEOUT_S = 2.0  # a drain waits this long for its row's deletion (else it expires)
+REFRESH_TIMEOUT_S = 2.0  # a request asking for a fresh view waits this long for the store
 
 
 @dataclass(eq=False)
@@ -56,19 +59,25 @@ class PeerDirectory:
         self._wakeup = Wakeup()
         self._leaving = trio.Event()  # set by `leave`: stop beating, delete the row
         self._left = trio.Event()
+        self.announced = trio.Event()  # the first beat was written (or failed): HTTP may answer
+        self._nursery: trio.Nursery | None = None
+        self._reads = 0  # refreshes started; one applies only if no later-started one has
+        self._applied = 0
+        self._refreshing = trio.Lock()  # requests asking for a fresh view share the reads
 
     async def run(self, url_ready: trio.Event) -> None:
         """Until cancelled (shutdown); the row goes on `leave` (a drain)."""
         await url_ready.wait()
         registry = self.config.registry
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             listener = Listener(self.store.backend.url, peers_store.CHANNEL, self._wakeup.set,
                                 application_name="amp-runtime-listen-peers")
             nursery.start_soon(listener.run)
             nursery.start_soon(self._beat, self._url(), registry.heartbeat_s, registry.liveness_s)
             while True:
                 try:
-                    await self._refresh(nursery, registry.liveness_s)
+                    await self._refresh()
                 except Exception as exc:  # e.g. the store is reconnecting: keep the last view
                     log.warning("cluster: reading the peer directory failed (%s); retrying", exc)
                 await self._wakeup.wait(registry.heartbeat_s)
@@ -86,6 +95,7 @@ class PeerDirectory:
                 announce = False
             except Exception as exc:
                 log.warning("cluster: heartbeat in the peer directory failed (%s); retrying", exc)
+            self.announced.set()
             with trio.move_on_after(heartbeat_s):
                 await self._leaving.wait()
         try:
@@ -97,8 +107,28 @@ class PeerDirectory:
         finally:
             self._left.set()
 
-    async def _refresh(self, nursery: trio.Nursery, liveness_s: float) -> None:
-        rows = await self.store.read(peers_store.other_peers, self.peer_id, liveness_s)
+    async def refresh_now(self) -> None:
+        """Read the directory now (a pinned task's worker is unknown here or refused us: its
+        peer may just have come back on another address); bounded, a failure keeps the view."""
+        if self._nursery is None:
+            return
+        fresh = self._reads + 1  # a read that starts after this call answers it
+        try:
+            with trio.move_on_after(REFRESH_TIMEOUT_S):
+                async with self._refreshing:
+                    if self._applied < fresh:  # else one started after us has been applied meanwhile
+                        await self._refresh()
+        except Exception as exc:
+            log.warning("cluster: reading the peer directory failed (%s)", exc)
+
+    async def _refresh(self) -> None:
+        self._reads += 1
+        read = self._reads
+        rows = await self.store.read(peers_store.other_peers, self.peer_id, self.config.registry.liveness_s)
+        if read < self._applied:
+            return  # a refresh started later has already applied a newer view
+        self._applied = read
+        nursery = self._nursery
         live = {row.url: row for row in rows if row.live}
         stale = {row.peer_id for row in rows if not row.live}
         for url, watch in list(self._watches.items()):

@@ -78,7 +78,8 @@ class Forwarder:
                         self.table.done(picked.url, picked.worker)
             except (httpx.ConnectError, httpx.ConnectTimeout, ConnectFailed) as exc:
                 log.warning("cluster: peer %s unreachable (%s); routing elsewhere", picked.url, type(exc).__name__)
-                self.table.slots_lost(picked.url)
+                self.table.refused(picked.url)
+                self.peer_gone(picked.url)
                 if len(tried) > 1:
                     raise NodeUnreachable(picked.url) from None
                 picked = fallback(frozenset(tried))

@@ -53,6 +53,7 @@ class _Worker:
 @dataclass(slots=True)
 class _Node:
     workers: dict[str, _Worker] = field(default_factory=dict)
+    refused: bool = False  # a connection was refused: a dead address until its slots push again
 
 
 class NodeTable:
@@ -73,11 +74,20 @@ class NodeTable:
         if worker is not None:
             worker.free, worker.total, worker.queued = free, total, queued
             worker.maintenance, worker.known = maintenance, True
+            self._nodes[url].refused = False
 
     def slots_lost(self, url: str) -> None:
-        """The peer's /ws/slots dropped or it refused a connection: route nothing there until a push."""
+        """The peer's /ws/slots dropped: route nothing there until a push."""
         for worker in self._nodes.get(url, _Node()).workers.values():
             worker.known = False
+
+    def refused(self, url: str) -> None:
+        """Nothing listens at `url` (the peer died): not even a pinned task goes there until
+        it pushes slots again or a new life of it joins."""
+        node = self._nodes.get(url)
+        if node is not None:
+            node.refused = True
+            self.slots_lost(url)
 
     def done(self, url: str, worker_id: str) -> None:
         """A forward picked for `worker_id` got its answer (or failed)."""
@@ -86,7 +96,14 @@ class NodeTable:
             worker.in_flight -= 1
 
     def node_of(self, worker_id: str) -> str | None:
-        return next((url for url, node in self._nodes.items() if worker_id in node.workers), None)
+        """The address of the peer running `worker_id`, never one that refused a connection; the
+        one that joined last if two claim it (a restarted peer before its old row is gone)."""
+        return next((url for url, node in reversed(self._nodes.items())
+                     if worker_id in node.workers and not node.refused), None)
+
+    def claims(self, worker_id: str) -> bool:
+        """Some peer in the table runs `worker_id`, reachable or not."""
+        return any(worker_id in node.workers for node in self._nodes.values())
 
     def _worker(self, url: str, worker_id: str) -> _Worker | None:
         node = self._nodes.get(url)

@@ -58,7 +58,8 @@ class ClusterService(ServiceBase):
         Called by the runtime before it serves HTTP."""
         if not self.routing:
             return app
-        return PeerGate(app, cluster_key=self.config.cluster.key, api_key=self.config.auth.api_key)
+        return PeerGate(app, cluster_key=self.config.cluster.key, api_key=self.config.auth.api_key,
+                        ready=self.directory.announced if self.directory is not None else None)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs the peer directory and its slots watches (PostgreSQL); cancelled at shutdown."""
@@ -106,24 +107,23 @@ class ClusterService(ServiceBase):
         peer has more room than this process for the function's group (or the client named a
         local worker, or another peer forwarded it here, or this process is in maintenance).
         Deciding and (on None) admitting here happen without a checkpoint between: a burst
-        sees each admission's room."""
+        sees each admission's room. A task naming another peer's worker goes to that peer
+        (`_route_pinned`)."""
         tasks = self.tasks
+        if self._forwarder is None or INCOMING.get().forwarded or tasks.maintenance or body.worker in tasks.workers:
+            return None
+        if body.worker is not None:
+            return await self._route_pinned(body)
         forwarder = self.forwarder
-        if forwarder is None or tasks.maintenance or body.worker in tasks.workers:
+        if forwarder is None:
             return None
         local_room = _local_room(tasks, spec.group)
-        if body.worker is not None:
-            url = self.table.node_of(body.worker)
-            if url is None:
-                return None  # unknown everywhere: the local validation says so
-            picked = Picked(url, body.worker, 0, counted=False)
-        else:
-            picked = self.table.pick(spec.group, above=local_room)
-            if picked is None:
-                return None
+        picked = self.table.pick(spec.group, above=local_room)
+        if picked is None:
+            return None
 
         def another(exclude: frozenset[str]) -> Picked | None:
-            return None if body.worker is not None else self.table.pick(spec.group, exclude, local_room)
+            return self.table.pick(spec.group, exclude, local_room)
 
         try:
             return await forwarder.forward(picked, body, another)
@@ -132,6 +132,29 @@ class ClusterService(ServiceBase):
                 return None
             raise ApiError(503, "NODE_UNREACHABLE", f"no peer serving group {spec.group!r} could be reached ({exc})",
                            headers={"Retry-After": str(self.config.tasks.retry_after_s)}) from None
+
+    async def _route_pinned(self, body) -> Response | None:
+        """A task naming another peer's worker: forwarded to the address the directory has for
+        it now. Unknown or refused, the directory is read again first (that peer may have come
+        back elsewhere); an address that refuses is tried no more."""
+        tried: set[str] = set()
+        while True:
+            url = self.table.node_of(body.worker)
+            if url is None or url in tried:
+                await self.directory.refresh_now()
+                url = self.table.node_of(body.worker)
+            if url is None or url in tried:
+                if not tried and not self.table.claims(body.worker):
+                    return None  # unknown everywhere: the local validation says so
+                where = ", ".join(sorted(tried)) or "it refused a connection"
+                raise ApiError(503, "NODE_UNREACHABLE", f"the peer running worker {body.worker!r} cannot be "
+                               f"reached ({where})", headers={"Retry-After": str(self.config.tasks.retry_after_s)})
+            tried.add(url)
+            try:
+                return await self._forwarder.forward(Picked(url, body.worker, 0, counted=False), body,
+                                                     lambda exclude: None)
+            except NodeUnreachable:
+                continue
 
 
 def _local_room(tasks, group: str) -> int | None:

@@ -27,7 +27,8 @@ _encode = msgspec.json.Encoder().encode
 def upsert_peer(conn, peer_id: str, url: str, workers: list[WorkerInfo], expired_after_s: float,
                 announce: bool) -> None:
     """This peer's row, fresh; an older row of the same URL (its own earlier life, killed) goes,
-    and so do rows silent for `expired_after_s`. `announce`: wake the other peers."""
+    and so do rows silent for `expired_after_s`. `announce` (the first beat): the rows of its
+    earlier lives go and the other peers are woken."""
     conn.execute(
         f"INSERT INTO peers (peer_id, url, workers, started_at, heartbeat_at) VALUES (?, ?, ?, {_NOW}, {_NOW})"
         f" ON CONFLICT (peer_id) DO UPDATE SET heartbeat_at = {_NOW}, url = excluded.url,"
@@ -37,7 +38,17 @@ def upsert_peer(conn, peer_id: str, url: str, workers: list[WorkerInfo], expired
     conn.execute(f"DELETE FROM peers WHERE peer_id <> ? AND (url = ? OR heartbeat_at < {_NOW} - ?)",
                  [peer_id, url, expired_after_s])
     if announce:
+        _delete_earlier_lives(conn, peer_id, {worker.id for worker in workers})
         conn.execute(f"SELECT pg_notify('{CHANNEL}', ?)", [peer_id])
+
+
+def _delete_earlier_lives(conn, peer_id: str, worker_ids: set[str]) -> None:
+    """Rows claiming one of this peer's worker ids are its own earlier life (killed, maybe on
+    another address): a worker id runs in one live process at a time (its advisory lock)."""
+    rows = conn.execute("SELECT peer_id, workers FROM peers WHERE peer_id <> ?", [peer_id]).fetchall()
+    for other_id, workers in rows:
+        if worker_ids & {worker.id for worker in _decode_workers(workers)}:
+            conn.execute("DELETE FROM peers WHERE peer_id = ?", [other_id])
 
 
 def delete_peer(conn, peer_id: str) -> None:

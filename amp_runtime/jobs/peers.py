@@ -162,7 +162,7 @@ class PeerScheduler(Scheduler):
             self._active.pop(job_id, None)
             self._table[job_id] = job.record
             moved.append(job_id)
-            log.info("job %d handed over to %s (this peer drains)", job_id, target)
+            log.info("job %d handed over to %s (this peer drains)", job_id, target, extra={"job_id": job_id})
         if moved:
             await self._announce(moved)
         return moved
@@ -177,7 +177,7 @@ class PeerScheduler(Scheduler):
             else:
                 await self._follow(fresh)
         except JobChanged:
-            log.info("job %d keeps changing; the next table check follows it", job_id)
+            log.info("job %d keeps changing; the next table check follows it", job_id, extra={"job_id": job_id})
 
     async def _follow(self, fresh: JobRecord, previous: RunnerHandle | None = None) -> None:
         """Bring the local view of one active job in line with its row (`fresh`)."""
@@ -219,7 +219,7 @@ class PeerScheduler(Scheduler):
         if job is not None and job.runner is not None:
             job.runner.cancel_scope.cancel()
             where = "ended" if fresh is None or states.is_terminal(fresh.status) else f"moved to {fresh.node_id}"
-            log.info("job %d %s elsewhere: its runner here is cancelled", job_id, where)
+            log.info("job %d %s elsewhere: its runner here is cancelled", job_id, where, extra={"job_id": job_id})
 
     async def _take_over(self, record: JobRecord, msg: WorkersAlive) -> bool:
         """Claim a job of an expired worker (compare-and-set on `node_id`) for this peer's least
@@ -245,7 +245,8 @@ class PeerScheduler(Scheduler):
             return False
         fresh = dataclasses.replace(record, node_id=target, updated_at=now.replace(tzinfo=None))
         self._table[record.id] = fresh
-        log.info("job %d moved from %s to %s (%s)", record.id, record.node_id, target, reason)
+        log.info("job %d moved from %s to %s (%s)", record.id, record.node_id, target, reason,
+                 extra={"job_id": record.id})
         if target in self.local_workers:
             await self._follow(fresh)
         else:

@@ -21,6 +21,7 @@ import trio
 
 from ..core.contain import is_cancellation
 from ..core.words import exception_text
+from ..core.logs import log_ids
 from . import store as jobs_store
 from .datasets import resolve
 from .messages import Finished, Started, Stopping
@@ -84,7 +85,7 @@ class RunnerEnv:
 async def run_job(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> None:
     """Run until the range is done, a stop is requested, or the scheduler cancels us."""
     try:
-        with handle.cancel_scope:
+        with handle.cancel_scope, log_ids(job_id=record.id):
             if handle.previous is not None:
                 await handle.previous.done.wait()
             try:

@@ -231,7 +231,8 @@ class Scheduler(Actor):
             else:
                 await self._move(job, self._least_loaded(msg.candidates))
                 self._spawn(job, previous=old_runner)
-                log.info("job %d moved from %s to %s (%s)", job.record.id, node, job.record.node_id, reason)
+                log.info("job %d moved from %s to %s (%s)", job.record.id, node, job.record.node_id, reason,
+                         extra={"job_id": job.record.id})
         return touched
 
     def _suspend(self) -> list[trio.Event]:

@@ -52,6 +52,10 @@ from .stats import MachineSampler
 log = logging.getLogger("amp_runtime.registry")
 
 RETENTION_CHECK_S = 600.0
+# The size budget of the stats: full resolution for the last hour, one row per series and minute
+# before (README, "Worker registry").
+FULL_RESOLUTION_S = 3600
+ROLLUP_S = 60
 EXPIRED_SHOWN = 20  # ids named in the expiry log line
 
 
@@ -96,7 +100,8 @@ class RegistryService(ServiceBase):
             retention_s = self.settings.stats_retention_days * 86400
             nursery.start_soon(self._every, self.settings.expiry_check_s, self._expire)
             nursery.start_soon(self._every, self.settings.heartbeat_s, partial(self._heartbeat, sampler))
-            nursery.start_soon(partial(self._every, min(RETENTION_CHECK_S, retention_s), self._drop_old_stats, first_now=True))
+            nursery.start_soon(partial(self._every, min(RETENTION_CHECK_S, retention_s), self.apply_retention,
+                                       first_now=True))
             task_status.started()
 
     def stop_accepting(self) -> None:
@@ -141,8 +146,12 @@ class RegistryService(ServiceBase):
             )
         return True
 
-    async def _drop_old_stats(self) -> None:
-        await self.store.write(sql.delete_stats_before, time.time() - self.settings.stats_retention_days * 86400)
+    async def apply_retention(self) -> None:
+        """Stats older than `[registry] stats_retention_days` go; those older than `FULL_RESOLUTION_S`
+        are rolled up (the size budget). Run every `RETENTION_CHECK_S`."""
+        now = time.time()
+        await self.store.write(sql.delete_stats_before, now - self.settings.stats_retention_days * 86400)
+        await self.store.write(sql.roll_up_stats, (now - FULL_RESOLUTION_S) // ROLLUP_S * ROLLUP_S, ROLLUP_S)
 
     # -- the jobs service's view -------------------------------------------------------
     async def live_workers(self, max_age_s: float | None = None) -> list[str]:

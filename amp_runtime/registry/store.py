@@ -105,6 +105,29 @@ def delete_stats_before(conn, cutoff_ts: float) -> None:
     conn.execute("DELETE FROM registry_activity WHERE ts < ?", [cutoff_ts])
 
 
+def roll_up_stats(conn, cutoff_ts: float, rollup_s: int) -> None:
+    """Full-resolution stats and activity before `cutoff_ts` (a multiple of `rollup_s`) become one
+    row per series (worker, metric, variant) and `rollup_s`: the mean in `value`, the extremes, the
+    count in `samples`. Buckets of whole multiples of `rollup_s` aggregate exactly as before.
+    A late report of an older time is rolled up by the next round, in a row of its own."""
+    lock_for_transaction(conn, "registry_stats_rollup")  # peers: one rollup at a time
+    cutoff = {"cutoff": cutoff_ts}
+    # The rows are claimed first (samples 0, seen by this transaction only): a row another peer
+    # commits meanwhile is neither aggregated nor deleted by the statements that follow.
+    conn.execute("UPDATE registry_stats SET samples = 0 WHERE samples IS NULL AND ts < $cutoff", cutoff)
+    conn.execute(
+        "INSERT INTO registry_stats (worker, metric, variant, ts, value, min_value, max_value, samples)"
+        " SELECT worker, metric, variant, floor(ts / $r) * $r, avg(value), min(value), max(value), count(*)"
+        " FROM registry_stats WHERE samples = 0 GROUP BY 1, 2, 3, 4", {"r": rollup_s})
+    conn.execute("DELETE FROM registry_stats WHERE samples = 0")
+    conn.execute("UPDATE registry_activity SET samples = 0 WHERE samples IS NULL AND ts < $cutoff", cutoff)
+    conn.execute(
+        "INSERT INTO registry_activity (worker, ts, has_task, samples)"
+        " SELECT worker, floor(ts / $r) * $r, bool_or(has_task), count(*)"
+        " FROM registry_activity WHERE samples = 0 GROUP BY 1, 2", {"r": rollup_s})
+    conn.execute("DELETE FROM registry_activity WHERE samples = 0")
+
+
 def metric_keys(conn, worker_ids: list[str] | None) -> list[str]:
     sql = "SELECT DISTINCT metric FROM registry_stats"
     params: list[Any] = []
@@ -122,7 +145,9 @@ def stats_buckets(
     variant = "variant" if split_by_variant else "''"
     sql = (
         f"SELECT worker, metric, {variant} AS v, floor(ts / $interval) * $interval AS bucket,"
-        " avg(value), min(value), max(value)"
+        # A rolled-up row stands for `samples` readings (`roll_up_stats`); a full-resolution one for one.
+        " sum(value * coalesce(samples, 1)) / sum(coalesce(samples, 1)),"
+        " min(coalesce(min_value, value)), max(coalesce(max_value, value))"
         " FROM registry_stats"
         " WHERE ts >= $from AND ts <= $to AND metric IN (SELECT unnest($metrics::VARCHAR[]))"
     )

@@ -100,6 +100,8 @@ class HotPath:
                 request = await self._bad_body(body)
             if request.mode == "stream" and scope["path"] == "/task":
                 return await self.next(scope, _replay(body, receive), send)  # Quart streams it
+            if self.may_forward and request.worker is not None and request.worker not in self.tasks.workers:
+                return await self.next(scope, _replay(body, receive), send)  # another peer's: Quart routes it
             try:
                 answer = await handler(request, receive)  # None: the client left
             except ApiError as err:

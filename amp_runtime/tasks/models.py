@@ -107,6 +107,15 @@ class FunctionInfo(msgspec.Struct, kw_only=True):
     streaming: bool
 
 
+class Build(msgspec.Struct):
+    """The running build: `build_date` is null when run from a checkout (not a built wheel)."""
+
+    version: str
+    commit_sha: str
+    commit_timestamp: str | None
+    build_date: str | None
+
+
 class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Public part: status, slots, queued. With a valid key: the rest."""
 
@@ -114,6 +123,7 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     slots: Slots
     queued: int
     version: str | None = None
+    build: Build | None = None
     uptime_s: float | None = None
     tags: dict[str, str] | None = None
     functions: list[FunctionInfo] | None = None

@@ -61,14 +61,15 @@ async def readmit_when_possible(service, accepted: AcceptedTask) -> None:
         except Rejected as exc:
             if exc.code == "DUPLICATE_TASK_ID":  # already queued or running again
                 return
-            log.debug("task %s waits to run again: %s", accepted.id, exc)  # full or in maintenance
+            # full or in maintenance
+            log.debug("task %s waits to run again: %s", accepted.id, exc, extra={"task_id": accepted.id})
         except WorkerFailed as exc:  # restarting: it must still run
-            log.debug("task %s waits to run again: %s", accepted.id, exc)
+            log.debug("task %s waits to run again: %s", accepted.id, exc, extra={"task_id": accepted.id})
         await trio.sleep(RETRY_WAIT_S)
 
 
 def _deliver_failure(service, accepted: AcceptedTask, kind: str, message: str) -> None:
-    log.warning("task %s cannot run again: %s", accepted.id, message)
+    log.warning("task %s cannot run again: %s", accepted.id, message, extra={"task_id": accepted.id})
     body = TaskResult(id=accepted.id, status="failed", success=False, error=TaskError(type=kind, message=message))
     service.webhooks.enqueue(Deliver(accepted.id, accepted.webhook_url, accepted.webhook_headers, body,
                                      _no_report))

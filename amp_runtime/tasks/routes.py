@@ -13,7 +13,7 @@ from . import idempotency
 from .batch import NDJSON, BatchLine, decode_batch
 from .errors import Rejected, WorkerFailed
 from .models import (
-    FunctionInfo, Health, Logs, Maintenance, Slots, TaskAccepted, TaskRequest, TaskResult,
+    Build, FunctionInfo, Health, Logs, Maintenance, Slots, TaskAccepted, TaskRequest, TaskResult,
     TaskView, WorkerHealth,
 )
 from .openapi import document_function_inputs
@@ -183,6 +183,8 @@ async def health(service: TaskService) -> Health:
     if not api.is_authorized():
         return body
     body.version = service.process.version
+    build = service.process.build()
+    body.build = Build(build.version, build.commit_sha, build.commit_timestamp, build.build_date)
     body.uptime_s = round(service.process.uptime_s(), 3)
     body.tags = dict(service.tags)
     body.functions = [FunctionInfo(name=f.name, group=f.group, contract=f.contract, streaming=f.streaming)

@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import msgspec
 import trio
 
-from .. import __version__
+from .. import __version__, build_info
 from ..core.logs import LogRing
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  (registers the built-in functions)
@@ -137,6 +137,7 @@ class ProcessInfo:
     version: str = __version__
     uptime_s: Callable[[], float] = lambda: 0.0
     logs: LogRing = field(default_factory=LogRing)
+    build: Callable[[], build_info.BuildInfo] = build_info.current  # cached: the registry asked at start
 
 
 class TaskService(ServiceBase):
@@ -477,7 +478,7 @@ class TaskService(ServiceBase):
             self._nursery.start_soon(readmit_when_possible, self, accepted)
         except RuntimeError:  # the service is stopping: the journal keeps it for the next start
             pass
-        log.warning("task %s: %s; it runs again", task.id, task.error.message)
+        log.warning("task %s: %s; it runs again", task.id, task.error.message, extra={"task_id": task.id})
         return True
 
     # -- maintenance and capacity --------------------------------------------------------

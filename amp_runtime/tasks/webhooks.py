@@ -31,6 +31,7 @@ import trio
 from ..config import WebhookConfig
 from ..core.actor import Actor, Reply
 from ..core.clock import rfc3339, utcnow
+from ..core.logs import log_ids
 from .models import Delivery, TaskError, TaskResult
 
 log = logging.getLogger("amp_runtime.webhooks")
@@ -180,9 +181,10 @@ class WebhookSender(Actor):
     async def _deliver(self, owed: _Owed) -> None:
         msg = owed.msg
         try:
-            await self._attempts(owed)
+            with log_ids(task_id=msg.task_id):
+                await self._attempts(owed)
         except Exception:  # contained: the other deliveries go on
-            log.exception("webhook for task %s: delivery failed", msg.task_id)
+            log.exception("webhook for task %s: delivery failed", msg.task_id, extra={"task_id": msg.task_id})
             self.outcomes["failed"] += 1
             # Not journaled as settled: after a restart it is tried again.
             self._report(msg, Delivery(attempt=owed.attempts, at=rfc3339(utcnow()),

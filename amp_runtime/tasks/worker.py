@@ -40,6 +40,7 @@ from ..config import WorkerConfig
 from ..core.actor import Actor, Reply
 from ..core.clock import rfc3339
 from ..core.contain import is_cancellation
+from ..core.logs import task_id_var
 from ..core.words import exception_text
 from .errors import Rejected, WorkerFailed
 from .models import Delivery, SlotState, TaskError, TaskResult, TaskView
@@ -458,9 +459,9 @@ class WorkerActor(Actor):
             return None
         started_at = time.time()
         try:
-            status, result, error, duration_ms = _call_now(spec.fn, task_input, self.expose_tracebacks)
+            status, result, error, duration_ms = _call_now(spec.fn, task_input, self.expose_tracebacks, task_id)
         except Exception as exc:  # our code around the function broke, not the function (as `_broke` says)
-            log.exception("task %s on worker %s: running it failed", task_id, self.name)
+            log.exception("task %s on worker %s: running it failed", task_id, self.name, extra={"task_id": task_id})
             status, result, duration_ms = "failed", None, None
             error = TaskError(type="WorkerFailed", message=f"running the task failed: {_describe(exc)}")
         status, result, error = self._keep_settled(spec.name, task_id, priority, webhook_url, started_at,
@@ -762,7 +763,7 @@ class WorkerActor(Actor):
                 if task.mode == "webhook" and self.on_finished is not None:
                     self.on_finished(task)
             except Exception:
-                log.exception("worker %s: could not settle task %s", self.name, task.id)
+                log.exception("worker %s: could not settle task %s", self.name, task.id, extra={"task_id": task.id})
         for hold in self._holds:
             hold.failure = WorkerFailed(reason)
             hold.granted.set()
@@ -829,14 +830,16 @@ def run_task_now(task: Task, expose_tracebacks: bool) -> None:
     of a sync echo's CPU)."""
     if not _start(task):
         return
-    status, result, error, task.duration_ms = _call_now(task.spec.fn, task.input, expose_tracebacks)
+    status, result, error, task.duration_ms = _call_now(task.spec.fn, task.input, expose_tracebacks, task.id)
     settle(task, status, result=result, error=error)
 
 
-def _call_now(fn: Any, task_input: Any, expose_tracebacks: bool) -> tuple[str, Any, TaskError | None, float]:
+def _call_now(fn: Any, task_input: Any, expose_tracebacks: bool,
+              task_id: str) -> tuple[str, Any, TaskError | None, float]:
     """(status, result, error, duration_ms) of a function without an await point, whose coroutine
     ends in the one step `send(None)` runs here."""
     started = time.perf_counter()
+    logged_as = task_id_var.set(task_id)  # what the function logs names its task
     try:
         coroutine = fn(task_input)  # a call that fails (a wrong signature) fails the task only
         coroutine.send(None)
@@ -848,6 +851,8 @@ def _call_now(fn: Any, task_input: Any, expose_tracebacks: bool) -> tuple[str, A
         coroutine.close()
         status, result, error = "failed", None, TaskError(
             type="WorkerFailed", message="the function awaited, but it was taken for one without an await point")
+    finally:
+        task_id_var.reset(logged_as)
     return status, result, error, round((time.perf_counter() - started) * 1000, 3)
 
 
@@ -870,6 +875,7 @@ def _start(task: Task) -> bool:
 async def _run_function(task: Task, worker: WorkerActor) -> tuple[str, Any, TaskError | None]:
     """The function's (status, result, error); cancellation propagates."""
     spec = task.spec
+    logged_as = task_id_var.set(task.id)  # what the function logs names its task (threads inherit it)
     try:
         return "completed", await (spec.fn(task.input) if spec.kind == "async" else _call(task, worker)), None
     except _ReaderGone:
@@ -878,6 +884,8 @@ async def _run_function(task: Task, worker: WorkerActor) -> tuple[str, Any, Task
         if is_cancellation(exc):
             raise
         return "failed", None, _function_error(exc, worker.expose_tracebacks)
+    finally:
+        task_id_var.reset(logged_as)
 
 
 def _function_error(exc: BaseException, expose_tracebacks: bool) -> TaskError:
@@ -906,7 +914,7 @@ async def run_leased(worker: WorkerActor, lease: Lease, task: Task) -> TaskResul
 
 def _broke(worker: WorkerActor, task: Task, exc: Exception) -> None:
     """Our code around the function broke, not the function: say so, once."""
-    log.exception("task %s on worker %s: running it failed", task.id, worker.name)
+    log.exception("task %s on worker %s: running it failed", task.id, worker.name, extra={"task_id": task.id})
     settle(task, "failed", error=TaskError(type="WorkerFailed", message=f"running the task failed: {_describe(exc)}"))
 
 

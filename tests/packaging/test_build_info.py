@@ -5,8 +5,12 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
+import httpx
+
 import amp_runtime
 from amp_runtime import build_info
+
+from ..helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,3 +53,21 @@ def test_a_build_without_git_keeps_what_the_sdist_recorded(tmp_path, monkeypatch
 def test_a_build_without_git_or_record_says_unknown(tmp_path):
     info = build_info.for_build(tmp_path, "0.1.0")
     assert (info.commit_sha, info.commit_timestamp) == ("unknown", None) and info.build_date
+
+
+async def test_version_names_the_commit_and_says_a_checkout_is_not_a_build():
+    code, output = await run_cli("--version")
+    sha, _ = head()
+    assert code == 0, output
+    assert output.startswith(f"amp-runtime {amp_runtime.__version__} commit {sha} (") and output.count("\n") == 1
+    assert "not a build (run from a checkout)" in output
+
+
+async def test_the_authenticated_health_shows_the_build_and_the_public_one_does_not(server_factory):
+    server = await server_factory(auth={"api_key": "k"})
+    sha, _ = head()
+    health = (await server.client.get("/health")).json()
+    assert health["build"] == {"version": amp_runtime.__version__, "commit_sha": sha,
+                               "commit_timestamp": build_info.current().commit_timestamp, "build_date": None}
+    async with httpx.AsyncClient(base_url=server.url) as anonymous:
+        assert "build" not in (await anonymous.get("/health")).json()

@@ -86,6 +86,9 @@ async def test_wheel_without_extras_serves_a_task_and_a_job_and_drains(tmp_path)
                 await ready.wait()
             match = READY.search(output)
             assert match, f"the server exited before listening:\n{output.decode(errors='replace')}"
+            version = await run([str(venv / "bin" / "amp-runtime"), "--version"], cwd=workdir, env=env)
+            assert re.fullmatch(rf"amp-runtime {re.escape(wheel_version)} commit [0-9a-f]{{40}} \(\S+Z\) "
+                                r"built \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n", version), version
             async with httpx.AsyncClient(base_url=match.group(1).decode(), timeout=30) as client:
                 await check_serving(client, wheel_version)
             proc.send_signal(signal.SIGTERM)
@@ -129,3 +132,5 @@ async def check_serving(client: httpx.AsyncClient, wheel_version: str) -> None:
     assert info["version"] == wheel_version
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["build_date"] or ""), info
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["commit_timestamp"] or ""), info
+    # The same build in the authenticated /health (no key configured: every request is).
+    assert (await client.get("/health")).json()["build"] == info

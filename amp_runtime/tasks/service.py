@@ -201,12 +201,11 @@ class TaskService(ServiceBase):
         return all(worker.maintenance for worker in self.workers.values())
 
     # -- admission -------------------------------------------------------------------------
-    async def submit(self, request: TaskRequest, idempotency_key: str | None = None) -> Submitted:
-        """Admit one `POST /task` and start it: a sync task's outcome, a stream to read, a
-        webhook task's acceptance, a node's answer, or (a duplicate `idempotency_key`, the raw
-        header value) the first request's answer. Raises `Rejected` (4xx/5xx with a code, every
-        problem of a 400 listed) and `WorkerFailed`."""
-        key = idempotency.parse_key(idempotency_key)
+    async def submit(self, request: TaskRequest, key: str | None = None) -> Submitted:
+        """Admit one `POST /task` (or batch item) and start it: a sync task's outcome, a stream to
+        read, a webhook task's acceptance, a node's answer, or (a duplicate `key`, already checked:
+        `idempotency.parse_key`, `check_key`) the first request's answer. Raises `Rejected`
+        (4xx/5xx with a code, every problem of a 400 listed) and `WorkerFailed`."""
         spec = FUNCTIONS.get(request.function)
         if spec is None:
             raise Rejected(404, "FUNCTION_NOT_FOUND", f"no function {request.function[:256]!r}")

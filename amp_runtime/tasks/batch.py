@@ -64,7 +64,7 @@ class BatchLine(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: str
     success: bool
     http_status: Annotated[int, msgspec.Meta(ge=100, le=599)]
-    result: Any = None
+    result: Any | msgspec.UnsetType = msgspec.UNSET  # as the item's TaskResult: null when completed with None
     error: TaskError | None = None
     duration_ms: float | None = None
     problems: list[str] | None = None

@@ -108,7 +108,7 @@ class TaskJournal:
 
     async def finish(self, body: TaskResult, finished_at: float | None = None) -> None:
         """Record the outcome (durable on return). Only a task's first outcome counts."""
-        result = None if body.result is None else _encode(body.result).decode()
+        result = None if body.result is None or body.result is msgspec.UNSET else _encode(body.result).decode()
         error = None if body.error is None else _encode(body.error).decode()
         row = (body.id, body.status, result, error, body.duration_ms,
                finished_at if finished_at is not None else time.time())

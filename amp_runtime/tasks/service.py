@@ -303,6 +303,7 @@ class TaskService(ServiceBase):
             created_at=task.created_at,
             idempotency_key=keyed.key if keyed is not None else None,
             request_fingerprint=keyed.fingerprint if keyed is not None else None,
+            placed_on=worker.name,
         )
         # Shielded: a client leaving once the row is durable must not leave a task that would run
         # only after a restart. Bounded by one group commit (the store's bounded reconnect).
@@ -442,7 +443,7 @@ class TaskService(ServiceBase):
             worker.tell_nowait(RecordDelivery(task_id, delivery, final))
 
         self.webhooks.enqueue(Deliver(task.id, task.webhook.url, dict(task.webhook.headers),
-                                      task.result_body(), report))
+                                      task.result_body(), report, worker=task.worker, started_at=task.started_at))
 
     def _run_again_later(self, task: Task) -> bool:
         """A webhook task its worker failed (or stopped) under is journaled but not finished: it

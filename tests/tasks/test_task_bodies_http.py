@@ -7,6 +7,7 @@ import pytest
 
 from ..helpers import wait_until
 from . import fns  # noqa: F401  (registers test_none)
+from ..pg import on_both_stores
 from .receiver import start_receiver
 
 CALL = {"contract": 1}
@@ -47,6 +48,23 @@ async def test_a_none_result_is_null_in_the_webhook_and_the_journal(srv, nursery
     assert (await srv.client.post("/task", json={"function": "echo", "input": 1, **CALL})).status_code == 200
     view = (await srv.client.get(f"/tasks/{task_id}")).json()
     assert view["status"] == "completed" and "result" in view and view["result"] is None, view
+
+
+@on_both_stores
+async def test_the_journal_names_a_webhook_task_s_worker_and_start(srv, nursery):
+    receiver = await start_receiver(nursery)
+    r = await srv.client.post("/task", json={"function": "sleep", "input": {"ms": 1}, "mode": "webhook",
+                                             "webhook": {"url": receiver.url}, **CALL})
+    task_id = r.json()["id"]
+    at_once = (await srv.client.get(f"/tasks/{task_id}")).json()
+    assert at_once["worker"] == "worker-01", at_once
+    await wait_until(lambda: _delivered(srv, task_id))
+    remembered = (await srv.client.get(f"/tasks/{task_id}")).json()
+    assert (await srv.client.post("/task", json={"function": "echo", "input": 1, **CALL})).status_code == 200
+    journaled = (await srv.client.get(f"/tasks/{task_id}")).json()  # out of the history: the journal's view
+    assert journaled["worker"] == remembered["worker"] == "worker-01", journaled
+    assert journaled["started_at"] == remembered["started_at"], (journaled, remembered)
+    assert journaled["created_at"] <= journaled["started_at"] <= journaled["finished_at"]
 
 
 async def _delivered(srv, task_id):

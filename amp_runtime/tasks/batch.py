@@ -19,7 +19,7 @@ from typing import Annotated, Any, AsyncIterator
 import msgspec
 import trio
 
-from ..core.http import ApiError, decode_body, json_depth_exceeds
+from ..core.http import ApiError, decode_body, json_depth_exceeds, require_utf8
 from .errors import Rejected, WorkerFailed
 from .idempotency import Replayed, check_key
 from .models import TaskAccepted, TaskError, TaskRequest, TaskResult
@@ -83,6 +83,7 @@ def decode_batch(data: bytes, ndjson: bool, max_batch: int, max_depth: int) -> l
 
     Raises `ApiError`: 400 for a body that is not a JSON array (or NDJSON) of objects, 413 for
     more than `max_batch` items."""
+    require_utf8(data)  # once for the whole body: an item decoded fast is not checked again
     if ndjson:
         raws: list[Any] = [line for line in data.split(b"\n") if line.strip()]
     else:

@@ -18,7 +18,9 @@ from typing import Any
 import msgspec
 import trio
 
-from ..core.http import ApiError, CodedError, decode_body, json_depth_exceeds, key_matches, presented_credential
+from ..core.http import (
+    ApiError, CodedError, decode_body, is_utf8, json_depth_exceeds, key_matches, presented_credential,
+)
 from .batch import NDJSON, decode_batch
 from .errors import Rejected, WorkerFailed
 from .models import TaskAccepted, TaskRequest
@@ -93,8 +95,8 @@ class HotPath:
                 ndjson = content_type.split(b";")[0].strip().lower() == NDJSON.encode()  # Quart's mimetype
                 return await self._submit_batch(body, ndjson, b"text/event-stream" in accept, receive, send)
             try:
-                if not body.strip() or json_depth_exceeds(body, self.max_depth):
-                    raise ValueError("empty or too deep")
+                if not body.strip() or json_depth_exceeds(body, self.max_depth) or not is_utf8(body):
+                    raise ValueError("empty, too deep or not UTF-8")  # `_bad_body` words it
                 request = _decoder.decode(body)
             except (ValueError, msgspec.MsgspecError):  # msgspec's errors are ValueErrors too
                 request = await self._bad_body(body)

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from ..helpers import spawn_server
+from ..helpers import spawn_server, wait_until
 from . import fns
 from .test_durability import CONFIG, start_receiver
 
@@ -117,3 +117,34 @@ async def test_webhook_item_keys_hold_across_a_restart(nursery, tmp_path):
         single = await client.post("/task", json=item, headers={"Idempotency-Key": "wk-1"})
         assert single.status_code == 202 and single.json()["id"] == accepted["id"]
     second.kill9()
+
+
+async def test_webhook_items_with_one_key_share_one_journaled_task(server_factory, nursery):
+    receiver = await start_receiver(nursery)
+    srv = await server_factory(webhook={"allow_private": True})
+    item = {"function": "hello", "input": {"name": "twice"}, "mode": "webhook",
+            "webhook": {"url": receiver.url + "/hook"}, "idempotency_key": "wk-pair", **CALL}
+    lines = await post_batch(srv.client, [item, item])
+    assert {line["http_status"] for line in lines.values()} == {202}
+    [task_id] = {line["id"] for line in lines.values()}
+    await wait_until(lambda: receiver.delivered(task_id))
+    assert [c.body["id"] for c in receiver.calls] == [task_id]
+    rows = await srv.runtime.store.execute("SELECT count(*) FROM webhook_tasks WHERE idempotency_key = 'wk-pair'")
+    assert rows == [(1,)]
+    await srv.client.aclose()
+
+
+async def test_delete_task_with_a_batch_item_s_key_cancels_it(srv, nursery):
+    tag = f"bk-cancel-{id(srv)}"
+    item = {"function": "test_gate", "input": {"gate": tag, "tag": tag}, "idempotency_key": tag, **CALL}
+    answer = {}
+
+    async def run():
+        answer["lines"] = await post_batch(srv.client, [item])
+
+    nursery.start_soon(run)
+    await wait_until(lambda: tag in fns.STARTED)
+    r = await srv.client.delete("/task", headers={"Idempotency-Key": tag})
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    await wait_until(lambda: "lines" in answer)
+    assert answer["lines"][0]["status"] == "cancelled" and answer["lines"][0]["id"] == r.json()["id"]

@@ -99,16 +99,16 @@ def decode_batch(data: bytes, ndjson: bool, max_batch: int, max_depth: int) -> l
         raise ApiError(400, "EMPTY_BATCH", "a batch needs at least one task request")
     items: list[BatchItem] = []
     for raw in raws:
-        data = bytes(raw)
+        item = bytes(raw)
         request: BatchTaskRequest | None = None
-        if not json_depth_exceeds(data, max_depth):
+        if not json_depth_exceeds(item, max_depth):
             try:  # the common case, without the error wording's context lookups
-                request = _item_decoder.decode(data)
+                request = _item_decoder.decode(item)
             except msgspec.MsgspecError:
                 pass
         if request is None:
             try:
-                request = decode_body(_item_decoder, data)
+                request = decode_body(_item_decoder, item)
             except ApiError as err:
                 items.append(Rejected(err.status, err.code, err.message, problems=err.problems))
                 continue

@@ -5,8 +5,9 @@ running an echo task; this layer answers the common case itself, with the same a
 error bodies and headers as the Quart routes (tests/tasks/test_hotpath_http.py compares them byte for
 byte). Whatever is not the common case goes to Quart unchanged: another route, a body without
 Content-Length or over `[http] max_body_bytes` (Quart's 413), a stream task, a request with an
-Idempotency-Key, a cluster that may forward. Installed by `create_app` through Quart's own
-`app.asgi_app` hook when `[http] hot_path`.
+Idempotency-Key, a cluster that may forward. A batch's keyed items stay here: `run_batch` hands
+them to `TaskService.submit` with their key, as the Quart route's batches. Installed by
+`create_app` through Quart's own `app.asgi_app` hook when `[http] hot_path`.
 """
 
 from __future__ import annotations

@@ -333,7 +333,27 @@ def json_depth_exceeds(data: bytes, limit: int) -> bool:
     return False
 
 
+def require_utf8(data: bytes) -> None:
+    """Raises `ApiError` 400 `MALFORMED_JSON` for a body that is not UTF-8. msgspec skips unknown
+    fields without reading their strings, so the body is checked whole; an ASCII one (the common
+    case) costs only the C-speed `isascii`."""
+    try:
+        if not data.isascii():
+            data.decode()
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "MALFORMED_JSON", f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+
+
+def is_utf8(data: bytes) -> bool:
+    try:
+        require_utf8(data)
+    except ApiError:
+        return False
+    return True
+
+
 def decode_body(decoder: msgspec.json.Decoder, data: bytes) -> Any:
+    require_utf8(data)
     if not data.strip():
         data = b"{}"
     limit = BoundServices.current().settings.max_json_depth

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -40,6 +42,46 @@ def batches(start_block: int, end_block: int | None, batch_blocks: int) -> Itera
             return
         last = first + batch_blocks - 1
         yield first, last if end_block is None else min(last, end_block)
+
+
+_FILE_NAME = re.compile(r"^(\d+)-(\d+)\.parquet$")
+
+
+@dataclass(frozen=True, slots=True)
+class Overlap:
+    """A file already in place that a new job's file would overlap: a glob would count the
+    blocks of both twice."""
+
+    table: str
+    first: int
+    last: int
+    own_first: int  # the new job's file over it
+    own_last: int
+
+
+def overlapping_file(root: Path, spec: DatasetSpec, start_block: int, end_block: int | None,
+                     batch_blocks: int) -> Overlap | None:
+    """The first file under `root` that the grid of a job over `[start_block, end_block]` would
+    overlap without being that same file (the same name is rewritten identically); None if
+    there is none. Blocking: it lists the tables' directories."""
+    directory = dataset_dir(root, spec)
+    for table in spec.tables:
+        try:
+            names = os.listdir(directory / table)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            match = _FILE_NAME.match(name)
+            if match is None:
+                continue
+            first, last = int(match[1]), int(match[2])
+            if last < start_block or (end_block is not None and first > end_block):
+                continue
+            own_first = start_block + (max(first, start_block) - start_block) // batch_blocks * batch_blocks
+            own_last = own_first + batch_blocks - 1 if end_block is None else min(own_first + batch_blocks - 1, end_block)
+            if (own_first, own_last) != (first, last):
+                return Overlap(table, first, last, own_first, own_last)
+    return None
 
 
 def open_private_connection() -> duckdb.DuckDBPyConnection:

@@ -24,6 +24,7 @@ from . import builtin  # noqa: F401  registers example/blocks@1.0.0
 from . import states
 from . import store as jobs_store
 from .datasets import DATASETS, output_dir, resolve
+from .extractor import overlapping_file
 from .models import MAX_BLOCK, Job, JobList, JobProgress, JobsError
 from .progress import ProgressWriter
 from .runner import RunnerEnv
@@ -160,8 +161,27 @@ class JobService(ServiceBase):
         if node_id is not None and node_id not in candidates:
             where = "is not live" if node_id in self.tasks.worker_ids() else "is not a worker of this runtime"
             raise JobsError(400, "INVALID_NODE_ID", f"node {node_id!r} {where}; live: {', '.join(candidates) or 'none'}")
+        await self._refuse_overlap(dataset, start_block, end_block)
         record = await self._ask(Create(dataset, start_block, end_block, node_id, candidates))
         return record.to_api()
+
+    async def _refuse_overlap(self, dataset: str, start_block: int, end_block: int | None) -> None:
+        """409 when the new job's files would overlap files already written (another job's grid
+        or end): a glob over the table would count those blocks twice. The same files are fine
+        (rewritten identically); an active job of the dataset is refused by the scheduler."""
+        spec = resolve(dataset)
+        overlap = await trio.to_thread.run_sync(
+            overlapping_file, output_dir(self.config), spec, start_block, end_block, self.config.jobs.batch_blocks)
+        if overlap is None:
+            return
+        writer = await self.store.read(jobs_store.job_covering, dataset, overlap.first, overlap.last)
+        if writer is not None and writer.status not in states.TERMINAL:
+            return  # still writing: the scheduler answers ACTIVE_JOB_EXISTS
+        by = f"job {writer.id} ({writer.status})" if writer is not None else "a job since deleted"
+        raise JobsError(409, "OVERLAPPING_JOB", (
+            f"{by} wrote blocks {overlap.first}-{overlap.last} of {dataset} table {overlap.table}; this job's file "
+            f"{overlap.own_first}-{overlap.own_last} would overlap it and a glob would count those blocks twice. "
+            "Choose a range on the same grid or one that does not overlap, or remove that job's files"))
 
     async def get(self, job_id: str) -> Job:
         record = await self.store.read(jobs_store.get_job, parse_job_id(job_id))

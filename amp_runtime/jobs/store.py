@@ -268,3 +268,13 @@ def transitions_of(conn, job_id: int) -> list[tuple[str, str]]:
         [job_id],
     ).fetchall()
     return [tuple(row) for row in rows]
+
+
+def job_covering(conn, dataset: str, first: int, last: int) -> JobRecord | None:
+    """The newest job of `dataset` whose range holds `[first, last]`, or None."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM jobs WHERE dataset = ? AND start_block <= ?"
+        " AND (end_block IS NULL OR end_block >= ?) ORDER BY id DESC LIMIT 1",
+        [dataset, first, last],
+    ).fetchall()
+    return _records(rows)[0] if rows else None

@@ -83,8 +83,12 @@ class MachineStats(msgspec.Struct):
     gpu_temperature: Readings | None = None
 
 
+SCALAR_VARIANT = "total"
+
+
 def stats_rows(stats: MachineStats) -> list[tuple[str, str, float]]:
-    """(metric, variant, value) per reading; arrays get variants "0", "1", ...; zeros are kept."""
+    """(metric, variant, value) per reading; arrays get variants "0", "1", ..., a scalar "total"
+    (the reference server's variant for it); zeros are kept."""
     rows: list[tuple[str, str, float]] = []
     for metric in METRICS:
         value = getattr(stats, metric)
@@ -93,7 +97,7 @@ def stats_rows(stats: MachineStats) -> list[tuple[str, str, float]]:
         if isinstance(value, list):
             rows.extend((metric, str(i), float(v)) for i, v in enumerate(value))
         else:
-            rows.append((metric, "", float(value)))
+            rows.append((metric, SCALAR_VARIANT, float(value)))
     return rows
 
 

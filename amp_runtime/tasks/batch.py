@@ -4,7 +4,8 @@ Each item meets the admission of a single `POST /task` -- `TaskService.submit`, 
 no node forwards `TaskService.admit_sync`, the same checks without awaiting -- so it gets the same
 checks, priorities and queue limits. The items run in one nursery owned by the generator the
 response streams: when the client leaves, the response's `aclose` cancels the nursery and withdraws
-the queued items, and every unfinished item gives its queue place or slot back at once.
+the queued items, and every unfinished item gives its queue place or slot back at once. An item
+with an `idempotency_key` goes through `submit` with it, as a `POST /task` with the header does.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Annotated, Any, AsyncIterator
 import msgspec
 import trio
 
-from ..core.http import ApiError, decode_body, json_depth_exceeds
+from ..core.http import ApiError, decode_body, json_depth_exceeds, require_utf8
 from .errors import Rejected, WorkerFailed
+from .idempotency import Replayed, check_key
 from .models import TaskAccepted, TaskError, TaskRequest, TaskResult
 from .outcomes import OUTCOME_STATUS, Forwarded, SyncOutcome
 from .worker import Task, new_task_ids, run_leased
@@ -27,7 +29,27 @@ from .worker import Task, new_task_ids, run_leased
 log = logging.getLogger("amp_runtime.tasks.batch")
 
 NDJSON = "application/x-ndjson"
-BatchItem = TaskRequest | Rejected  # a request, or why it could not even be decoded
+KEY_FIELD = "idempotency_key"
+
+
+class BatchTaskRequest(TaskRequest, kw_only=True):
+    """A `POST /tasks` item: a task request, and the `Idempotency-Key` a single `POST /task`
+    would send as its header."""
+
+    idempotency_key: Annotated[str | None, msgspec.Meta(description=(
+        "As POST /task's Idempotency-Key header (the same keys): the same key with the same request "
+        "is the same task, never a second run; with another request, this item is rejected (422)"))] = None
+
+
+class Keyed(msgspec.Struct):
+    """An item with an `idempotency_key`: the request without it (the fingerprint of the same
+    `POST /task` body), and the key."""
+
+    request: TaskRequest
+    key: str
+
+
+BatchItem = TaskRequest | Keyed | Rejected  # a request, or why it could not even be decoded
 
 
 class BatchLine(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -42,14 +64,16 @@ class BatchLine(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: str
     success: bool
     http_status: Annotated[int, msgspec.Meta(ge=100, le=599)]
-    result: Any = None
+    result: Any | msgspec.UnsetType = msgspec.UNSET  # as the item's TaskResult: null when completed with None
     error: TaskError | None = None
     duration_ms: float | None = None
     problems: list[str] | None = None
+    replayed: Annotated[bool, msgspec.Meta(description=(
+        "the answer recorded for the item's idempotency_key (POST /task's Idempotent-Replayed)"))] = False
 
 
 OVERDUE_GRACE_S = 0.5  # as `wait_outcome`: past its deadline, a queued item is expired by the batch
-_item_decoder = msgspec.json.Decoder(TaskRequest)
+_item_decoder = msgspec.json.Decoder(BatchTaskRequest)
 _raw_items = msgspec.json.Decoder(list[msgspec.Raw])
 
 
@@ -59,6 +83,7 @@ def decode_batch(data: bytes, ndjson: bool, max_batch: int, max_depth: int) -> l
 
     Raises `ApiError`: 400 for a body that is not a JSON array (or NDJSON) of objects, 413 for
     more than `max_batch` items."""
+    require_utf8(data)  # once for the whole body: an item decoded fast is not checked again
     if ndjson:
         raws: list[Any] = [line for line in data.split(b"\n") if line.strip()]
     else:
@@ -75,17 +100,30 @@ def decode_batch(data: bytes, ndjson: bool, max_batch: int, max_depth: int) -> l
     items: list[BatchItem] = []
     for raw in raws:
         item = bytes(raw)
+        request: BatchTaskRequest | None = None
         if not json_depth_exceeds(item, max_depth):
             try:  # the common case, without the error wording's context lookups
-                items.append(_item_decoder.decode(item))
-                continue
+                request = _item_decoder.decode(item)
             except msgspec.MsgspecError:
                 pass
-        try:
-            items.append(decode_body(_item_decoder, item))
-        except ApiError as err:
-            items.append(Rejected(err.status, err.code, err.message, problems=err.problems))
+        if request is None:
+            try:
+                request = decode_body(_item_decoder, item)
+            except ApiError as err:
+                items.append(Rejected(err.status, err.code, err.message, problems=err.problems))
+                continue
+        items.append(request if request.idempotency_key is None else _keyed(request))
     return items
+
+
+def _keyed(request: BatchTaskRequest) -> Keyed | Rejected:
+    try:
+        key = check_key(request.idempotency_key, KEY_FIELD)
+    except Rejected as exc:
+        return exc
+    fields = msgspec.structs.asdict(request)
+    del fields[KEY_FIELD]
+    return Keyed(TaskRequest(**fields), key)
 
 
 async def run_batch(service: Any, items: list[BatchItem], *, may_forward: bool = True) -> AsyncIterator[list[BatchLine]]:
@@ -201,13 +239,14 @@ def _refused(index: int, exc: Rejected | WorkerFailed) -> BatchLine:
 async def _run_item(service: Any, index: int, item: BatchItem, send: trio.MemorySendChannel) -> None:
     # Never raises (but Cancelled): a crash here would cancel the nursery from under the reader.
     try:
-        if isinstance(item, Rejected):
-            line = _rejected(index, item)
-        elif item.mode == "stream":
+        request, key = (item.request, item.key) if isinstance(item, Keyed) else (item, None)
+        if isinstance(request, Rejected):
+            line = _rejected(index, request)
+        elif request.mode == "stream":
             line = _rejected(index, Rejected(400, "STREAM_IN_BATCH", "stream mode is not available in a batch; "
                                              "use POST /task"))
         else:
-            line = await _submit(service, index, item)
+            line = await _submit(service, index, request, key)
     except Rejected as exc:
         line = _rejected(index, exc)
     except ApiError as err:  # a cluster node could not be reached
@@ -221,15 +260,23 @@ async def _run_item(service: Any, index: int, item: BatchItem, send: trio.Memory
     send.send_nowait(line)
 
 
-async def _submit(service: Any, index: int, request: TaskRequest) -> BatchLine:
-    submitted = await service.submit(request)
+async def _submit(service: Any, index: int, request: TaskRequest, key: str | None) -> BatchLine:
+    submitted = await service.submit(request, key)
+    if isinstance(submitted, Replayed):  # the key's first request answered it: its answer again
+        line = _line(index, submitted.answer)
+        line.replayed = True
+        return line
+    if isinstance(submitted, Forwarded):
+        return _forwarded(index, submitted.response.status_code, await submitted.response.get_data())
+    return _line(index, submitted)
+
+
+def _line(index: int, submitted: Any) -> BatchLine:
     match submitted:
         case SyncOutcome(status=status, result=result):
             return _outcome(index, status, result)
         case TaskAccepted(id=task_id, status=state):
             return BatchLine(index=index, id=task_id, status=state, success=True, http_status=202)
-        case Forwarded(response=response):
-            return _forwarded(index, response.status_code, await response.get_data())
     raise TypeError(f"unexpected answer {type(submitted).__name__} to a batch item")
 
 

@@ -5,8 +5,9 @@ running an echo task; this layer answers the common case itself, with the same a
 error bodies and headers as the Quart routes (tests/tasks/test_hotpath_http.py compares them byte for
 byte). Whatever is not the common case goes to Quart unchanged: another route, a body without
 Content-Length or over `[http] max_body_bytes` (Quart's 413), a stream task, a request with an
-Idempotency-Key, a cluster that may forward. Installed by `create_app` through Quart's own
-`app.asgi_app` hook when `[http] hot_path`.
+Idempotency-Key, a cluster that may forward. A batch's keyed items stay here: `run_batch` hands
+them to `TaskService.submit` with their key, as the Quart route's batches. Installed by
+`create_app` through Quart's own `app.asgi_app` hook when `[http] hot_path`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 import msgspec
 import trio
 
-from ..core.http import ApiError, CodedError, decode_body, json_depth_exceeds, key_matches, presented_credential
+from ..core.http import (
+    ApiError, CodedError, decode_body, is_utf8, json_depth_exceeds, key_matches, presented_credential,
+)
 from .batch import NDJSON, decode_batch
 from .errors import Rejected, WorkerFailed
 from .models import TaskAccepted, TaskRequest
@@ -93,8 +96,8 @@ class HotPath:
                 ndjson = content_type.split(b";")[0].strip().lower() == NDJSON.encode()  # Quart's mimetype
                 return await self._submit_batch(body, ndjson, b"text/event-stream" in accept, receive, send)
             try:
-                if not body.strip() or json_depth_exceeds(body, self.max_depth):
-                    raise ValueError("empty or too deep")
+                if not body.strip() or json_depth_exceeds(body, self.max_depth) or not is_utf8(body):
+                    raise ValueError("empty, too deep or not UTF-8")  # `_bad_body` words it
                 request = _decoder.decode(body)
             except (ValueError, msgspec.MsgspecError):  # msgspec's errors are ValueErrors too
                 request = await self._bad_body(body)

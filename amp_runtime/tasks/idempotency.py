@@ -1,4 +1,5 @@
-"""`Idempotency-Key` for `POST /task` (IETF httpapi draft "The Idempotency-Key HTTP Header Field").
+"""`Idempotency-Key` for `POST /task` (IETF httpapi draft "The Idempotency-Key HTTP Header Field")
+and the `idempotency_key` field of a `POST /tasks` item: one table, so the two share keys.
 
 The same key with the same body gets the same task, never a second run: while the first request
 is being admitted or its sync task runs, a duplicate waits for it and gets the same answer;
@@ -79,10 +80,16 @@ def parse_key(raw: str | None) -> str | None:
         if escaped:
             raise _invalid(f"{HEADER}: dangling backslash")
         value = "".join(key)
+    return check_key(value, HEADER)
+
+
+def check_key(value: str, name: str) -> str:
+    """`value` if it is a valid key; `Rejected` 400 naming `name` (the header, or a batch item's
+    field) otherwise."""
     if not 1 <= len(value) <= MAX_KEY_LENGTH:
-        raise _invalid(f"{HEADER}: must be 1 to {MAX_KEY_LENGTH} characters, got {len(value)}")
+        raise _invalid(f"{name}: must be 1 to {MAX_KEY_LENGTH} characters, got {len(value)}")
     if not all(" " <= char <= "~" for char in value):
-        raise _invalid(f"{HEADER}: only printable ASCII characters are allowed")
+        raise _invalid(f"{name}: only printable ASCII characters are allowed")
     return value
 
 

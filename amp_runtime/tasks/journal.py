@@ -51,6 +51,7 @@ class AcceptedTask(msgspec.Struct, kw_only=True):
     created_at: float  # epoch seconds
     idempotency_key: str | None = None
     request_fingerprint: str | None = None
+    placed_on: str | None = None  # the worker admission picked (what GET /tasks/{id} names)
     runs: int = 0  # runs begun without an outcome: each ended with its process
 
 
@@ -81,9 +82,9 @@ class Recovered(msgspec.Struct, kw_only=True):
 
 _TASK_COLUMNS = (
     "id", "function", "input", "priority", "webhook_url", "webhook_headers", "timeout_s", "worker",
-    "fn_group", "created_at", "idempotency_key", "request_fingerprint",
+    "fn_group", "created_at", "idempotency_key", "request_fingerprint", "placed_on",
 )
-_OUTCOME_COLUMNS = ("task_id", "status", "result", "error", "duration_ms", "finished_at")
+_OUTCOME_COLUMNS = ("task_id", "status", "result", "error", "duration_ms", "finished_at", "worker", "started_at")
 _RUN_COLUMNS = ("task_id", "started_at")
 _DELIVERY_COLUMNS = ("task_id", "attempt", "attempted_at", "answered", "status_code", "error", "final_status")
 
@@ -102,7 +103,7 @@ class TaskJournal:
         row = (
             task.id, task.function, _encode(task.input).decode(), task.priority, task.webhook_url,
             _encode(task.webhook_headers).decode(), task.timeout_s, task.worker, task.group,
-            task.created_at, task.idempotency_key, task.request_fingerprint,
+            task.created_at, task.idempotency_key, task.request_fingerprint, task.placed_on,
         )
         await self.store.append("webhook_tasks", _TASK_COLUMNS, row)
 
@@ -115,12 +116,14 @@ class TaskJournal:
         """Drop a task accepted here but refused by its worker (the client got no 202)."""
         await self.store.write(_forget, task_id)
 
-    async def finish(self, body: TaskResult, finished_at: float | None = None) -> None:
-        """Record the outcome (durable on return). Only a task's first outcome counts."""
-        result = None if body.result is None else _encode(body.result).decode()
+    async def finish(self, body: TaskResult, finished_at: float | None = None, *, worker: str | None = None,
+                     started_at: float | None = None) -> None:
+        """Record the outcome, the worker it ran on and when it started (durable on return).
+        Only a task's first outcome counts."""
+        result = None if body.result is None or body.result is msgspec.UNSET else _encode(body.result).decode()
         error = None if body.error is None else _encode(body.error).decode()
         row = (body.id, body.status, result, error, body.duration_ms,
-               finished_at if finished_at is not None else time.time())
+               finished_at if finished_at is not None else time.time(), worker, started_at)
         await self.store.append("webhook_outcomes", _OUTCOME_COLUMNS, row)
 
     async def begin_attempt(self, task_id: str, attempt: int, at: float) -> None:
@@ -220,14 +223,15 @@ def _moment(epoch: float | None) -> str | None:
 
 def _get(conn, task_id: str) -> TaskView | None:
     row = conn.execute(
-        "SELECT t.function, t.worker, coalesce(o.status, 'queued'), t.priority, t.created_at, o.finished_at,"
+        "SELECT t.function, coalesce(o.worker, t.placed_on, t.worker), coalesce(o.status, 'queued'), t.priority,"
+        " t.created_at, o.started_at, o.finished_at,"
         " o.duration_ms, o.result, o.error, t.webhook_url,"
         " (SELECT max(final_status) FROM webhook_deliveries WHERE task_id = t.id)"
         " FROM webhook_tasks t LEFT JOIN (SELECT * FROM webhook_outcomes WHERE task_id = ?"
         "  ORDER BY seq LIMIT 1) o ON o.task_id = t.id WHERE t.id = ?", [task_id, task_id]).fetchone()
     if row is None:
         return None
-    (function, worker, status, priority, created_at, finished_at, duration_ms, result, error, url,
+    (function, worker, status, priority, created_at, started_at, finished_at, duration_ms, result, error, url,
      final_status) = row
     deliveries = [
         Delivery(attempt=attempt, at=_moment(at), status_code=status_code, error=error_text)
@@ -238,7 +242,7 @@ def _get(conn, task_id: str) -> TaskView | None:
     return TaskView(
         id=task_id, function=function, mode="webhook", worker=worker or "", status=status,
         success=status == "completed", priority=priority, created_at=_moment(created_at),
-        finished_at=_moment(finished_at), duration_ms=duration_ms,
+        started_at=_moment(started_at), finished_at=_moment(finished_at), duration_ms=duration_ms,
         result=None if result is None else msgspec.json.decode(result),
         error=None if error is None else _decode_error(error),
         webhook_url=url, webhook_status=final_status or "pending", deliveries=deliveries,

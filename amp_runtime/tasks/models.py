@@ -30,6 +30,15 @@ class TaskRequest(msgspec.Struct, kw_only=True):
     worker: str | None = None
 
 
+def _result_if_completed(body: Any) -> None:
+    """A completed task's body always has `result` (null for None); the others have none: the
+    spec's `"result" | "error"`."""
+    if body.status != "completed":
+        body.result = msgspec.UNSET
+    elif body.result is msgspec.UNSET:
+        body.result = None
+
+
 class TaskError(msgspec.Struct, kw_only=True, omit_defaults=True):
     type: str
     message: str
@@ -43,9 +52,11 @@ class TaskResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str
     status: str
     success: bool
-    result: Any = None
+    result: Any | msgspec.UnsetType = msgspec.UNSET
     error: TaskError | None = None
     duration_ms: float | None = None
+
+    __post_init__ = _result_if_completed
 
 
 class TaskAccepted(msgspec.Struct, kw_only=True):
@@ -76,11 +87,13 @@ class TaskView(msgspec.Struct, kw_only=True, omit_defaults=True):
     started_at: str | None = None
     finished_at: str | None = None
     duration_ms: float | None = None
-    result: Any = None
+    result: Any | msgspec.UnsetType = msgspec.UNSET
     error: TaskError | None = None
     webhook_url: str | None = None
     webhook_status: str | None = None  # pending, delivered, failed
     deliveries: list[Delivery] = []
+
+    __post_init__ = _result_if_completed
 
 
 class Slots(msgspec.Struct):

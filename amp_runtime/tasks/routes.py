@@ -10,7 +10,7 @@ from quart import Response, request, websocket
 
 from ..core.http import Api, ApiError, CodedError, Reply, bound_service
 from . import idempotency
-from .batch import NDJSON, BatchLine, decode_batch
+from .batch import NDJSON, BatchLine, BatchTaskRequest, decode_batch
 from .errors import Rejected, WorkerFailed
 from .models import (
     Build, FunctionInfo, Health, Logs, Maintenance, Slots, TaskAccepted, TaskRequest, TaskResult,
@@ -42,7 +42,7 @@ def _api_error(exc: Rejected | WorkerFailed, retry_after_s: int) -> ApiError:
 )
 async def submit_task(service: TaskService, body: TaskRequest):
     try:
-        submitted = await service.submit(body, request.headers.get(idempotency.HEADER))
+        submitted = await service.submit(body, idempotency.parse_key(request.headers.get(idempotency.HEADER)))
     except (Rejected, WorkerFailed) as exc:
         raise _api_error(exc, service.config.tasks.retry_after_s) from None
     return _encoded(submitted)
@@ -87,7 +87,9 @@ def _stream_response(handle: StreamHandle) -> Response:
 
 def _document_batch_body(operation: dict, schemas: dict) -> None:
     """The body is read raw (each item decoded on its own), so its schema is stated here."""
-    items = {"type": "array", "items": {"$ref": "#/components/schemas/TaskRequest"}}
+    (item,), item_schemas = msgspec.json.schema_components([BatchTaskRequest], ref_template="#/components/schemas/{name}")
+    schemas.update(item_schemas)
+    items = {"type": "array", "items": item}
     operation["requestBody"] = {"required": True, "content": {
         "application/json": {"schema": items}, NDJSON: {"schema": {"type": "string"}}}}
     operation["responses"]["200"]["content"]["text/event-stream"] = {"schema": {"type": "string"}}

@@ -204,12 +204,11 @@ class TaskService(ServiceBase):
         return all(worker.maintenance for worker in self.workers.values())
 
     # -- admission -------------------------------------------------------------------------
-    async def submit(self, request: TaskRequest, idempotency_key: str | None = None) -> Submitted:
-        """Admit one `POST /task` and start it: a sync task's outcome, a stream to read, a
-        webhook task's acceptance, a node's answer, or (a duplicate `idempotency_key`, the raw
-        header value) the first request's answer. Raises `Rejected` (4xx/5xx with a code, every
-        problem of a 400 listed) and `WorkerFailed`."""
-        key = idempotency.parse_key(idempotency_key)
+    async def submit(self, request: TaskRequest, key: str | None = None) -> Submitted:
+        """Admit one `POST /task` (or batch item) and start it: a sync task's outcome, a stream to
+        read, a webhook task's acceptance, a node's answer, or (a duplicate `key`, already checked:
+        `idempotency.parse_key`, `check_key`) the first request's answer. Raises `Rejected`
+        (4xx/5xx with a code, every problem of a 400 listed) and `WorkerFailed`."""
         spec = FUNCTIONS.get(request.function)
         if spec is None:
             raise Rejected(404, "FUNCTION_NOT_FOUND", f"no function {request.function[:256]!r}")
@@ -307,6 +306,7 @@ class TaskService(ServiceBase):
             created_at=task.created_at,
             idempotency_key=keyed.key if keyed is not None else None,
             request_fingerprint=keyed.fingerprint if keyed is not None else None,
+            placed_on=worker.name,
         )
         # Shielded: a client leaving once the row is durable must not leave a task that would run
         # only after a restart. Bounded by one group commit (the store's bounded reconnect).
@@ -458,7 +458,7 @@ class TaskService(ServiceBase):
             worker.tell_nowait(RecordDelivery(task_id, delivery, final))
 
         self.webhooks.enqueue(Deliver(task.id, task.webhook.url, dict(task.webhook.headers),
-                                      task.result_body(), report))
+                                      task.result_body(), report, worker=task.worker, started_at=task.started_at))
 
     def _run_again_later(self, task: Task) -> bool:
         """A webhook task its worker failed (or stopped) under is journaled but not finished: it

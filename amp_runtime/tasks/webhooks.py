@@ -106,6 +106,8 @@ class Deliver(msgspec.Struct, tag=True):
     failures: int = 0
     last_attempt_at: float | None = None  # epoch seconds: a resumed retry waits out its backoff
     record_outcome: bool = True  # persist the task's outcome before the first attempt
+    worker: str | None = None  # the worker it ran on and when it started, journaled with the outcome
+    started_at: float | None = None
 
 
 class _Owed:
@@ -203,7 +205,7 @@ class WebhookSender(Actor):
                  if name.lower() != "x-amp-delivery-attempt"]
         payload = self._payload(msg.body)
         if not owed.recorded:  # the outcome row also reserves attempt 1
-            await self._journal("finish", msg.body)
+            await self._journal("finish", msg.body, worker=msg.worker, started_at=msg.started_at)
             owed.recorded = True
         async with self.limiter:
             if owed.failures and msg.last_attempt_at is not None and owed.attempts == msg.first_attempt - 1:

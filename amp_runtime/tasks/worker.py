@@ -387,6 +387,11 @@ class WorkerActor(Actor):
         """Ids of running tasks and of jobs holding a slot (as their holder name)."""
         return list(self._running) + [h.holder for h in self._holds if h.granted.is_set()]
 
+    def settled_ids(self, limit: int) -> list[str]:
+        """Ids of the last `limit` settled tasks the history keeps, newest first."""
+        history = iter(reversed(self._history))
+        return [task_id for task_id, _ in zip(history, range(limit))]
+
     async def wait_changed(self) -> None:
         """Returns after the next change of `state`."""
         self._watched = True

@@ -72,10 +72,19 @@ def browse(url: str, shots: Path, call) -> dict:
         page.wait_for_selector('#recent-tasks tr[data-status="completed"]', timeout=10_000)
         page.wait_for_function("() => document.querySelector('#run-result').textContent.startsWith('completed')")
         assert "sleep" in page.locator("#outcomes").inner_text()
+        # Both bars of a gauge say what they show.
+        gauge = page.locator('.gauge[data-worker="worker-01"]')
+        seen["bar_names"] = gauge.locator(".bar-name").all_inner_texts()
+        seen["bar_labels"] = [b.get_attribute("aria-label") for b in gauge.locator(".bar").all()]
+
+        # A task too short to be seen running (sent by another client) is listed as settled.
+        quick_id = call("run_quick_task")
+        page.wait_for_selector(f'#recent-tasks tr[data-task="{quick_id}"][data-status="completed"]', timeout=10_000)
+        seen["recent_empty"] = page.locator("#recent-empty").text_content()
         page.wait_for_function(_points("#chart-slots"))
 
         # A bounded job reaches Completed with every table's bar full.
-        job_id = call("create_job", 2000)
+        job_id = call("create_job", 1999)  # ends on the grid: the continuous job below rewrites its files
         job = page.locator(f'.job[data-job="{job_id}"]')
         page.wait_for_selector(f'.job[data-job="{job_id}"][data-status="Completed"]', timeout=30_000)
         seen["job_tables"] = job.locator(".table-row").count()
@@ -121,7 +130,12 @@ async def test_dashboard_shows_slots_tasks_jobs_and_charts(server_factory, tmp_p
             "from_date": 0, "to_date": 1, "interval": 1, "items": [{"key": "cpu_usage", "aggregation": "avg"}]})
         return r.status_code != 404
 
-    actions = {"create_job": create_job, "registry_available": registry_available}
+    async def run_quick_task():
+        r = await client.post("/task", json={"function": "echo", "input": {"quick": True}, "contract": 1})
+        assert r.status_code == 200, r.text
+        return r.json()["id"]
+
+    actions = {"create_job": create_job, "registry_available": registry_available, "run_quick_task": run_quick_task}
 
     def call(name, *args):
         return trio.from_thread.run(actions[name], *args)
@@ -131,6 +145,9 @@ async def test_dashboard_shows_slots_tasks_jobs_and_charts(server_factory, tmp_p
     assert seen["prompts"] == 1  # asked once, then kept in sessionStorage
     assert seen["page_errors"] == []
     assert seen["job_tables"] == 2 and seen["job_bars"] == ["100", "100"]
+    assert seen["bar_names"] == ["slots", "queue"]
+    assert seen["bar_labels"] == ["slots: 0 / 10 busy", "queue: 0 queued"]
+    assert seen["recent_empty"] == ""
     assert seen["wide_overflow"] <= 0 and seen["narrow_overflow"] <= 0
     assert (tmp_path / "dashboard-1280x800.png").stat().st_size > 10_000
     assert (tmp_path / "dashboard-390x800.png").exists()
@@ -157,7 +174,7 @@ STATS = {"workers": [
         {"metric": "cpu_usage", "dates": [NOW - 20, NOW - 15, NOW - 10],
          "stats": [{"aggregation": "avg", "values": [10.0, 35.5, 20.0]}]},
         {"metric": "memory_used", "dates": [NOW - 20, NOW - 10],
-         "stats": [{"aggregation": "avg", "values": [1.5e9, 1.6e9]}]}]},
+         "stats": [{"aggregation": "avg", "values": [1536.0, 1638.4]}]}]},  # MiB, as agents report it
     {"worker": "remote-7", "metrics": [
         {"metric": "cpu_usage", "dates": [NOW - 15, NOW - 10],
          "stats": [{"category": "avg", "values": [80.0, 90.0]}]}]}]}
@@ -184,6 +201,8 @@ def check_charts(url: str, shots: Path) -> dict:
             "points": {name: page.eval_on_selector(f"#chart-{name}", "e => Number(e.dataset.points)")
                        for name in ("cpu", "memory", "activity")},
             "cpu_lines": page.locator("#chart-cpu polyline").count(),
+            "memory_axis": page.locator("#chart-memory svg text").all_text_contents(),
+            "memory_title": page.locator("#chart-memory .title").inner_text(),
             "worker_row": page.locator('#workers tr[data-worker="remote-7"]').inner_text(),
         }
 
@@ -192,6 +211,7 @@ async def test_charts_draw_the_reporting_api_shapes(server, tmp_path):
     seen = await trio.to_thread.run_sync(check_charts, server.url, tmp_path)
     assert seen["points"] == {"cpu": 5, "memory": 2, "activity": 3}
     assert seen["cpu_lines"] == 2  # one line per worker
+    assert seen["memory_axis"][:2] == ["1.6 GiB", "0 MiB"] and "MiB" in seen["memory_title"], seen
     assert "remote-7" in seen["worker_row"] and "min ago" in seen["worker_row"]
 
 

@@ -61,6 +61,16 @@ async def test_get_stats_aggregates_per_interval(server_factory):
     assert by_variant["0"]["stats"][0]["values"] == [mean([10.0, 30.0]), 0.0]
     assert by_variant["1"]["stats"][0]["values"] == [mean([0.0, 50.0]), 0.0]
 
+    # A scalar metric's variant, split, is "total", as the reference server names it (never "").
+    body.update(items=[{"key": "memory_used", "aggregation": "max"}, {"key": "cpu_usage", "aggregation": "max"}])
+    (w1,) = data(await c.post("/workers.get_stats", json=body))["workers"]
+    assert sorted((m["metric"], m["variant"]) for m in w1["metrics"]) == [
+        ("cpu_usage", "0"), ("cpu_usage", "1"), ("memory_used", "total")]
+    assert {m["variant"]: m for m in w1["metrics"]}["total"]["stats"][0]["values"] == [300.0, 0.0]
+    body.update(split_by_variant=False)
+    (w1,) = data(await c.post("/workers.get_stats", json=body))["workers"]
+    assert all("variant" not in m for m in w1["metrics"])  # set only when split, as the reference says
+
     keys = data(await c.post("/workers.get_metric_keys", json={"worker_ids": ["w2"]}))
     assert keys == {"categories": [{"name": "cpu", "metric_keys": ["cpu_usage"]},
                                    {"name": "memory", "metric_keys": ["memory_used"]}]}

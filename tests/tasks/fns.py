@@ -122,3 +122,9 @@ def slow_thread(input: dict) -> None:
     import time
 
     time.sleep(input.get("s", 3))
+
+
+@amp_runtime.function(name="test_none")
+async def returns_none(input: dict) -> None:
+    """Returns None after an await point (through a slot, not `run_now`)."""
+    await trio.lowlevel.checkpoint()

@@ -62,9 +62,17 @@ function el(tag, attrs = {}, ...children) {
   for (const child of children) node.append(child instanceof Node ? child : String(child ?? ""));
   return node;
 }
-function bar(fraction, extraClass = "") {
+function bar(fraction, extraClass = "", label = "") {
   const pct = Math.max(0, Math.min(100, Math.round(fraction * 100)));
-  return el("div", { class: `bar ${extraClass}`, "data-pct": pct }, el("span", { style: `width:${pct}%` }));
+  return el("div", { class: `bar ${extraClass}`, "data-pct": pct, role: "meter", "aria-label": label || undefined,
+                     "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100, title: label || undefined },
+    el("span", { style: `width:${pct}%` }));
+}
+// A bar with its name on the left and its figure on the right.
+function labelledBar(name, figure, fraction, extraClass) {
+  return el("div", { class: "bar-row", "data-bar": name },
+    el("span", { class: "bar-name" }, name), bar(fraction, extraClass, `${name}: ${figure}`),
+    el("span", { class: "bar-figure" }, figure));
 }
 function fillTable(table, rows) {
   const body = table.querySelector("tbody");
@@ -81,7 +89,7 @@ function unavailable(err) {
 
 // -- SVG line chart ------------------------------------------------------------------------
 // series: [{name, xs: [epoch s], ys: [number]}]; the container gets data-points = all points.
-function lineChart(container, series) {
+function lineChart(container, series, format = compact) {
   const W = 600, H = 150, L = 44, R = 8, T = 8, B = 18;
   const all = series.flatMap((s) => s.xs.map((x, i) => [x, s.ys[i]])).filter(([, y]) => Number.isFinite(y));
   container.replaceChildren(el("div", { class: "title" }, container.dataset.title || ""));
@@ -106,8 +114,8 @@ function lineChart(container, series) {
   };
   add("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#ccc" });
   add("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#ccc" });
-  add("text", { x: 2, y: T + 8, "font-size": 10, fill: "#666" }, compact(y1));
-  add("text", { x: 2, y: H - B, "font-size": 10, fill: "#666" }, compact(y0));
+  add("text", { x: 2, y: T + 8, "font-size": 10, fill: "#666" }, format(y1));
+  add("text", { x: 2, y: H - B, "font-size": 10, fill: "#666" }, format(y0));
   add("text", { x: L, y: H - 4, "font-size": 10, fill: "#666" }, clock(x0));
   add("text", { x: W - R, y: H - 4, "font-size": 10, fill: "#666", "text-anchor": "end" }, clock(x1));
   const legend = el("div", { class: "legend" });
@@ -127,6 +135,8 @@ function compact(v) {
   return a >= 1e9 ? `${(v / 1e9).toFixed(1)}G` : a >= 1e6 ? `${(v / 1e6).toFixed(1)}M`
     : a >= 1e3 ? `${(v / 1e3).toFixed(1)}k` : `${Math.round(v * 10) / 10}`;
 }
+// Machine stats report memory in MiB (as the reference agent does).
+function mebibytes(v) { return Math.abs(v) >= 1024 ? `${(v / 1024).toFixed(1)} GiB` : `${Math.round(v)} MiB`; }
 function clock(epoch) { return new Date(epoch * 1000).toLocaleTimeString([], { hour12: false }); }
 
 // -- live slots (/ws/slots) ---------------------------------------------------------------
@@ -140,9 +150,9 @@ function renderGauges() {
     return el("div", { class: "gauge", "data-worker": s.worker, "data-busy": busy, "data-total": s.total,
                        "data-queued": s.queued },
       el("div", { class: "name" }, s.worker, s.maintenance ? el("span", { class: "maint" }, " · maintenance") : ""),
-      bar(s.total ? busy / s.total : 0),
-      el("div", { class: "nums" }, `${busy} / ${s.total} slots busy · ${s.queued} queued`),
-      bar(s.total ? Math.min(1, s.queued / s.total) : 0, "queue"));
+      labelledBar("slots", `${busy} / ${s.total} busy`, s.total ? busy / s.total : 0, ""),
+      // Against the slot count: a full bar means as many tasks wait as can run at once.
+      labelledBar("queue", `${s.queued} queued`, s.total ? Math.min(1, s.queued / s.total) : 0, "queue"));
   });
   $("#gauges").replaceChildren(...gauges);
 }
@@ -199,6 +209,10 @@ async function refreshTasks() {
     for (const state of overview.workers) slots[state.worker] = state;
     renderGauges();
   }
+  // Settled tasks the page did not see running (too short for a poll) join the list, oldest first.
+  for (const task of [...(overview.settled || [])].reverse()) {
+    if (!recent.has(task.id)) recent.set(task.id, task);
+  }
   const runningIds = new Set();
   for (const task of overview.running) {
     if (!task.function) continue;  // a job's slot hold: shown under jobs
@@ -217,7 +231,7 @@ async function refreshTasks() {
     [t.id.slice(0, 12), t.function, t.worker, t.status, t.duration_ms ?? ""],
     { attrs: { "data-task": t.id, "data-status": t.status } }));
   fillTable($("#recent-tasks"), rows);
-  $("#recent-empty").textContent = rows.length ? "" : "No task seen running yet.";
+  $("#recent-empty").textContent = rows.length ? "" : "No tasks yet.";
   fillTable($("#outcomes"), overview.outcomes.map((o) => [o.worker, o.function, o.mode, o.status, o.count]));
 }
 
@@ -323,7 +337,7 @@ async function refreshStats() {
       }
     }
     lineChart($("#chart-cpu"), byMetric.cpu_usage);
-    lineChart($("#chart-memory"), byMetric.memory_used);
+    lineChart($("#chart-memory"), byMetric.memory_used, mebibytes);
     const activity = (await api("/workers.get_activity_report", { method: "POST",
       body: { from_date: from, to_date: to, interval } })).data;
     lineChart($("#chart-activity"), [

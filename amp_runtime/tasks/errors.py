@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ..core.contain import is_cancellation
+from ..core.words import exception_text
+
 
 class Rejected(Exception):
     """Admission refused a task; `status` and `code` say how to answer, `problems` lists each
@@ -16,3 +19,13 @@ class Rejected(Exception):
 
 class WorkerFailed(Exception):
     """A worker's own code failed; the tasks it held are settled with this cause."""
+
+
+def describe(exc: BaseException | None) -> str:
+    """The first real cause inside `exc` (skipping exception groups and cancellations)."""
+    if isinstance(exc, BaseExceptionGroup):
+        causes = [e for e in exc.exceptions if not is_cancellation(e)]
+        return describe(causes[0] if causes else exc.exceptions[0])
+    if isinstance(exc, WorkerFailed) and exc.__cause__ is not None:
+        return describe(exc.__cause__)
+    return f"{type(exc).__name__}: {exception_text(exc)}" if exc is not None else "unknown cause"

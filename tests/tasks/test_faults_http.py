@@ -8,7 +8,7 @@ import httpx
 import pytest
 import trio
 
-from amp_runtime.tasks import worker as worker_module
+from amp_runtime.tasks import running as running_module, worker as worker_module
 from amp_runtime.tasks.webhooks import WebhookSender
 
 from ..helpers import wait_until
@@ -26,14 +26,14 @@ def is_boom(task) -> bool:
 def inject(monkeypatch, fault: str) -> None:
     """Make our own code raise for a task whose input is {"boom": true}."""
     if fault == "slot":
-        intact_run = worker_module.run_task
+        intact_run = running_module.run_task
 
         async def run_task(task, expose_tracebacks):
             if is_boom(task):
                 raise RuntimeError("injected: slot task")
             await intact_run(task, expose_tracebacks)
 
-        monkeypatch.setattr(worker_module, "run_task", run_task)
+        monkeypatch.setattr(running_module, "run_task", run_task)
     else:
         intact_record = worker_module.WorkerActor._record
 

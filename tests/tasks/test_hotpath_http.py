@@ -9,7 +9,7 @@ import re
 
 import trio
 
-from amp_runtime.tasks import worker as worker_module
+from amp_runtime.tasks import running as running_module, worker as worker_module
 
 from ..helpers import wait_until
 from . import fns
@@ -127,14 +127,14 @@ async def test_same_answers_when_full_and_in_maintenance(server_factory):
 async def test_same_answers_queued_cancelled_and_when_the_worker_fails(server_factory, monkeypatch):
     """A sync task answered through the queue, one cancelled by DELETE /tasks/{id}, and one its
     worker failed under (a slot task breaking on {"boom": true})."""
-    intact = worker_module.run_task
+    intact = running_module.run_task
 
     async def run_task(task, expose_tracebacks):
         if isinstance(task.input, dict) and task.input.get("boom"):
             raise RuntimeError("injected: slot task")
         await intact(task, expose_tracebacks)
 
-    monkeypatch.setattr(worker_module, "run_task", run_task)
+    monkeypatch.setattr(running_module, "run_task", run_task)
     hot, cold = await both(server_factory)
     answers = []
     for n, srv in enumerate((hot, cold)):

@@ -455,7 +455,7 @@ async def test_an_error_that_cannot_be_worded_fails_its_task_only(nursery):
 async def test_run_now_answers_for_its_own_code_breaking(nursery, monkeypatch):
     """Our code around the function breaking (not the function) fails the task as WorkerFailed,
     kept and counted, as `run_leased` does."""
-    from amp_runtime.tasks import worker as worker_module
+    from amp_runtime.tasks import running as running_module
 
     worker = make_worker(slots=1)
     await nursery.start(supervise, worker)
@@ -463,7 +463,7 @@ async def test_run_now_answers_for_its_own_code_breaking(nursery, monkeypatch):
     def broken(*args):
         raise RuntimeError("the runner broke")
 
-    monkeypatch.setattr(worker_module, "_call_now", broken)
+    monkeypatch.setattr(running_module, "call_now", broken)
     answer = worker.run_now(FUNCTIONS["test_no_await"], {"n": 1}, "now-runner", None)
     assert (answer.status, answer.error.type) == ("failed", "WorkerFailed") and "the runner broke" in answer.error.message
     assert (await worker.ask(Lookup("now-runner"))).error.type == "WorkerFailed"
@@ -478,7 +478,7 @@ async def test_run_now_books_that_break_fail_the_worker_not_the_answer(nursery, 
     def broken(*args):
         raise RuntimeError("the books broke")
 
-    monkeypatch.setattr(worker, "_keep", broken)
+    monkeypatch.setattr(worker._history, "keep", broken)
     answer = worker.run_now(FUNCTIONS["test_no_await"], {"n": 5}, "now-broken", None)
     assert (answer.status, answer.result) == ("completed", {"n": 5, "twice": 10})
     with pytest.raises(WorkerFailed):

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from .core import header_rules
+
 
 class ConfigError(Exception):
     """A bad key, value or file; the message names the key and the source."""
@@ -299,6 +301,8 @@ def _check(config: Config, source: str) -> None:
         problems.append("store.url: empty (the DuckDB file in data_dir) or a postgresql:// URL")
     if config.store.reconnect_s < 0:
         problems.append("store.reconnect_s: must not be negative")
+    problems += [f"webhook.headers{'' if name is None else f'[{name[:64]!r}]'}: {problem}"
+                 for name, problem in header_rules.header_problems(config.webhook.headers)]
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("log.level: one of debug, info, warning, error")
     if problems:

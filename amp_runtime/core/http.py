@@ -407,7 +407,7 @@ def _dedupe(problems: list[str]) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
-def _key_path(path: str, key: str) -> str:
+def key_path(path: str, key: str) -> str:
     return f"{path}.{key}" if key.isidentifier() else f"{path}[{_encoder.encode(key).decode()}]"
 
 
@@ -421,7 +421,7 @@ def _explain(value: Any, target: Any, path: str, strict: bool) -> list[str]:
         fields = msgspec.structs.fields(target)
         for info in fields:
             if info.encode_name in value:
-                problems += every_problem(value[info.encode_name], info.type, _key_path(path, info.encode_name),
+                problems += every_problem(value[info.encode_name], info.type, key_path(path, info.encode_name),
                                           strict=strict)
             elif info.required:
                 problems.append(f"Object missing required field `{info.encode_name}` - at `{path}`")
@@ -442,7 +442,7 @@ def _explain(value: Any, target: Any, path: str, strict: bool) -> list[str]:
         key_type, value_type = args or (Any, Any)
         return [p for key, item in value.items()
                 for p in every_problem(key, key_type, path, strict=strict)
-                + every_problem(item, value_type, _key_path(path, str(key)), strict=strict)]
+                + every_problem(item, value_type, key_path(path, str(key)), strict=strict)]
     if origin in (typing.Union, types.UnionType):
         branches = [t for t in args if _same_json_kind(value, _base(t))]
         return every_problem(value, branches[0], path, strict=strict) if len(branches) == 1 else []

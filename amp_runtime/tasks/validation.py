@@ -7,24 +7,18 @@ never a crash further in.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
 
+from ..core import header_rules
+from ..core.http import key_path
 from .models import TaskRequest
 from .queue import MAX_PRIORITY
 from .registry import FunctionSpec
 from .webhooks import url_problems
 
 MODES = ("sync", "stream", "webhook")
-MAX_WEBHOOK_HEADERS = 64
-MAX_HEADER_NAME = 256
-MAX_HEADER_VALUE = 8192
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field-name
-# Framing and hop-by-hop headers belong to the sender's HTTP client, not to the request.
-SENDER_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection", "te",
-                            "upgrade", "trailer", "keep-alive", "proxy-connection"})
 
 
 def task_problems(request: TaskRequest, spec: FunctionSpec, worker_ids,
@@ -57,22 +51,11 @@ def task_problems(request: TaskRequest, spec: FunctionSpec, worker_ids,
 
 
 def header_problems(headers: dict[str, str]) -> list[str]:
-    """Names must be HTTP tokens, values printable latin-1 without CR/LF; counts and sizes bounded."""
-    if len(headers) > MAX_WEBHOOK_HEADERS:
-        return [f"webhook.headers: at most {MAX_WEBHOOK_HEADERS} headers, got {len(headers)}"]
-    problems = []
-    for name, value in headers.items():
-        shown = repr(name[:64])
-        if not name or len(name) > MAX_HEADER_NAME or not _TOKEN.fullmatch(name):
-            problems.append(f"webhook.headers: name {shown} is not an HTTP token "
-                            f"(ASCII letters, digits and !#$%&'*+-.^_`|~, 1 to {MAX_HEADER_NAME} characters)")
-        elif name.lower() in SENDER_HEADERS:
-            problems.append(f"webhook.headers: {shown} is set by the sender, not by a request")
-        if len(value) > MAX_HEADER_VALUE:
-            problems.append(f"webhook.headers.{name[:64]}: value longer than {MAX_HEADER_VALUE} characters")
-        elif not all(" " <= ch <= "~" or "\xa0" <= ch <= "\xff" or ch == "\t" for ch in value):
-            problems.append(f"webhook.headers.{name[:64]}: value must be printable latin-1 without CR or LF")
-    return problems
+    """Every problem of a request's `webhook.headers`, by the rules of the HTTP library that
+    sends them (`core.header_rules`), each with its JSON path."""
+    path = "$.webhook.headers"
+    return [f"webhook.headers: {problem} - at `{path if name is None else key_path(path, name[:64])}`"
+            for name, problem in header_rules.header_problems(headers)]
 
 
 def decode_input(spec: FunctionSpec, value: Any) -> tuple[Any, list[str]]:

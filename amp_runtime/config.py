@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from .core import header_rules
+from .core.ids import id_list_problems, worker_id_problem
 
 
 class ConfigError(Exception):
@@ -261,6 +262,15 @@ def _check(config: Config, source: str) -> None:
     ids = [w.id for w in config.workers]
     if len(set(ids)) != len(ids):
         problems.append("workers.id: worker ids must be unique")
+    limits = config.http
+    # The rules the APIs apply to the same values: a worker the registry would refuse never starts.
+    for i, w in enumerate(config.workers):
+        problem = worker_id_problem(w.id, limits.max_id_length)
+        if problem is not None:
+            problems.append(f"workers[{i}].id: {problem}")
+        for key in ("tags", "groups"):
+            problems += id_list_problems(f"workers[{i}].{key}", getattr(w, key), limits.max_tags, limits.max_id_length)
+    problems += id_list_problems("tasks.tags", config.tasks.tags, limits.max_tags, limits.max_id_length)
     for w in config.workers:
         if w.slots < 1:
             problems.append(f"workers.slots: worker {w.id} needs at least 1 slot")

@@ -31,3 +31,33 @@ def assert_one_line_exit_2(code: int, out: str, *needles: str) -> None:
 async def test_unsendable_webhook_header_in_config_exits_2(tmp_path, headers, shown):
     code, out = await serve_with(tmp_path, f"[webhook]\nheaders = {headers}\n")
     assert_one_line_exit_2(code, out, "webhook.headers", shown)
+
+
+@pytest.mark.parametrize("toml, key", [
+    ('[[workers]]\nid = "9bad"\n', "workers[0].id"),  # the audit's reproduction: a 59-line traceback
+    ('[[workers]]\nid = "ok"\n[[workers]]\nid = "has space"\n', "workers[1].id"),
+    ('[[workers]]\nid = ""\n', "workers[0].id"),
+    ('[[workers]]\nid = "w\\nx"\n', "workers[0].id"),
+    ('[[workers]]\nid = "wörker"\n', "workers[0].id"),
+    ('[http]\nmax_id_length = 8\n[[workers]]\nid = "worker-too-long"\n', "workers[0].id"),  # the API's limit
+    ('[[workers]]\nid = "w"\ngroups = ["' + "g" * 300 + '"]\n', "workers[0].groups"),
+    ('[http]\nmax_tags = 2\n[[workers]]\nid = "w"\ntags = ["a", "b", "c"]\n', "workers[0].tags"),
+    ('[tasks]\ntags = ["' + "t" * 300 + '"]\n', "tasks.tags"),
+])
+async def test_a_value_the_api_refuses_in_config_exits_2(tmp_path, toml, key):
+    code, out = await serve_with(tmp_path, toml)
+    assert_one_line_exit_2(code, out, key)
+
+
+async def test_an_id_the_api_takes_starts(tmp_path, nursery):
+    from ..helpers import spawn_server
+
+    path = tmp_path / "c.toml"
+    path.write_text('[[workers]]\nid = "W.ok_1-a"\ngroups = ["default"]\n')
+    server = await spawn_server(nursery, tmp_path / "d", "--config", str(path))
+    import httpx
+
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        assert (await client.get("/workers/W.ok_1-a")).status_code == 200
+    server.kill9()
+    await server.wait()

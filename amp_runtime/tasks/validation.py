@@ -7,15 +7,16 @@ never a crash further in.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
 
 from ..core import header_rules
-from ..core.http import key_path
+from ..core.http import every_problem, key_path
 from .models import TaskRequest
 from .queue import MAX_PRIORITY
-from .registry import FunctionSpec
+from .registry import FUNCTIONS, FunctionSpec
 from .webhooks import url_problems
 
 MODES = ("sync", "stream", "webhook")
@@ -59,15 +60,49 @@ def header_problems(headers: dict[str, str]) -> list[str]:
 
 
 def decode_input(spec: FunctionSpec, value: Any) -> tuple[Any, list[str]]:
-    """The input as the function declared it (`spec.input_type`), or the problems with it.
+    """The input as the function declared it (`spec.input_type`), or every problem with it.
 
     An omitted input (null) counts as an empty object for a typed function."""
     if spec.input_type is None:
         return value, []
+    value = {} if value is None else value
     try:
-        return msgspec.convert({} if value is None else value, spec.input_type), []
+        return msgspec.convert(value, spec.input_type), []
     except msgspec.ValidationError as exc:
-        message = str(exc).replace("`$", "`$.input")
-        if "`$.input" not in message:
-            message += " - at `$.input`"
-        return None, [f"input: {message}"]
+        # msgspec stops at the first problem: walk the type again for all of them (only now,
+        # so a good input costs one conversion).
+        problems = every_problem(value, spec.input_type, "$.input") or [f"{exc} - at `$.input`"]
+        return None, [f"input: {problem}" for problem in problems]
+
+
+def salvaged_request(plain: Any) -> tuple[TaskRequest | None, set[str]]:
+    """From a body that failed to decode as a `TaskRequest`: a request of the fields that decode
+    on their own, and the names of those that do not (their semantic checks are moot)."""
+    if not isinstance(plain, dict):
+        return None, set()
+    fields, broken = {}, set()
+    for info in msgspec.structs.fields(TaskRequest):
+        if info.encode_name in plain:
+            try:
+                fields[info.name] = msgspec.convert(plain[info.encode_name], info.type)
+            except msgspec.ValidationError:
+                broken.add(info.encode_name)
+    try:
+        return TaskRequest(**fields), broken
+    except TypeError:  # `function` is missing or broken: nothing to check against
+        return None, broken
+
+
+def salvaged_problems(plain: Any, worker_ids, max_id_length: int) -> list[str]:
+    """The semantic problems of a body that failed to decode: those `task_problems` and
+    `decode_input` find in the fields that do decode."""
+    request, broken = salvaged_request(plain)
+    spec = FUNCTIONS.get(request.function) if request is not None else None
+    if spec is None:
+        return []
+    problems = [p for p in task_problems(request, spec, worker_ids, max_id_length)
+                if _FIELD.match(p).group() not in broken]
+    return problems + decode_input(spec, request.input)[1]
+
+
+_FIELD = re.compile(r"[a-z_]*")  # the top-level field a problem of `task_problems` starts with

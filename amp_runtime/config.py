@@ -110,6 +110,7 @@ class WebhookConfig(_Section):
     timeout_s: float = 10.0
     allow_private: bool = False
     max_payload_bytes: int = 1_048_576
+    signing_key: str = ""  # set: every delivery carries X-Amp-Signature (HMAC-SHA256 of "t.body")
 
 
 class RegistryConfig(_Section):

@@ -17,6 +17,8 @@ out and once answered, so a restart resumes what is owed (see `journal.py`).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import logging
 import random
@@ -63,6 +65,17 @@ def url_problems(url: str) -> list[str]:
     if not parts.hostname:
         return [f"webhook.url has no host: {shown}"]
     return []
+
+
+SENDER_OWNED = frozenset({"x-amp-delivery-attempt", "x-amp-signature"})  # a request's own are dropped
+
+
+def signature(key: str, payload: bytes, now: float) -> bytes:
+    """`X-Amp-Signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>` (the Stripe
+    scheme): a receiver holding the key checks the body is ours and recent (README)."""
+    timestamp = b"%d" % int(now)
+    mac = hmac.new(key.encode(), timestamp + b"." + payload, hashlib.sha256).hexdigest()
+    return b"t=" + timestamp + b",v1=" + mac.encode("ascii")
 
 
 def merged_headers(*layers: dict[str, str]) -> dict[str, str]:
@@ -198,7 +211,7 @@ class WebhookSender(Actor):
                                                                    "X-Amp-Task-Id": msg.task_id})
         # Values are latin-1 (admission checked); httpx would encode a str value as ASCII.
         fixed = [(name.encode("ascii"), value.encode("latin-1")) for name, value in merged.items()
-                 if name.lower() != "x-amp-delivery-attempt"]
+                 if name.lower() not in SENDER_OWNED]
         payload = self._payload(msg.body)
         if not owed.recorded:  # the outcome row also reserves attempt 1
             await self._journal("finish", msg.body)
@@ -213,6 +226,8 @@ class WebhookSender(Actor):
                     await self._journal("begin_attempt", msg.task_id, attempt, time.time())
                 # The task id and attempt number let a receiver deduplicate (delivery is at-least-once).
                 headers = [*fixed, (b"X-Amp-Delivery-Attempt", b"%d" % attempt)]
+                if self.config.signing_key:  # signed per attempt: its timestamp is when it went out
+                    headers.append((b"X-Amp-Signature", signature(self.config.signing_key, payload, time.time())))
                 try:
                     delivery = await self._attempt(msg.url, headers, payload, attempt)
                 except Exception as exc:  # a bug, or a value admission let through: this attempt failed

@@ -7,6 +7,7 @@ one clear line instead of a traceback.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -189,16 +190,41 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
-    overrides: dict[str, dict[str, Any]] = {}
+ENV_PREFIX = "AMP_"
+
+
+def _env_names() -> dict[str, tuple[str, str]]:
+    """`AMP_<SECTION>_<KEY>` -> (section, key) for every key the environment may set."""
+    names = {}
     for section, typ in _section_types().items():
         if not isinstance(typ, type) or not issubclass(typ, msgspec.Struct):
             continue  # list sections ([[workers]]) are file-only
         for key in typ.__struct_fields__:
-            name = f"AMP_{section}_{key}".upper()
-            if name in environ:
-                overrides.setdefault(section, {})[key] = _parse_env_value(environ[name])
+            names[f"{ENV_PREFIX}{section}_{key}".upper()] = (section, key)
+    return names
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    names = _env_names()
+    # Strict: a misspelt variable would be ignored silently (AMP_AUTH_APIKEY: no API key at all).
+    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in names)
+    if unknown:
+        raise ConfigError("bad config in the environment: " + "; ".join(_unknown_env(name, names) for name in unknown))
+    overrides: dict[str, dict[str, Any]] = {}
+    for name, (section, key) in names.items():
+        if name in environ:
+            overrides.setdefault(section, {})[key] = _parse_env_value(environ[name])
     return overrides
+
+
+def _unknown_env(name: str, names: dict[str, tuple[str, str]]) -> str:
+    shown = name if name.isprintable() and len(name) <= 128 else repr(name[:128])
+    if name.startswith(f"{ENV_PREFIX}WORKERS_"):
+        return f"{shown}: no such key ([[workers]] is set in the config file only)"
+    nearest = difflib.get_close_matches(name, names, n=1)
+    if nearest:
+        return f"{shown}: no such key; did you mean {nearest[0]}?"
+    return f"{shown}: no such key (AMP_<SECTION>_<KEY> sets a key of config.toml; [[workers]] only in the file)"
 
 
 def _describe(error: msgspec.ValidationError, env_keys: dict[str, str]) -> str:

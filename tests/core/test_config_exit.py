@@ -61,3 +61,26 @@ async def test_an_id_the_api_takes_starts(tmp_path, nursery):
         assert (await client.get("/workers/W.ok_1-a")).status_code == 200
     server.kill9()
     await server.wait()
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"AMP_AUTH_APIKEY": "secret"}, "AMP_AUTH_APIKEY: no such key; did you mean AMP_AUTH_API_KEY?"),  # the audit's
+    ({"AMP_HTTP_MAX_BODY": "10"}, "AMP_HTTP_MAX_BODY: no such key; did you mean AMP_HTTP_MAX_BODY_BYTES?"),
+    ({"AMP_WEBHOOK_SIGNINGKEY": "k"}, "did you mean AMP_WEBHOOK_SIGNING_KEY?"),
+    ({"AMP_WORKERS_ID": "w"}, "AMP_WORKERS_ID: no such key ([[workers]] is set in the config file only)"),
+    ({"AMP_": "x"}, "AMP_: no such key"),
+    ({"AMP_NOTHING_LIKE_IT_AT_ALL_QQQ": "x"}, "AMP_NOTHING_LIKE_IT_AT_ALL_QQQ: no such key"),
+])
+async def test_an_amp_variable_that_names_no_key_exits_2(tmp_path, env, needle):
+    code, out = await serve_with(tmp_path, "", env=env)
+    assert_one_line_exit_2(code, out, needle)
+
+
+async def test_every_documented_variable_is_still_taken(tmp_path, nursery):
+    from ..helpers import spawn_server
+
+    env = {"AMP_AUTH_API_KEY": "k", "AMP_LOG_LEVEL": "warning", "AMP_WEBHOOK_SIGNING_KEY": "s",
+           "AMP_TASKS_KEEP_RESULTS": "5"}
+    server = await spawn_server(nursery, tmp_path / "d", env=env)
+    server.kill9()
+    await server.wait()

@@ -13,7 +13,6 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -347,18 +346,6 @@ def _check(config: Config, source: str) -> None:
 
 
 POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
-
-
-def masked_url(url: str) -> str:
-    """`url` fit for logs: the password (in the userinfo or a `password=` parameter) is replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostinfo}" if has_password else netloc
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def parse_bind(bind: str) -> tuple[str, int]:

@@ -7,6 +7,8 @@ import logging
 import sys
 from collections import deque
 
+from .secrets import mask_urls_in
+
 actor_name: contextvars.ContextVar[str] = contextvars.ContextVar("actor_name", default="main")
 
 FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)-7s [%(actor)s] %(name)s: %(message)s"
@@ -17,6 +19,14 @@ class _ActorFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.actor = actor_name.get()
         return True
+
+
+class _MaskingFormatter(logging.Formatter):
+    """Every line, the exception text included, without URL passwords (a webhook URL in an
+    error message must not reach stderr or `GET /logs`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_urls_in(super().format(record))
 
 
 class LogRing(logging.Handler):
@@ -40,7 +50,7 @@ def setup_logging(level: str = "info", ring_size: int = 1000, stream=None) -> Lo
     """Configure the `amp_runtime` logger tree; returns the ring handler."""
     import time
 
-    formatter = logging.Formatter(FORMAT, DATE_FORMAT)
+    formatter = _MaskingFormatter(FORMAT, DATE_FORMAT)
     formatter.converter = time.gmtime
     root = logging.getLogger("amp_runtime")
     for handler in list(root.handlers):

@@ -93,6 +93,9 @@ def salvaged_request(plain: Any) -> tuple[TaskRequest | None, set[str]]:
         return None, broken
 
 
+_FIELD = re.compile(r"[a-z_]*")  # the top-level field a problem of `task_problems` starts with
+
+
 def salvaged_problems(plain: Any, worker_ids, max_id_length: int) -> list[str]:
     """The semantic problems of a body that failed to decode: those `task_problems` and
     `decode_input` find in the fields that do decode."""
@@ -104,5 +107,3 @@ def salvaged_problems(plain: Any, worker_ids, max_id_length: int) -> list[str]:
                 if _FIELD.match(p).group() not in broken]
     return problems + decode_input(spec, request.input)[1]
 
-
-_FIELD = re.compile(r"[a-z_]*")  # the top-level field a problem of `task_problems` starts with

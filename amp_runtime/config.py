@@ -339,6 +339,14 @@ def _check(config: Config, source: str) -> None:
         problems.append("store.reconnect_s: must not be negative")
     problems += [f"webhook.headers{'' if name is None else f'[{name[:64]!r}]'}: {problem}"
                  for name, problem in header_rules.header_problems(config.webhook.headers)]
+    webhook = config.webhook
+    for key, ok, rule in (("attempts", webhook.attempts >= 1, "at least 1"),
+                          ("timeout_s", webhook.timeout_s > 0, "must be positive"),  # also NaN
+                          ("base_delay_s", webhook.base_delay_s >= 0, "must not be negative"),
+                          ("max_delay_s", webhook.max_delay_s >= 0, "must not be negative"),
+                          ("max_payload_bytes", webhook.max_payload_bytes >= 1, "must be positive")):
+        if not ok:
+            problems.append(f"webhook.{key}: {rule}")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("log.level: one of debug, info, warning, error")
     if problems:

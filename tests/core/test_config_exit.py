@@ -84,3 +84,16 @@ async def test_every_documented_variable_is_still_taken(tmp_path, nursery):
     server = await spawn_server(nursery, tmp_path / "d", env=env)
     server.kill9()
     await server.wait()
+
+
+@pytest.mark.parametrize("toml, key", [
+    ("[webhook]\nattempts = 0\n", "webhook.attempts"),  # nothing would ever be delivered
+    ("[webhook]\ntimeout_s = 0\n", "webhook.timeout_s"),
+    ("[webhook]\ntimeout_s = nan\n", "webhook.timeout_s"),
+    ("[webhook]\nbase_delay_s = -1\n", "webhook.base_delay_s"),
+    ("[webhook]\nmax_delay_s = -1\n", "webhook.max_delay_s"),
+    ("[webhook]\nmax_payload_bytes = 0\n", "webhook.max_payload_bytes"),
+])
+async def test_a_webhook_setting_that_cannot_work_exits_2(tmp_path, toml, key):
+    code, out = await serve_with(tmp_path, toml)
+    assert_one_line_exit_2(code, out, key)

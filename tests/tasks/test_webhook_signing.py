@@ -66,6 +66,7 @@ async def test_every_attempt_is_signed_and_the_readme_check_accepts_only_those(s
         replayed = hmac.new(KEY.encode(), old.encode() + b"." + body, hashlib.sha256).hexdigest()
         assert not verify(KEY, body, f"t={old},v1={replayed}")  # validly signed, but too old
         assert not verify(KEY, body, "v1=" + header.split("v1=")[1]) and not verify(KEY, body, "")
+        assert not verify(KEY, body, f"t={timestamp},v1=\u00e9") and not verify(KEY, body, "t=x,v1=0")
     for task_id in ids:
         await wait_until(lambda: _delivered(srv, task_id), timeout=10)
     await srv.client.aclose()

@@ -1,9 +1,10 @@
 """A bad config value stops `serve` with exit 2 and one line naming the key (real processes):
 every value an API also checks is checked at start by the API's own rule."""
 
+import httpx
 import pytest
 
-from ..helpers import run_cli
+from ..helpers import run_cli, spawn_server
 
 
 async def serve_with(tmp_path, toml: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -50,13 +51,9 @@ async def test_a_value_the_api_refuses_in_config_exits_2(tmp_path, toml, key):
 
 
 async def test_an_id_the_api_takes_starts(tmp_path, nursery):
-    from ..helpers import spawn_server
-
     path = tmp_path / "c.toml"
     path.write_text('[[workers]]\nid = "W.ok_1-a"\ngroups = ["default"]\n')
     server = await spawn_server(nursery, tmp_path / "d", "--config", str(path))
-    import httpx
-
     async with httpx.AsyncClient(base_url=server.url) as client:
         assert (await client.get("/workers/W.ok_1-a")).status_code == 200
     server.kill9()
@@ -76,9 +73,7 @@ async def test_an_amp_variable_that_names_no_key_exits_2(tmp_path, env, needle):
     assert_one_line_exit_2(code, out, needle)
 
 
-async def test_every_documented_variable_is_still_taken(tmp_path, nursery):
-    from ..helpers import spawn_server
-
+async def test_variables_that_name_keys_are_still_taken(tmp_path, nursery):
     env = {"AMP_AUTH_API_KEY": "k", "AMP_LOG_LEVEL": "warning", "AMP_WEBHOOK_SIGNING_KEY": "s",
            "AMP_TASKS_KEEP_RESULTS": "5"}
     server = await spawn_server(nursery, tmp_path / "d", env=env)

@@ -72,6 +72,8 @@ async def first_server(nursery, tmp_path, sections, secret_url, shown_url, calls
 
     refused = await srv.client.post("/task", json=task(f"http://amp:{PASSWORD}@/no-host"))  # quoted in a 400
     assert refused.status_code == 400 and PASSWORD not in refused.text and "amp:***@" in refused.text
+    batch = await srv.client.post("/tasks", json=[task(secret_url), task(f"http://amp:{PASSWORD}@/no-host")])
+    assert batch.status_code == 200 and PASSWORD not in batch.text and "amp:***@" in batch.text  # the listing
     down = await srv.client.post("/task", json=task(f"http://amp:{PASSWORD}@127.0.0.1:1/hook"))
     down_id = down.json()["id"]
     await wait_until(lambda: _settled(srv.client, down_id), timeout=15)

@@ -7,14 +7,17 @@ one clear line instead of a traceback.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
+
+from .core import header_rules
+from .core.ids import id_list_problems, worker_id_problem
 
 
 class ConfigError(Exception):
@@ -112,6 +115,7 @@ class WebhookConfig(_Section):
     timeout_s: float = 10.0
     allow_private: bool = False
     max_payload_bytes: int = 1_048_576
+    signing_key: str = ""  # set: every delivery carries X-Amp-Signature (HMAC-SHA256 of "t.body")
 
 
 class RegistryConfig(_Section):
@@ -190,16 +194,41 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
-    overrides: dict[str, dict[str, Any]] = {}
+ENV_PREFIX = "AMP_"
+
+
+def _env_names() -> dict[str, tuple[str, str]]:
+    """`AMP_<SECTION>_<KEY>` -> (section, key) for every key the environment may set."""
+    names = {}
     for section, typ in _section_types().items():
         if not isinstance(typ, type) or not issubclass(typ, msgspec.Struct):
             continue  # list sections ([[workers]]) are file-only
         for key in typ.__struct_fields__:
-            name = f"AMP_{section}_{key}".upper()
-            if name in environ:
-                overrides.setdefault(section, {})[key] = _parse_env_value(environ[name])
+            names[f"{ENV_PREFIX}{section}_{key}".upper()] = (section, key)
+    return names
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    names = _env_names()
+    # Strict: a misspelt variable would be ignored silently (AMP_AUTH_APIKEY: no API key at all).
+    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in names)
+    if unknown:
+        raise ConfigError("bad config in the environment: " + "; ".join(_unknown_env(name, names) for name in unknown))
+    overrides: dict[str, dict[str, Any]] = {}
+    for name, (section, key) in names.items():
+        if name in environ:
+            overrides.setdefault(section, {})[key] = _parse_env_value(environ[name])
     return overrides
+
+
+def _unknown_env(name: str, names: dict[str, tuple[str, str]]) -> str:
+    shown = name if name.isprintable() and len(name) <= 128 else repr(name[:128])
+    if name.startswith(f"{ENV_PREFIX}WORKERS_"):
+        return f"{shown}: no such key ([[workers]] is set in the config file only)"
+    nearest = difflib.get_close_matches(name, names, n=1)
+    if nearest:
+        return f"{shown}: no such key; did you mean {nearest[0]}?"
+    return f"{shown}: no such key (AMP_<SECTION>_<KEY> sets a key of config.toml; [[workers]] only in the file)"
 
 
 def _describe(error: msgspec.ValidationError, env_keys: dict[str, str]) -> str:
@@ -264,6 +293,15 @@ def _check(config: Config, source: str) -> None:
     ids = [w.id for w in config.workers]
     if len(set(ids)) != len(ids):
         problems.append("workers.id: worker ids must be unique")
+    limits = config.http
+    # The rules the APIs apply to the same values: a worker the registry would refuse never starts.
+    for i, w in enumerate(config.workers):
+        problem = worker_id_problem(w.id, limits.max_id_length)
+        if problem is not None:
+            problems.append(f"workers[{i}].id: {problem}")
+        for key in ("tags", "groups"):
+            problems += id_list_problems(f"workers[{i}].{key}", getattr(w, key), limits.max_tags, limits.max_id_length)
+    problems += id_list_problems("tasks.tags", config.tasks.tags, limits.max_tags, limits.max_id_length)
     for w in config.workers:
         if w.slots < 1:
             problems.append(f"workers.slots: worker {w.id} needs at least 1 slot")
@@ -310,6 +348,16 @@ def _check(config: Config, source: str) -> None:
         problems.append("store.url: empty (the DuckDB file in data_dir) or a postgresql:// URL")
     if config.store.reconnect_s < 0:
         problems.append("store.reconnect_s: must not be negative")
+    problems += [f"webhook.headers{'' if name is None else f'[{name[:64]!r}]'}: {problem}"
+                 for name, problem in header_rules.header_problems(config.webhook.headers)]
+    webhook = config.webhook
+    for key, ok, rule in (("attempts", webhook.attempts >= 1, "at least 1"),
+                          ("timeout_s", webhook.timeout_s > 0, "must be positive"),  # also NaN
+                          ("base_delay_s", webhook.base_delay_s >= 0, "must not be negative"),
+                          ("max_delay_s", webhook.max_delay_s >= 0, "must not be negative"),
+                          ("max_payload_bytes", webhook.max_payload_bytes >= 1, "must be positive")):
+        if not ok:
+            problems.append(f"webhook.{key}: {rule}")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("log.level: one of debug, info, warning, error")
     if config.log.format not in ("text", "json"):
@@ -319,18 +367,6 @@ def _check(config: Config, source: str) -> None:
 
 
 POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
-
-
-def masked_url(url: str) -> str:
-    """`url` fit for logs: the password (in the userinfo or a `password=` parameter) is replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostinfo}" if has_password else netloc
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def parse_bind(bind: str) -> tuple[str, int]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 from quart import Response, current_app
 
+from .core.assets import PackagedAssets
 from .core.http import Api, ApiError
 from .core.openapi import build_openapi
 
@@ -38,6 +39,9 @@ def _swagger_static_dir() -> Path:
     return Path(swagger_ui.__file__).parent / "static"
 
 
+_SWAGGER_ASSETS = PackagedAssets(_swagger_static_dir, _STATIC_TYPES)
+
+
 def _require_enabled(docs: ApiDocs) -> None:
     if not docs.enabled:
         raise ApiError(404, "NOT_FOUND", "the API documentation is disabled ([http] openapi_enabled)")
@@ -66,7 +70,8 @@ async def docs(service: ApiDocs) -> Response:
            responses={200: "application/octet-stream", 404: None})
 async def docs_static(name: str, service: ApiDocs) -> Response:
     _require_enabled(service)
-    path = _swagger_static_dir() / name
-    if "/" in name or name.startswith(".") or not path.is_file():
-        raise ApiError(404, "NOT_FOUND", f"no asset {name}")
-    return Response(path.read_bytes(), content_type=_STATIC_TYPES.get(path.suffix, "application/octet-stream"))
+    found = _SWAGGER_ASSETS.get(name)
+    if found is None:
+        raise ApiError(404, "NOT_FOUND", f"no asset {name[:256]}")
+    body, content_type = found
+    return Response(body, content_type=content_type)

@@ -352,6 +352,11 @@ def is_utf8(data: bytes) -> bool:
     return True
 
 
+# A family's checks beyond the types, by body type (the tasks API registers `TaskRequest`'s):
+# called with the plain body when it failed to decode, so the 400 lists both kinds of problem.
+SEMANTIC_CHECKS: dict[type, Callable[[Any], list[str]]] = {}
+
+
 def decode_body(decoder: msgspec.json.Decoder, data: bytes) -> Any:
     require_utf8(data)
     if not data.strip():
@@ -371,6 +376,9 @@ def decode_body(decoder: msgspec.json.Decoder, data: bytes) -> Any:
             problems = [str(exc)]
         else:
             problems = every_problem(plain, decoder.type) or [str(exc)]
+            semantic = SEMANTIC_CHECKS.get(decoder.type)
+            if semantic is not None:  # what the fields that do decode would be refused for, too
+                problems += [p for p in semantic(plain) if p not in problems]
         raise ApiError(400, "INVALID_REQUEST", "invalid request body: " + "; ".join(problems),
                        problems=problems) from None
     except msgspec.DecodeError as exc:
@@ -427,7 +435,7 @@ def _dedupe(problems: list[str]) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
-def _key_path(path: str, key: str) -> str:
+def key_path(path: str, key: str) -> str:
     return f"{path}.{key}" if key.isidentifier() else f"{path}[{_encoder.encode(key).decode()}]"
 
 
@@ -441,7 +449,7 @@ def _explain(value: Any, target: Any, path: str, strict: bool) -> list[str]:
         fields = msgspec.structs.fields(target)
         for info in fields:
             if info.encode_name in value:
-                problems += every_problem(value[info.encode_name], info.type, _key_path(path, info.encode_name),
+                problems += every_problem(value[info.encode_name], info.type, key_path(path, info.encode_name),
                                           strict=strict)
             elif info.required:
                 problems.append(f"Object missing required field `{info.encode_name}` - at `{path}`")
@@ -462,7 +470,7 @@ def _explain(value: Any, target: Any, path: str, strict: bool) -> list[str]:
         key_type, value_type = args or (Any, Any)
         return [p for key, item in value.items()
                 for p in every_problem(key, key_type, path, strict=strict)
-                + every_problem(item, value_type, _key_path(path, str(key)), strict=strict)]
+                + every_problem(item, value_type, key_path(path, str(key)), strict=strict)]
     if origin in (typing.Union, types.UnionType):
         branches = [t for t in args if _same_json_kind(value, _base(t))]
         return every_problem(value, branches[0], path, strict=strict) if len(branches) == 1 else []

@@ -24,6 +24,8 @@ import msgspec
 
 from ..config import ConfigError
 
+from .secrets import mask_urls_in
+
 actor_name: contextvars.ContextVar[str] = contextvars.ContextVar("actor_name", default="main")
 # The task or job the current code works for, inherited by the tasks it starts.
 task_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("log_task_id", default=None)
@@ -57,7 +59,8 @@ class _ContextFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; a traceback goes in `exc`, so a record stays one line."""
+    """One JSON object per line; a traceback goes in `exc`, so a record stays one line. URL
+    passwords are masked as in the text format."""
 
     _encode = msgspec.json.Encoder().encode
 
@@ -66,7 +69,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": mask_urls_in(record.getMessage()),
             "actor": getattr(record, "actor", None),
         }
         for key in ("task_id", "job_id"):
@@ -74,12 +77,20 @@ class JsonFormatter(logging.Formatter):
             if value is not None:
                 line[key] = value
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+            line["exc"] = mask_urls_in(self.formatException(record.exc_info))
         return self._encode(line).decode()
 
 
+class _MaskingFormatter(logging.Formatter):
+    """Every line, the exception text included, without URL passwords (a webhook URL in an
+    error message must not reach stderr or `GET /logs`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_urls_in(super().format(record))
+
+
 def _text_formatter() -> logging.Formatter:
-    formatter = logging.Formatter(FORMAT, DATE_FORMAT)
+    formatter = _MaskingFormatter(FORMAT, DATE_FORMAT)
     formatter.converter = time.gmtime
     return formatter
 

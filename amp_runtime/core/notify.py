@@ -14,7 +14,7 @@ from typing import Callable
 
 import trio
 
-from ..config import masked_url
+from .secrets import masked_url
 
 log = logging.getLogger("amp_runtime.notify")
 

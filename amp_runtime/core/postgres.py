@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import psycopg
 import psycopg.conninfo
 
-from ..config import masked_url
+from .secrets import masked_url
 from .store import StoreError, WorkerIdClaimed, advisory_key, apply_migrations
 
 log = logging.getLogger("amp_runtime.store")

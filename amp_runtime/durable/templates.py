@@ -107,7 +107,11 @@ class FunctionSpec:
             try:
                 converted.append(msgspec.convert(value, param.annotation))
             except msgspec.ValidationError as exc:
-                problems.append(f"parameter #{position} {param.name!r}: {exc}")
+                from ..core.http import every_problem  # only for a bad value: the module stays light
+
+                # msgspec stops at the first problem inside a value; the client is owed all of them.
+                found = every_problem(value, param.annotation, f"$.params[{position - 1}]") or [str(exc)]
+                problems.extend(f"parameter #{position} {param.name!r}: {problem}" for problem in found)
         if problems:
             raise InvalidParams(problems)
         return converted

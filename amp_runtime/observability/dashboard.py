@@ -13,6 +13,7 @@ from pathlib import Path
 
 import msgspec
 
+from ..core.assets import PackagedAssets
 from ..tasks.worker import Lookup
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -105,9 +106,9 @@ async def _running_task(tasks, worker_id: str, task_id: str) -> RunningTask:
                        status=view.status, started_at=view.started_at)
 
 
+STATIC_ASSETS = PackagedAssets(lambda: STATIC_DIR, STATIC_TYPES)
+
+
 def static_asset(name: str) -> tuple[bytes, str] | None:
-    """The packaged asset `name` and its content type, or None (no paths, no dotfiles)."""
-    path = STATIC_DIR / name
-    if "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
-        return None
-    return path.read_bytes(), STATIC_TYPES.get(path.suffix, "application/octet-stream")
+    """The packaged asset `name` and its content type, or None."""
+    return STATIC_ASSETS.get(name)

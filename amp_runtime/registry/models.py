@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-NODE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+from ..core.ids import NODE_ID, valid_node_id  # noqa: F401  (the registry's id rule)
+
 API_VERSION = "2.23"
 VERSION_PREFIX = re.compile(r"^v2\.\d+$")
 
@@ -21,10 +22,6 @@ METRIC_CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 METRICS = tuple(m for ms in METRIC_CATEGORIES.values() for m in ms)
 AGGREGATIONS = ("avg", "min", "max")
-
-
-def valid_node_id(node_id: str, max_length: int = 256) -> bool:
-    return 1 <= len(node_id) <= max_length and NODE_ID.match(node_id) is not None
 
 
 # -- the record the actor owns ------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Registry read API (`/workers`, `/workers/{id}`): every worker the registry has ever known."""
 from ..core.clock import rfc3339
 from ..core.http import Api, ApiError, CodedError
-from .models import WorkerDetail, WorkerList, WorkerSummary, valid_node_id
+from ..core.ids import worker_id_problem
+from .models import WorkerDetail, WorkerList, WorkerSummary
 from .service import RegistryService
 
 api = Api("registry", prefixes=("/workers/",))
@@ -17,9 +18,9 @@ async def list_workers(service: RegistryService) -> WorkerList:
 @api.route("/workers/<worker_id>", "GET", summary="One worker's record with its build info",
            responses={200: WorkerDetail, 400: CodedError, 401: CodedError, 404: CodedError})
 async def get_worker(worker_id: str, service: RegistryService) -> WorkerDetail:
-    if not valid_node_id(worker_id, service.config.http.max_id_length):
-        raise ApiError(400, "INVALID_WORKER_ID", f"invalid worker id {worker_id!r}: it must start with a letter "
-                       "and hold only letters, digits, '_', '-', '.'")
+    problem = worker_id_problem(worker_id, service.config.http.max_id_length)
+    if problem is not None:
+        raise ApiError(400, "INVALID_WORKER_ID", problem)
     rec = await service.get(worker_id)
     if rec is None:
         raise ApiError(404, "WORKER_NOT_FOUND", f"worker {worker_id!r} not found")

@@ -19,6 +19,7 @@ from .. import __version__, build_info
 from ..config import parse_bind
 from ..core.clock import naive_utc, utcnow
 from ..core.http import ApiError
+from ..core.ids import id_list_problems, worker_id_problem
 from ..core.service import ServiceBase
 from . import jwt
 from . import store as sql
@@ -43,7 +44,6 @@ from .models import (
     WorkerStats,
     stats_rows,
     tags_match,
-    valid_node_id,
 )
 from .records import LocalRecords
 from .shared import SharedRecords
@@ -162,34 +162,26 @@ class RegistryService(ServiceBase):
 
     # -- changes -----------------------------------------------------------------------
     def _check_worker(self, worker: str) -> None:
-        if not valid_node_id(worker, self.config.http.max_id_length):
-            raise ApiError(400, "INVALID_WORKER_ID", self._worker_id_problem(worker))
-
-    def _worker_id_problem(self, worker: str) -> str:
-        return (f"invalid worker id {worker!r}: it must start with a letter and hold only letters, digits, "
-                f"'_', '-', '.' (1-{self.config.http.max_id_length} chars)")
+        problem = worker_id_problem(worker, self.config.http.max_id_length)
+        if problem is not None:
+            raise ApiError(400, "INVALID_WORKER_ID", problem)
 
     def _check_worker_and_tags(self, worker: str, **fields: list[str] | None) -> None:
         """One 400 listing the id's and the tags' problems together."""
         try:
             self._check_tags(**fields)
         except ApiError as err:
-            if not valid_node_id(worker, self.config.http.max_id_length):
-                err.problems.insert(0, self._worker_id_problem(worker))
+            problem = worker_id_problem(worker, self.config.http.max_id_length)
+            if problem is not None:
+                err.problems.insert(0, problem)
                 err.message = "; ".join(err.problems)
             raise
         self._check_worker(worker)
 
     def _check_tags(self, **fields: list[str] | None) -> None:
         limits = self.config.http
-        problems = []
-        for name, tags in fields.items():
-            if tags is None:
-                continue
-            if len(tags) > limits.max_tags:
-                problems.append(f"{name}: at most {limits.max_tags} entries, got {len(tags)}")
-            problems.extend(f"{name}: entry longer than {limits.max_id_length} chars"
-                            for tag in tags if len(tag) > limits.max_id_length)
+        problems = [problem for name, tags in fields.items() if tags is not None
+                    for problem in id_list_problems(name, tags, limits.max_tags, limits.max_id_length)]
         if problems:
             raise ApiError(400, "INVALID_REQUEST", "; ".join(problems), problems=problems)
 

@@ -11,6 +11,7 @@ written down before the 202 leaves (`accept`) and kept until delivery settles:
                            reserves attempt number 1, saving a commit per task);
 - `begin_attempt(...)`     written before each later POST, so attempt numbers are never reused;
 - `record_attempt(...)`    the answer (or error) of an attempt, and the final status on the last;
+- `forget_headers(...)`    once settled: the request's webhook headers are not kept at rest;
 - `recover(...)`           at start: what must run again, what must still be delivered, the keys;
 - `get(task_id)`           a task's view for `GET /tasks/{id}` across restarts.
 
@@ -137,6 +138,10 @@ class TaskJournal:
         await self.store.append("webhook_deliveries", _DELIVERY_COLUMNS, (
             task_id, attempt, time.time() if at is None else at, True, status_code, error, final_status))
 
+    async def forget_headers(self, task_id: str) -> None:
+        """Once its delivery settled, a task's webhook headers (credentials, often) are dropped."""
+        await self.store.write(_forget_headers, task_id)
+
     async def recover(self, *, keep_s: float, now: float | None = None) -> Recovered:
         """Prune settled tasks older than `keep_s`, then read what a restart must resume."""
         return await self.store.write(_recover, keep_s, time.time() if now is None else now)
@@ -153,6 +158,14 @@ def _forget(conn, task_id: str) -> None:
     for table in _TABLES:
         conn.execute(f"DELETE FROM {table} WHERE task_id = ?", [task_id])
     conn.execute("DELETE FROM webhook_tasks WHERE id = ?", [task_id])
+
+
+_NO_HEADERS = "'{}'"
+_SETTLED = "SELECT task_id FROM webhook_deliveries WHERE final_status IS NOT NULL"
+
+
+def _forget_headers(conn, task_id: str) -> None:
+    conn.execute(f"UPDATE webhook_tasks SET webhook_headers = {_NO_HEADERS} WHERE id = ?", [task_id])
 
 
 # The first outcome of each task, and each task's delivery state folded from its attempt rows.
@@ -185,6 +198,9 @@ def _recover(conn, keep_s: float, now: float) -> Recovered:
                           [now - keep_s]).fetchall()
     for table in _TABLES:  # rows of tasks gone (pruned now, or forgotten)
         conn.execute(f"DELETE FROM {table} WHERE task_id NOT IN (SELECT id FROM webhook_tasks)")
+    # Settled before the process stopped, its headers not yet dropped: drop them now.
+    conn.execute(f"UPDATE webhook_tasks SET webhook_headers = {_NO_HEADERS}"
+                 f" WHERE webhook_headers <> {_NO_HEADERS} AND id IN ({_SETTLED})")
     to_run = [_accepted(row) for row in conn.execute(
         f"SELECT {_TASK_FIELDS} FROM webhook_tasks t"
         " WHERE NOT EXISTS (SELECT 1 FROM webhook_outcomes o WHERE o.task_id = t.id)"

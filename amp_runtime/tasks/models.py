@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from ..core.secrets import masked_url
+
 from .queue import MAX_PRIORITY
 
 Priority = Annotated[int, msgspec.Meta(ge=1, le=MAX_PRIORITY, description="lower runs first")]
@@ -94,6 +96,13 @@ class TaskView(msgspec.Struct, kw_only=True, omit_defaults=True):
     deliveries: list[Delivery] = []
 
     __post_init__ = _result_if_completed
+
+
+def masked_view(view: TaskView | None) -> TaskView | None:
+    """The view fit for an answer: the webhook URL's password is ***."""
+    if view is None or not view.webhook_url:
+        return view
+    return msgspec.structs.replace(view, webhook_url=masked_url(view.webhook_url))
 
 
 class Slots(msgspec.Struct):

@@ -8,7 +8,7 @@ import msgspec
 import trio
 from quart import Response, request, websocket
 
-from ..core.http import Api, ApiError, CodedError, Reply, bound_service
+from ..core.http import SEMANTIC_CHECKS, Api, ApiError, CodedError, Reply, bound_service
 from . import idempotency
 from .batch import NDJSON, BatchLine, BatchTaskRequest, decode_batch
 from .errors import Rejected, WorkerFailed
@@ -19,9 +19,20 @@ from .models import (
 from .openapi import document_function_inputs
 from .registry import FUNCTIONS
 from .service import Forwarded, Replayed, StreamHandle, SyncOutcome, TaskService
+from .validation import salvaged_problems
 
 api = Api("tasks", prefixes=("/task", "/health", "/logs", "/on", "/off", "/ws/"))
 _encode = msgspec.json.Encoder().encode
+
+
+def _salvaged_problems(plain) -> list[str]:
+    service: TaskService = bound_service("tasks")
+    return salvaged_problems(plain, service.workers, service.config.http.max_id_length)
+
+
+# Every decoder of a task request (this family's routes, the hot path, a batch's items) lists
+# the semantic problems of a body that fails to decode along with its structural ones.
+SEMANTIC_CHECKS[TaskRequest] = _salvaged_problems
 
 
 def _api_error(exc: Rejected | WorkerFailed, retry_after_s: int) -> ApiError:

@@ -28,7 +28,7 @@ from .batch import BatchItem, BatchLine, run_batch
 from .errors import Rejected, WorkerFailed
 from .idempotency import IdempotencyTable, KeyEntry, Replayed
 from .journal import AcceptedTask, TaskJournal
-from .models import TaskAccepted, TaskError, TaskRequest, TaskResult, Webhook
+from .models import TaskAccepted, TaskError, TaskRequest, TaskResult, Webhook, masked_view
 from .outcomes import OUTCOME_STATUS, Forwarded, SyncOutcome
 from .process_slots import ProcessSlots
 from .recovery import readmit_when_possible, resume_accepted
@@ -429,12 +429,11 @@ class TaskService(ServiceBase):
         return task_id
 
     async def lookup(self, task_id: str) -> Any:
-        """The task's `TaskView`, or None."""
+        """The task's `TaskView` as answered (`masked_view`), or None."""
         for worker in self.workers.values():
-            task = await worker.ask(Lookup(task_id))
-            if task is not None:
-                return task
-        return await self.journal.get(task_id)  # webhook tasks across restarts
+            if (view := await worker.ask(Lookup(task_id))) is not None:
+                return masked_view(view)
+        return masked_view(await self.journal.get(task_id))  # webhook tasks across restarts
 
     async def _journal_run(self, task: Task) -> None:
         """A webhook task's run is durable before its function is called: were it to end the

@@ -12,19 +12,14 @@ from typing import Any
 
 import msgspec
 
+from ..core import header_rules
+from ..core.http import every_problem, key_path
 from .models import TaskRequest
 from .queue import MAX_PRIORITY
-from .registry import FunctionSpec
+from .registry import FUNCTIONS, FunctionSpec
 from .webhooks import url_problems
 
 MODES = ("sync", "stream", "webhook")
-MAX_WEBHOOK_HEADERS = 64
-MAX_HEADER_NAME = 256
-MAX_HEADER_VALUE = 8192
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field-name
-# Framing and hop-by-hop headers belong to the sender's HTTP client, not to the request.
-SENDER_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection", "te",
-                            "upgrade", "trailer", "keep-alive", "proxy-connection"})
 
 
 def task_problems(request: TaskRequest, spec: FunctionSpec, worker_ids,
@@ -57,34 +52,58 @@ def task_problems(request: TaskRequest, spec: FunctionSpec, worker_ids,
 
 
 def header_problems(headers: dict[str, str]) -> list[str]:
-    """Names must be HTTP tokens, values printable latin-1 without CR/LF; counts and sizes bounded."""
-    if len(headers) > MAX_WEBHOOK_HEADERS:
-        return [f"webhook.headers: at most {MAX_WEBHOOK_HEADERS} headers, got {len(headers)}"]
-    problems = []
-    for name, value in headers.items():
-        shown = repr(name[:64])
-        if not name or len(name) > MAX_HEADER_NAME or not _TOKEN.fullmatch(name):
-            problems.append(f"webhook.headers: name {shown} is not an HTTP token "
-                            f"(ASCII letters, digits and !#$%&'*+-.^_`|~, 1 to {MAX_HEADER_NAME} characters)")
-        elif name.lower() in SENDER_HEADERS:
-            problems.append(f"webhook.headers: {shown} is set by the sender, not by a request")
-        if len(value) > MAX_HEADER_VALUE:
-            problems.append(f"webhook.headers.{name[:64]}: value longer than {MAX_HEADER_VALUE} characters")
-        elif not all(" " <= ch <= "~" or "\xa0" <= ch <= "\xff" or ch == "\t" for ch in value):
-            problems.append(f"webhook.headers.{name[:64]}: value must be printable latin-1 without CR or LF")
-    return problems
+    """Every problem of a request's `webhook.headers`, by the rules of the HTTP library that
+    sends them (`core.header_rules`), each with its JSON path."""
+    path = "$.webhook.headers"
+    return [f"webhook.headers: {problem} - at `{path if name is None else key_path(path, name[:64])}`"
+            for name, problem in header_rules.header_problems(headers)]
 
 
 def decode_input(spec: FunctionSpec, value: Any) -> tuple[Any, list[str]]:
-    """The input as the function declared it (`spec.input_type`), or the problems with it.
+    """The input as the function declared it (`spec.input_type`), or every problem with it.
 
     An omitted input (null) counts as an empty object for a typed function."""
     if spec.input_type is None:
         return value, []
+    value = {} if value is None else value
     try:
-        return msgspec.convert({} if value is None else value, spec.input_type), []
+        return msgspec.convert(value, spec.input_type), []
     except msgspec.ValidationError as exc:
-        message = str(exc).replace("`$", "`$.input")
-        if "`$.input" not in message:
-            message += " - at `$.input`"
-        return None, [f"input: {message}"]
+        # msgspec stops at the first problem: walk the type again for all of them (only now,
+        # so a good input costs one conversion).
+        problems = every_problem(value, spec.input_type, "$.input") or [f"{exc} - at `$.input`"]
+        return None, [f"input: {problem}" for problem in problems]
+
+
+def salvaged_request(plain: Any) -> tuple[TaskRequest | None, set[str]]:
+    """From a body that failed to decode as a `TaskRequest`: a request of the fields that decode
+    on their own, and the names of those that do not (their semantic checks are moot)."""
+    if not isinstance(plain, dict):
+        return None, set()
+    fields, broken = {}, set()
+    for info in msgspec.structs.fields(TaskRequest):
+        if info.encode_name in plain:
+            try:
+                fields[info.name] = msgspec.convert(plain[info.encode_name], info.type)
+            except msgspec.ValidationError:
+                broken.add(info.encode_name)
+    try:
+        return TaskRequest(**fields), broken
+    except TypeError:  # `function` is missing or broken: nothing to check against
+        return None, broken
+
+
+_FIELD = re.compile(r"[a-z_]*")  # the top-level field a problem of `task_problems` starts with
+
+
+def salvaged_problems(plain: Any, worker_ids, max_id_length: int) -> list[str]:
+    """The semantic problems of a body that failed to decode: those `task_problems` and
+    `decode_input` find in the fields that do decode."""
+    request, broken = salvaged_request(plain)
+    spec = FUNCTIONS.get(request.function) if request is not None else None
+    if spec is None:
+        return []
+    problems = [p for p in task_problems(request, spec, worker_ids, max_id_length)
+                if _FIELD.match(p).group() not in broken]
+    return problems + decode_input(spec, request.input)[1]
+

@@ -17,6 +17,8 @@ out and once answered, so a restart resumes what is owed (see `journal.py`).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import logging
 import random
@@ -32,6 +34,7 @@ from ..config import WebhookConfig
 from ..core.actor import Actor, Reply
 from ..core.clock import rfc3339, utcnow
 from ..core.logs import log_ids
+from ..core.secrets import mask_urls_in, masked_url
 from .models import Delivery, TaskError, TaskResult
 
 log = logging.getLogger("amp_runtime.webhooks")
@@ -48,7 +51,7 @@ MAX_URL_LENGTH = 2048
 
 def url_problems(url: str) -> list[str]:
     """Syntax only: length, characters, scheme, host and port."""
-    shown = repr(url[:256])
+    shown = repr(masked_url(url[:256]))
     if len(url) > MAX_URL_LENGTH:
         return [f"webhook.url: longer than {MAX_URL_LENGTH} characters"]
     if not url.isascii() or not url.isprintable() or " " in url:
@@ -64,6 +67,22 @@ def url_problems(url: str) -> list[str]:
     if not parts.hostname:
         return [f"webhook.url has no host: {shown}"]
     return []
+
+
+SENDER_OWNED = frozenset({"x-amp-delivery-attempt", "x-amp-signature"})  # a request's own are dropped
+
+
+def signature(key: str, payload: bytes, now: float) -> bytes:
+    """`X-Amp-Signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>` (the Stripe
+    scheme): a receiver holding the key checks the body is ours and recent (README)."""
+    timestamp = b"%d" % int(now)
+    mac = hmac.new(key.encode(), timestamp + b"." + payload, hashlib.sha256).hexdigest()
+    return b"t=" + timestamp + b",v1=" + mac.encode("ascii")
+
+
+def _error_text(exc: BaseException) -> str:
+    """An attempt's error as answered by `GET /tasks/{id}`: without the URL's password."""
+    return mask_urls_in(f"{type(exc).__name__}: {exc}")
 
 
 def merged_headers(*layers: dict[str, str]) -> dict[str, str]:
@@ -202,7 +221,7 @@ class WebhookSender(Actor):
                                                                    "X-Amp-Task-Id": msg.task_id})
         # Values are latin-1 (admission checked); httpx would encode a str value as ASCII.
         fixed = [(name.encode("ascii"), value.encode("latin-1")) for name, value in merged.items()
-                 if name.lower() != "x-amp-delivery-attempt"]
+                 if name.lower() not in SENDER_OWNED]
         payload = self._payload(msg.body)
         if not owed.recorded:  # the outcome row also reserves attempt 1
             await self._journal("finish", msg.body, worker=msg.worker, started_at=msg.started_at)
@@ -217,18 +236,22 @@ class WebhookSender(Actor):
                     await self._journal("begin_attempt", msg.task_id, attempt, time.time())
                 # The task id and attempt number let a receiver deduplicate (delivery is at-least-once).
                 headers = [*fixed, (b"X-Amp-Delivery-Attempt", b"%d" % attempt)]
+                if self.config.signing_key:  # signed per attempt: its timestamp is when it went out
+                    headers.append((b"X-Amp-Signature", signature(self.config.signing_key, payload, time.time())))
                 try:
                     delivery = await self._attempt(msg.url, headers, payload, attempt)
                 except Exception as exc:  # a bug, or a value admission let through: this attempt failed
                     log.warning("webhook for task %s: attempt %d raised %s: %s", msg.task_id, attempt,
                                 type(exc).__name__, exc)
-                    delivery = Delivery(attempt=attempt, at=rfc3339(utcnow()), error=f"{type(exc).__name__}: {exc}")
+                    delivery = Delivery(attempt=attempt, at=rfc3339(utcnow()), error=_error_text(exc))
                 ok = delivery.status_code is not None and 200 <= delivery.status_code < 300
                 owed.failures += not ok
                 last = ok or owed.failures >= self.config.attempts
                 final = None if not last else ("delivered" if ok else "failed")
                 await self._journal("record_attempt", msg.task_id, attempt, status_code=delivery.status_code,
                                     error=delivery.error, final_status=final)
+                if last and msg.headers:  # settled: its headers are needed no more
+                    await self._journal("forget_headers", msg.task_id)
                 self._report(msg, delivery, final)
                 if ok:
                     self.outcomes["delivered"] += 1
@@ -254,7 +277,7 @@ class WebhookSender(Actor):
             response = await self._client.post(url, content=payload, headers=headers)
             return Delivery(attempt=attempt, at=at, status_code=response.status_code)
         except (httpx.HTTPError, UnsafeTarget, OSError) as exc:
-            return Delivery(attempt=attempt, at=at, error=f"{type(exc).__name__}: {exc}")
+            return Delivery(attempt=attempt, at=at, error=_error_text(exc))
 
     async def _journal(self, method: str, *args: Any, **kwargs: Any) -> None:
         """A journal write; a failing store costs a duplicate after a restart, not this delivery."""

@@ -72,7 +72,7 @@ def test_a_bad_store_url_is_refused_without_echoing_it():
     ("postgresql://127.0.0.1:5432/amp", "postgresql://127.0.0.1:5432/amp"),
 ])
 def test_masked_url_hides_the_password(url, shown):
-    from amp_runtime.config import masked_url
+    from amp_runtime.core.secrets import masked_url
 
     assert masked_url(url) == shown
 

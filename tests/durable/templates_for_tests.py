@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import trio
 
 import amp_runtime
@@ -38,8 +39,17 @@ class Unworded(Exception):
         raise ValueError("no words for it")
 
 
+class Size(msgspec.Struct):
+    width: int
+    height: int
+    unit: str = "px"
+
+
 @amp_runtime.template("test-typed")
 class Typed:
+    async def area(self, size: Size, scale: float = 1.0) -> float:
+        return size.width * size.height * scale
+
     async def mix(self, n: int, s: str, xs: list[float], flag: bool = False) -> dict:
         return {"n": n, "s": s, "xs": xs, "flag": flag}
 

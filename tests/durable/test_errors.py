@@ -70,6 +70,20 @@ async def test_params_are_validated_against_the_signature(server):
     assert r.status_code == 400 and "no function 'nope'" in r.json()["errors"][0]
 
 
+async def test_every_bad_field_inside_a_typed_parameter_is_listed_with_its_path(server):
+    c = server.client
+    await create(c, TYPED, "t")
+    assert (await call(c, TYPED, "t", "area", [{"width": 2, "height": 3}])).json() == {"result": [6.0]}
+    r = await call(c, TYPED, "t", "area", [{"width": "wide", "height": None, "unit": 5}, "big"])
+    assert r.status_code == 400
+    errors = r.json()["errors"]
+    for path in ("$.params[0].width", "$.params[0].height", "$.params[0].unit"):
+        assert sum(path in e for e in errors) == 1, (path, errors)
+    assert len(errors) == 4 and "'scale'" in errors[3], errors
+    r = await call(c, TYPED, "t", "mix", [1, "s", ["x", 2, "y"]])
+    assert [e for e in r.json()["errors"] if "$.params[2][0]" in e or "$.params[2][2]" in e] and len(r.json()["errors"]) == 2
+
+
 async def test_count_and_type_problems_are_listed_together(server):
     c = server.client
     await create(c, COUNTER, "c")

@@ -1,12 +1,12 @@
 """Work whose thread ignores cancellation (as a slow or hung user function would): a task
-function, and a dataset whose query function blocks from `AMP_TEST_STUCK_FROM_BLOCK` on."""
+function, and a dataset whose query function blocks from `AMPTEST_STUCK_FROM_BLOCK` on."""
 
 import os
 import time
 
 import amp_runtime
 
-STUCK_FROM_BLOCK = int(os.environ.get("AMP_TEST_STUCK_FROM_BLOCK", "100"))
+STUCK_FROM_BLOCK = int(os.environ.get("AMPTEST_STUCK_FROM_BLOCK", "100"))
 
 
 @amp_runtime.function(name="stuck")

@@ -97,7 +97,7 @@ async def test_sigterm_mid_finite_job_exits_promptly_and_the_job_resumes_to_one_
         assert progress[table]["files_count"] == len(list(table_dir(data, table).glob("*.parquet"))) == FILES
 
 
-STUCK_ENV = {**ENV, "AMP_FUNCTIONS_MODULES": '["tests.ops.stuck"]', "AMP_TEST_STUCK_FROM_BLOCK": "100"}
+STUCK_ENV = {**ENV, "AMP_FUNCTIONS_MODULES": '["tests.ops.stuck"]', "AMPTEST_STUCK_FROM_BLOCK": "100"}
 
 
 async def test_a_write_stuck_in_its_thread_is_abandoned_and_the_exit_stays_bounded(nursery, tmp_path):

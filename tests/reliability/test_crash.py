@@ -2,8 +2,8 @@
 restart it on the same data dir (and the same store: DuckDB, then PostgreSQL), and check the
 invariants each family promises.
 
-One harness run (CRASH_CYCLES kill points, seed CRASH_SEED; override with AMP_CRASH_CYCLES /
-AMP_CRASH_SEED to reproduce or lengthen) drives all families at once and records violations per
+One harness run (CRASH_CYCLES kill points, seed CRASH_SEED; override with AMPTEST_CRASH_CYCLES /
+AMPTEST_CRASH_SEED to reproduce or lengthen) drives all families at once and records violations per
 family; the tests below each assert one family's invariants over that shared run:
 
 - store: every restart opens the store and answers /health "ok";
@@ -27,8 +27,8 @@ import trio
 from ..helpers import spawn_server
 from ..pg import store_env
 
-CRASH_SEED = int(os.environ.get("AMP_CRASH_SEED", "1610"))
-CRASH_CYCLES = int(os.environ.get("AMP_CRASH_CYCLES", "20"))
+CRASH_SEED = int(os.environ.get("AMPTEST_CRASH_SEED", "1610"))
+CRASH_CYCLES = int(os.environ.get("AMPTEST_CRASH_CYCLES", "20"))
 BATCH_BLOCKS = 20
 JOB_BLOCKS = 3000  # a job spans a few cycles at ~1-2k blocks/s; a multiple of BATCH_BLOCKS
 DATASET = "example/blocks@1.0.0"

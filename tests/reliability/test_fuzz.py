@@ -4,7 +4,7 @@ socket (a server subprocess with an API key; the fuzzer sends the key).
 Checks: no 5xx (`not_a_server_error`), every response matches its documented schema
 (`response_schema_conformance`) and status (`status_code_conformance`); the server is still
 healthy afterwards. Bounded for CI (few examples per operation, a total time cap); set
-AMP_FUZZ_EXAMPLES=N (and optionally AMP_FUZZ_SECONDS) for a longer run, AMP_FUZZ_SEED to vary.
+AMPTEST_FUZZ_EXAMPLES=N (and optionally AMPTEST_FUZZ_SECONDS) for a longer run, AMPTEST_FUZZ_SEED to vary.
 
 Failures are grouped per operation. An operation with a known, reported bug goes into
 KNOWN_FAILURES with the reason: its own strict xfail test then proves the bug is still there,
@@ -28,9 +28,9 @@ from ..helpers import spawn_server
 
 KEY = "k"
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance"
-EXAMPLES = int(os.environ.get("AMP_FUZZ_EXAMPLES", "5"))
-SECONDS = int(os.environ.get("AMP_FUZZ_SECONDS", "25" if "AMP_FUZZ_EXAMPLES" not in os.environ else "600"))
-SEED = os.environ.get("AMP_FUZZ_SEED", "20261123")
+EXAMPLES = int(os.environ.get("AMPTEST_FUZZ_EXAMPLES", "5"))
+SECONDS = int(os.environ.get("AMPTEST_FUZZ_SECONDS", "25" if "AMPTEST_FUZZ_EXAMPLES" not in os.environ else "600"))
+SEED = os.environ.get("AMPTEST_FUZZ_SEED", "20261123")
 
 # "METHOD /path" -> why it fails (the bug, where it is). Empty: every operation passes.
 KNOWN_FAILURES: dict[str, str] = {}

@@ -22,6 +22,12 @@ HOSTILE_HEADERS = [
     {"X-A": "nul\x00"},
     {"X-A": "del\x7f"},
     {"X-A": "euro €"},  # outside latin-1
+    {"X-A": " leading space"},  # h11 refuses these on every delivery attempt (the audit's finding)
+    {"X-A": "trailing space "},
+    {"X-A": "\tleading tab"},
+    {"X-A": "trailing tab\t"},
+    {"X-A": "vertical\x0btab"},
+    {"X-A": "form\x0cfeed"},
     {"X-A": "x" * 9000},
     {"X-" + "n" * 300: "1"},
     {"Content-Length": "5"},
@@ -55,7 +61,7 @@ async def test_hostile_webhook_input_is_refused_and_harms_no_delivery(server_fac
         assert "webhook.url" in r.json()["error_message"]
     r = await webhook_task(srv.client, receiver.url, {"X-Ü": "1", "X-B": "a\nb"})  # every problem listed
     message = r.json()["error_message"]
-    assert "'X-Ü'" in message and "webhook.headers.X-B" in message
+    assert "'X-Ü'" in message and '`$.webhook.headers["X-B"]`' in message
     r = await webhook_task(srv.client, receiver.url, {"X-Fine": "latin-1 é\tok"}, input={"good": 3})
     assert r.status_code == 202
     accepted.append(r.json()["id"])
@@ -64,6 +70,33 @@ async def test_hostile_webhook_input_is_refused_and_harms_no_delivery(server_fac
     assert all(body["status"] == "completed" for body in receiver.bodies())
     assert (await srv.client.get("/health")).json()["status"] == "ok"
     assert (await srv.client.post("/task", json={"function": "echo", "input": 1, **CALL})).json()["result"] == 1
+    await srv.client.aclose()
+
+
+async def test_every_header_value_admitted_is_delivered_and_every_refusal_names_its_path(server_factory, nursery):
+    """The class, not the instances: a value the sender's HTTP library would refuse must never
+    get a 202. Every latin-1 control, space and boundary character at the start, inside and at
+    the end of a value is either refused with its JSON path or delivered as sent."""
+    receiver = await start_receiver(nursery)
+    srv = await server_factory(webhook={"allow_private": True, "base_delay_s": 0.01, "attempts": 1})
+    chars = [chr(c) for c in [*range(0x00, 0x21), 0x7E, 0x7F, *range(0x80, 0xA2), 0xFF]]
+    accepted, refused = {}, 0
+    for ch in chars:
+        for value in (f"{ch}v", f"v{ch}v", f"v{ch}"):
+            r = await webhook_task(srv.client, receiver.url, {"X-Probe": value})
+            if r.status_code == 202:
+                accepted[r.json()["id"]] = value
+                continue
+            assert r.status_code == 400, (value, r.text)
+            assert r.json()["error_message"].count('`$.webhook.headers["X-Probe"]`') == 1, r.text
+            refused += 1
+    assert refused and accepted
+    await receiver.wait_for(len(accepted))
+    for headers, body in receiver.calls:
+        sent = dict((k.lower(), v) for k, v in headers)
+        assert sent["x-probe"] == accepted[body["id"]]
+    for task_id in accepted:
+        assert (await srv.client.get(f"/tasks/{task_id}")).json()["webhook_status"] == "delivered"
     await srv.client.aclose()
 
 

@@ -106,3 +106,16 @@ async def test_recover_prunes_settled_tasks_past_retention(journal):
     assert await journal.get("old") is None
     assert [p.task_id for p in recovered.to_deliver] == ["old-undelivered"]  # never pruned while owed
     assert await journal.store.execute("SELECT count(*) FROM webhook_deliveries") == [(0,)]
+
+
+async def test_headers_of_a_settled_task_are_dropped_even_if_the_process_died_before_forgetting_them(journal):
+    for task_id in ("settled", "pending"):
+        await journal.accept(accepted(task_id, webhook_headers={"X-Api-Key": "tok"}))
+        await journal.finish(TaskResult(id=task_id, status="completed", success=True, result=1))
+    # `settled`'s last attempt was recorded, then the process died before `forget_headers`.
+    await journal.record_attempt("settled", 1, status_code=200, error=None, final_status="delivered")
+    await journal.record_attempt("pending", 1, status_code=500, error=None, final_status=None)
+    recovered = await journal.recover(keep_s=3600)
+    assert [(p.task_id, p.headers) for p in recovered.to_deliver] == [("pending", {"X-Api-Key": "tok"})]
+    rows = await journal.store.execute("SELECT id, webhook_headers FROM webhook_tasks ORDER BY id")
+    assert rows == [("pending", '{"X-Api-Key":"tok"}'), ("settled", "{}")]

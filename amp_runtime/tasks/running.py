@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 import trio
@@ -25,12 +25,26 @@ from .models import TaskError, TaskResult
 from .process_slots import run_in_process
 from .task import Lease, Task, settle
 
-if TYPE_CHECKING:
-    from .worker import WorkerActor
-
 log = logging.getLogger("amp_runtime.tasks")
 _encode = msgspec.json.Encoder().encode
 SETTLE_GRACE_S = 5.0  # past a task's deadline, how long a caller waits for its worker to answer
+
+
+class WorkerActor(Protocol):
+    """What running a task needs of its worker (`worker.WorkerActor`)."""
+
+    name: str
+    expose_tracebacks: bool
+
+    def admit(self, task: Task, *, lease: bool = False) -> Lease | None: ...
+
+    def release(self, lease: Lease) -> None: ...
+
+    def tell_nowait(self, msg: Any) -> None: ...
+
+    def thread_abandoned(self) -> None: ...
+
+    def thread_returned(self) -> None: ...
 
 
 async def run_task(task: Task, worker: WorkerActor) -> None:

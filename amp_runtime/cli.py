@@ -24,13 +24,29 @@ class StartupError(Exception):
     """A problem to report in one line with exit code 2."""
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: the build info the registry reports too (asked only here: from a checkout it runs git)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .build_info import current
+
+        info = current()
+        committed = f" ({info.commit_timestamp})" if info.commit_timestamp else ""
+        built = info.build_date or "none (run from a checkout)"
+        print(f"amp-runtime {info.version}\ncommit: {info.commit_sha}{committed}\nbuild date: {built}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amp-runtime",
         description="A single-process job and task runtime: worker slots, jobs, durable workers, "
         "a worker registry, all behind one HTTP server.",
     )
-    parser.add_argument("--version", action="version", version=f"amp-runtime {__version__}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version, commit and build date, then exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the server (Ctrl-C drains and exits)")

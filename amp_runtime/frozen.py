@@ -1,0 +1,62 @@
+"""What the one-file binary does before the CLI runs (see packaging/amp-runtime.spec).
+
+A PyInstaller one-file binary is two processes: the bootloader (the PID the user started)
+unpacks into TMPDIR, then runs Python in a child and waits for it, forwarding signals. A kill -9
+of the bootloader cannot be forwarded, so the child asks the kernel to kill it when its parent
+dies (PR_SET_PDEATHSIG). Worker processes of run="process" functions are the binary itself,
+started by multiprocessing's "spawn": `freeze_support` turns such a start into a worker instead
+of a second CLI. Standard library only, and nothing here runs outside a frozen binary.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def is_frozen() -> bool:
+    return bool(getattr(sys, "frozen", False))
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent ends (Linux; elsewhere a no-op).
+
+    SIGKILL, not SIGTERM: the parent was killed outright, and the installed command killed
+    that way ends at once too (the store recovers from its log at the next start)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    # The parent may have died before the call above took effect: then we were re-parented
+    # (to init or a subreaper) and no signal will come.
+    if os.getppid() != parent or not _runs_this_binary(parent):
+        os._exit(1)
+
+
+def _runs_this_binary(pid: int) -> bool:
+    """Whether `pid` is the bootloader of this binary (or, for a worker process, the server)."""
+    try:
+        return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(sys.executable)
+    except OSError:
+        return True  # no /proc to ask: trust the parent id check alone
+
+
+def prepare() -> None:
+    """Run first in every process the binary starts."""
+    if not is_frozen():
+        return
+    # Only under the bootloader: a binary built without one (onedir) has the user's shell as its parent.
+    if os.environ.get("_PYI_ARCHIVE_FILE") or os.environ.get("_PYI_PARENT_PROCESS_LEVEL"):
+        die_with_parent()
+    import multiprocessing
+
+    multiprocessing.freeze_support()  # a spawned worker process runs its work here and exits

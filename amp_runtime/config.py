@@ -79,7 +79,7 @@ class FunctionsConfig(_Section):
     modules: list[str] = []
     # Directories put on the import path before `modules` load; relative ones are taken from
     # the config file's directory (absolute after load_config), so a module beside config.toml loads.
-    paths: list[str] = ["."]
+    paths: list[str] = msgspec.field(default_factory=lambda: ["."])
 
 
 class WorkerConfig(_Section):

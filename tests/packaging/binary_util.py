@@ -64,6 +64,7 @@ async def serve(nursery: trio.Nursery, place: Place, *args: str, env: dict[str, 
     proc = await trio.lowlevel.open_process(
         [str(place.binary), "serve", "--bind", "127.0.0.1:0", *args], cwd=str(place.dir),
         env=env or place.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal gives a command (Ctrl-C goes to all of it)
     )
     server = ServerProcess(proc)
     ready = trio.Event()

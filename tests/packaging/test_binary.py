@@ -163,8 +163,10 @@ async def test_kill_9_of_the_started_pid_leaves_nothing_serving(place, nursery):
 
 
 async def test_ctrl_c_drains_and_exits_0(place, nursery):
+    import os
+
     server = await binary_util.serve(nursery, place)
-    server.send_signal(signal.SIGINT)
+    os.killpg(server.proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: bootloader and child both get it
     assert await server.wait() == 0
     assert b"stopped" in server.output
 
@@ -194,23 +196,49 @@ UNPACK_INTO_FULL_TMPFS = """
 mount -t tmpfs -o size=2m tmpfs "$TMPDIR" || exit 99
 exec "$0" --version
 """
+# Every place the bootloader tries read-only: TMPDIR, then /tmp, /var/tmp (and /usr/tmp where it
+# exists). The binary is copied to a tmpfs on /mnt first, as /tmp is hidden.
+UNPACK_WITH_NOWHERE_WRITABLE = """
+mount -t tmpfs -o size=200m tmpfs /mnt && cp "$0" /mnt/amp-runtime || exit 99
+for dir in "$TMPDIR" /tmp /var/tmp /usr/tmp; do
+    [ -d "$dir" ] || continue
+    mount -t tmpfs -o ro,size=1m tmpfs "$dir" || exit 99
+done
+cd / && exec /mnt/amp-runtime --version
+"""
 
 
-async def test_a_full_tmpdir_stops_in_the_bootloader_before_python(place):
+async def _in_mount_namespace(place, script: str):
     # The bootloader unpacks before any Python runs, so its own message and exit code are what
-    # the user sees (README: "Where it unpacks"). A full TMPDIR is a 2 MB tmpfs in a private
-    # mount namespace (root only); a missing or read-only TMPDIR is no failure: it falls back to /tmp.
+    # the user sees (README: "Where it unpacks"). Small or read-only file systems are tmpfs
+    # mounts in a private mount namespace: root only.
     import os
     import shutil
 
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare(1) to mount a small tmpfs")
     with trio.fail_after(60):
-        done = await trio.run_process(["unshare", "-m", "sh", "-c", UNPACK_INTO_FULL_TMPFS, str(place.binary)],
+        done = await trio.run_process(["unshare", "-m", "sh", "-c", script, str(place.binary)],
                                       cwd=str(place.dir), env={**place.env, "PATH": "/usr/bin:/bin"},
                                       capture_stdout=True, capture_stderr=True, check=False)
     if done.returncode == 99:
         pytest.skip("cannot mount a tmpfs here")
-    err = done.stderr.decode()
-    assert done.returncode == 255 and done.stdout == b"", err
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def test_a_full_tmpdir_stops_in_the_bootloader_before_python(place):
+    code, out, err = await _in_mount_namespace(place, UNPACK_INTO_FULL_TMPFS)
+    assert code == 255 and out == "", err
     assert err and all(re.match(r"\[PYI-\d+:ERROR\] Failed to extract", line) for line in err.splitlines()), err
+
+
+async def test_nowhere_to_unpack_is_one_bootloader_line(place):
+    code, out, err = await _in_mount_namespace(place, UNPACK_WITH_NOWHERE_WRITABLE)
+    assert code == 255 and out == "", err
+    assert re.fullmatch(r"\[PYI-\d+:ERROR\] Could not create temporary directory!\n", err), err
+
+
+async def test_a_missing_tmpdir_falls_back_to_tmp(place):
+    env = {**place.env, "TMPDIR": str(place.dir / "no-such-dir")}
+    code, out, err = await binary_util.run(place, "--version", env=env)
+    assert code == 0 and out.startswith("amp-runtime "), err

@@ -45,9 +45,11 @@ def die_with_parent() -> None:
 def _runs_this_binary(pid: int) -> bool:
     """Whether `pid` is the bootloader of this binary (or, for a worker process, the server)."""
     try:
-        return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(sys.executable)
+        exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return True  # no /proc to ask: trust the parent id check alone
+    # A binary replaced on disk while running (a deploy renaming a new one into place) shows as deleted.
+    return exe.endswith(" (deleted)") or os.path.realpath(exe) == os.path.realpath(sys.executable)
 
 
 def prepare() -> None:

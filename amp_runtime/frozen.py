@@ -43,7 +43,7 @@ def die_with_parent() -> None:
 
 
 def _runs_this_binary(pid: int) -> bool:
-    """Whether `pid` is the bootloader of this binary (or, for a worker process, the server)."""
+    """Whether `pid` runs this binary (the bootloader)."""
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
@@ -56,8 +56,12 @@ def prepare() -> None:
     """Run first in every process the binary starts."""
     if not is_frozen():
         return
-    # Only under the bootloader: a binary built without one (onedir) has the user's shell as its parent.
-    if os.environ.get("_PYI_ARCHIVE_FILE") or os.environ.get("_PYI_PARENT_PROCESS_LEVEL"):
+    # Only in the process the bootloader started (the bootloader tells it its parent's level:
+    # 0). Not in the processes that one starts (level 1: run="process" workers, the servers of
+    # bench --compare): a parent for PR_SET_PDEATHSIG is the *thread* that started the child,
+    # and trio starts processes from its thread cache, whose threads end when idle. Those end
+    # by themselves when their parent goes (a worker sees its pipe close).
+    if os.environ.get("_PYI_PARENT_PROCESS_LEVEL") == "0":
         die_with_parent()
     import multiprocessing
 

@@ -152,8 +152,11 @@ async def test_a_module_importing_what_the_binary_lacks_is_exit_2_in_one_line(pl
 
 async def test_kill_9_of_the_started_pid_leaves_nothing_serving(place, nursery):
     server = await binary_util.serve(nursery, place)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:  # a worker process too
+        burn = await client.post("/task", json={"function": "cpu_burn_process", "input": {"n": 10}, "contract": 1})
+        assert burn.json()["success"], burn.text
     processes = serving_processes(server)
-    assert len(processes) >= 2, "a one-file binary is a bootloader and its child"
+    assert len(processes) >= 3, "a one-file binary is a bootloader and its child, here with a worker process"
     server.kill9()
     await wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes),
                      timeout=10)

@@ -52,16 +52,26 @@ def _runs_this_binary(pid: int) -> bool:
     return exe.endswith(" (deleted)") or os.path.realpath(exe) == os.path.realpath(sys.executable)
 
 
+def _started_by_the_bootloader() -> bool:
+    # The bootloader starts its child with _PYI_PARENT_PROCESS_LEVEL=0; PyInstaller's start-up
+    # code in that child raises the value in os.environ (for the child's own sub-processes), so
+    # the value this process was started with is read from /proc.
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            return b"_PYI_PARENT_PROCESS_LEVEL=0" in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
 def prepare() -> None:
     """Run first in every process the binary starts."""
     if not is_frozen():
         return
-    # Only in the process the bootloader started (the bootloader tells it its parent's level:
-    # 0). Not in the processes that one starts (level 1: run="process" workers, the servers of
-    # bench --compare): a parent for PR_SET_PDEATHSIG is the *thread* that started the child,
-    # and trio starts processes from its thread cache, whose threads end when idle. Those end
-    # by themselves when their parent goes (a worker sees its pipe close).
-    if os.environ.get("_PYI_PARENT_PROCESS_LEVEL") == "0":
+    # Only in the process the bootloader started. Not in the processes that one starts
+    # (run="process" workers, the servers of bench --compare): a parent for PR_SET_PDEATHSIG is
+    # the *thread* that started the child, and trio starts processes from its thread cache,
+    # whose threads end when idle. Those end by themselves when their parent goes.
+    if _started_by_the_bootloader():
         die_with_parent()
     import multiprocessing
 

@@ -84,6 +84,9 @@ class LogConfig(_Section):
 
 class FunctionsConfig(_Section):
     modules: list[str] = []
+    # Directories put on the import path before `modules` load; relative ones are taken from
+    # the config file's directory (absolute after load_config), so a module beside config.toml loads.
+    paths: list[str] = msgspec.field(default_factory=lambda: ["."])
 
 
 class WorkerConfig(_Section):
@@ -283,6 +286,8 @@ def load_config(
     except msgspec.ValidationError as exc:
         raise ConfigError(f"bad config in {source}: {_describe(exc, env_keys)}") from None
     _check(config, source)
+    base = Path(path).absolute().parent if path is not None else Path.cwd()
+    config.functions.paths = [os.path.normpath(base / entry) for entry in config.functions.paths]
     return config
 
 

@@ -47,7 +47,7 @@ class Runtime:
     def __init__(self, config: Config, *, log_ring: LogRing | None = None):
         self.config = config
         self.version = __version__
-        load_user_modules(config.functions.modules)
+        load_user_modules(config.functions.modules, config.functions.paths)
         self.logs = log_ring or setup_logging(config.log.level, config.log.ring_size, format=config.log.format,
                                               file=config.log.file)
         self.started_monotonic = time.monotonic()
@@ -186,13 +186,9 @@ class InFlightRequests:
             await self._none.wait()
 
 
-def load_user_modules(names: list[str]) -> None:
-    """Import the modules listed in `[functions] modules` so their decorators register."""
-    import importlib
+def load_user_modules(names: list[str], paths: list[str] = ()) -> None:
+    """Import the modules listed in `[functions] modules` (found also in `paths`) so their decorators register."""
+    from .user_functions import load_modules
 
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:
-            raise ConfigError(f"functions.modules: cannot import {name!r}: {exc}") from exc
+    load_modules(names, list(paths))
 

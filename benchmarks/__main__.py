@@ -15,7 +15,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from . import cases, peers
+from . import binary_bench, cases, peers
 
 HERE = Path(__file__).parent
 TARGETS = {  # issue 15's targets: case -> [(figure, ">=" or "<=", value)]
@@ -29,6 +29,7 @@ TARGETS = {  # issue 15's targets: case -> [(figure, ">=" or "<=", value)]
     "jobs_progress_postgres": [("progress_updates_per_s", ">=", 20_000)],  # issue 16
     "peers": [("cpu_process_vs_thread", ">=", 1.8), ("cpu_process_vs_celery", ">=", 1.0),
               ("batch_vs_dramatiq", ">=", 15.0)],
+    "binary": [("size_mb", "<=", 70), ("startup_ratio", "<=", 1.5), ("task_ratio", ">=", 0.95)],  # issue 24
 }
 
 
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs_progress_postgres": jobs_progress_postgres,
         "sustained_rss": lambda: cases.sustained_rss(duration=args.sustained_s),
         "peers": lambda: peers.run(duration=args.http_s),
+        "binary": lambda: binary_bench.run(part=max(1.0, args.http_s / 4)),
     }
     results: dict = {"machine": machine(), "command": "python -m benchmarks " + " ".join(argv or sys.argv[1:]),
                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cases": {}}

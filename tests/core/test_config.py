@@ -51,6 +51,9 @@ def test_shipped_config_toml_has_every_key_and_loads(tmp_path):
             continue
         for key in typ.__struct_fields__:
             assert key in data.get(section, {}), f"config.toml lacks {section}.{key}"
+    # Relative function paths come back absolute, from the config file's directory.
+    assert config.functions.paths == [str(shipped.parent)]
+    config.functions.paths = Config().functions.paths
     assert config == Config(), "config.toml holds exactly the defaults"
 
 

@@ -1,0 +1,21 @@
+"""The one-file binary's entry point (packaging/amp-runtime.spec): the same CLI as the
+installed `amp-runtime` command, after the frozen-process setup in amp_runtime.frozen."""
+
+import runpy
+import sys
+
+from amp_runtime.frozen import prepare
+
+prepare()  # first: a worker process started by multiprocessing never reaches the CLI
+
+# `BINARY -m amp_runtime[.x] ARGS` runs that module as `python -m` would: `sys.executable` is
+# the binary, and the code that starts servers of its own (bench --compare) calls it so.
+if len(sys.argv) > 2 and sys.argv[1] == "-m" and sys.argv[2].split(".")[0] == "amp_runtime":
+    module = sys.argv[2]
+    sys.argv = [sys.argv[0], *sys.argv[3:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    sys.exit(0)
+
+from amp_runtime.cli import main  # noqa: E402
+
+sys.exit(main())

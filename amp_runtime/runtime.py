@@ -20,7 +20,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from . import __version__
-from .config import Config, ConfigError, parse_bind
+from .config import Config, parse_bind
 from .core.logs import LogRing, setup_logging
 from .app import create_app
 from .core.backends import store_backend

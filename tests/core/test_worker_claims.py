@@ -45,4 +45,4 @@ async def test_peers_with_different_worker_ids_share_one_store(nursery, tmp_path
     }
     for proc in (one, two):
         proc.send_signal(signal.SIGTERM)
-        assert await proc.wait() == 0
+        assert await proc.wait() == 0, proc.output.decode(errors="replace")

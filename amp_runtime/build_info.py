@@ -106,6 +106,7 @@ def _generated() -> BuildInfo | None:
 
 
 @functools.cache
+@functools.cache
 def package_version() -> str:
     """The installed version (setuptools-scm, git-describe style); cheap, no subprocess."""
     generated = _generated() if _checkout_root() is None else None

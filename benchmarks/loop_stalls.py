@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import gc
-import subprocess
 import sys
 import tempfile
 import threading

@@ -32,7 +32,8 @@ class Incoming(NamedTuple):
     forwarded: bool = False
 
 
-INCOMING: ContextVar[Incoming] = ContextVar("amp_incoming_request", default=Incoming())
+NO_REQUEST = Incoming()  # a NamedTuple: immutable, safe to share as the default
+INCOMING: ContextVar[Incoming] = ContextVar("amp_incoming_request", default=NO_REQUEST)
 
 
 def bearer(key: str) -> dict[str, str]:

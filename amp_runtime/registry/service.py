@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 
 import trio
 
-from .. import __version__, build_info
+from .. import build_info
 from ..config import parse_bind
 from ..core.clock import naive_utc, utcnow
 from ..core.http import ApiError
@@ -295,8 +295,8 @@ class RegistryService(ServiceBase):
         """A signed token; `ttl_s` (the client's `expiration_sec`) can shorten, never extend, `jwt_ttl_s`."""
         now = int(time.time())
         ttl = self.config.auth.jwt_ttl_s if not ttl_s or ttl_s <= 0 else min(ttl_s, self.config.auth.jwt_ttl_s)
-        return jwt.encode({"exp": now + ttl, "iat": now, "identity": identity,
-                           "api_version": API_VERSION, "server_version": __version__}, self.jwt_secret)
+        return jwt.encode({"exp": now + ttl, "iat": now, "identity": identity, "api_version": API_VERSION,
+                           "server_version": build_info.package_version()}, self.jwt_secret)
 
     def token_identity(self, token: str) -> dict | None:
         """The identity of a valid token (for a refresh), else None."""

@@ -68,6 +68,9 @@ class DeviceReadings(NamedTuple):
     cpu_temperature: list[float] | None
 
 
+NO_READINGS = DeviceReadings(None, None, None)
+
+
 class MachineSampler:
     """Call `read_devices()` in a thread, then `sample()` with its readings, periodically.
 
@@ -93,7 +96,7 @@ class MachineSampler:
             self._sensors = temperatures is not None
         return DeviceReadings(_free_percent(Path.home()), _free_percent(Path(tempfile.gettempdir())), temperatures)
 
-    def sample(self, devices: DeviceReadings = DeviceReadings(None, None, None)) -> MachineStats:
+    def sample(self, devices: DeviceReadings = NO_READINGS) -> MachineStats:
         counters = self._read_counters()
         rates = io_rates_mib_s(self._last, counters)
         self._last = counters

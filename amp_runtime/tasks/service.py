@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import msgspec
 import trio
 
-from .. import __version__, build_info
+from .. import build_info
 from ..core.logs import LogRing
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  (registers the built-in functions)
@@ -134,7 +134,7 @@ async def _run_here(request: TaskRequest, spec: FunctionSpec) -> None:
 class ProcessInfo:
     """What /health and /logs tell of the process: its version, uptime and recent log lines."""
 
-    version: str = __version__
+    version: str = field(default_factory=build_info.package_version)
     uptime_s: Callable[[], float] = lambda: 0.0
     logs: LogRing = field(default_factory=LogRing)
     build: Callable[[], build_info.BuildInfo] = build_info.current  # cached: the registry asked at start
@@ -170,7 +170,7 @@ class TaskService(ServiceBase):
         self._nursery: trio.Nursery | None = None  # where webhook tasks wait to run again
         self.tags: dict[str, str] = {
             "python": platform.python_version(),
-            "amp_runtime": __version__,
+            "amp_runtime": build_info.package_version(),
             "trio": trio.__version__,
             "platform": sys.platform,
         }

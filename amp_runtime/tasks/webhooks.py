@@ -59,7 +59,7 @@ def url_problems(url: str) -> list[str]:
                 f"punycode for hosts), got {shown}"]
     try:
         parts = urlsplit(url)
-        parts.port  # raises for a port out of range or not a number
+        _ = parts.port  # raises for a port out of range or not a number
     except ValueError as exc:
         return [f"webhook.url: {exc}: {shown}"]
     if parts.scheme not in ("http", "https"):

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 import trio
 
-from amp_runtime.client import AsyncClient, Client, Rejected, TaskCancelled, TaskFailed, TaskTimedOut, Unavailable
+from amp_runtime.client import AsyncClient, Client, Rejected, TaskFailed, TaskTimedOut, Unavailable
 from amp_runtime.durable.templates import template_id_for
 
 from ..helpers import run_cli, wait_until

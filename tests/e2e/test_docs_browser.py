@@ -6,7 +6,8 @@ import pytest
 import trio
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (.ci/run installs it)")
+pytestmark = [pytest.mark.system,
+              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (.ci/run installs it)")]
 
 
 def render_docs(url: str) -> tuple[str, list[str], list[str]]:

@@ -3,7 +3,6 @@
 import signal
 
 import httpx
-import trio
 
 from ..helpers import run_cli, spawn_server, wait_until
 

@@ -20,7 +20,7 @@ from amp_runtime.durable.templates import template_id_for
 from ..helpers import wait_until
 from . import binary_util, walkthrough
 
-pytestmark = pytest.mark.binary
+pytestmark = [pytest.mark.system, pytest.mark.binary]
 
 SPIN_MODULE = '''
 import amp_runtime

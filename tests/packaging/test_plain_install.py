@@ -23,10 +23,10 @@ STEP_TIMEOUT_S = 240  # pip may fetch from the package index; its cache makes re
 SERVE_TIMEOUT_S = 60
 GRACE_S = 5
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.system, pytest.mark.skipif(
     importlib.util.find_spec("ensurepip") is None or importlib.util.find_spec("pip") is None,
     reason="packaging toolchain absent: this Python has no ensurepip or pip",
-)
+)]
 
 
 def clean_env() -> dict[str, str]:

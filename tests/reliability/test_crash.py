@@ -16,6 +16,7 @@ family; the tests below each assert one family's invariants over that shared run
 
 from __future__ import annotations
 
+import pytest
 import os
 import random
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ import trio
 
 from ..helpers import spawn_server
 from ..pg import store_env
+
+pytestmark = pytest.mark.system  # starts processes (see tests/conftest.py)
 
 CRASH_SEED = int(os.environ.get("AMPTEST_CRASH_SEED", "1610"))
 CRASH_CYCLES = int(os.environ.get("AMPTEST_CRASH_CYCLES", "20"))

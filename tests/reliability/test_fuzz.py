@@ -26,6 +26,8 @@ import trio
 
 from ..helpers import spawn_server
 
+pytestmark = pytest.mark.system  # starts processes (see tests/conftest.py)
+
 KEY = "k"
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance"
 EXAMPLES = int(os.environ.get("AMPTEST_FUZZ_EXAMPLES", "5"))

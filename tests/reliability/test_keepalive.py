@@ -8,7 +8,6 @@ reuse connections, and a client with a wrong key must keep getting 401s, not han
 from __future__ import annotations
 
 import httpx
-import pytest
 import trio
 
 from ..helpers import spawn_server

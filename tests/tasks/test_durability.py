@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import httpx
 import msgspec
-import trio
 
 from ..helpers import spawn_server, wait_until
 from ..pg import on_both_stores, store_env

@@ -9,7 +9,7 @@ import re
 
 import trio
 
-from amp_runtime.tasks import running as running_module, worker as worker_module
+from amp_runtime.tasks import running as running_module
 
 from ..helpers import wait_until
 from . import fns

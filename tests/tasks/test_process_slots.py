@@ -13,6 +13,8 @@ import amp_runtime
 from ..helpers import spawn_server, wait_until
 from . import process_fns  # noqa: F401  (registers the test_proc_* functions)
 
+pytestmark = pytest.mark.system  # starts processes (see tests/conftest.py)
+
 CALL = {"contract": 1}
 POOL = {"process_pool_size": 1}  # one worker process: the next task shows the pool recovered
 

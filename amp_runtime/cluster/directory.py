@@ -22,6 +22,7 @@ from typing import Callable
 
 import trio
 
+from ..core.actor import is_outage
 from ..core.notify import Listener, Wakeup
 from . import store as peers_store
 from .forward import Forwarder
@@ -70,7 +71,8 @@ class PeerDirectory:
                 try:
                     await self._refresh(nursery, registry.liveness_s)
                 except Exception as exc:  # e.g. the store is reconnecting: keep the last view
-                    log.warning("cluster: reading the peer directory failed (%s); retrying", exc)
+                    if not is_outage(exc):
+                        log.warning("cluster: reading the peer directory failed (%s); retrying", exc)
                 await self._wakeup.wait(registry.heartbeat_s)
 
     async def _beat(self, url: str, heartbeat_s: float, liveness_s: float) -> None:
@@ -85,7 +87,8 @@ class PeerDirectory:
                     log.info("cluster: in the peer directory as %s", url)
                 announce = False
             except Exception as exc:
-                log.warning("cluster: heartbeat in the peer directory failed (%s); retrying", exc)
+                if not is_outage(exc):  # the store says when it is away, once
+                    log.warning("cluster: heartbeat in the peer directory failed (%s); retrying", exc)
             with trio.move_on_after(heartbeat_s):
                 await self._leaving.wait()
         try:

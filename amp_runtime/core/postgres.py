@@ -18,7 +18,7 @@ import psycopg
 import psycopg.conninfo
 
 from ..config import masked_url
-from .store import StoreError, WorkerIdClaimed, advisory_key, apply_migrations
+from .database import StoreError, WorkerIdClaimed, advisory_key, apply_migrations
 
 log = logging.getLogger("amp_runtime.store")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..core.actor import Actor, Reply
+from ..core.actor import Actor, Reply, log_failure
 from ..core.clock import utcnow
 from . import store as jobs_store
 from .store import ProgressRow
@@ -67,7 +67,7 @@ class ProgressWriter(Actor):
             try:
                 await self.store.write(jobs_store.upsert_progress, list(latest.values()), utcnow())
             except Exception as exc:  # progress lags; the files will be rewritten on resume
-                log.exception("persisting job progress failed")
+                log_failure(log, exc, "persisting job progress failed")
                 error = exc
         for reply in waiters:
             if error is None:

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 import trio
 
 from ..config import ConfigError
-from ..core.actor import ActorUnavailable, supervise
+from ..core.actor import ActorUnavailable, log_failure, supervise
 from ..core.notify import Wakeup
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  registers example/blocks@1.0.0
@@ -117,8 +117,8 @@ class JobService(ServiceBase):
             await self.placement.hand_over(self._ask)  # peers: the others resume them at once
         except ActorUnavailable:
             log.warning("jobs: drained without the scheduler; active jobs resume at the next start")
-        except Exception:  # e.g. the store is unreachable: the jobs wait for a takeover instead
-            log.exception("jobs: handing the jobs over failed; they are taken over when this peer expires")
+        except Exception as exc:  # e.g. the store is unreachable: the jobs wait for a takeover instead
+            log_failure(log, exc, "jobs: handing the jobs over failed; they are taken over when this peer expires")
 
     async def _ask(self, msg):
         return await self.scheduler.ask(msg, timeout=float("inf"))
@@ -135,8 +135,8 @@ class JobService(ServiceBase):
             try:
                 candidates, live = await self._candidates()
                 await self._ask(WorkersAlive(live=live, candidates=candidates, now=trio.current_time()))
-            except Exception:
-                log.exception("jobs: checking worker liveness failed; retrying")
+            except Exception as exc:
+                log_failure(log, exc, "jobs: checking worker liveness failed; retrying")
 
     async def _candidates(self) -> tuple[list[str], list[str]]:
         """(live workers that can hold a job's slot, every live worker)."""

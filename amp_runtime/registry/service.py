@@ -22,6 +22,7 @@ from ..core.http import ApiError
 from ..core.service import ServiceBase
 from . import jwt
 from . import store as sql
+from ..core.actor import is_outage, log_failure
 from .actor import Register, Report, Unregister
 from .models import (
     AGGREGATIONS,
@@ -114,10 +115,11 @@ class RegistryService(ServiceBase):
             try:
                 if await step() is False:
                     return
-            except ApiError as exc:  # the store is unavailable (a coded 503): the next round retries
-                log.warning("registry: %s failed: %s", getattr(step, "__name__", step), exc)
-            except Exception:
-                log.exception("registry: %s failed", getattr(step, "__name__", step))
+            except ApiError as exc:  # e.g. the store is unavailable (a coded 503): the next round retries
+                if not is_outage(exc):
+                    log.warning("registry: %s failed: %s", getattr(step, "__name__", step), exc)
+            except Exception as exc:
+                log_failure(log, exc, "registry: %s failed", getattr(step, "__name__", step))
             await trio.sleep(period_s)
 
     async def _expire(self) -> None:

@@ -106,6 +106,13 @@ class FunctionInfo(msgspec.Struct, kw_only=True):
     streaming: bool
 
 
+class StoreHealth(msgspec.Struct, omit_defaults=True):
+    """`available`, or `unavailable` with the reason."""
+
+    state: str
+    reason: str | None = None
+
+
 class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Public part: status, slots, queued. With a valid key: the rest."""
 
@@ -117,6 +124,7 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     tags: dict[str, str] | None = None
     functions: list[FunctionInfo] | None = None
     workers: list[WorkerHealth] | None = None
+    store: StoreHealth | None = None
 
 
 class Logs(msgspec.Struct):

@@ -6,12 +6,10 @@ import signal
 
 import httpx
 import psycopg
-import pytest
 import trio
 
 from ..durable.util import COUNTER, create, worker_path
 from ..helpers import spawn_server, wait_until
-from ..pg import start_pg_server
 
 QUIET = {  # no timer writes of the process's own: the test's request is the one on the broken connection
     "AMP_REGISTRY_HEARTBEAT_S": "3600", "AMP_REGISTRY_EXPIRY_CHECK_S": "3600",
@@ -82,14 +80,6 @@ async def test_the_runtime_keeps_serving_across_a_postgresql_restart(nursery, tm
         assert await second.wait(60) == 2
     proc.send_signal(signal.SIGTERM)
     assert await proc.wait() == 0, proc.output.decode(errors="replace")[-3000:]
-
-
-@pytest.fixture
-def own_pg_server():
-    """A server of the test's own, to stop for good (the session's is shared)."""
-    server = start_pg_server()
-    yield server
-    server.stop()
 
 
 async def test_a_store_gone_past_the_bound_exits_non_zero_with_one_line(nursery, tmp_path, own_pg_server):

@@ -1,0 +1,120 @@
+"""Peers outlive the store: PostgreSQL stopped for longer than the old `[store] reconnect_s` bound
+with requests on every family meanwhile. Every request that needs the store answers 503
+`STORE_UNAVAILABLE` with Retry-After within 2 s, `/ready` says why, no peer exits, nothing answered
+503 takes effect once the server is back, and everything answers normally after."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import trio
+
+from ..durable.util import COUNTER, create, worker_path
+from ..helpers import wait_until
+from .peerutil import DATASET, clients, close_all, log_of, start_peers
+
+OUTAGE_S = 10.0  # longer than a test config's reconnect bound used to be; every round of requests runs in it
+ANSWER_WITHIN_S = 2.0
+NAMES = ("a", "b")
+
+
+def _requests(round_no: int, name: str) -> list[tuple[str, str, str, dict | None]]:
+    """(what, method, path, JSON body) for one request on each family that needs the store."""
+    tag = f"outage-{name}-{round_no}"
+    return [
+        ("create job", "POST", "/jobs", {"dataset": DATASET, "start_block": 0, "end_block": 5}),
+        ("list jobs", "GET", "/jobs", None),
+        ("list workers", "GET", "/workers", None),
+        ("register worker", "POST", "/workers.register", {"worker": tag}),
+        ("create durable", "POST", f"/v1/templates/{COUNTER}/workers", {"name": tag}),
+        ("webhook task", "POST", "/task", {"function": "echo", "input": tag, "contract": 1, "mode": "webhook",
+                                          "webhook": {"url": "http://127.0.0.1:9/hook"}}),
+        ("metrics", "GET", "/metrics", None),
+    ]
+
+
+async def _answered_503_in_time(client: httpx.AsyncClient, what: str, method: str, path: str, body) -> None:
+    started = trio.current_time()
+    response = await client.request(method, path, json=body, timeout=ANSWER_WITHIN_S + 3)
+    took = trio.current_time() - started
+    assert response.status_code == 503, (what, response.status_code, response.text)
+    assert took <= ANSWER_WITHIN_S, (what, took)
+    assert response.headers.get("Retry-After"), (what, response.headers)
+    assert "STORE_UNAVAILABLE" in response.text or "store is unavailable" in response.text, (what, response.text)
+
+
+async def _ready(client: httpx.AsyncClient) -> int:
+    return (await client.get("/ready", timeout=ANSWER_WITHIN_S + 3)).status_code
+
+
+async def test_peers_answer_503_through_a_long_postgresql_outage_and_serve_again_after(
+        nursery, tmp_path, own_pg_server):
+    url = own_pg_server.create_database()
+    peers = await start_peers(nursery, tmp_path, url, names=NAMES, AMP_WEBHOOK_ALLOW_PRIVATE="true")
+    by_name = clients(peers)
+    try:
+        for client in by_name.values():
+            assert await _ready(client) == 200
+            assert (await create(client, COUNTER, f"before-{id(client)}")).status_code == 200
+
+        await trio.to_thread.run_sync(own_pg_server.halt)
+        outage_ends = trio.current_time() + OUTAGE_S
+        for client in by_name.values():
+            await wait_until(lambda: _ready_is(client, 503), timeout=ANSWER_WITHIN_S + 1, interval=0.05)
+            body = (await client.get("/ready")).json()
+            assert "store" in body["reason"], body
+
+        rounds = 0
+        while trio.current_time() < outage_ends:
+            for name, client in by_name.items():
+                for what, method, path, body in _requests(rounds, name):
+                    await _answered_503_in_time(client, what, method, path, body)
+                # Work that does not need the store keeps running.
+                sync = await client.post("/task", json={"function": "echo", "input": rounds, "contract": 1})
+                assert sync.status_code == 200 and sync.json()["result"] == rounds, sync.text
+                health = await client.get("/health")
+                assert health.status_code == 200, health.text
+            rounds += 1
+        for name, peer in peers.items():
+            assert peer.proc.returncode is None, log_of(peer)[-3000:]
+
+        await trio.to_thread.run_sync(own_pg_server.resume)
+        for client in by_name.values():
+            await wait_until(lambda: _ready_is(client, 200), timeout=30, interval=0.1)
+
+        for name, client in by_name.items():
+            # Nothing answered 503 took effect: no durable worker, registered worker or job of the outage.
+            for n in range(rounds):
+                tag = f"outage-{name}-{n}"
+                assert (await client.get(worker_path(COUNTER, tag))).status_code == 404, tag
+                assert (await client.get(f"/workers/{tag}")).status_code == 404, tag
+            jobs = await client.get("/jobs")
+            assert jobs.status_code == 200 and jobs.json()["jobs"] == [], jobs.text
+        # And everything answers normally again.
+        for name, client in by_name.items():
+            assert (await create(client, COUNTER, f"after-{name}")).status_code == 200
+            registered = await client.post("/workers.register", json={"worker": f"after-{name}"})
+            assert registered.status_code == 200, registered.text
+            assert (await client.get("/metrics")).status_code == 200
+            assert (await client.get("/workers")).status_code == 200
+        created = await by_name["a"].post("/jobs", json={"dataset": DATASET, "start_block": 0, "end_block": 5})
+        assert created.status_code == 201, created.text
+    finally:
+        await close_all(by_name)
+
+    for name, peer in peers.items():
+        assert peer.proc.returncode is None, log_of(peer)[-3000:]
+        out = log_of(peer)
+        assert "Traceback" not in out, out[-4000:]
+        warnings = [line for line in out.splitlines() if " WARNING " in line and "amp_runtime.store" in line]
+        assert len([w for w in warnings if re.search(r"store .* unavailable", w)]) == 1, warnings
+        assert len([w for w in warnings if "available again" in w]) == 1, warnings
+        assert "it drained" not in out, out[-4000:]
+
+
+async def _ready_is(client: httpx.AsyncClient, status: int) -> bool:
+    try:
+        return await _ready(client) == status
+    except httpx.TimeoutException:
+        return False

@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any, Callable
 
+import trio
 from .actor import Outage, Reply
 from .http import ApiError
 
@@ -40,6 +41,8 @@ class Availability:
         self._down: str | None = None  # unreachable: why
         self._slow = False  # a transaction has been on the thread longer than `stall_s`
         self._since = 0.0
+        self._available = trio.Event()
+        self._available.set()
 
     @property
     def reason(self) -> str | None:
@@ -49,29 +52,42 @@ class Availability:
             return f"the store has not answered for over {self.stall_s:g}s"
         return None
 
+    async def until_available(self) -> None:
+        await self._available.wait()
+
+    def _changed(self) -> None:
+        if self.reason is None:
+            self._available.set()
+        elif self._available.is_set():
+            self._available = trio.Event()
+
     def went_away(self, reason: str) -> None:
         if self.reason is None:
             log.warning("store %s unavailable (%s): requests that need it answer 503 until it is back",
                         self.describe, reason)
             self._since = time.monotonic()
         self._down = reason
+        self._changed()
         self.withdraw(reason)
 
     def came_back(self) -> None:
         if self._down is not None:
             self._down = None
             self._slow = False  # the thread is answering again
+            self._changed()
             self._log_back()
 
     def set_slow(self, slow: bool) -> None:
         if slow and self.reason is None:
             self._slow = True
+            self._changed()
             self._since = time.monotonic()
             log.warning("store %s unavailable (no answer for over %gs): requests that need it answer 503",
                         self.describe, self.stall_s)
             self.withdraw(f"no answer for over {self.stall_s:g}s")
         elif not slow and self._slow:
             self._slow = False
+            self._changed()
             if self._down is None:
                 self._log_back()
 

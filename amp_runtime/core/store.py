@@ -155,6 +155,10 @@ class Store(Actor):
         """Why the store cannot answer now, or None when it can (for /ready and /health)."""
         return self.availability.reason
 
+    async def until_available(self) -> None:
+        """Until the store answers again (at once when it does)."""
+        await self.availability.until_available()
+
     async def _ask(self, msg: Any) -> Any:
         reason = self.availability.reason
         if reason is not None:

@@ -91,5 +91,5 @@ def not_ready(store: Store, draining: Callable[[], bool]) -> str | None:
     """Why a balancer should send this process nothing now, or None."""
     if draining():
         return "the process is draining"
-    reason = store.unavailable
-    return None if reason is None else f"the store is unavailable: {reason}"
+    # Public: which of the two, not the store's own error (it names hosts); /health has that.
+    return None if store.unavailable is None else "the store is unavailable"

@@ -7,6 +7,7 @@ Only the Store (`store.py`) drives these; store functions receive the connection
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import re
 import threading
@@ -20,6 +21,10 @@ import trio
 from .actor import Reply
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# DuckDB words a full or failing disk in several exception types (a COMMIT's is a TransactionException).
+_DISK_TROUBLE = re.compile(r"No space left|Could not write|Could not (?:truncate|sync)|database has been invalidated",
+                           re.IGNORECASE)
+SPACE_PROBE_BYTES = 1 << 20  # a reopened store must have room for about this much before it counts as back
 
 
 class StoreError(Exception):
@@ -135,7 +140,13 @@ class DuckDBBackend:
         return str(self.path)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        return _open_connection(self.path)
+        conn = _open_connection(self.path)
+        try:
+            _probe_space(self.path.parent)
+        except StoreError:
+            conn.close()
+            raise
+        return conn
 
     def migrate(self, conn: duckdb.DuckDBPyConnection) -> list[int]:
         return apply_migrations(conn)
@@ -145,13 +156,34 @@ class DuckDBBackend:
         conn.close()
 
     def is_lost(self, conn: Any, exc: BaseException) -> bool:
-        return False  # an embedded file: there is no connection to lose
+        """A full or failing disk: the store reopens the file once there is room again."""
+        if isinstance(exc, (duckdb.FatalException, duckdb.IOException)):
+            return True
+        return isinstance(exc, duckdb.Error) and _DISK_TROUBLE.search(str(exc)) is not None
 
     def claim_worker_ids(self, ids: list[str]) -> None:
         pass  # the file lock already keeps a second process off this store
 
     def check_claims(self) -> None:
         pass
+
+
+def _probe_space(directory: Path) -> None:
+    """Raises StoreError unless `directory` takes a small file (a disk that filled up may have
+    room again: opening the file alone does not say so)."""
+    probe = directory / ".amp-space-probe"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * SPACE_PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise StoreError(f"the store's disk at {directory} has no room: {exc.strerror or exc}") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
 
 
 def _migrations(package: str) -> list[tuple[int, str, str]]:

@@ -15,7 +15,7 @@ Group commit: while one transaction is on the thread, new writes pile up in the 
 leave together as the next one (bounded by `group_commit_rows`); an idle store lingers at most
 `group_commit_ms` for company. A write that fails alone fails only its own caller.
 
-Outages: while the store is unreachable (or a transaction has been on the thread too long) it is
+Outages: while the store is unreachable (or a statement has been on the thread too long) it is
 *unavailable*: a new ask fails at once with `StoreUnavailable` (a coded 503), and so does every
 ask still waiting in the mailbox, which is withdrawn: it never runs. A write already handed to
 the database is answered as soon as its transaction is known committed or rolled back. The
@@ -90,9 +90,9 @@ class _Closing(Exception):
 
 RECONNECT_FIRST_DELAY_S = 0.05
 RECONNECT_MAX_DELAY_S = 2.0
-# A transaction on the thread this long makes the store unavailable to new and queued asks:
-# their callers get a 503 well within two seconds instead of waiting on a hung database.
-STALL_S = 1.0
+# One statement on the thread this long (a big batch that moves on is not a stall) makes the store
+# unavailable to new and queued asks: their callers get a 503 within two seconds, not a hang.
+STALL_S = 1.5
 QUEUE_FULL_WAIT_S = 1.0  # a full mailbox is waited on this long, then the ask is a 503
 LOST_WRITE = ("the store connection was lost while committing this change; it was not saved: "
               "retry (the store reconnects)")
@@ -131,6 +131,7 @@ class Store(Actor):
         self.reconnects = 0
         self._db = DbThread(self.backend.name)
         self._commit_sent = False  # DB thread: a COMMIT is on its way (if lost now, the outcome is unknown)
+        self._steps = 0  # DB thread counts the statements it got through; the stall watch reads it
         self._token: trio.lowlevel.TrioToken | None = None
         self._closing = threading.Event()  # wakes a reconnect loop when the process stops
         self.availability = Availability(self.backend.describe(), STALL_S, _can_withdraw)
@@ -271,15 +272,15 @@ class Store(Actor):
 
     async def _on_thread(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the DB thread and see it through (shielded: the thread's own bounds and
-        `_closing` end it); past `STALL_S` the store counts as unavailable until it returns."""
+        `_closing` end it); `STALL_S` without a statement done makes the store unavailable until one is."""
         reply = self._db.submit(fn)
         with trio.CancelScope(shield=True):
-            with trio.move_on_after(STALL_S):
-                await reply.settled()
-            if not reply.done:
-                self.availability.set_slow(True)
-                await reply.settled()
-            self.availability.set_slow(False)
+            seen = self._steps
+            while not reply.done:
+                with trio.move_on_after(STALL_S):
+                    await reply.settled()
+                self.availability.set_slow(not reply.done and self._steps == seen)
+                seen = self._steps
         return await reply.wait()
 
     async def _gather(self, batch: list) -> None:
@@ -360,10 +361,11 @@ class Store(Actor):
             except Exception as exc:
                 self._raise_if_lost(conn, exc)
                 done[i] = (False, exc)
+            self._steps += 1
 
     def _recover(self, writes: list, reads: list, done: dict[int, tuple[bool, Any]], cause: BaseException | None) -> None:
         """Answer the writes now (not saved), reconnect, retry the reads that still wait."""
-        reason = f"connection lost: {_first_line(cause)}"
+        reason = _first_line(cause)
         lost = LOST_IN_COMMIT if self._commit_sent else LOST_WRITE  # before COMMIT, the server rolls it back
         for i in range(len(writes)):
             done.setdefault(i, (False, StoreUnavailable(lost)))
@@ -429,8 +431,9 @@ class Store(Actor):
         try:
             conn.execute("ROLLBACK")
         except Exception as exc:
-            self._raise_if_lost(conn, exc)
-            raise
+            # The connection's state is unknown (DuckDB may have ended the transaction itself): a
+            # fresh one is the safe way on, not an error that would end the coordinator.
+            raise _ConnectionLost() from exc
 
     def _commit_together(self, conn, writes) -> list[tuple[bool, Any]]:
         self._commit_sent = False
@@ -443,8 +446,10 @@ class Store(Actor):
                 results.append((True, None))
             else:
                 results.append((True, msg.fn(conn, *msg.args)))
+            self._steps += 1
         for (table, columns), rows in appends.items():
             insert_columns(conn, table, columns, rows)
+            self._steps += 1
         self._commit_sent = True
         conn.execute("COMMIT")
         self._commit_sent = False

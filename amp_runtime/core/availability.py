@@ -49,7 +49,7 @@ class Availability:
         if self._down is not None:
             return self._down
         if self._slow:
-            return f"the store has not answered for over {self.stall_s:g}s"
+            return f"no answer for over {self.stall_s:g}s"
         return None
 
     async def until_available(self) -> None:

@@ -90,7 +90,10 @@ class Runtime:
                     self.bound_urls = await services.start(self._serve_http, app, http_done)
                     task_status.started(self.bound_urls)
                     await self._stop.wait()
-                    await self._drain(http_done)
+                    try:
+                        await self._drain(http_done)
+                    finally:
+                        self.store.stop_waiting()  # a store that does not answer must not hold the exit
                     services.cancel_scope.cancel()
                 self.store.close()  # the coordinator commits what is queued, then returns
                 root.cancel_scope.deadline = trio.current_time() + STORE_CLOSE_S

@@ -40,6 +40,13 @@ def log_failure(logger: logging.Logger, exc: BaseException, message: str, *args:
         logger.error(message, *args, exc_info=exc)
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    """The first exception inside a (nested) group: what a log line should name."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 OUTAGE_RESTART_DELAYS_S = (0.25, 0.5, 1.0, 2.0)  # an actor that needs the store waits for it, capped
 
 
@@ -197,7 +204,7 @@ async def supervise(
                 # Not a crash: the store is away. Not counted against the budget (an outage may
                 # last long); restarted with backoff so it rebuilds once the store is back.
                 if outages == 0:
-                    log.info("actor %s stopped: %s; restarting when the store answers", actor.name, exc)
+                    log.info("actor %s stopped: %s; restarting when the store answers", actor.name, _leaf(exc))
                 await trio.sleep(OUTAGE_RESTART_DELAYS_S[min(outages, len(OUTAGE_RESTART_DELAYS_S) - 1)])
                 outages += 1
                 continue

@@ -25,6 +25,16 @@ class StoreUnavailable(ApiError, Outage):
         super().__init__(503, "STORE_UNAVAILABLE", message, headers={"Retry-After": "1"})
 
 
+# What a write's caller is told when the connection broke under it (the store answers the truth).
+LOST_WRITE = ("the store connection was lost while committing this change; it was not saved: "
+              "retry (the store reconnects)")
+LOST_IN_COMMIT = ("the store connection was lost while this change's COMMIT was on its way: it may have been "
+                  "saved; check before retrying")
+LOST_READ = "the store connection was lost and a read retried after reconnecting failed again: retry"
+ABANDONED = ("the process stopped while the store had not answered this change: it may still be saved; "
+             "check before retrying")
+
+
 def unavailable_error(reason: str) -> StoreUnavailable:
     return StoreUnavailable(f"the store is unavailable ({reason}): retry later")
 
@@ -41,11 +51,14 @@ class Availability:
         self._down: str | None = None  # unreachable: why
         self._slow = False  # a transaction has been on the thread longer than `stall_s`
         self._since = 0.0
+        self.stopping = False  # the store gave up waiting on its database: the process exits
         self._available = trio.Event()
         self._available.set()
 
     @property
     def reason(self) -> str | None:
+        if self.stopping:
+            return "the process is stopping"
         if self._down is not None:
             return self._down
         if self._slow:

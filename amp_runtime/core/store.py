@@ -36,7 +36,9 @@ from typing import Any, Callable
 import trio
 
 from .actor import Actor, ActorUnavailable, Reply
-from .availability import Availability, StoreUnavailable, unavailable_error
+from .availability import (
+    ABANDONED, LOST_IN_COMMIT, LOST_READ, LOST_WRITE, Availability, StoreUnavailable, unavailable_error,
+)
 from .database import (
     DbThread, DuckDBBackend, StoreBackend, StoreError, StoreGone, WorkerIdClaimed, advisory_key, apply_migrations,
     insert_columns, lock_for_transaction,
@@ -93,22 +95,18 @@ RECONNECT_MAX_DELAY_S = 2.0
 # One statement on the thread this long (a big batch that moves on is not a stall) makes the store
 # unavailable to new and queued asks: their callers get a 503 within two seconds, not a hang.
 STALL_S = 1.5
+WATCH_S = 0.25  # how often a batch on the thread is looked at (stall, stop)
+# Stopping while the database answers nothing (a frozen server): the thread is left behind (a
+# daemon, gone with the process) after this long, so the exit is not held hostage.
+ABANDON_AFTER_S = 1.0
 QUEUE_FULL_WAIT_S = 1.0  # a full mailbox is waited on this long, then the ask is a 503
-LOST_WRITE = ("the store connection was lost while committing this change; it was not saved: "
-              "retry (the store reconnects)")
-LOST_IN_COMMIT = ("the store connection was lost while this change's COMMIT was on its way: it may have been "
-                  "saved; check before retrying")
-LOST_READ = "the store connection was lost and a read retried after reconnecting failed again: retry"
+
 
 
 class Store(Actor):
-    """The coordinator actor: owns the database connection and batches writes.
-
-    A broken connection (PostgreSQL stopped or restarted, the backend terminated) is reconnected
-    on the DB thread: the writes of the failed batch are answered at once (committed, or
-    `StoreUnavailable` when rolled back), its reads run once more on the new connection, and while
-    the first reconnect fails the store is unavailable (see the module docstring).
-    """
+    """The coordinator actor: owns the database connection and batches writes. A broken
+    connection is reconnected on the DB thread; the writes of the failed batch are answered at
+    once, its reads run again on the new connection (outages: see the module docstring)."""
 
     def __init__(
         self,
@@ -132,6 +130,7 @@ class Store(Actor):
         self._db = DbThread(self.backend.name)
         self._commit_sent = False  # DB thread: a COMMIT is on its way (if lost now, the outcome is unknown)
         self._steps = 0  # DB thread counts the statements it got through; the stall watch reads it
+        self._abandoned = False  # stopped while the thread was stuck on the database
         self._token: trio.lowlevel.TrioToken | None = None
         self._closing = threading.Event()  # wakes a reconnect loop when the process stops
         self.availability = Availability(self.backend.describe(), STALL_S, _can_withdraw)
@@ -221,13 +220,22 @@ class Store(Actor):
         their own). Raises `WorkerIdClaimed` when a live peer holds one. Call after `open`."""
         await self._db.call(lambda: self.backend.claim_worker_ids(list(ids)))
 
-    def close(self) -> None:
-        """Stop accepting asks; `run` commits what is queued and returns (at once if the store is
-        away: what waits is answered 503 and a reconnect in progress gives up)."""
-        super().close()
+    def stop_waiting(self) -> None:
+        """The process is stopping: a reconnect gives up, a database that does not answer is left
+        behind (its callers answered 503), so no caller holds the exit. A healthy store is unaffected."""
         self._closing.set()
         if self.unavailable is not None:
             self.availability.withdraw("the process is stopping")
+
+    def close(self) -> None:
+        """Stop accepting asks; `run` commits what is queued and returns (see `stop_waiting`)."""
+        super().close()
+        self.stop_waiting()
+
+    def _give_up(self) -> None:
+        self._abandoned = True
+        self.availability.stopping = True
+        self.availability.withdraw("the process is stopping")
 
     async def close_connection(self) -> None:
         """Checkpoint and close the connection; call after `run` returned. Idempotent."""
@@ -238,6 +246,9 @@ class Store(Actor):
 
         if not self._db.is_alive():
             return
+        if self._abandoned:  # its thread is still waiting on the database: do not queue behind it
+            log.warning("store %s: closed without a checkpoint (the database did not answer)", self.backend.describe())
+            return
         try:
             await self._db.call(checkpoint_and_close)
         except Exception as exc:  # a store away at the end: nothing left to flush there
@@ -247,12 +258,6 @@ class Store(Actor):
 
     # -- the actor loop ----------------------------------------------------------------
     async def run(self) -> None:
-        try:
-            await self._serve()
-        except _Closing:
-            return  # stopped while the store was away: the asks were answered
-
-    async def _serve(self) -> None:
         next_claim_check = trio.current_time() + self.claim_check_s
         while True:
             first = None
@@ -265,9 +270,12 @@ class Store(Actor):
                 batch = [first]
                 await self._gather(batch)
                 await self._execute(batch)
-            if trio.current_time() >= next_claim_check:
+            if trio.current_time() >= next_claim_check and not self._abandoned:
                 # A claim's session may die alone (terminated, server restarted while idle).
-                await self._on_thread(lambda: self._retrying("re-claiming the worker ids", self.backend.check_claims))
+                try:
+                    await self._on_thread(lambda: self._retrying("re-claiming the worker ids", self.backend.check_claims))
+                except _Closing:
+                    self._give_up()
                 next_claim_check = trio.current_time() + self.claim_check_s
 
     async def _on_thread(self, fn: Callable[[], Any]) -> Any:
@@ -275,12 +283,16 @@ class Store(Actor):
         `_closing` end it); `STALL_S` without a statement done makes the store unavailable until one is."""
         reply = self._db.submit(fn)
         with trio.CancelScope(shield=True):
-            seen = self._steps
+            seen, moved_at = self._steps, trio.current_time()
             while not reply.done:
-                with trio.move_on_after(STALL_S):
+                with trio.move_on_after(WATCH_S):
                     await reply.settled()
-                self.availability.set_slow(not reply.done and self._steps == seen)
-                seen = self._steps
+                now = trio.current_time()
+                if self._steps != seen:
+                    seen, moved_at = self._steps, now
+                self.availability.set_slow(not reply.done and now - moved_at >= STALL_S)
+                if not reply.done and self._closing.is_set() and now - moved_at >= ABANDON_AFTER_S:
+                    raise _Closing()
         return await reply.wait()
 
     async def _gather(self, batch: list) -> None:
@@ -321,6 +333,9 @@ class Store(Actor):
         done: dict[int, tuple[bool, Any]] = {}  # index in writes + reads -> (ok, result or error)
         if not batch:
             return
+        if self._abandoned:  # stopping, and the thread stuck or the store gone: these never run
+            self._deliver([(r, (False, unavailable_error("the process is stopping"))) for _, r in batch if r])
+            return
 
         def work() -> None:
             try:
@@ -330,9 +345,12 @@ class Store(Actor):
 
         try:
             await self._on_thread(work)
+        except _Closing:
+            self._give_up()
         finally:
             # Whatever happened, every caller gets an answer (a second one is ignored).
-            self._deliver([(reply, done.get(i, (False, StoreUnavailable(LOST_WRITE if i < len(writes) else LOST_READ))))
+            lost = ABANDONED if self._abandoned else LOST_WRITE
+            self._deliver([(reply, done.get(i, (False, StoreUnavailable(lost if i < len(writes) else LOST_READ))))
                            for i, (_, reply) in enumerate(writes + reads) if reply is not None])
 
     # -- on the DB thread --------------------------------------------------------------

@@ -105,7 +105,10 @@ class RegistryService(ServiceBase):
 
     async def drain(self) -> None:
         for worker_id in self.own_ids:
-            await self.unregister(worker_id)
+            try:
+                await self.unregister(worker_id)
+            except Exception as exc:  # e.g. the store is away: the worker expires instead
+                log_failure(log, exc, "registry: unregistering %s on the way out failed; it expires instead", worker_id)
 
     async def _every(self, period_s: float, step, *, first_now: bool = False) -> None:
         """Run `step` every `period_s` until cancelled; a failing step is logged, not fatal."""

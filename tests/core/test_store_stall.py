@@ -68,8 +68,43 @@ async def test_a_frozen_store_session_makes_queued_and_new_requests_503_and_none
     assert await proc.wait() == 0
     out = proc.output.decode(errors="replace")
     assert "Traceback" not in out, out[-4000:]
-    assert out.count("unavailable (no answer for over") == 1 and out.count("available again") == 1, out[-4000:]
+    store_lines = [line for line in out.splitlines() if "amp_runtime.store:" in line]
+    assert len([line for line in store_lines if "unavailable (no answer for over" in line]) == 1, out[-4000:]
+    assert len([line for line in store_lines if "available again" in line]) == 1, out[-4000:]
 
 
 async def _status_is(client: httpx.AsyncClient, path: str, status: int) -> bool:
     return (await client.get(path, timeout=ANSWER_WITHIN_S + 3)).status_code == status
+
+
+async def test_a_process_stopped_while_its_store_session_is_frozen_still_exits_in_time(nursery, tmp_path, pg_url):
+    grace_s = 2.0
+    proc = await spawn_server(nursery, tmp_path / "d",
+                              env={"AMP_STORE_URL": pg_url, "AMP_SERVER_SHUTDOWN_GRACE_S": str(grace_s), **QUIET})
+    backend = _store_backend_pid(pg_url)
+    async with httpx.AsyncClient(base_url=proc.url, timeout=60) as client:
+        assert (await create(client, COUNTER, "before")).status_code == 200
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            answers = []
+
+            async def in_flight() -> None:
+                try:
+                    answers.append(await create(client, COUNTER, "in-flight"))
+                except httpx.HTTPError as exc:  # the process may end before answering it
+                    answers.append(exc)
+
+            nursery.start_soon(in_flight)
+            await wait_until(lambda: _status_is(client, "/ready", 503), timeout=ANSWER_WITHIN_S + 1, interval=0.05)
+            signalled = trio.current_time()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = await proc.wait(timeout=grace_s + 10)
+            except trio.TooSlowError:
+                raise AssertionError(proc.output.decode(errors="replace")[-3000:]) from None
+            assert trio.current_time() - signalled <= grace_s + 4, trio.current_time() - signalled
+            assert code == 0, proc.output.decode(errors="replace")[-3000:]
+        finally:
+            os.kill(backend, signal.SIGCONT)
+    out = proc.output.decode(errors="replace")
+    assert "Traceback" not in out, out[-4000:]

@@ -23,6 +23,7 @@ from typing import Callable
 import trio
 
 from ..core.actor import is_outage
+from ..core.store import RECONNECT_MAX_DELAY_S
 from ..core.notify import Listener, Wakeup
 from . import store as peers_store
 from .forward import Forwarder
@@ -32,6 +33,12 @@ from .slots import watch_slots
 log = logging.getLogger("amp_runtime.cluster")
 
 LEAVE_TIMEOUT_S = 2.0  # a drain waits this long for its row's deletion (else it expires)
+
+
+def silence_settles_s(config) -> float:
+    """How long after the store comes back a peer's silence is still the outage's: it reconnects
+    (backoff capped at RECONNECT_MAX_DELAY_S), then beats within a heartbeat, inside liveness_s."""
+    return config.registry.liveness_s + config.registry.heartbeat_s + RECONNECT_MAX_DELAY_S
 
 
 @dataclass(eq=False)
@@ -81,8 +88,8 @@ class PeerDirectory:
         expired_after_s = 4 * liveness_s
         while not self._leaving.is_set():
             try:
-                await self.store.write(peers_store.upsert_peer, self.peer_id, url, self.workers,
-                                       expired_after_s, announce)
+                judged = expired_after_s if self.store.available_for() >= expired_after_s else None
+                await self.store.write(peers_store.upsert_peer, self.peer_id, url, self.workers, judged, announce)
                 if announce:
                     log.info("cluster: in the peer directory as %s", url)
                 announce = False
@@ -102,11 +109,17 @@ class PeerDirectory:
 
     async def _refresh(self, nursery: trio.Nursery, liveness_s: float) -> None:
         rows = await self.store.read(peers_store.other_peers, self.peer_id, liveness_s)
+        # Back from a store outage, every peer looks silent (nobody could beat): each gets time to
+        # reconnect and beat again before it counts as dead.
+        excused = self.store.available_for() < silence_settles_s(self.config)
         live = {row.url: row for row in rows if row.live}
         stale = {row.peer_id for row in rows if not row.live}
         for url, watch in list(self._watches.items()):
             if url not in live or live[url].peer_id != watch.peer_id:
-                self._drop(url, dead=watch.peer_id in stale)
+                dead = watch.peer_id in stale
+                if dead and excused:
+                    continue
+                self._drop(url, dead=dead)
         for url, row in live.items():
             if url not in self._watches:
                 self._add(nursery, row)

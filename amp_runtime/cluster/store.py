@@ -24,24 +24,22 @@ _decode_workers = msgspec.json.Decoder(list[WorkerInfo]).decode
 _encode = msgspec.json.Encoder().encode
 
 
-def upsert_peer(conn, peer_id: str, url: str, workers: list[WorkerInfo], expired_after_s: float,
+def upsert_peer(conn, peer_id: str, url: str, workers: list[WorkerInfo], expired_after_s: float | None,
                 announce: bool) -> None:
     """This peer's row, fresh; an older row of the same URL (its own earlier life, killed) goes,
-    and so do rows silent for `expired_after_s` longer than this peer was. `announce`: wake the
+    and so do rows silent for `expired_after_s` (None: judge no silence now). `announce`: wake the
     other peers."""
-    # Silence is measured from this peer's own last beat: after a store outage every row is old,
-    # and the first peer back must not delete the others' (they would seem to have drained).
-    own = conn.execute("SELECT heartbeat_at FROM peers WHERE peer_id = ?", [peer_id]).fetchone()
     conn.execute(
         f"INSERT INTO peers (peer_id, url, workers, started_at, heartbeat_at) VALUES (?, ?, ?, {_NOW}, {_NOW})"
         f" ON CONFLICT (peer_id) DO UPDATE SET heartbeat_at = {_NOW}, url = excluded.url,"
         " workers = excluded.workers",
         [peer_id, url, _encode(workers).decode()],
     )
-    last_heard = None if own is None else float(own[0])
-    conn.execute(f"DELETE FROM peers WHERE peer_id <> ? AND (url = ?"
-                 f" OR heartbeat_at < least({_NOW}, coalesce(?::double precision, {_NOW})) - ?)",
-                 [peer_id, url, last_heard, expired_after_s])
+    if expired_after_s is None:
+        conn.execute("DELETE FROM peers WHERE peer_id <> ? AND url = ?", [peer_id, url])
+    else:
+        conn.execute(f"DELETE FROM peers WHERE peer_id <> ? AND (url = ? OR heartbeat_at < {_NOW} - ?)",
+                     [peer_id, url, expired_after_s])
     if announce:
         conn.execute(f"SELECT pg_notify('{CHANNEL}', ?)", [peer_id])
 

@@ -7,6 +7,7 @@ Logs one WARNING when the store goes away and one when it is back.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -52,6 +53,7 @@ class Availability:
         self._slow = False  # a transaction has been on the thread longer than `stall_s`
         self._since = 0.0
         self.stopping = False  # the store gave up waiting on its database: the process exits
+        self._back_at = -math.inf  # when it last came back (monotonic): never away so far
         self._available = trio.Event()
         self._available.set()
 
@@ -64,6 +66,10 @@ class Availability:
         if self._slow:
             return f"no answer for over {self.stall_s:g}s"
         return None
+
+    def available_for(self) -> float:
+        """Seconds the store has answered since it last came back (0 while it is away)."""
+        return 0.0 if self.reason is not None else time.monotonic() - self._back_at
 
     async def until_available(self) -> None:
         await self._available.wait()
@@ -105,6 +111,7 @@ class Availability:
                 self._log_back()
 
     def _log_back(self) -> None:
+        self._back_at = time.monotonic()
         log.warning("store %s available again after %.1fs", self.describe, time.monotonic() - self._since)
 
     def withdraw(self, reason: str) -> None:

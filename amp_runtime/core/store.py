@@ -87,7 +87,7 @@ class _ConnectionLost(Exception):
 
 
 class _Closing(Exception):
-    """Raised on the DB thread when the store is closed while it waits for the database."""
+    """The process is stopping while the store waits for its database (see `stop_waiting`)."""
 
 
 RECONNECT_FIRST_DELAY_S = 0.05
@@ -146,8 +146,7 @@ class Store(Actor):
         """Insert one row; returns once committed. Appends of one group commit share one insert."""
         await self._ask(_Append(table, columns, row))
 
-    async def execute(self, sql: str, params: Any = None) -> list[tuple]:
-        """Convenience read: one statement, all rows."""
+    async def execute(self, sql: str, params: Any = None) -> list[tuple]:  # one statement, all rows
         return await self.read(lambda conn: conn.execute(sql, params).fetchall())
 
     @property
@@ -155,8 +154,11 @@ class Store(Actor):
         """Why the store cannot answer now, or None when it can (for /ready and /health)."""
         return self.availability.reason
 
-    async def until_available(self) -> None:
-        """Until the store answers again (at once when it does)."""
+    def available_for(self) -> float:
+        """Seconds since the store last came back (0 while away): a judge of silence waits it out."""
+        return self.availability.available_for()
+
+    async def until_available(self) -> None:  # at once when it answers
         await self.availability.until_available()
 
     async def _ask(self, msg: Any) -> Any:
@@ -180,8 +182,7 @@ class Store(Actor):
         finally:
             pending.pop(reply, None)
 
-    def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        """From the DB thread: run `fn(*args)` on the trio side soon."""
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:  # from the DB thread to trio's
         try:
             self._token.run_sync_soon(fn, *args)
         except trio.RunFinishedError:

@@ -23,6 +23,7 @@ from ..core.service import ServiceBase
 from . import jwt
 from . import store as sql
 from ..core.actor import is_outage, log_failure
+from ..core.store import RECONNECT_MAX_DELAY_S
 from .actor import Register, Report, Unregister
 from .models import (
     AGGREGATIONS,
@@ -126,6 +127,9 @@ class RegistryService(ServiceBase):
             await trio.sleep(period_s)
 
     async def _expire(self) -> None:
+        settles_s = self.settings.liveness_s + self.settings.heartbeat_s + RECONNECT_MAX_DELAY_S
+        if self.store.available_for() < settles_s:
+            return  # just back from a store outage: the silence is the outage's, not the workers'
         expired = await self.records.expire(naive_utc(utcnow()))
         if expired:
             shown = ", ".join(expired[:EXPIRED_SHOWN]) + (", ..." if len(expired) > EXPIRED_SHOWN else "")

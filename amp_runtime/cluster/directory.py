@@ -23,7 +23,7 @@ from typing import Callable
 import trio
 
 from ..core.actor import is_outage
-from ..core.store import RECONNECT_MAX_DELAY_S
+from ..core.availability import outage_silence_s
 from ..core.notify import Listener, Wakeup
 from . import store as peers_store
 from .forward import Forwarder
@@ -33,12 +33,6 @@ from .slots import watch_slots
 log = logging.getLogger("amp_runtime.cluster")
 
 LEAVE_TIMEOUT_S = 2.0  # a drain waits this long for its row's deletion (else it expires)
-
-
-def silence_settles_s(config) -> float:
-    """How long after the store comes back a peer's silence is still the outage's: it reconnects
-    (backoff capped at RECONNECT_MAX_DELAY_S), then beats within a heartbeat, inside liveness_s."""
-    return config.registry.liveness_s + config.registry.heartbeat_s + RECONNECT_MAX_DELAY_S
 
 
 @dataclass(eq=False)
@@ -111,7 +105,8 @@ class PeerDirectory:
         rows = await self.store.read(peers_store.other_peers, self.peer_id, liveness_s)
         # Back from a store outage, every peer looks silent (nobody could beat): each gets time to
         # reconnect and beat again before it counts as dead.
-        excused = self.store.available_for() < silence_settles_s(self.config)
+        excused = self.store.available_for() < outage_silence_s(self.config.registry.liveness_s,
+                                                                  self.config.registry.heartbeat_s)
         live = {row.url: row for row in rows if row.live}
         stale = {row.peer_id for row in rows if not row.live}
         for url, watch in list(self._watches.items()):

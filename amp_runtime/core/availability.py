@@ -36,6 +36,15 @@ ABANDONED = ("the process stopped while the store had not answered this change: 
              "check before retrying")
 
 
+RECONNECT_MAX_DELAY_S = 2.0  # the store's reconnect backoff is capped here
+
+
+def outage_silence_s(liveness_s: float, heartbeat_s: float) -> float:
+    """How long after the store comes back another process's silence may still be the outage's:
+    it reconnects (within the backoff's cap), then beats within a heartbeat, inside `liveness_s`."""
+    return liveness_s + heartbeat_s + RECONNECT_MAX_DELAY_S
+
+
 def unavailable_error(reason: str) -> StoreUnavailable:
     return StoreUnavailable(f"the store is unavailable ({reason}): retry later")
 

@@ -37,7 +37,8 @@ import trio
 
 from .actor import Actor, ActorUnavailable, Reply
 from .availability import (
-    ABANDONED, LOST_IN_COMMIT, LOST_READ, LOST_WRITE, Availability, StoreUnavailable, unavailable_error,
+    ABANDONED, LOST_IN_COMMIT, LOST_READ, LOST_WRITE, RECONNECT_MAX_DELAY_S, Availability, StoreUnavailable,
+    unavailable_error,
 )
 from .database import (
     DbThread, DuckDBBackend, StoreBackend, StoreError, StoreGone, WorkerIdClaimed, advisory_key, apply_migrations,
@@ -91,7 +92,6 @@ class _Closing(Exception):
 
 
 RECONNECT_FIRST_DELAY_S = 0.05
-RECONNECT_MAX_DELAY_S = 2.0
 # One statement on the thread this long (a big batch that moves on is not a stall) makes the store
 # unavailable to new and queued asks: their callers get a 503 within two seconds, not a hang.
 STALL_S = 1.5

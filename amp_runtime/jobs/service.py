@@ -18,6 +18,7 @@ import trio
 
 from ..config import ConfigError
 from ..core.actor import ActorUnavailable, log_failure, supervise
+from ..core.availability import outage_silence_s
 from ..core.notify import Wakeup
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  registers example/blocks@1.0.0
@@ -132,6 +133,9 @@ class JobService(ServiceBase):
             await self._wakeup.wait(self.config.jobs.worker_check_s)
             if not self._accepting:
                 return
+            registry = self.config.registry
+            if self.store.available_for() < outage_silence_s(registry.liveness_s, registry.heartbeat_s):
+                continue  # just back from a store outage: no worker is judged missing for its silence
             try:
                 candidates, live = await self._candidates()
                 await self._ask(WorkersAlive(live=live, candidates=candidates, now=trio.current_time()))

@@ -23,7 +23,7 @@ from ..core.service import ServiceBase
 from . import jwt
 from . import store as sql
 from ..core.actor import is_outage, log_failure
-from ..core.store import RECONNECT_MAX_DELAY_S
+from ..core.availability import outage_silence_s
 from .actor import Register, Report, Unregister
 from .models import (
     AGGREGATIONS,
@@ -127,8 +127,7 @@ class RegistryService(ServiceBase):
             await trio.sleep(period_s)
 
     async def _expire(self) -> None:
-        settles_s = self.settings.liveness_s + self.settings.heartbeat_s + RECONNECT_MAX_DELAY_S
-        if self.store.available_for() < settles_s:
+        if self.store.available_for() < outage_silence_s(self.settings.liveness_s, self.settings.heartbeat_s):
             return  # just back from a store outage: the silence is the outage's, not the workers'
         expired = await self.records.expire(naive_utc(utcnow()))
         if expired:

@@ -1,7 +1,8 @@
 """`amp-runtime serve | bench | call | jobs watch | --version`.
 
 Exit codes: 0 after a clean drain, 2 for a configuration or startup problem the user can fix
-(bad config, data dir, store in use, unsafe bind), 1 for a crash.
+(bad config, data dir, store in use, unsafe bind), 3 when the store stayed unreachable past a
+non-zero `[store] reconnect_s`, 1 for a crash.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from . import __version__, build_info
 from .config import Config, ConfigError, load_config, parse_bind
 from .gc_tuning import tune_gc
 
+EXIT_STORE_GONE = 3  # not 2: the config may be fine, the store was away too long
 LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 
@@ -87,7 +89,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def serve_command(args: argparse.Namespace) -> int:
     import trio
 
-    from .core.store import StoreError
+    from .core.store import StoreError, StoreGone
     from .runtime import Runtime
 
     try:
@@ -123,7 +125,7 @@ def serve_command(args: argparse.Namespace) -> int:
         store_error = _find(exc, StoreError)
         if store_error is not None:
             print(f"amp-runtime: {store_error}", file=sys.stderr)
-            return 2
+            return EXIT_STORE_GONE if isinstance(store_error, StoreGone) else 2
         os_error = _find(exc, OSError)
         if os_error is not None:  # the port is taken, the address is not ours, ...
             print(

@@ -66,7 +66,7 @@ class StoreConfig(_Section):
     file_name: str = "amp_runtime.duckdb"
     group_commit_rows: int = 500
     group_commit_ms: float = 5.0
-    reconnect_s: float = 30.0  # PostgreSQL: how long a lost connection is retried before the process exits
+    reconnect_s: float = 0.0  # how long a lost store is retried before the process exits 3 (0: for as long as it takes)
 
 
 class ActorsConfig(_Section):

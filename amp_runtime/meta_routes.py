@@ -1,18 +1,20 @@
-"""`/openapi` and `/docs`: generated from the other families' routes, served from the package."""
+"""`/openapi` and `/docs`, generated from the other families' routes and served from the package;
+`/ready`, the readiness a load balancer polls."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import msgspec
 from quart import Response, current_app
 
 from .core.assets import PackagedAssets
-from .core.http import Api, ApiError
+from .core.http import Api, ApiError, Reply
 from .core.openapi import build_openapi
 
-api = Api("meta", prefixes=("/openapi", "/docs"))
+api = Api("meta", prefixes=("/openapi", "/docs", "/ready"))
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,14 @@ class ApiDocs:
 
     enabled: bool  # [http] openapi_enabled
     version: str
+    not_ready: Callable[[], str | None] = lambda: None  # why this process should get no traffic now
+
+
+class Readiness(msgspec.Struct, omit_defaults=True):
+    """`ready`, or `unavailable` with the reason (the store is away, the process is draining)."""
+
+    status: str
+    reason: str | None = None
 
 _DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>amp-runtime API</title>
@@ -57,6 +67,15 @@ async def openapi(service: ApiDocs) -> Response:
         document = build_openapi(routes, title="amp-runtime", version=service.version)
         cached = current_app._openapi_json = msgspec.json.encode(document)
     return Response(cached, content_type="application/json")
+
+
+@api.route("/ready", "GET", summary="Readiness: 200 while the store answers and the process is not draining",
+           public=True, responses={200: Readiness, 503: Readiness})
+async def ready(service: ApiDocs) -> Reply:
+    reason = service.not_ready()
+    if reason is None:
+        return Reply(200, Readiness(status="ready"))
+    return Reply(503, Readiness(status="unavailable", reason=reason), {"Retry-After": "1"})
 
 
 @api.route("/docs", "GET", summary="Swagger UI for /openapi", public=True,

@@ -61,6 +61,7 @@ class Runtime:
         self.services = build_services(
             config, self.store, version=self.version,
             uptime_s=lambda: self.uptime_s, logs=self.logs, bound_urls=lambda: self.bound_urls,
+            draining=lambda: self._stop.is_set(),
         )
         self._running: list[Service] = self.services.running()
         self._stop = trio.Event()
@@ -91,7 +92,10 @@ class Runtime:
                     self.bound_urls = await services.start(self._serve_http, app, http_done)
                     task_status.started(self.bound_urls)
                     await self._stop.wait()
-                    await self._drain(http_done)
+                    try:
+                        await self._drain(http_done)
+                    finally:
+                        self.store.stop_waiting()  # a store that does not answer must not hold the exit
                     services.cancel_scope.cancel()
                 self.store.close()  # the coordinator commits what is queued, then returns
                 root.cancel_scope.deadline = trio.current_time() + STORE_CLOSE_S
@@ -106,7 +110,8 @@ class Runtime:
         return create_app(self.config, self.services.by_family())
 
     async def _run_coordinator(self) -> None:
-        # The coordinator is not restarted: losing the store is fatal for the process.
+        # The coordinator outlives a lost store (it reconnects); it ends on close, or past a
+        # non-zero `[store] reconnect_s` (StoreGone), or when a peer took a worker id meanwhile.
         await self.store.run()
 
     async def _watch_signals(self) -> None:

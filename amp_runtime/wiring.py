@@ -9,6 +9,7 @@ are given their own service.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 from .cluster.service import ClusterService
@@ -62,10 +63,11 @@ def build_services(
     uptime_s: Callable[[], float],
     logs: LogRing,
     bound_urls: Callable[[], list[str]],
+    draining: Callable[[], bool] = lambda: False,
 ) -> Services:
     """`uptime_s`: seconds since the process started; `logs`: the ring `GET /logs` reads;
     `bound_urls`: where the HTTP server listens (empty until it has bound: a peer advertises
-    it in the peer directory)."""
+    it in the peer directory); `draining`: whether the process is stopping (for `/ready`)."""
     tasks = TaskService(config, store, process=ProcessInfo(version, uptime_s, logs))
     registry = RegistryService(config, store, task_snapshot=tasks.snapshot)
     cluster = ClusterService(config, store, tasks=tasks, bound_urls=bound_urls)
@@ -80,5 +82,14 @@ def build_services(
         durable=durable,
         cluster=cluster,
         observability=ObservabilityService(metrics, tasks),
-        api_docs=ApiDocs(enabled=config.http.openapi_enabled, version=version),
+        api_docs=ApiDocs(enabled=config.http.openapi_enabled, version=version,
+                         not_ready=partial(not_ready, store, draining)),
     )
+
+
+def not_ready(store: Store, draining: Callable[[], bool]) -> str | None:
+    """Why a balancer should send this process nothing now, or None."""
+    if draining():
+        return "the process is draining"
+    # Public: which of the two, not the store's own error (it names hosts); /health has that.
+    return None if store.unavailable is None else "the store is unavailable"

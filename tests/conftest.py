@@ -36,7 +36,7 @@ def server_factory(nursery, tmp_path, request):
     return make
 
 
-from .pg import any_store, pg_server, pg_url, store_url  # noqa: E402,F401  (fixtures: a throwaway PostgreSQL)
+from .pg import any_store, own_pg_server, pg_server, pg_url, store_url  # noqa: E402,F401  (fixtures: a throwaway PostgreSQL)
 
 
 # The fast tier (`./dev test -m "not system"`) leaves out what starts processes or servers of

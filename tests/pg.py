@@ -70,6 +70,7 @@ class PostgresServer:
         # Durability settings off: a test server dies with its temp dir anyway.
         options = (f"-c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root}"
                    " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        self._options = options
         for attempt in range(3):  # the free port may be taken between probing and binding
             self.port = _free_port()
             try:
@@ -84,6 +85,15 @@ class PostgresServer:
         """`pg_ctl restart`: every session ends; the server comes back on the same port and data."""
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.root / "server.log"),
                   "-m", "fast", "-w", "-t", "60", "restart")
+
+    def halt(self) -> None:
+        """`pg_ctl stop -m fast`: every session ends and the port refuses; `resume` brings it back."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port and data."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.root / "server.log"),
+                  "-o", f"{self._options} -p {self.port}", "-w", "-t", "60", "start")
 
     def log_tail(self) -> str:
         try:
@@ -128,6 +138,14 @@ def start_pg_server() -> PostgresServer:
         server.stop()
         raise
     return server
+
+
+@pytest.fixture
+def own_pg_server():
+    """A server of the test's own, to stop and start (the session's is shared)."""
+    server = start_pg_server()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ from typing import Callable
 
 import trio
 
+from ..core.actor import is_outage
+from ..core.availability import outage_silence_s
 from ..core.notify import Listener, Wakeup
 from . import store as peers_store
 from .forward import Forwarder
@@ -79,7 +81,8 @@ class PeerDirectory:
                 try:
                     await self._refresh()
                 except Exception as exc:  # e.g. the store is reconnecting: keep the last view
-                    log.warning("cluster: reading the peer directory failed (%s); retrying", exc)
+                    if not is_outage(exc):
+                        log.warning("cluster: reading the peer directory failed (%s); retrying", exc)
                 await self._wakeup.wait(registry.heartbeat_s)
 
     async def _beat(self, url: str, heartbeat_s: float, liveness_s: float) -> None:
@@ -88,13 +91,14 @@ class PeerDirectory:
         expired_after_s = 4 * liveness_s
         while not self._leaving.is_set():
             try:
-                await self.store.write(peers_store.upsert_peer, self.peer_id, url, self.workers,
-                                       expired_after_s, announce)
+                judged = expired_after_s if self.store.available_for() >= expired_after_s else None
+                await self.store.write(peers_store.upsert_peer, self.peer_id, url, self.workers, judged, announce)
                 if announce:
                     log.info("cluster: in the peer directory as %s", url)
                 announce = False
             except Exception as exc:
-                log.warning("cluster: heartbeat in the peer directory failed (%s); retrying", exc)
+                if not is_outage(exc):  # the store says when it is away, once
+                    log.warning("cluster: heartbeat in the peer directory failed (%s); retrying", exc)
             self.announced.set()
             with trio.move_on_after(heartbeat_s):
                 await self._leaving.wait()
@@ -119,7 +123,8 @@ class PeerDirectory:
                     if self._applied < fresh:  # else one started after us has been applied meanwhile
                         await self._refresh()
         except Exception as exc:
-            log.warning("cluster: reading the peer directory failed (%s)", exc)
+            if not is_outage(exc):
+                log.warning("cluster: reading the peer directory failed (%s)", exc)
 
     async def _refresh(self) -> None:
         self._reads += 1
@@ -129,11 +134,18 @@ class PeerDirectory:
             return  # a refresh started later has already applied a newer view
         self._applied = read
         nursery = self._nursery
+        # Back from a store outage, every peer looks silent (nobody could beat): each gets time to
+        # reconnect and beat again before it counts as dead.
+        excused = self.store.available_for() < outage_silence_s(self.config.registry.liveness_s,
+                                                                  self.config.registry.heartbeat_s)
         live = {row.url: row for row in rows if row.live}
         stale = {row.peer_id for row in rows if not row.live}
         for url, watch in list(self._watches.items()):
             if url not in live or live[url].peer_id != watch.peer_id:
-                self._drop(url, dead=watch.peer_id in stale)
+                dead = watch.peer_id in stale
+                if dead and excused:
+                    continue
+                self._drop(url, dead=dead)
         for url, row in live.items():
             if url not in self._watches:
                 self._add(nursery, row)

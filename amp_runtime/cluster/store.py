@@ -24,19 +24,22 @@ _decode_workers = msgspec.json.Decoder(list[WorkerInfo]).decode
 _encode = msgspec.json.Encoder().encode
 
 
-def upsert_peer(conn, peer_id: str, url: str, workers: list[WorkerInfo], expired_after_s: float,
+def upsert_peer(conn, peer_id: str, url: str, workers: list[WorkerInfo], expired_after_s: float | None,
                 announce: bool) -> None:
     """This peer's row, fresh; an older row of the same URL (its own earlier life, killed) goes,
-    and so do rows silent for `expired_after_s`. `announce` (the first beat): the rows of its
-    earlier lives go and the other peers are woken."""
+    and so do rows silent for `expired_after_s` (None: judge no silence now). `announce` (the
+    first beat): the rows of its earlier lives go and the other peers are woken."""
     conn.execute(
         f"INSERT INTO peers (peer_id, url, workers, started_at, heartbeat_at) VALUES (?, ?, ?, {_NOW}, {_NOW})"
         f" ON CONFLICT (peer_id) DO UPDATE SET heartbeat_at = {_NOW}, url = excluded.url,"
         " workers = excluded.workers",
         [peer_id, url, _encode(workers).decode()],
     )
-    conn.execute(f"DELETE FROM peers WHERE peer_id <> ? AND (url = ? OR heartbeat_at < {_NOW} - ?)",
-                 [peer_id, url, expired_after_s])
+    if expired_after_s is None:
+        conn.execute("DELETE FROM peers WHERE peer_id <> ? AND url = ?", [peer_id, url])
+    else:
+        conn.execute(f"DELETE FROM peers WHERE peer_id <> ? AND (url = ? OR heartbeat_at < {_NOW} - ?)",
+                     [peer_id, url, expired_after_s])
     if announce:
         _delete_earlier_lives(conn, peer_id, {worker.id for worker in workers})
         conn.execute(f"SELECT pg_notify('{CHANNEL}', ?)", [peer_id])

@@ -20,6 +20,36 @@ log = logging.getLogger("amp_runtime.actor")
 YIELD_EVERY = 64
 
 
+class Outage(Exception):
+    """Marks an expected, passing condition (the store is away): the store logs it once when it
+    starts and once when it ends, so callers log it in one line without a traceback, or not at all."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """`exc` is an `Outage`, or a group of nothing else (a nursery's)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_outage(inner) for inner in exc.exceptions)
+    return isinstance(exc, Outage)
+
+
+def log_failure(logger: logging.Logger, exc: BaseException, message: str, *args: Any) -> None:
+    """`message` with a traceback; for an outage one debug line (the store has said it already)."""
+    if is_outage(exc):
+        logger.debug(message + " (%s)", *args, exc)
+    else:
+        logger.error(message, *args, exc_info=exc)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first exception inside a (nested) group: what a log line should name."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+OUTAGE_RESTART_DELAYS_S = (0.25, 0.5, 1.0, 2.0)  # an actor that needs the store waits for it, capped
+
+
 class ActorUnavailable(Exception):
     """The actor's mailbox is closed: it stopped and will not answer."""
 
@@ -47,6 +77,10 @@ class Reply:
     @property
     def done(self) -> bool:
         return self._event.is_set()
+
+    async def settled(self) -> None:
+        """Until the reply is set or failed, without raising the failure."""
+        await self._event.wait()
 
     async def wait(self) -> Any:
         await self._event.wait()
@@ -156,12 +190,25 @@ async def supervise(
     Returns when the actor returns normally (mailbox closed). Cancellation passes through.
     """
     crashes: deque[float] = deque()
+    outages = 0
     task_status.started()
     while True:
+        started = time.monotonic()
         try:
             await actor.run()
             return
-        except Exception:
+        except Exception as exc:
+            if time.monotonic() - started > OUTAGE_RESTART_DELAYS_S[-1]:
+                outages = 0  # it ran a while since: a new outage starts at the short delay
+            if is_outage(exc):
+                # Not a crash: the store is away. Not counted against the budget (an outage may
+                # last long); restarted with backoff so it rebuilds once the store is back.
+                if outages == 0:
+                    log.info("actor %s stopped: %s; restarting when the store answers", actor.name, _leaf(exc))
+                await trio.sleep(OUTAGE_RESTART_DELAYS_S[min(outages, len(OUTAGE_RESTART_DELAYS_S) - 1)])
+                outages += 1
+                continue
+            outages = 0
             now = time.monotonic()
             crashes.append(now)
             while crashes and now - crashes[0] > 60.0:

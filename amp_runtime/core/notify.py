@@ -85,8 +85,10 @@ class Listener:
                         if any(True for _ in conn.notifies(timeout=POLL_S)):
                             self._wake(token)
             except psycopg.Error as exc:
-                log.warning("listen %s on %s failed (%s); retrying in %.1fs", self.channel,
-                            masked_url(self.url), str(exc).strip().splitlines()[0] if str(exc).strip() else
-                            type(exc).__name__, delay)
+                # The store's own outage line is the warning; retries of a listener are detail.
+                log.log(logging.INFO if delay == RETRY_MIN_S else logging.DEBUG,
+                        "listen %s on %s failed (%s); retrying in %.1fs", self.channel,
+                        masked_url(self.url), str(exc).strip().splitlines()[0] if str(exc).strip() else
+                        type(exc).__name__, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_S)

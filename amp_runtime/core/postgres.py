@@ -17,8 +17,8 @@ from typing import Any, Mapping, Sequence
 import psycopg
 import psycopg.conninfo
 
+from .database import StoreError, WorkerIdClaimed, advisory_key, apply_migrations
 from .secrets import masked_url
-from .store import StoreError, WorkerIdClaimed, advisory_key, apply_migrations
 
 log = logging.getLogger("amp_runtime.store")
 
@@ -175,8 +175,9 @@ class PostgresBackend:
                 self._claims.execute("SELECT 1")
                 return
             except psycopg.Error as exc:
-                log.warning("store %s: the session holding the worker ids was lost (%s); claiming them again",
-                            self.describe(), _first_line(exc))
+                # Info: it goes with an outage of the store, which is the warning.
+                log.info("store %s: the session holding the worker ids was lost (%s); claiming them again",
+                         self.describe(), _first_line(exc))
                 self._claims.close()
                 self._claims = None
         self._take_claims(again=True)

@@ -14,59 +14,52 @@ DuckDB's placeholders (`?`, `$name`); the PostgreSQL connection translates them.
 Group commit: while one transaction is on the thread, new writes pile up in the mailbox and
 leave together as the next one (bounded by `group_commit_rows`); an idle store lingers at most
 `group_commit_ms` for company. A write that fails alone fails only its own caller.
+
+Outages: while the store is unreachable (or a statement has been on the thread too long) it is
+*unavailable*: a new ask fails at once with `StoreUnavailable` (a coded 503), and so does every
+ask still waiting in the mailbox, which is withdrawn: it never runs. A write already handed to
+the database is answered as soon as its transaction is known committed or rolled back. The
+thread reconnects with capped, jittered backoff until the store is back (or, with a non-zero
+`reconnect_s`, raises `StoreGone`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import queue
-import re
+import random
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
-import duckdb
 import trio
 
 from .actor import Actor, ActorUnavailable, Reply
-from .http import ApiError
+from .availability import (
+    ABANDONED, LOST_IN_COMMIT, LOST_READ, LOST_WRITE, RECONNECT_MAX_DELAY_S, Availability, StoreUnavailable,
+    unavailable_error,
+)
+from .database import (
+    DbThread, DuckDBBackend, StoreBackend, StoreError, StoreGone, WorkerIdClaimed, advisory_key, apply_migrations,
+    insert_columns, lock_for_transaction,
+)
 
 log = logging.getLogger("amp_runtime.store")
-
-_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-
-class StoreError(Exception):
-    """The store cannot be opened (locked by another process, unreadable, ...), or it is gone
-    for longer than `[store] reconnect_s`: the process reports it in one line and exits."""
-
-
-class WorkerIdClaimed(StoreError):
-    """Another live process on the same store holds one of this process's worker ids."""
-
-
-class StoreUnavailable(ApiError):
-    """The connection broke under this request's write (it may or may not have been committed)
-    or under a read retried once. An ApiError so that any route answers it as a coded 503."""
-
-    def __init__(self, message: str):
-        super().__init__(503, "STORE_UNAVAILABLE", message, headers={"Retry-After": "1"})
 
 
 @dataclass(slots=True)
 class _Read:
     fn: Callable[..., Any]
     args: tuple
+    sent: bool = False  # handed to the DB thread: a write can no longer be withdrawn
 
 
 @dataclass(slots=True)
 class _Write:
     fn: Callable[..., Any]
     args: tuple
+    sent: bool = False
 
 
 @dataclass(slots=True)
@@ -76,6 +69,7 @@ class _Append:
     table: str
     columns: tuple[str, ...]
     row: tuple
+    sent: bool = False
 
 
 @dataclass
@@ -89,172 +83,30 @@ class StoreStats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
-class _DbThread:
-    """One OS thread that owns the connection; jobs come in through a queue."""
-
-    def __init__(self, name: str):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._main, name=f"amp-{name}", daemon=True)
-        self.conn: Any = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _main(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, reply, token = job
-            try:
-                result = fn()
-            except BaseException as exc:  # handed to the awaiting trio task
-                outcome = (reply.fail, exc)
-            else:
-                outcome = (reply.set, result)
-            try:
-                token.run_sync_soon(*outcome)
-            except trio.RunFinishedError:
-                pass
-
-    async def call(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the DB thread. Shielded: once handed over, the caller sees it through."""
-        reply = Reply()
-        self._jobs.put((fn, reply, trio.lowlevel.current_trio_token()))
-        with trio.CancelScope(shield=True):
-            return await reply.wait()
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout=10)
-
-
-def _open_connection(path: Path) -> duckdb.DuckDBPyConnection:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create data dir {path.parent}: {exc.strerror or exc}") from None
-    try:
-        return duckdb.connect(str(path))
-    except duckdb.IOException as exc:
-        text = str(exc)
-        if "lock" in text.lower():
-            raise StoreError(
-                f"the store {path} is in use by another process "
-                "(another amp-runtime on the same data dir?); stop it or use --data-dir"
-            ) from None
-        raise StoreError(f"cannot open the store {path}: {text}") from None
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot open the store {path}: {exc}") from None
-
-
-class StoreBackend(Protocol):
-    """What the Store needs of a database: its connection, its migrations, how it closes."""
-
-    name: str
-
-    def describe(self) -> str: ...  # for logs: never a password
-
-    def connect(self) -> Any: ...  # raises StoreError
-
-    def migrate(self, conn: Any) -> list[int]: ...
-
-    def close(self, conn: Any) -> None: ...
-
-    def is_lost(self, conn: Any, exc: BaseException) -> bool: ...  # did `exc` break the connection?
-
-    def claim_worker_ids(self, ids: list[str]) -> None: ...  # raises WorkerIdClaimed
-
-    def check_claims(self) -> None: ...  # re-takes the claims after a reconnect; raises StoreError
-
-
-class DuckDBBackend:
-    """The embedded default: one DuckDB file in the data dir, locked by this process."""
-
-    name = "duckdb"
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def describe(self) -> str:
-        return str(self.path)
-
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        return _open_connection(self.path)
-
-    def migrate(self, conn: duckdb.DuckDBPyConnection) -> list[int]:
-        return apply_migrations(conn)
-
-    def close(self, conn: duckdb.DuckDBPyConnection) -> None:
-        conn.execute("CHECKPOINT")
-        conn.close()
-
-    def is_lost(self, conn: Any, exc: BaseException) -> bool:
-        return False  # an embedded file: there is no connection to lose
-
-    def claim_worker_ids(self, ids: list[str]) -> None:
-        pass  # the file lock already keeps a second process off this store
-
-    def check_claims(self) -> None:
-        pass
-
-
-def _migrations(package: str) -> list[tuple[int, str, str]]:
-    found = []
-    for entry in resources.files(package).iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
-def apply_migrations(conn: Any, package: str = "amp_runtime.migrations") -> list[int]:
-    """Apply every migration of `package` newer than `schema_version`, each in its own transaction."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version ("
-        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
-        " applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
-    )
-    current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-    applied = []
-    for version, name, sql in _migrations(package):
-        if version <= current:
-            continue
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            conn.execute(sql)
-            conn.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
-            conn.execute("COMMIT")
-        except Exception:
-            conn.execute("ROLLBACK")
-            raise
-        applied.append(version)
-    return applied
-
-
 class _ConnectionLost(Exception):
     """Raised on the DB thread when a statement failed because the connection broke."""
 
 
+class _Closing(Exception):
+    """The process is stopping while the store waits for its database (see `stop_waiting`)."""
+
+
 RECONNECT_FIRST_DELAY_S = 0.05
-RECONNECT_MAX_DELAY_S = 2.0
-LOST_WRITE = ("the store connection was lost while committing this change; it may not have been saved: "
-              "retry (the store reconnects)")
-LOST_READ = "the store connection was lost and a read retried after reconnecting failed again: retry"
+# One statement on the thread this long (a big batch that moves on is not a stall) makes the store
+# unavailable to new and queued asks: their callers get a 503 within two seconds, not a hang.
+STALL_S = 1.5
+WATCH_S = 0.25  # how often a batch on the thread is looked at (stall, stop)
+# Stopping while the database answers nothing (a frozen server): the thread is left behind (a
+# daemon, gone with the process) after this long, so the exit is not held hostage.
+ABANDON_AFTER_S = 1.0
+QUEUE_FULL_WAIT_S = 1.0  # a full mailbox is waited on this long, then the ask is a 503
+
 
 
 class Store(Actor):
-    """The coordinator actor: owns the database connection and batches writes.
-
-    A broken connection (PostgreSQL restarted, the backend terminated) is reconnected on the DB
-    thread with capped exponential backoff for up to `reconnect_s`: the writes of the failed batch
-    fail their callers with `StoreUnavailable` (never acknowledged), its reads run once more on the
-    new connection, later messages wait in the mailbox. Past the bound, `run` raises `StoreError`.
-    (So a shielded `call` lasts at most `reconnect_s` plus one connect timeout.)
-    """
+    """The coordinator actor: owns the database connection and batches writes. A broken
+    connection is reconnected on the DB thread; the writes of the failed batch are answered at
+    once, its reads run again on the new connection (outages: see the module docstring)."""
 
     def __init__(
         self,
@@ -263,38 +115,91 @@ class Store(Actor):
         group_commit_rows: int = 500,
         group_commit_ms: float = 5.0,
         mailbox_size: int = 4096,
-        reconnect_s: float = 30.0,
+        reconnect_s: float = 0.0,
         claim_check_s: float = 5.0,
     ):
         super().__init__("coordinator", mailbox_size=mailbox_size)
         self.backend: StoreBackend = DuckDBBackend(target) if isinstance(target, Path) else target
         self.group_commit_rows = max(1, group_commit_rows)
         self.linger_s = max(0.0, group_commit_ms) / 1000.0
-        self.reconnect_s = max(0.0, reconnect_s)
+        self.reconnect_s = max(0.0, reconnect_s)  # 0: reconnect for as long as it takes
         self.claim_check_s = claim_check_s
         self.stats = StoreStats()
         self.applied_migrations: list[int] = []
         self.reconnects = 0
-        self._db = _DbThread(self.backend.name)
+        self._db = DbThread(self.backend.name)
+        self._commit_sent = False  # DB thread: a COMMIT is on its way (if lost now, the outcome is unknown)
+        self._steps = 0  # DB thread counts the statements it got through; the stall watch reads it
+        self._abandoned = False  # stopped while the thread was stuck on the database
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._closing = threading.Event()  # wakes a reconnect loop when the process stops
+        self.availability = Availability(self.backend.describe(), STALL_S, _can_withdraw)
 
     # -- client side -------------------------------------------------------------------
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self.ask(_Read(fn, args), timeout=float("inf"))
+        return await self._ask(_Read(fn, args))
 
     async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self.ask(_Write(fn, args), timeout=float("inf"))
+        return await self._ask(_Write(fn, args))
 
     async def append(self, table: str, columns: tuple[str, ...], row: tuple) -> None:
         """Insert one row; returns once committed. Appends of one group commit share one insert."""
-        await self.ask(_Append(table, columns, row), timeout=float("inf"))
+        await self._ask(_Append(table, columns, row))
 
-    async def execute(self, sql: str, params: Any = None) -> list[tuple]:
-        """Convenience read: one statement, all rows."""
+    async def execute(self, sql: str, params: Any = None) -> list[tuple]:  # one statement, all rows
         return await self.read(lambda conn: conn.execute(sql, params).fetchall())
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the store cannot answer now, or None when it can (for /ready and /health)."""
+        return self.availability.reason
+
+    def available_for(self) -> float:
+        """Seconds since the store last came back (0 while away): a judge of silence waits it out."""
+        return self.availability.available_for()
+
+    async def until_available(self) -> None:  # at once when it answers
+        await self.availability.until_available()
+
+    async def _ask(self, msg: Any) -> Any:
+        reason = self.availability.reason
+        if reason is not None:
+            raise unavailable_error(reason)
+        reply = Reply()
+        pending = self.availability.pending
+        pending[reply] = msg  # before sending: an outage withdraws it even while it waits for room
+        try:
+            try:
+                self._send.send_nowait((msg, reply))
+            except trio.WouldBlock:
+                with trio.move_on_after(QUEUE_FULL_WAIT_S) as waited:
+                    await self._send.send((msg, reply))
+                if waited.cancelled_caught:
+                    raise StoreUnavailable("the store is not keeping up (its queue is full): retry later") from None
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise ActorUnavailable(f"actor {self.name} is stopped") from None
+            return await reply.wait()
+        finally:
+            pending.pop(reply, None)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:  # from the DB thread to trio's
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            pass
+
+    @staticmethod
+    def _deliver(answers: list[tuple[Reply, tuple[bool, Any]]]) -> None:
+        for reply, (ok, value) in answers:
+            if ok:
+                reply.set(value)
+            else:
+                reply.fail(value)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
         """Connect and migrate, on the DB thread. Raises `StoreError`."""
+        self._token = trio.lowlevel.current_trio_token()
         self._db.start()
 
         def open_and_migrate() -> list[int]:
@@ -316,6 +221,23 @@ class Store(Actor):
         their own). Raises `WorkerIdClaimed` when a live peer holds one. Call after `open`."""
         await self._db.call(lambda: self.backend.claim_worker_ids(list(ids)))
 
+    def stop_waiting(self) -> None:
+        """The process is stopping: a reconnect gives up, a database that does not answer is left
+        behind (its callers answered 503), so no caller holds the exit. A healthy store is unaffected."""
+        self._closing.set()
+        if self.unavailable is not None:
+            self.availability.withdraw("the process is stopping")
+
+    def close(self) -> None:
+        """Stop accepting asks; `run` commits what is queued and returns (see `stop_waiting`)."""
+        super().close()
+        self.stop_waiting()
+
+    def _give_up(self) -> None:
+        self._abandoned = True
+        self.availability.stopping = True
+        self.availability.withdraw("the process is stopping")
+
     async def close_connection(self) -> None:
         """Checkpoint and close the connection; call after `run` returned. Idempotent."""
         def checkpoint_and_close() -> None:
@@ -325,8 +247,13 @@ class Store(Actor):
 
         if not self._db.is_alive():
             return
+        if self._abandoned:  # its thread is still waiting on the database: do not queue behind it
+            log.warning("store %s: closed without a checkpoint (the database did not answer)", self.backend.describe())
+            return
         try:
             await self._db.call(checkpoint_and_close)
+        except Exception as exc:  # a store away at the end: nothing left to flush there
+            log.warning("store %s: closing failed (%s)", self.backend.describe(), _first_line(exc))
         finally:
             self._db.stop()
 
@@ -344,10 +271,30 @@ class Store(Actor):
                 batch = [first]
                 await self._gather(batch)
                 await self._execute(batch)
-            if trio.current_time() >= next_claim_check:
+            if trio.current_time() >= next_claim_check and not self._abandoned:
                 # A claim's session may die alone (terminated, server restarted while idle).
-                await self._db.call(lambda: self._retrying("re-claiming the worker ids", self.backend.check_claims))
+                try:
+                    await self._on_thread(lambda: self._retrying("re-claiming the worker ids", self.backend.check_claims))
+                except _Closing:
+                    self._give_up()
                 next_claim_check = trio.current_time() + self.claim_check_s
+
+    async def _on_thread(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the DB thread and see it through (shielded: the thread's own bounds and
+        `_closing` end it); `STALL_S` without a statement done makes the store unavailable until one is."""
+        reply = self._db.submit(fn)
+        with trio.CancelScope(shield=True):
+            seen, moved_at = self._steps, trio.current_time()
+            while not reply.done:
+                with trio.move_on_after(WATCH_S):
+                    await reply.settled()
+                now = trio.current_time()
+                if self._steps != seen:
+                    seen, moved_at = self._steps, now
+                self.availability.set_slow(not reply.done and now - moved_at >= STALL_S)
+                if not reply.done and self._closing.is_set() and now - moved_at >= ABANDON_AFTER_S:
+                    raise _Closing()
+        return await reply.wait()
 
     async def _gather(self, batch: list) -> None:
         """Take what is waiting; linger briefly for more writes when the batch is small."""
@@ -378,9 +325,18 @@ class Store(Actor):
             return
 
     async def _execute(self, batch: list[tuple[Any, Reply | None]]) -> None:
+        # An ask already answered was withdrawn (an outage, a full queue): it must never run.
+        batch = [(m, r) for m, r in batch if r is None or not r.done]
+        for msg, _ in batch:
+            msg.sent = True
         reads = [(m, r) for m, r in batch if isinstance(m, _Read)]
         writes = [(m, r) for m, r in batch if not isinstance(m, _Read)]
         done: dict[int, tuple[bool, Any]] = {}  # index in writes + reads -> (ok, result or error)
+        if not batch:
+            return
+        if self._abandoned:  # stopping, and the thread stuck or the store gone: these never run
+            self._deliver([(r, (False, unavailable_error("the process is stopping"))) for _, r in batch if r])
+            return
 
         def work() -> None:
             try:
@@ -389,17 +345,14 @@ class Store(Actor):
                 self._recover(writes, reads, done, lost.__cause__)
 
         try:
-            # Shielded by `call` once handed over; whatever happens, every caller gets an answer.
-            await self._db.call(work)
+            await self._on_thread(work)
+        except _Closing:
+            self._give_up()
         finally:
-            for i, (_, reply) in enumerate(writes + reads):
-                if reply is None:
-                    continue
-                ok, value = done.get(i, (False, StoreUnavailable(LOST_WRITE if i < len(writes) else LOST_READ)))
-                if ok:
-                    reply.set(value)
-                else:
-                    reply.fail(value)
+            # Whatever happened, every caller gets an answer (a second one is ignored).
+            lost = ABANDONED if self._abandoned else LOST_WRITE
+            self._deliver([(reply, done.get(i, (False, StoreUnavailable(lost if i < len(writes) else LOST_READ))))
+                           for i, (_, reply) in enumerate(writes + reads) if reply is not None])
 
     # -- on the DB thread --------------------------------------------------------------
     def _raise_if_lost(self, conn: Any, exc: BaseException) -> None:
@@ -427,24 +380,27 @@ class Store(Actor):
             except Exception as exc:
                 self._raise_if_lost(conn, exc)
                 done[i] = (False, exc)
+            self._steps += 1
 
     def _recover(self, writes: list, reads: list, done: dict[int, tuple[bool, Any]], cause: BaseException | None) -> None:
-        """Fail the uncommitted writes, reconnect (or raise StoreError), retry the reads once."""
-        log.warning("store %s: connection lost (%s); reconnecting for up to %gs",
-                    self.backend.describe(), _first_line(cause), self.reconnect_s)
+        """Answer the writes now (not saved), reconnect, retry the reads that still wait."""
+        reason = _first_line(cause)
+        lost = LOST_IN_COMMIT if self._commit_sent else LOST_WRITE  # before COMMIT, the server rolls it back
         for i in range(len(writes)):
-            done.setdefault(i, (False, StoreUnavailable(LOST_WRITE)))
-        self._reconnect()
+            done.setdefault(i, (False, StoreUnavailable(lost)))
+        # Their callers learn at once, however long the store stays away.
+        self._post(self._deliver, [(reply, done[i]) for i, (_, reply) in enumerate(writes) if reply is not None])
+        self._reconnect(reason)
         conn = self._db.conn
-        for i, (msg, _) in enumerate(reads, start=len(writes)):
-            if i in done:
+        for i, (msg, reply) in enumerate(reads, start=len(writes)):
+            if i in done or (reply is not None and reply.done):  # withdrawn meanwhile
                 continue
             try:
                 done[i] = (True, msg.fn(conn, *msg.args))
             except Exception as exc:
                 done[i] = (False, StoreUnavailable(LOST_READ) if self.backend.is_lost(conn, exc) else exc)
 
-    def _reconnect(self) -> None:
+    def _reconnect(self, reason: str) -> None:
         old, self._db.conn = self._db.conn, None
         try:
             old.close()
@@ -455,40 +411,51 @@ class Store(Actor):
             self._db.conn = self.backend.connect()
             self.backend.check_claims()  # a server restart dropped them with their session
 
-        self._retrying("reconnecting", connect)
+        self._retrying("reconnecting", connect, lost=reason)
         self.reconnects += 1
-        log.warning("store %s: reconnected", self.backend.describe())
+        log.info("store %s: reconnected", self.backend.describe())
 
-    def _retrying(self, doing: str, step: Callable[[], None]) -> None:
-        """Run `step` until it does not raise StoreError, with capped exponential backoff, for up
-        to `reconnect_s`; then raise one StoreError saying so. A lost worker-id claim is final."""
-        deadline = time.monotonic() + self.reconnect_s
+    def _retrying(self, doing: str, step: Callable[[], None], *, lost: str | None = None) -> None:
+        """Run `step` until it does not raise StoreError, with capped exponential backoff and
+        jitter; the store is unavailable from the first failure (or `lost`) until it succeeds.
+        Gives up (`StoreGone`) only past a non-zero `reconnect_s`. A lost worker-id claim is final."""
+        deadline = time.monotonic() + self.reconnect_s if self.reconnect_s else None
         delay = RECONNECT_FIRST_DELAY_S
+        failed = False
         while True:
+            if self._closing.is_set():
+                raise _Closing()
             try:
                 step()
-                return
+                break
             except WorkerIdClaimed:
                 raise
             except StoreError as exc:
                 last = exc
-            if time.monotonic() + delay > deadline:
-                raise StoreError(
+            if not failed:
+                # One refused attempt makes an outage; a session that reconnects at once is a blip.
+                self._post(self.availability.went_away, lost or _first_line(last))
+                failed = True
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise StoreGone(
                     f"the store {self.backend.describe()} is unreachable: gave up {doing} after "
                     f"{self.reconnect_s:g}s ([store] reconnect_s): {last}"
                 ) from None
-            time.sleep(delay)
+            self._closing.wait(delay * random.uniform(0.5, 1.0))  # jitter: peers do not come back in step
             delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+        if failed:
+            self._post(self.availability.came_back)
 
     def _rollback(self, conn: Any) -> None:
         try:
             conn.execute("ROLLBACK")
         except Exception as exc:
-            self._raise_if_lost(conn, exc)
-            raise
+            # The connection's state is unknown (DuckDB may have ended the transaction itself): a
+            # fresh one is the safe way on, not an error that would end the coordinator.
+            raise _ConnectionLost() from exc
 
-    @staticmethod
-    def _commit_together(conn, writes) -> list[tuple[bool, Any]]:
+    def _commit_together(self, conn, writes) -> list[tuple[bool, Any]]:
+        self._commit_sent = False
         conn.execute("BEGIN TRANSACTION")
         results = []
         appends: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
@@ -498,9 +465,13 @@ class Store(Actor):
                 results.append((True, None))
             else:
                 results.append((True, msg.fn(conn, *msg.args)))
+            self._steps += 1
         for (table, columns), rows in appends.items():
             insert_columns(conn, table, columns, rows)
+            self._steps += 1
+        self._commit_sent = True
         conn.execute("COMMIT")
+        self._commit_sent = False
         return results
 
     def _commit_alone(self, conn, item) -> tuple[bool, Any]:
@@ -512,40 +483,17 @@ class Store(Actor):
             return (False, exc)
 
 
+def _can_withdraw(msg: Any) -> bool:
+    """A read never has an effect; a write has none until it is handed to the DB thread."""
+    return isinstance(msg, _Read) or not msg.sent
+
+
 def _first_line(exc: BaseException | None) -> str:
     text = str(exc).strip() if exc is not None else ""
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def advisory_key(name: str) -> int:
-    """A stable signed 64-bit key for a PostgreSQL advisory lock named `name` (same in every peer)."""
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
-
-
-def lock_for_transaction(conn, name: str) -> None:
-    """Serialise a check-then-write on `name` across peers until this transaction ends.
-
-    PostgreSQL: `pg_advisory_xact_lock`, released by COMMIT or ROLLBACK. DuckDB has one process,
-    whose group commit already runs one transaction at a time: nothing to do."""
-    lock = getattr(conn, "lock_for_transaction", None)
-    if lock is not None:
-        lock(advisory_key(name))
-
-
-def insert_columns(conn, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """One `INSERT ... SELECT unnest(...)` for many rows: ~100x faster than executemany."""
-    insert_rows = getattr(conn, "insert_rows", None)  # PostgreSQL: COPY (unnest flattens arrays of arrays)
-    if insert_rows is not None:
-        insert_rows(table, columns, rows)
-        return
-    column_values = [list(values) for values in zip(*rows)]
-    selects = ", ".join("unnest(?)" for _ in columns)
-    conn.execute(
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {selects}", column_values
-    )
-
-
 __all__ = [
-    "Store", "StoreError", "StoreUnavailable", "WorkerIdClaimed", "StoreStats", "StoreBackend", "DuckDBBackend",
-    "ActorUnavailable", "insert_columns", "apply_migrations", "advisory_key", "lock_for_transaction",
+    "Store", "StoreError", "StoreGone", "StoreUnavailable", "WorkerIdClaimed", "StoreStats", "StoreBackend",
+    "DuckDBBackend", "ActorUnavailable", "insert_columns", "apply_migrations", "advisory_key", "lock_for_transaction",
 ]

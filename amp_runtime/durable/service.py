@@ -26,7 +26,7 @@ import msgspec
 import trio
 
 from ..config import ConfigError
-from ..core.actor import ActorUnavailable, RestartBudgetExceeded, supervise
+from ..core.actor import ActorUnavailable, RestartBudgetExceeded, is_outage, supervise
 from ..core.clock import rfc3339
 from ..core.service import ServiceBase
 from ..core.store import StoreError, StoreUnavailable
@@ -198,19 +198,26 @@ class DurableService(ServiceBase):
             renewed_at = trio.current_time()
             while True:
                 running = dict(self.instances)  # those adopted while the write is out are not judged by it
+                away = False
                 try:
                     held = set(await self.store.write(
                         sql.claim_leases, self.peer_id, self._own_url(), self._lease_s, sorted(self.versions)))
                     renewed_at = trio.current_time()
                 except (StoreUnavailable, StoreError) as exc:
-                    log.warning("durable: lease renewal failed (%s)", exc)
+                    away = is_outage(exc)
+                    if not away:  # the store says when it is away, once
+                        log.warning("durable: lease renewal failed (%s)", exc)
                     if trio.current_time() - renewed_at >= self._lease_s:
                         held = set()
                     else:
                         held = set(running)
                 for worker, instance in running.items():
                     if worker not in held and self.instances.get(worker) is instance:
-                        log.warning("durable worker %s: lease lost; it runs on another peer now", worker)
+                        if away:  # not renewed in time: another peer may take it; this one must stop
+                            log.info("durable worker %s: lease not renewed while the store is away; it stops here "
+                                     "and is taken again by its next call", worker)
+                        else:
+                            log.warning("durable worker %s: lease lost; it runs on another peer now", worker)
                         self._give_up(instance)
                 for worker in held - set(self.instances):
                     self._adopt(worker)

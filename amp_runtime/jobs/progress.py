@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..core.actor import Actor, Reply
+from ..core.actor import Actor, Reply, is_outage, log_failure
 from ..core.clock import utcnow
 from . import store as jobs_store
 from .store import ProgressRow
@@ -32,6 +32,9 @@ class ProgressWriter(Actor):
     def __init__(self, store, *, mailbox_size: int = 4096):
         super().__init__("jobs-progress", mailbox_size=mailbox_size)
         self.store = store
+        # Rows an outage kept out of the store: they go with the next commit (a later row of the
+        # same job and table replaces one), so a store that comes back loses no progress.
+        self._unsaved: dict[tuple[int, str], ProgressRow] = {}
 
     async def report(self, row: ProgressRow) -> None:
         """Queue `row` for the next commit (waits only when the mailbox is full)."""
@@ -55,7 +58,7 @@ class ProgressWriter(Actor):
             await self._commit(batch)
 
     async def _commit(self, batch: list[tuple[object, Reply | None]]) -> None:
-        latest: dict[tuple[int, str], ProgressRow] = {}
+        latest, self._unsaved = self._unsaved, {}
         waiters: list[Reply] = []
         for msg, reply in batch:
             if isinstance(msg, ProgressRow):
@@ -67,8 +70,10 @@ class ProgressWriter(Actor):
             try:
                 await self.store.write(jobs_store.upsert_progress, list(latest.values()), utcnow())
             except Exception as exc:  # progress lags; the files will be rewritten on resume
-                log.exception("persisting job progress failed")
+                log_failure(log, exc, "persisting job progress failed")
                 error = exc
+                if is_outage(exc):
+                    self._unsaved = latest
         for reply in waiters:
             if error is None:
                 reply.set(None)

@@ -5,6 +5,8 @@ A runner never changes a job's status itself: it asks the scheduler (`Started`, 
 - stop (`PUT /jobs/{id}/stop`): at the next batch boundary, through Stopping to Stopped;
 - pause (the process drains): at the next batch boundary, progress flushed, no outcome: the
   job keeps its status and resumes at the next start (or on another node);
+- wait (the store is away): at the next batch boundary, as a pause, but the same runner goes on
+  from its persisted progress once the store answers again;
 - cancel (moved, or the drain's grace is over): anywhere. A write in flight is abandoned
   (`files.JobFiles`): its file is in place already or never will be. Progress is absolute and
   may lag the files on disk; the next run rewrites those under the same names, same bytes.
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..core.actor import is_outage
 from ..core.contain import is_cancellation
 from ..core.words import exception_text
 from ..core.logs import log_ids
@@ -88,17 +91,47 @@ async def run_job(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> No
         with handle.cancel_scope, log_ids(job_id=record.id):
             if handle.previous is not None:
                 await handle.previous.done.wait()
-            try:
-                outcome = await _run(env, handle, record)
-            except BaseException as exc:  # a dataset's SystemExit & co. too: the job fails, not the server
-                if is_cancellation(exc):
-                    raise
-                outcome = ("fail", f"{type(exc).__name__}: {exception_text(exc)}")
-                log.warning("job %d failed: %s", record.id, outcome[1])
-            if outcome is not None:
-                await env.ask(Finished(record.id, handle.attempt, *outcome))
+            while True:
+                try:
+                    outcome = await _run(env, handle, record)
+                except BaseException as exc:  # a dataset's SystemExit & co. too: the job fails, not the server
+                    if is_cancellation(exc):
+                        raise
+                    if is_outage(exc):  # not the job's failure: it goes on when the store is back
+                        log.info("job %d waits for the store (%s)", record.id, exc)
+                        if await _store_back_unless_paused(env, handle):
+                            log.info("job %d goes on: the store answers again", record.id)
+                            continue
+                        outcome = None  # the process drains: the job resumes at the next start
+                        break
+                    outcome = ("fail", f"{type(exc).__name__}: {exception_text(exc)}")
+                    log.warning("job %d failed: %s", record.id, outcome[1])
+                break
+            while outcome is not None:
+                try:
+                    await env.ask(Finished(record.id, handle.attempt, *outcome))
+                    break
+                except Exception as exc:  # the outcome waits for the store that records it
+                    if not is_outage(exc) or not await _store_back_unless_paused(env, handle):
+                        raise
     finally:
         handle.done.set()
+
+
+async def _store_back_unless_paused(env: RunnerEnv, handle: RunnerHandle) -> bool:
+    """Until the store answers (True) or a pause is asked for (False); a stop waits for the
+    store, which it needs to be recorded."""
+    if handle.pause_requested.is_set():
+        return False
+    async with trio.open_nursery() as nursery:
+        async def first(wait) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(first, env.store.until_available)
+        if not handle.pause_requested.is_set():
+            nursery.start_soon(first, handle.pause_requested.wait)
+    return not handle.pause_requested.is_set()
 
 
 async def _run(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> tuple[str, str | None] | None:
@@ -144,6 +177,8 @@ async def _extract(env, handle: RunnerHandle, record: JobRecord, spec, files: Jo
     for first, last in batches(record.start_block, record.end_block, record.batch_blocks):
         if handle.winding_down:
             return False
+        if env.store.unavailable is not None:
+            await env.progress.flush()  # raises the outage (this run waits) unless it is over already
         wrote = False
         for table in spec.tables:
             before = done.get(table)

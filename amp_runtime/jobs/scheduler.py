@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..core.actor import Actor, Reply
+from ..core.actor import Actor, Outage, Reply
 from ..core.clock import utcnow
 from . import states
 from . import store as jobs_store
@@ -92,6 +92,12 @@ class Scheduler(Actor):
         except JobsError as refusal:  # expected: the asker hears it, the actor carries on
             if reply is not None:
                 reply.fail(refusal)
+            return
+        except Outage as outage:
+            # The store is away: the asker hears it and the runners go on. What this actor holds
+            # is a cache of the table that compare-and-set checks (JobChanged) bring back in line.
+            if reply is not None:
+                reply.fail(outage)
             return
         except JobChanged as changed:  # a peer got there first: catch up with the store
             await self._changed(changed.job_id)

@@ -17,7 +17,8 @@ from typing import Awaitable, Callable
 import trio
 
 from ..config import ConfigError
-from ..core.actor import ActorUnavailable, supervise
+from ..core.actor import ActorUnavailable, log_failure, supervise
+from ..core.availability import outage_silence_s
 from ..core.notify import Wakeup
 from ..core.service import ServiceBase
 from . import builtin  # noqa: F401  registers example/blocks@1.0.0
@@ -118,8 +119,8 @@ class JobService(ServiceBase):
             await self.placement.hand_over(self._ask)  # peers: the others resume them at once
         except ActorUnavailable:
             log.warning("jobs: drained without the scheduler; active jobs resume at the next start")
-        except Exception:  # e.g. the store is unreachable: the jobs wait for a takeover instead
-            log.exception("jobs: handing the jobs over failed; they are taken over when this peer expires")
+        except Exception as exc:  # e.g. the store is unreachable: the jobs wait for a takeover instead
+            log_failure(log, exc, "jobs: handing the jobs over failed; they are taken over when this peer expires")
 
     async def _ask(self, msg):
         return await self.scheduler.ask(msg, timeout=float("inf"))
@@ -133,11 +134,14 @@ class JobService(ServiceBase):
             await self._wakeup.wait(self.config.jobs.worker_check_s)
             if not self._accepting:
                 return
+            registry = self.config.registry
+            if self.store.available_for() < outage_silence_s(registry.liveness_s, registry.heartbeat_s):
+                continue  # just back from a store outage: no worker is judged missing for its silence
             try:
                 candidates, live = await self._candidates()
                 await self._ask(WorkersAlive(live=live, candidates=candidates, now=trio.current_time()))
-            except Exception:
-                log.exception("jobs: checking worker liveness failed; retrying")
+            except Exception as exc:
+                log_failure(log, exc, "jobs: checking worker liveness failed; retrying")
 
     async def _candidates(self) -> tuple[list[str], list[str]]:
         """(live workers that can hold a job's slot, every live worker)."""

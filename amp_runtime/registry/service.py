@@ -23,6 +23,8 @@ from ..core.ids import id_list_problems, worker_id_problem
 from ..core.service import ServiceBase
 from . import jwt
 from . import store as sql
+from ..core.actor import is_outage, log_failure
+from ..core.availability import outage_silence_s
 from .actor import Register, Report, Unregister
 from .models import (
     AGGREGATIONS,
@@ -109,7 +111,10 @@ class RegistryService(ServiceBase):
 
     async def drain(self) -> None:
         for worker_id in self.own_ids:
-            await self.unregister(worker_id)
+            try:
+                await self.unregister(worker_id)
+            except Exception as exc:  # e.g. the store is away: the worker expires instead
+                log_failure(log, exc, "registry: unregistering %s on the way out failed; it expires instead", worker_id)
 
     async def _every(self, period_s: float, step, *, first_now: bool = False) -> None:
         """Run `step` every `period_s` until cancelled; a failing step is logged, not fatal."""
@@ -119,13 +124,16 @@ class RegistryService(ServiceBase):
             try:
                 if await step() is False:
                     return
-            except ApiError as exc:  # the store is unavailable (a coded 503): the next round retries
-                log.warning("registry: %s failed: %s", getattr(step, "__name__", step), exc)
-            except Exception:
-                log.exception("registry: %s failed", getattr(step, "__name__", step))
+            except ApiError as exc:  # e.g. the store is unavailable (a coded 503): the next round retries
+                if not is_outage(exc):
+                    log.warning("registry: %s failed: %s", getattr(step, "__name__", step), exc)
+            except Exception as exc:
+                log_failure(log, exc, "registry: %s failed", getattr(step, "__name__", step))
             await trio.sleep(period_s)
 
     async def _expire(self) -> None:
+        if self.store.available_for() < outage_silence_s(self.settings.liveness_s, self.settings.heartbeat_s):
+            return  # just back from a store outage: the silence is the outage's, not the workers'
         expired = await self.records.expire(naive_utc(utcnow()))
         if expired:
             shown = ", ".join(expired[:EXPIRED_SHOWN]) + (", ..." if len(expired) > EXPIRED_SHOWN else "")

@@ -17,6 +17,7 @@ from typing import Awaitable, Callable
 
 import trio
 
+from ..core.actor import Outage, is_outage
 from ..core.http import ApiError
 from ..core.store import Store
 from . import store as sql
@@ -25,8 +26,9 @@ from .models import WorkerRecord
 log = logging.getLogger("amp_runtime.registry")
 
 
-class PersistError(ApiError):
-    """The batch this change was in could not be committed; the change was not applied."""
+class PersistError(ApiError, Outage):
+    """The batch this change was in could not be committed; the change was not applied. An
+    outage: the store was away or the connection broke under it (logged by the store)."""
 
     def __init__(self) -> None:
         super().__init__(503, "STORE_UNAVAILABLE", "the registry could not save this change to the store, "
@@ -87,7 +89,8 @@ class RegistryWriter:
                     rows = [sql.record_row(rec) for rec in batch.workers]
                     await self.store.write(sql.write_batch, rows, batch.stats, batch.activity)
             except Exception as exc:
-                log.warning("registry: a batch of %d change(s) was not saved: %s", len(rows) + len(batch.stats), exc)
+                if not is_outage(exc):  # the store says when it is away, once
+                    log.warning("registry: a batch of %d change(s) was not saved: %s", len(rows) + len(batch.stats), exc)
                 batch.error = exc
             if batch.workers and self.settle is not None:
                 await self.settle(batch.workers, batch.error is None)

@@ -155,7 +155,7 @@ class HotPath:
         except WorkerFailed as exc:
             raise ApiError(503, "WORKER_FAILED", str(exc), headers={"Retry-After": self.retry_after.decode()}) from None
         except Rejected as exc:
-            headers = {"Retry-After": self.retry_after.decode()} if exc.status == 429 else None
+            headers = {"Retry-After": self.retry_after.decode()} if exc.status in (429, 503) else None
             raise ApiError(exc.status, exc.code, exc.message, problems=exc.problems, headers=headers) from None
         if isinstance(submitted, SyncOutcome):
             return submitted.status, submitted.result, [(b"x-task-id", submitted.result.id.encode())]

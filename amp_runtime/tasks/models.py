@@ -138,6 +138,13 @@ class Build(msgspec.Struct):
     build_date: str | None
 
 
+class StoreHealth(msgspec.Struct, omit_defaults=True):
+    """`available`, or `unavailable` with the reason."""
+
+    state: str
+    reason: str | None = None
+
+
 class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Public part: status, slots, queued. With a valid key: the rest."""
 
@@ -150,6 +157,7 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     tags: dict[str, str] | None = None
     functions: list[FunctionInfo] | None = None
     workers: list[WorkerHealth] | None = None
+    store: StoreHealth | None = None
 
 
 class Logs(msgspec.Struct):

@@ -13,7 +13,7 @@ from . import idempotency
 from .batch import NDJSON, BatchLine, BatchTaskRequest, decode_batch
 from .errors import Rejected, WorkerFailed
 from .models import (
-    Build, FunctionInfo, Health, Logs, Maintenance, Slots, TaskAccepted, TaskRequest, TaskResult,
+    Build, FunctionInfo, Health, Logs, Maintenance, Slots, StoreHealth, TaskAccepted, TaskRequest, TaskResult,
     TaskView, WorkerHealth,
 )
 from .openapi import document_function_inputs
@@ -39,7 +39,7 @@ def _api_error(exc: Rejected | WorkerFailed, retry_after_s: int) -> ApiError:
     retry_after = str(retry_after_s)
     if isinstance(exc, WorkerFailed):
         return ApiError(503, "WORKER_FAILED", str(exc), headers={"Retry-After": retry_after})
-    headers = {"Retry-After": retry_after} if exc.status == 429 else None
+    headers = {"Retry-After": retry_after} if exc.status in (429, 503) else None
     return ApiError(exc.status, exc.code, exc.message, problems=exc.problems, headers=headers)
 
 
@@ -195,6 +195,8 @@ async def health(service: TaskService) -> Health:
     )
     if not api.is_authorized():
         return body
+    unavailable = service.store.unavailable
+    body.store = StoreHealth("available") if unavailable is None else StoreHealth("unavailable", unavailable)
     body.version = service.process.version
     build = service.process.build()
     body.build = Build(build.version, build.commit_sha, build.commit_timestamp, build.build_date)

@@ -309,7 +309,8 @@ class TaskService(ServiceBase):
             placed_on=worker.name,
         )
         # Shielded: a client leaving once the row is durable must not leave a task that would run
-        # only after a restart. Bounded by one group commit (the store's bounded reconnect).
+        # only after a restart. Bounded: a store away answers at once (the append is withdrawn or
+        # its transaction's outcome is known).
         with trio.CancelScope(shield=True):
             try:
                 await self.journal.accept(accepted)

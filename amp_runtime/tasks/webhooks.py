@@ -31,7 +31,7 @@ import msgspec
 import trio
 
 from ..config import WebhookConfig
-from ..core.actor import Actor, Reply
+from ..core.actor import Actor, Reply, log_failure
 from ..core.clock import rfc3339, utcnow
 from ..core.logs import log_ids
 from ..core.secrets import mask_urls_in, masked_url
@@ -204,8 +204,8 @@ class WebhookSender(Actor):
         try:
             with log_ids(task_id=msg.task_id):
                 await self._attempts(owed)
-        except Exception:  # contained: the other deliveries go on
-            log.exception("webhook for task %s: delivery failed", msg.task_id, extra={"task_id": msg.task_id})
+        except Exception as exc:  # contained: the other deliveries go on
+            log_failure(log, exc, "webhook for task %s: delivery failed", msg.task_id)
             self.outcomes["failed"] += 1
             # Not journaled as settled: after a restart it is tried again.
             self._report(msg, Delivery(attempt=owed.attempts, at=rfc3339(utcnow()),
@@ -267,8 +267,8 @@ class WebhookSender(Actor):
         report: Callable[[str, Delivery, str | None], None] = msg.report
         try:
             report(msg.task_id, delivery, final)
-        except Exception:
-            log.exception("webhook for task %s: could not record attempt %d", msg.task_id, delivery.attempt)
+        except Exception as exc:
+            log_failure(log, exc, "webhook for task %s: could not record attempt %d", msg.task_id, delivery.attempt)
 
     async def _attempt(self, url: str, headers: list[tuple[bytes, bytes]], payload: bytes, attempt: int) -> Delivery:
         at = rfc3339(utcnow())

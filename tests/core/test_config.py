@@ -80,8 +80,8 @@ def test_masked_url_hides_the_password(url, shown):
     assert masked_url(url) == shown
 
 
-def test_store_reconnect_s_defaults_to_30_and_must_not_be_negative():
-    assert load_config(None, environ={}).store.reconnect_s == 30.0
+def test_store_reconnect_s_defaults_to_forever_and_must_not_be_negative():
+    assert load_config(None, environ={}).store.reconnect_s == 0.0
     assert load_config(None, environ={"AMP_STORE_RECONNECT_S": "5"}).store.reconnect_s == 5.0
     with pytest.raises(ConfigError, match="store.reconnect_s: must not be negative"):
         load_config(None, environ={"AMP_STORE_RECONNECT_S": "-1"})

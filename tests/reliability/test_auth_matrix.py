@@ -21,6 +21,7 @@ KEY = "k"
 # data calls are keyed). Anything else without `security` is an auth hole.
 ALLOWED_PUBLIC = {
     ("get", "/health"),
+    ("get", "/ready"),  # a load balancer's probe: says ready or why not, nothing more
     ("get", "/openapi"),
     ("get", "/docs"),
     ("get", "/docs/static/{name}"),

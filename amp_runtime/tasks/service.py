@@ -28,11 +28,12 @@ from .batch import BatchItem, BatchLine, run_batch
 from .errors import Rejected, WorkerFailed
 from .idempotency import IdempotencyTable, KeyEntry, Replayed
 from .journal import AcceptedTask, TaskJournal
-from .models import TaskAccepted, TaskError, TaskRequest, TaskResult, Webhook, masked_view
+from .models import TaskAccepted, TaskRequest, Webhook, masked_view
 from .outcomes import OUTCOME_STATUS, Forwarded, SyncOutcome
 from .process_slots import ProcessSlots
 from .recovery import readmit_when_possible, resume_accepted
 from .registry import FUNCTIONS, FunctionSpec
+from .streams import StreamHandle
 from .validation import decode_input, task_problems
 from .webhooks import Deliver, UnsafeTarget, WebhookSender, check_target
 from .worker import (
@@ -60,67 +61,8 @@ class WorkerSnapshot(msgspec.Struct):
 
 # -- what `submit` answers ---------------------------------------------------------------------
 
-class StreamHandle:
-    """An admitted stream task: its items, then its outcome. `close()` (in the reader's
-    `finally`) gives back the stream's place in `[http] max_open_streams` and cancels the task
-    if it is still going (the reader left)."""
-
-    __slots__ = ("task", "_service", "_open")
-
-    def __init__(self, service: "TaskService", task: Task):
-        self.task = task
-        self._service = service
-        self._open = True
-
-    @property
-    def id(self) -> str:
-        return self.task.id
-
-    async def events(self) -> AsyncIterator[tuple[bytes | None, bytes]]:
-        """(None, item) per item, then (b"end" | b"error", encoded outcome).
-
-        Bounded: once running, the task's own deadline ends it (and a failing worker settles it);
-        while it waits in the queue, the wait is bounded by its deadline plus a grace."""
-        task = self.task
-        items = task.items_recv
-        while True:
-            if task.status == "queued":
-                with trio.move_on_at(task.deadline + SETTLE_GRACE_S) as waited:  # never around a yield
-                    try:
-                        item = await items.receive()
-                    except trio.EndOfChannel:
-                        break
-                if waited.cancelled_caught:
-                    yield b"error", _encode(_unanswered(task))
-                    return
-            else:
-                try:
-                    item = await items.receive()
-                except trio.EndOfChannel:
-                    break
-            yield None, item
-        try:
-            result = await wait_outcome(self._service.workers[task.worker], task)
-        except WorkerFailed:
-            result = _unanswered(task)
-        yield (b"end" if result.status == "completed" else b"error"), _encode(result)
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            self._service._stream_closed()
-            self.task.items_recv.close()
-            if not self.task.outcome.done:  # the reader left: cancel the task, free its slot now
-                self._service.cancel_nowait(self.task)
-
-
 Submitted = SyncOutcome | StreamHandle | TaskAccepted | Forwarded | Replayed
 _encode = msgspec.json.Encoder().encode
-
-
-def _unanswered(task: Task) -> TaskResult:
-    return TaskResult(id=task.id, status="failed", success=False, error=TaskError(
-        type="WorkerFailed", message=f"worker {task.worker} did not answer in time"))
 
 
 RouteTask = Callable[[TaskRequest, FunctionSpec], Awaitable[Any]]

@@ -35,6 +35,6 @@ async def test_bench_against_a_running_server_each_mode(nursery, tmp_path):
         if mode == "webhook":
             assert summary["events_per_s"] > 0  # completed deliveries/s
     code, out = await run_cli("bench", "--url", server.url, "--tasks", "50", "--concurrency", "2", timeout=60)
-    assert code == 0 and "tasks/s" in out and "p99 ms" in out  # the table
+    assert code == 0 and "tasks/s" in out and "p99 ms" in out, out  # the table
     server.send_signal(signal.SIGTERM)
     assert await server.wait() == 0

@@ -7,6 +7,8 @@ A trio `Cancelled` (or a group of nothing else) belongs to a cancel scope of our
 
 from __future__ import annotations
 
+import math
+
 import trio
 
 
@@ -15,3 +17,10 @@ def is_cancellation(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(is_cancellation(e) for e in exc.exceptions)
     return isinstance(exc, trio.Cancelled)
+
+
+def is_our_cancellation(exc: BaseException) -> bool:
+    """A cancellation (`is_cancellation`) while the current task is cancelled, i.e. one a cancel
+    scope of ours delivered. A function that raises `trio.Cancelled` itself while nothing cancelled
+    it fails its task instead of passing for ours (and stopping its worker)."""
+    return is_cancellation(exc) and trio.current_effective_deadline() == -math.inf

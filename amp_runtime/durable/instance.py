@@ -33,8 +33,8 @@ import trio
 
 from ..core.actor import Actor, Reply
 from ..core.store import Store
-from ..core.contain import is_cancellation
-from ..core.words import exception_text
+from ..core.contain import is_our_cancellation
+from ..core.words import exception_name, exception_text
 from . import store as sql
 from .models import EXITED, FAILED, IDLE, INTERRUPTED, RETRYING, RUNNING, SUSPENDED, WorkerError
 from .store import LeaseLost, PendingInvocation, RecordedCall, Snapshot
@@ -466,9 +466,9 @@ class Instance(Actor):
             except LeaseLost:
                 raise  # a promise write found another peer holding the worker: not the function's fault
             except BaseException as exc:  # SystemExit & co. too: the invocation fails, not the server
-                if is_cancellation(exc):
+                if is_our_cancellation(exc):
                     raise
-                error = f"{type(exc).__name__}: {exception_text(exc)}"
+                error = f"{exception_name(exc)}: {exception_text(exc)}"
                 log.info("%s: %s raised %s", self.name, inv.function, error)
         self._scope, self._current = None, None
         if scope.cancelled_caught:

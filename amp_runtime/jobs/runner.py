@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..core.actor import is_outage
-from ..core.contain import is_cancellation
-from ..core.words import exception_text
+from ..core.contain import is_our_cancellation
+from ..core.words import exception_name, exception_text
 from ..core.logs import log_ids
 from . import store as jobs_store
 from .datasets import resolve
@@ -95,7 +95,7 @@ async def run_job(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> No
                 try:
                     outcome = await _run(env, handle, record)
                 except BaseException as exc:  # a dataset's SystemExit & co. too: the job fails, not the server
-                    if is_cancellation(exc):
+                    if is_our_cancellation(exc):
                         raise
                     if is_outage(exc):  # not the job's failure: it goes on when the store is back
                         log.info("job %d waits for the store (%s)", record.id, exc)
@@ -104,7 +104,7 @@ async def run_job(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> No
                             continue
                         outcome = None  # the process drains: the job resumes at the next start
                         break
-                    outcome = ("fail", f"{type(exc).__name__}: {exception_text(exc)}")
+                    outcome = ("fail", f"{exception_name(exc)}: {exception_text(exc)}")
                     log.warning("job %d failed: %s", record.id, outcome[1])
                 break
             while outcome is not None:

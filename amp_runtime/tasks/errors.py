@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core.contain import is_cancellation
-from ..core.words import exception_text
+from ..core.words import exception_name, exception_text
 
 
 class Rejected(Exception):
@@ -28,4 +28,4 @@ def describe(exc: BaseException | None) -> str:
         return describe(causes[0] if causes else exc.exceptions[0])
     if isinstance(exc, WorkerFailed) and exc.__cause__ is not None:
         return describe(exc.__cause__)
-    return f"{type(exc).__name__}: {exception_text(exc)}" if exc is not None else "unknown cause"
+    return f"{exception_name(exc)}: {exception_text(exc)}" if exc is not None else "unknown cause"

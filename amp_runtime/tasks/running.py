@@ -16,9 +16,9 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from ..core.contain import is_cancellation
+from ..core.contain import is_our_cancellation
 from ..core.logs import task_id_var
-from ..core.words import exception_text
+from ..core.words import exception_name, exception_text
 from .errors import WorkerFailed, describe
 from .mailbox import Cancel
 from .models import TaskError, TaskResult
@@ -127,7 +127,7 @@ async def _run_function(task: Task, worker: WorkerActor) -> tuple[str, Any, Task
     except _ReaderGone:
         return "cancelled", None, TaskError(type="Cancelled", message="the stream reader went away")
     except BaseException as exc:  # SystemExit & co. too: they fail this task, not the server
-        if is_cancellation(exc):
+        if is_our_cancellation(exc):
             raise
         return "failed", None, _function_error(exc, worker.expose_tracebacks)
     finally:
@@ -135,7 +135,8 @@ async def _run_function(task: Task, worker: WorkerActor) -> tuple[str, Any, Task
 
 
 def _function_error(exc: BaseException, expose_tracebacks: bool) -> TaskError:
-    return TaskError(type=type(exc).__name__, message=exception_text(exc) or type(exc).__name__,
+    name = exception_name(exc)
+    return TaskError(type=name, message=exception_text(exc) or name,
                      traceback=traceback.format_exc() if expose_tracebacks else None)
 
 

@@ -30,8 +30,15 @@ class Flaky:
 
     async def halt(self, kind: str) -> None:
         """What user code may raise besides Exception: SystemExit, KeyboardInterrupt, ..."""
+        if kind == "BadMessage":
+            raise BadMessage()
         raise {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt,
                "GeneratorExit": GeneratorExit, "BaseException": BaseException}[kind]("halted")
+
+
+class BadMessage(Exception):
+    def __str__(self) -> str:  # its message raises what stops a program
+        raise KeyboardInterrupt()
 
 
 class Unworded(Exception):

@@ -159,11 +159,12 @@ async def test_a_base_exception_fails_its_invocation_only(server_factory):
     """SystemExit & co. from a durable function fail that invocation, not the server."""
     srv = await server_factory(durable={"max_retries": 1, "retry_delay_s": 0.01})
     c = srv.client
-    for kind in ("SystemExit", "KeyboardInterrupt", "GeneratorExit", "BaseException"):
+    for kind in ("SystemExit", "KeyboardInterrupt", "GeneratorExit", "BaseException", "BadMessage"):
         await create(c, FLAKY, kind)
         with trio.fail_after(10):
             r = await call(c, FLAKY, kind, "halt", [kind])
-        assert r.status_code == 500 and r.json()["error"] == f"invocation failed: {kind}: halted", r.text
+        message = "<BadMessage: its message could not be read>" if kind == "BadMessage" else "halted"
+        assert r.status_code == 500 and r.json()["error"] == f"invocation failed: {kind}: {message}", r.text
         assert (await c.get(worker_path(FLAKY, kind))).json()["status"] == "Failed"
     await create(c, FLAKY, "after")  # the service goes on
     assert (await call(c, FLAKY, "after", "succeed_after", ["h", 0])).json() == {"result": [1]}

@@ -16,10 +16,17 @@ def boom(table, first_block, last_block):
     return f"SELECT range AS block_num FROM range({first_block}, {last_block} + 1)"
 
 
+class BadMessage(Exception):
+    def __str__(self) -> str:  # its message raises what stops a program
+        raise KeyboardInterrupt()
+
+
 @amp_runtime.dataset("test/halt", version="1", tables=["rows"])
 def halt(table, first_block, last_block):
     """A dataset whose code raises what is not an Exception (argparse's SystemExit, ...)."""
     if first_block >= 100:
+        if first_block >= 2000:
+            raise BadMessage()
         raise {0: SystemExit, 1: KeyboardInterrupt}[first_block // 1000]("halted at %d" % first_block)
     return f"SELECT range AS block_num FROM range({first_block}, {last_block} + 1)"
 
@@ -189,11 +196,12 @@ async def test_failing_extractor_marks_the_job_failed_with_its_message(server_fa
 
 async def test_a_dataset_raising_a_base_exception_fails_its_job_only(server_factory):
     srv = await server_factory(jobs={"batch_blocks": 100})
-    for start, raised in ((0, "SystemExit"), (1000, "KeyboardInterrupt")):
+    for start, raised in ((0, "SystemExit"), (1000, "KeyboardInterrupt"), (2000, "BadMessage")):
         job = (await srv.client.post("/jobs", json={"dataset": "test/halt@1", "start_block": start,
                                                     "end_block": start + 299})).json()
         failed = await wait_for_status(srv.client, job["id"], "Failed")
-        assert failed["error"].startswith(f"{raised}: halted at"), failed
+        said = "<BadMessage: its message could not be read>" if raised == "BadMessage" else "halted at"
+        assert failed["error"].startswith(f"{raised}: {said}"), failed
     plain_job = (await srv.client.post("/jobs", json={"dataset": "test/plain@1", "start_block": 0, "end_block": 99})).json()
     assert (await wait_for_status(srv.client, plain_job["id"], "Completed", "Failed"))["status"] == "Completed"
 

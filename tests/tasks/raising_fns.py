@@ -22,7 +22,41 @@ RAISES: dict[str, type[BaseException]] = {
 }
 
 
+class BadMessage(Exception):
+    """An ordinary exception whose message raises what stops a program."""
+
+    def __str__(self) -> str:
+        raise KeyboardInterrupt()
+
+
+class BadBase(BaseException):
+    """Neither its message nor its repr can be had: each raises the exception itself."""
+
+    def __str__(self) -> str:
+        raise BadBase()
+
+    def __repr__(self) -> str:
+        raise BadBase()
+
+
+class WeirdName(Exception):
+    pass
+
+
+WeirdName.__name__ = "x\n\u2028\x1b[31m" * 1000  # a name that would forge log lines
+
+# What hostile user code raises: (name, the exception).
+HOSTILE = {
+    "BadMessage": lambda: BadMessage(),
+    "BadBase": lambda: BadBase(),
+    "WeirdName": lambda: WeirdName("weird"),
+    "Cancelled": lambda: trio.Cancelled._create(),  # raised by the function, nothing cancelled it
+}
+
+
 def _raise(input: dict) -> None:
+    if input["raise"] in HOSTILE:
+        raise HOSTILE[input["raise"]]()
     raise RAISES[input["raise"]](input.get("message", "raised by the function"))
 
 

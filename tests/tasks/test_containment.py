@@ -61,6 +61,30 @@ async def test_every_base_exception_fails_its_task_only(server_factory):
     await srv.client.aclose()
 
 
+async def test_hostile_exceptions_fail_their_task_only(server_factory):
+    """An exception whose message raises KeyboardInterrupt, a BaseException whose str and repr
+    raise, a class name of control characters, a trio.Cancelled raised by the function itself:
+    each fails its task, in every kind and mode; the worker and the server go on."""
+    srv = await server_factory(tasks={"process_pool_size": 1})
+    kinds = ["raise_async", "raise_now", "raise_thread", "raise_stream"]
+    for raised in raising_fns.HOSTILE:
+        for function in kinds + (["raise_process"] if raised != "Cancelled" else []):
+            r = await post_task(srv.client, function, {"raise": raised})
+            assert r.status_code == 500, (function, raised, r.status_code, r.text)
+            error = r.json()["error"]
+            assert error["type"].isprintable() and len(error["type"]) <= 203, (function, raised)
+            if raised in ("BadMessage", "BadBase"):
+                assert error == {"type": raised, "message": f"<{raised}: its message could not be read>"}
+        events = await read_stream(srv.client, "raise_stream", {"raise": raised})
+        assert events[1] == "event: error", (raised, events)
+        r = await srv.client.post("/tasks", json=[{"function": f, "input": {"raise": raised}, **CALL} for f in kinds])
+        assert sorted(json.loads(line)["status"] for line in r.text.splitlines()) == ["failed"] * 4, r.text
+    assert (await post_task(srv.client, "echo_later", {"still": "here"})).json()["result"] == {"still": "here"}
+    health = (await srv.client.get("/health")).json()
+    assert health["status"] == "ok" and health["slots"]["busy"] == 0
+    await srv.client.aclose()
+
+
 CONFIG = """
 [[workers]]
 id = "w1"

@@ -291,6 +291,9 @@ def load_config(
     return config
 
 
+MAX_SLOTS = 10_000  # slots of one worker: 10^8 (a typo) ran the process out of memory before it listened
+
+
 def _check(config: Config, source: str) -> None:
     problems = []
     if not config.workers:
@@ -308,8 +311,8 @@ def _check(config: Config, source: str) -> None:
             problems += id_list_problems(f"workers[{i}].{key}", getattr(w, key), limits.max_tags, limits.max_id_length)
     problems += id_list_problems("tasks.tags", config.tasks.tags, limits.max_tags, limits.max_id_length)
     for w in config.workers:
-        if w.slots < 1:
-            problems.append(f"workers.slots: worker {w.id} needs at least 1 slot")
+        if not 1 <= w.slots <= MAX_SLOTS:  # each slot is a task held for the process's life
+            problems.append(f"workers.slots: worker {w.id} needs 1 to {MAX_SLOTS} slots, not {w.slots}")
         if w.max_queue < 0:
             problems.append(f"workers.max_queue: worker {w.id} has a negative queue length")
     gc_threshold = config.server.gc_threshold

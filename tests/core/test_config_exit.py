@@ -44,6 +44,8 @@ async def test_unsendable_webhook_header_in_config_exits_2(tmp_path, headers, sh
     ('[[workers]]\nid = "w"\ngroups = ["' + "g" * 300 + '"]\n', "workers[0].groups"),
     ('[http]\nmax_tags = 2\n[[workers]]\nid = "w"\ntags = ["a", "b", "c"]\n', "workers[0].tags"),
     ('[tasks]\ntags = ["' + "t" * 300 + '"]\n', "tasks.tags"),
+    ('[[workers]]\nid = "w"\nslots = 100000000\n', "workers.slots"),  # the audit's: out of memory, no line
+    ('[[workers]]\nid = "w"\nslots = 0\n', "workers.slots"),
 ])
 async def test_a_value_the_api_refuses_in_config_exits_2(tmp_path, toml, key):
     code, out = await serve_with(tmp_path, toml)

@@ -29,9 +29,8 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import trio
 
@@ -45,50 +44,9 @@ from .database import (
     insert_columns, lock_for_transaction,
 )
 
+from .store_messages import Append, Closing, ConnectionLost, Read, StoreStats, Write
+
 log = logging.getLogger("amp_runtime.store")
-
-
-@dataclass(slots=True)
-class _Read:
-    fn: Callable[..., Any]
-    args: tuple
-    sent: bool = False  # handed to the DB thread: a write can no longer be withdrawn
-
-
-@dataclass(slots=True)
-class _Write:
-    fn: Callable[..., Any]
-    args: tuple
-    sent: bool = False
-
-
-@dataclass(slots=True)
-class _Append:
-    """One row for `table`: the rows of a group commit go in as one column-wise insert."""
-
-    table: str
-    columns: tuple[str, ...]
-    row: tuple
-    sent: bool = False
-
-
-@dataclass
-class StoreStats:
-    """What the group commit has done so far (read by /metrics and benchmarks)."""
-
-    transactions: int = 0
-    writes: int = 0
-    last_batch_size: int = 0
-    last_commit_s: float = 0.0
-    batch_sizes: list[int] = field(default_factory=list)
-
-
-class _ConnectionLost(Exception):
-    """Raised on the DB thread when a statement failed because the connection broke."""
-
-
-class _Closing(Exception):
-    """The process is stopping while the store waits for its database (see `stop_waiting`)."""
 
 
 RECONNECT_FIRST_DELAY_S = 0.05
@@ -100,7 +58,6 @@ WATCH_S = 0.25  # how often a batch on the thread is looked at (stall, stop)
 # daemon, gone with the process) after this long, so the exit is not held hostage.
 ABANDON_AFTER_S = 1.0
 QUEUE_FULL_WAIT_S = 1.0  # a full mailbox is waited on this long, then the ask is a 503
-
 
 
 class Store(Actor):
@@ -137,14 +94,14 @@ class Store(Actor):
 
     # -- client side -------------------------------------------------------------------
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self._ask(_Read(fn, args))
+        return await self._ask(Read(fn, args))
 
     async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self._ask(_Write(fn, args))
+        return await self._ask(Write(fn, args))
 
     async def append(self, table: str, columns: tuple[str, ...], row: tuple) -> None:
         """Insert one row; returns once committed. Appends of one group commit share one insert."""
-        await self._ask(_Append(table, columns, row))
+        await self._ask(Append(table, columns, row))
 
     async def execute(self, sql: str, params: Any = None) -> list[tuple]:  # one statement, all rows
         return await self.read(lambda conn: conn.execute(sql, params).fetchall())
@@ -161,17 +118,42 @@ class Store(Actor):
     async def until_available(self) -> None:  # at once when it answers
         await self.availability.until_available()
 
+    def append_soon(self, table: str, columns: tuple[str, ...], row: tuple) -> Callable[[], Awaitable[None]]:
+        """Queue one row now, ahead of every ask made after it (so it commits in the same group
+        commit as they do, or an earlier one); await what it returns to know it committed. Where
+        it cannot be queued now (the store away, its mailbox full), the await asks then."""
+        msg = Append(table, columns, row)
+        reply = self._queue_nowait(msg) if self.availability.reason is None else None
+        return (lambda: self._answer(reply)) if reply is not None else (lambda: self._ask(msg))
+
+    def _queue_nowait(self, msg: Any) -> Reply | None:
+        reply = Reply()
+        self.availability.pending[reply] = msg  # before sending: an outage withdraws it while it waits
+        try:
+            self._send.send_nowait((msg, reply))
+            return reply
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self.availability.pending.pop(reply, None)
+            return None
+
+    async def _answer(self, reply: Reply) -> Any:
+        try:
+            return await reply.wait()
+        finally:
+            self.availability.pending.pop(reply, None)
+
     async def _ask(self, msg: Any) -> Any:
         reason = self.availability.reason
         if reason is not None:
             raise unavailable_error(reason)
+        reply = self._queue_nowait(msg)
+        if reply is not None:
+            return await self._answer(reply)
         reply = Reply()
         pending = self.availability.pending
-        pending[reply] = msg  # before sending: an outage withdraws it even while it waits for room
+        pending[reply] = msg
         try:
             try:
-                self._send.send_nowait((msg, reply))
-            except trio.WouldBlock:
                 with trio.move_on_after(QUEUE_FULL_WAIT_S) as waited:
                     await self._send.send((msg, reply))
                 if waited.cancelled_caught:
@@ -275,7 +257,7 @@ class Store(Actor):
                 # A claim's session may die alone (terminated, server restarted while idle).
                 try:
                     await self._on_thread(lambda: self._retrying("re-claiming the worker ids", self.backend.check_claims))
-                except _Closing:
+                except Closing:
                     self._give_up()
                 next_claim_check = trio.current_time() + self.claim_check_s
 
@@ -293,17 +275,17 @@ class Store(Actor):
                     seen, moved_at = self._steps, now
                 self.availability.set_slow(not reply.done and now - moved_at >= STALL_S)
                 if not reply.done and self._closing.is_set() and now - moved_at >= ABANDON_AFTER_S:
-                    raise _Closing()
+                    raise Closing()
         return await reply.wait()
 
     async def _gather(self, batch: list) -> None:
         """Take what is waiting; linger briefly for more writes when the batch is small."""
         # A running count: recounting the batch per message was quadratic in the batch size.
-        weight = sum(1 for msg, _ in batch if not isinstance(msg, _Read))
+        weight = sum(1 for msg, _ in batch if not isinstance(msg, Read))
 
         def take(item) -> int:
             batch.append(item)
-            return 0 if isinstance(item[0], _Read) else 1
+            return 0 if isinstance(item[0], Read) else 1
 
         deadline = trio.current_time() + self.linger_s
         while weight < self.group_commit_rows:
@@ -329,8 +311,8 @@ class Store(Actor):
         batch = [(m, r) for m, r in batch if r is None or not r.done]
         for msg, _ in batch:
             msg.sent = True
-        reads = [(m, r) for m, r in batch if isinstance(m, _Read)]
-        writes = [(m, r) for m, r in batch if not isinstance(m, _Read)]
+        reads = [(m, r) for m, r in batch if isinstance(m, Read)]
+        writes = [(m, r) for m, r in batch if not isinstance(m, Read)]
         done: dict[int, tuple[bool, Any]] = {}  # index in writes + reads -> (ok, result or error)
         if not batch:
             return
@@ -341,12 +323,12 @@ class Store(Actor):
         def work() -> None:
             try:
                 self._run_batch(writes, reads, done)
-            except _ConnectionLost as lost:
+            except ConnectionLost as lost:
                 self._recover(writes, reads, done, lost.__cause__)
 
         try:
             await self._on_thread(work)
-        except _Closing:
+        except Closing:
             self._give_up()
         finally:
             # Whatever happened, every caller gets an answer (a second one is ignored).
@@ -357,7 +339,7 @@ class Store(Actor):
     # -- on the DB thread --------------------------------------------------------------
     def _raise_if_lost(self, conn: Any, exc: BaseException) -> None:
         if self.backend.is_lost(conn, exc):
-            raise _ConnectionLost() from exc
+            raise ConnectionLost() from exc
 
     def _run_batch(self, writes: list, reads: list, done: dict[int, tuple[bool, Any]]) -> None:
         conn = self._db.conn
@@ -424,7 +406,7 @@ class Store(Actor):
         failed = False
         while True:
             if self._closing.is_set():
-                raise _Closing()
+                raise Closing()
             try:
                 step()
                 break
@@ -452,7 +434,7 @@ class Store(Actor):
         except Exception as exc:
             # The connection's state is unknown (DuckDB may have ended the transaction itself): a
             # fresh one is the safe way on, not an error that would end the coordinator.
-            raise _ConnectionLost() from exc
+            raise ConnectionLost() from exc
 
     def _commit_together(self, conn, writes) -> list[tuple[bool, Any]]:
         self._commit_sent = False
@@ -460,7 +442,7 @@ class Store(Actor):
         results = []
         appends: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
         for msg, _ in writes:
-            if isinstance(msg, _Append):
+            if isinstance(msg, Append):
                 appends.setdefault((msg.table, msg.columns), []).append(msg.row)
                 results.append((True, None))
             else:
@@ -485,7 +467,7 @@ class Store(Actor):
 
 def _can_withdraw(msg: Any) -> bool:
     """A read never has an effect; a write has none until it is handed to the DB thread."""
-    return isinstance(msg, _Read) or not msg.sent
+    return isinstance(msg, Read) or not msg.sent
 
 
 def _first_line(exc: BaseException | None) -> str:

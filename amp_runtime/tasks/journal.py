@@ -8,7 +8,8 @@ written down before the 202 leaves (`accept`) and kept until delivery settles:
 - `begin_run(task_id)`     durable before the function is called: the runs a process did not
                            survive are counted at the next start (`AcceptedTask.runs`);
 - `finish(...)`            the outcome, durable before the first delivery attempt (it also
-                           reserves attempt number 1, saving a commit per task);
+                           reserves attempt number 1, saving a commit per task); `finish_soon`
+                           queues it at once, ahead of the next task's `begin_run`;
 - `begin_attempt(...)`     written before each later POST, so attempt numbers are never reused;
 - `record_attempt(...)`    the answer (or error) of an attempt, and the final status on the last;
 - `forget_headers(...)`    once settled: the request's webhook headers are not kept at rest;
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import msgspec
 
@@ -121,11 +122,18 @@ class TaskJournal:
                      started_at: float | None = None) -> None:
         """Record the outcome, the worker it ran on and when it started (durable on return).
         Only a task's first outcome counts."""
+        await self.finish_soon(body, finished_at, worker=worker, started_at=started_at)()
+
+    def finish_soon(self, body: TaskResult, finished_at: float | None = None, *, worker: str | None = None,
+                    started_at: float | None = None) -> Callable[[], Awaitable[None]]:
+        """`finish`, queued now, before any write asked for later (the next task's `begin_run`):
+        a task that ends the process cannot take the outcome of the one before it along, so that
+        one never runs again. Await what it returns for the commit."""
         result = None if body.result is None or body.result is msgspec.UNSET else _encode(body.result).decode()
         error = None if body.error is None else _encode(body.error).decode()
         row = (body.id, body.status, result, error, body.duration_ms,
                finished_at if finished_at is not None else time.time(), worker, started_at)
-        await self.store.append("webhook_outcomes", _OUTCOME_COLUMNS, row)
+        return self.store.append_soon("webhook_outcomes", _OUTCOME_COLUMNS, row)
 
     async def begin_attempt(self, task_id: str, attempt: int, at: float) -> None:
         """Written before the POST goes out, so a restart never reuses the number."""

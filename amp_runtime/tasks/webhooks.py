@@ -133,13 +133,14 @@ class _Owed:
     """One delivery the sender owes: its message, the last attempt number used, the attempts
     that failed (the retry budget) and whether its outcome is journaled."""
 
-    __slots__ = ("msg", "attempts", "failures", "recorded")
+    __slots__ = ("msg", "attempts", "failures", "recorded", "recording")
 
     def __init__(self, msg: Deliver):
         self.msg = msg
         self.attempts = msg.first_attempt - 1
         self.failures = msg.failures
         self.recorded = not msg.record_outcome
+        self.recording: Any = None  # the outcome's journal write, queued when it was owed
 
 
 class WebhookSender(Actor):
@@ -169,6 +170,11 @@ class WebhookSender(Actor):
     def enqueue(self, msg: Deliver) -> None:
         """Owe one delivery; it starts at once (or when the sender runs again). Never awaits."""
         owed = _Owed(msg)
+        if not owed.recorded and self.journal is not None:
+            try:  # queued now, ahead of the next task's run (`TaskJournal.finish_soon`)
+                owed.recording = self.journal.finish_soon(msg.body, worker=msg.worker, started_at=msg.started_at)
+            except Exception as exc:
+                log.warning("journal finish failed: %s", exc)
         self._owed.add(owed)
         self._none_owed = trio.Event() if self._none_owed.is_set() else self._none_owed
         if self._nursery is not None:
@@ -224,7 +230,10 @@ class WebhookSender(Actor):
                  if name.lower() not in SENDER_OWNED]
         payload = self._payload(msg.body)
         if not owed.recorded:  # the outcome row also reserves attempt 1
-            await self._journal("finish", msg.body, worker=msg.worker, started_at=msg.started_at)
+            if owed.recording is not None:
+                await self._journal_wait(owed.recording)
+            else:
+                await self._journal("finish", msg.body, worker=msg.worker, started_at=msg.started_at)
             owed.recorded = True
         async with self.limiter:
             if owed.failures and msg.last_attempt_at is not None and owed.attempts == msg.first_attempt - 1:
@@ -287,6 +296,12 @@ class WebhookSender(Actor):
             await getattr(self.journal, method)(*args, **kwargs)
         except Exception as exc:
             log.warning("journal %s failed: %s", method, exc)
+
+    async def _journal_wait(self, write: Any) -> None:
+        try:
+            await write()
+        except Exception as exc:
+            log.warning("journal finish failed: %s", exc)
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.config.max_delay_s, self.config.base_delay_s * 2 ** (attempt - 1))

@@ -75,6 +75,16 @@ async def test_a_failing_write_fails_only_its_caller(store, store_url):
     assert await store.execute("SELECT count(*) FROM t") == [(20,)]
 
 
+async def test_a_row_queued_now_commits_no_later_than_a_write_asked_for_after_it(store):
+    """`append_soon` queues its row before it returns: a webhook task's outcome is durable once
+    the next task's run is, so a next task that ends the process cannot make the first run again."""
+    for i in range(20):
+        committed = store.append_soon("t", ("k", "v"), (i, "queued first"))
+        await store.write(insert_row, 1000 + i, "asked for after")
+        assert await store.execute("SELECT v FROM t WHERE k = ?", [i]) == [("queued first",)]
+        await committed()
+
+
 async def test_write_returns_the_functions_result(store):
     assert await store.write(lambda c: c.execute("INSERT INTO t VALUES (1, 'a') RETURNING k").fetchall()) == [(1,)]
 

@@ -109,7 +109,11 @@ PEAK = [0]
 
 @amp_runtime.function(name="hold_thread", timeout_s=0.3)
 def hold_thread(input: dict) -> str:
-    """Holds its thread, ignoring its timeout, until the file `release` exists (bounded: 60 s)."""
+    """Holds its thread, ignoring its timeout, until the file `release` exists (bounded: 60 s).
+    With `runs`, a line is added to that file at each run."""
+    if "runs" in input:
+        with open(input["runs"], "a") as runs:
+            runs.write("ran\n")
     with _lock:
         HOLDING[0] += 1
         PEAK[0] = max(PEAK[0], HOLDING[0])

@@ -47,6 +47,8 @@ class HttpConfig(_Section):
     hot_path: bool = True
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this long
     max_connections: int = 0  # 0 = sized from the open-file limit (core.connections.default_max_connections)
+    body_timeout_s: float = 30.0  # a request body not all in by then closes its connection
+    send_timeout_s: float = 30.0  # a client that reads nothing of an answer for this long is closed
 
 
 class AuthClient(_Section):
@@ -330,6 +332,9 @@ def _check(config: Config, source: str) -> None:
         problems.append("http.max_batch: must be positive")
     if not config.http.keep_alive_s > 0:  # also NaN
         problems.append("http.keep_alive_s: must be positive")
+    for key in ("body_timeout_s", "send_timeout_s"):
+        if not getattr(config.http, key) > 0:  # also NaN
+            problems.append(f"http.{key}: must be positive")
     if config.http.max_connections < 0:
         problems.append("http.max_connections: must be 0 (sized from the open-file limit) or more")
     registry = config.registry

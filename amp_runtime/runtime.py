@@ -134,7 +134,9 @@ class Runtime:
         hconfig.keep_alive_timeout = self.config.http.keep_alive_s
         max_connections = self.config.http.max_connections or default_max_connections(
             self.services.tasks.process_slots.size)
-        self.connections = Connections(app, hconfig, max_connections, retry_after_s=self.config.tasks.retry_after_s)
+        self.connections = Connections(app, hconfig, max_connections, retry_after_s=self.config.tasks.retry_after_s,
+                                       body_timeout_s=self.config.http.body_timeout_s,
+                                       send_timeout_s=self.config.http.send_timeout_s)
         try:
             await self.connections.serve(task_status=task_status)
         finally:

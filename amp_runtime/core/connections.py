@@ -4,7 +4,10 @@ Hypercorn bounds neither the open connections nor what an idle one costs, and it
 builds its listeners itself; here each accepted connection is counted before hypercorn's
 `TCPServer` runs it. Past `[http] max_connections` the longest-idle connection is closed to make
 room, or, when every one is answering a request, the newcomer gets a 503 and is closed: the
-process never runs out of descriptors. The same object is the outermost ASGI wrapper, so it knows
+process never runs out of descriptors. A busy connection cannot be held either: one whose request
+body is not in within `[http] body_timeout_s`, or whose client reads no part of an answer for
+`[http] send_timeout_s`, is closed (hypercorn bounds neither, and shields its socket writes, so
+only closing the socket ends such a write). The same object is the outermost ASGI wrapper, so it knows
 which connection is answering, lets every response end the way hypercorn needs to close or
 recycle the connection, and marks responses `Connection: close` once the drain began.
 """
@@ -51,9 +54,22 @@ def default_max_connections(process_slots: int) -> int:
 
 @dataclass(eq=False)
 class _Connection:
+    stream: trio.SocketStream
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     busy: int = 0  # requests (or a WebSocket) being answered on it
     idle_since: float = field(default_factory=trio.current_time)
+    receiving_since: float | None = None  # its request's body is awaited, not all in yet
+    sending_since: float | None = None  # an answer's bytes wait for the client to read
+
+
+class _Request:
+    """Where one request's body stands: its first wait starts the body's clock, its last part stops it."""
+
+    __slots__ = ("connection", "body_in")
+
+    def __init__(self, connection: _Connection | None):
+        self.connection = connection
+        self.body_in = connection is None
 
 
 class Connections:
@@ -61,15 +77,19 @@ class Connections:
     serves until `drain()`, then lets the open connections finish their answer (up to hypercorn's
     `graceful_timeout`) and returns."""
 
-    def __init__(self, app: Any, config: HypercornConfig, max_connections: int, *, retry_after_s: int = 1):
+    def __init__(self, app: Any, config: HypercornConfig, max_connections: int, *, retry_after_s: int = 1,
+                 body_timeout_s: float = 30.0, send_timeout_s: float = 30.0):
         self.app = app
         self.config = config
         self.max_connections = max_connections
+        self.body_timeout_s = body_timeout_s
+        self.send_timeout_s = send_timeout_s
         self.draining = False
         self._open: dict[Any, _Connection] = {}
         self._context = WorkerContext(None)
         self._accepting = trio.CancelScope()
         self._refusal_logged = float("-inf")
+        self._cut_logged = float("-inf")
         body = render_coded(ApiError(503, "TOO_MANY_CONNECTIONS",
                                      f"the server holds its limit of {max_connections} connections, all busy"))
         self._refusal = (
@@ -100,12 +120,15 @@ class Connections:
             handler = partial(self._connection, asgi, ConnectionState(lifespan_state.copy()))
             log.info("at most %d open connections; an idle one is closed after %gs",
                      self.max_connections, config.keep_alive_timeout)
-            async with trio.open_nursery() as handlers:
-                task_status.started(binds)
-                with self._accepting:  # serve_listeners closes the listeners when cancelled
-                    await trio.serve_listeners(handler, listeners, handler_nursery=handlers)
-                await self._context.terminated.set()  # hypercorn: close after the answer, idle at once
-                handlers.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+            async with trio.open_nursery() as watch:
+                watch.start_soon(self._watch)
+                async with trio.open_nursery() as handlers:
+                    task_status.started(binds)
+                    with self._accepting:  # serve_listeners closes the listeners when cancelled
+                        await trio.serve_listeners(handler, listeners, handler_nursery=handlers)
+                    await self._context.terminated.set()  # hypercorn: close after the answer, idle at once
+                    handlers.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+                watch.cancel_scope.cancel()
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
 
@@ -121,7 +144,7 @@ class Connections:
         if len(self._open) >= self.max_connections and not self._close_idlest():
             await self._refuse(stream)
             return
-        connection = self._open[client] = _Connection()
+        connection = self._open[client] = _Connection(stream)
         try:
             with connection.scope:
                 await TCPServer(asgi, self.config, self._context, state, stream)
@@ -138,6 +161,28 @@ class Connections:
         del self._open[client]  # no longer counted: its descriptor is closed as its handler unwinds
         connection.scope.cancel()
         return True
+
+    async def _watch(self) -> None:
+        """Close every connection whose body or reader has been stalled past its bound."""
+        every = max(0.05, min(1.0, self.body_timeout_s / 4, self.send_timeout_s / 4))
+        while True:
+            await trio.sleep(every)
+            now = trio.current_time()
+            for client, connection in list(self._open.items()):
+                if connection.receiving_since is not None and now - connection.receiving_since > self.body_timeout_s:
+                    self._cut(client, connection, "its request body was not in within [http] body_timeout_s")
+                elif connection.sending_since is not None and now - connection.sending_since > self.send_timeout_s:
+                    self._cut(client, connection, "its client read none of the answer for [http] send_timeout_s")
+
+    def _cut(self, client: Any, connection: _Connection, why: str) -> None:
+        del self._open[client]
+        now = trio.current_time()
+        if now - self._cut_logged >= REFUSAL_LOG_EVERY_S:
+            self._cut_logged = now
+            log.warning("closed a connection from %s: %s", client[0] if client else "?", why)
+        # Closing the socket wakes a write hypercorn shields (and the read beside it) with an error.
+        connection.stream.socket.close()
+        connection.scope.cancel()
 
     async def _refuse(self, stream: trio.SocketStream) -> None:
         """Answer 503 without hypercorn, then read until the client closes (bounded)."""
@@ -168,14 +213,41 @@ class Connections:
             if answering and connection is not None:
                 connection.busy -= 1
                 connection.idle_since = trio.current_time()
+                connection.receiving_since = connection.sending_since = None
             answering = False
 
         try:
-            await self.app(scope, receive, partial(self._send, send, answered) if scope["type"] == "http" else send)
+            if scope["type"] == "http":
+                await self.app(scope, partial(self._receive, receive, _Request(connection)),
+                               partial(self._send, send, answered, connection))
+            else:
+                await self.app(scope, receive, partial(self._timed_send, send, connection))
         finally:
             answered()
 
-    async def _send(self, send: Any, answered: Any, message: dict) -> None:
+    async def _receive(self, receive: Any, request: _Request) -> dict:
+        if request.body_in:  # after the body only the disconnect is waited for: unbounded
+            return await receive()
+        connection = request.connection
+        if connection.receiving_since is None:
+            connection.receiving_since = trio.current_time()
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            request.body_in = True
+            connection.receiving_since = None
+        return message
+
+    async def _timed_send(self, send: Any, connection: _Connection | None, message: dict) -> None:
+        if connection is None:
+            return await send(message)
+        connection.sending_since = trio.current_time()
+        try:
+            await send(message)
+        finally:
+            connection.sending_since = None
+
+    async def _send(self, send: Any, answered: Any, connection: _Connection | None, message: dict) -> None:
+        send = partial(self._timed_send, send, connection)
         kind = message["type"]
         if kind == "http.response.start" and self.draining:
             headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]

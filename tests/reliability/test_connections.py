@@ -2,7 +2,7 @@
 
 On raw sockets, so nothing in a client library reuses, retries or closes for us: a response to
 `Connection: close` or to HTTP/1.0 is followed by EOF, an idle keep-alive connection is closed
-after `[http] keep_alive_s`, more idle connections than the process has descriptors for do not
+after `[http] keep_alive_s`, a slow sender or reader after `body_timeout_s` / `send_timeout_s`, more idle connections than the process has descriptors for do not
 stop it answering a new client, and SIGTERM closes idle connections at once and marks the
 in-flight answers `Connection: close`.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import resource
 import signal
+import socket
 from urllib.parse import urlsplit
 
 import httpx
@@ -159,7 +160,7 @@ async def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_s(server
 
 
 @pytest.mark.parametrize("key, value", [("keep_alive_s", "0"), ("keep_alive_s", "-1"), ("keep_alive_s", "nan"),
-                                        ("max_connections", "-1")])
+                                        ("max_connections", "-1"), ("body_timeout_s", "0"), ("send_timeout_s", "nan")])
 async def test_bad_connection_keys_exit_2_naming_the_key(tmp_path, key, value):
     code, out = await run_cli("serve", "--data-dir", str(tmp_path / "d"), env={f"AMP_HTTP_{key.upper()}": value})
     assert code == 2 and f"http.{key}" in out and "Traceback" not in out, out
@@ -231,6 +232,49 @@ async def test_past_max_connections_with_every_one_busy_a_new_client_gets_503(se
             await fresh.aclose()
     finally:
         for raw in busy:
+            await raw.aclose()
+
+
+async def unread_connection(url: str) -> Raw:
+    """A connection whose client takes in little (a 4 KiB receive buffer) until it reads."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(address(url))
+    return Raw(trio.SocketStream(sock))
+
+
+SLOW = {"max_connections": 4, "body_timeout_s": 1.0, "send_timeout_s": 1.0, "keep_alive_s": 600}
+PIPELINED = 400  # answers asked for at once on a reader's connection: far more than socket buffers hold
+
+
+async def test_clients_too_slow_to_send_a_body_or_to_read_an_answer_are_closed(server_factory):
+    """Every place of max_connections held by a busy client that sends a body by the byte or
+    never reads its answers: each is closed past its bound, and a new client is answered;
+    a client that only waits for a slow answer is not cut."""
+    srv = await server_factory(http=SLOW)
+    waiting = await Raw.open(srv.url)
+    senders = [await Raw.open(srv.url) for _ in range(2)]
+    readers = [await unread_connection(srv.url) for _ in range(1)]
+    try:
+        slow_task = json.dumps({"function": "sleep", "input": {"ms": 2500}, "contract": 1}).encode()
+        await waiting.send(request("POST", "/task", body=slow_task))
+        for raw in senders:  # the headers and all of the body but its last bytes, then nothing
+            await raw.send(request("POST", "/task", body=TASK)[:-5])
+        for raw in readers:
+            await raw.send(request("GET", "/openapi") * PIPELINED)
+        with trio.fail_after(15):
+            for raw in senders:
+                await raw.wait_closed()
+                assert not raw.buffer, raw.buffer[:200]  # nothing was answered: the body never came
+            for raw in readers:
+                await raw.wait_closed()
+                assert raw.buffer.count(b"HTTP/1.1 200 ") < PIPELINED
+            status, _, body = await waiting.response()  # waited 2.5 s for its answer, not cut
+        assert status == 200 and json.loads(body)["status"] == "completed", body
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as client:
+            assert (await client.get("/health")).status_code == 200
+    finally:
+        for raw in [waiting, *senders, *readers]:
             await raw.aclose()
 
 

@@ -40,6 +40,9 @@ FDS_PER_PROCESS_SLOT = 4  # a process-pool worker's pipes and its process handle
 # hypercorn's own socket write is shielded; this covers its bookkeeping around it).
 FINAL_SEND_S = 5.0
 REFUSAL_LINGER_S = 1.0  # a refused client's request is read this long so the 503 is not reset away
+# Refusals answered (and lingering) at once; past them a newcomer is closed unanswered, so a flood
+# of connections costs at most this many descriptors beyond max_connections.
+MAX_REFUSING = 16
 REFUSAL_LOG_EVERY_S = 10.0
 MAX_RECV = 65536
 
@@ -89,6 +92,7 @@ class Connections:
         self._context = WorkerContext(None)
         self._accepting = trio.CancelScope()
         self._refusal_logged = float("-inf")
+        self._refusing = 0
         self._cut_logged = float("-inf")
         body = render_coded(ApiError(503, "TOO_MANY_CONNECTIONS",
                                      f"the server holds its limit of {max_connections} connections, all busy"))
@@ -190,14 +194,21 @@ class Connections:
         if now - self._refusal_logged >= REFUSAL_LOG_EVERY_S:  # a flood must not flood the log
             self._refusal_logged = now
             log.warning("refusing connections: %d open, all busy ([http] max_connections)", len(self._open))
-        with trio.move_on_after(REFUSAL_LINGER_S):
-            try:
-                await stream.send_all(self._refusal)
-                await stream.send_eof()
-                while await stream.receive_some(MAX_RECV):
+        if self._refusing >= MAX_REFUSING:  # a flood: its descriptors are given back at once
+            await trio.aclose_forcefully(stream)
+            return
+        self._refusing += 1
+        try:
+            with trio.move_on_after(REFUSAL_LINGER_S):
+                try:
+                    await stream.send_all(self._refusal)
+                    await stream.send_eof()
+                    while await stream.receive_some(MAX_RECV):
+                        pass
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+        finally:
+            self._refusing -= 1
         await trio.aclose_forcefully(stream)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

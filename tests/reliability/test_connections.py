@@ -198,6 +198,53 @@ async def test_more_idle_connections_than_descriptors_do_not_stop_a_new_client(n
     assert "Too many open files" not in log, log
 
 
+async def test_a_flood_past_max_connections_does_not_run_the_process_out_of_descriptors(nursery, tmp_path):
+    """Every connection busy (bodies that never finish), then more newcomers than the process has
+    descriptors, none of which closes: a few are answered 503, the rest closed at once, and
+    once the busy ones go a new client is answered."""
+    srv = await spawn_server(nursery, tmp_path / "data", env={"AMP_HTTP_MAX_CONNECTIONS": "20"},
+                             preexec_fn=lower_fd_limit)
+    busy = [await Raw.open(srv.url) for _ in range(20)]
+    flood: list[Raw] = []
+    try:
+        for raw in busy:
+            await raw.send(request("POST", "/task", body=TASK)[:-5])
+
+        async def newcomer() -> None:
+            try:
+                raw = await Raw.open(srv.url)
+            except OSError:  # the backlog overflowed: refused by the kernel is fine too
+                return
+            flood.append(raw)
+            try:
+                await raw.send(request("GET", "/health"))
+                await raw.wait_closed()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as newcomers:
+                for _ in range(FD_LIMIT + 100):
+                    newcomers.start_soon(newcomer)
+        answered = [raw for raw in flood if raw.buffer.startswith(b"HTTP/1.1 503 ")]
+        assert answered, "no newcomer was answered 503"
+        for raw in busy:
+            await raw.aclose()
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as client:
+            async def health_answered() -> bool:  # once the server has seen the busy ones close
+                try:
+                    return (await client.get("/health")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(health_answered, timeout=10)
+    finally:
+        for raw in [*busy, *flood]:
+            await raw.aclose()
+    log = srv.output.decode(errors="replace")
+    assert "Too many open files" not in log, log[-3000:]
+
+
 async def test_past_max_connections_with_every_one_busy_a_new_client_gets_503(server_factory):
     srv = await server_factory(http={"max_connections": 2})
     sleep = json.dumps({"function": "sleep", "input": {"ms": 1500}, "contract": 1}).encode()

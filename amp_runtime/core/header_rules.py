@@ -28,11 +28,11 @@ def _sendable(name: bytes, value: bytes) -> bool:
 
 
 def name_problem(name: str) -> str | None:
+    if name.lower() in SENDER_HEADERS:  # first: h11 also judges their values (Content-Length "")
+        return f"{name!r} is set by the sender, not by a request"
     if not name or len(name) > MAX_NAME_LENGTH or not name.isascii() or not _sendable(name.encode("ascii"), b""):
         return (f"name {name[:64]!r} is not an HTTP token (ASCII letters, digits and !#$%&'*+-.^_`|~, "
                 f"1 to {MAX_NAME_LENGTH} characters)")
-    if name.lower() in SENDER_HEADERS:
-        return f"{name!r} is set by the sender, not by a request"
     return None
 
 

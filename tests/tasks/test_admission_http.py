@@ -100,6 +100,20 @@ async def test_every_header_value_admitted_is_delivered_and_every_refusal_names_
     await srv.client.aclose()
 
 
+async def test_headers_the_sender_sets_are_refused_as_such(server_factory, nursery):
+    """Content-Length, Host and the hop-by-hop headers are valid tokens the sender's HTTP client
+    owns: refused for that reason, whatever the value, never as "not an HTTP token"."""
+    receiver = await start_receiver(nursery)
+    srv = await server_factory(webhook={"allow_private": True})
+    for name in ("Content-Length", "host", "Transfer-Encoding", "Connection"):
+        for value in ("", "12", "x"):
+            r = await webhook_task(srv.client, receiver.url, {name: value})
+            assert r.status_code == 400, (name, value, r.text)
+            message = r.json()["error_message"]
+            assert "set by the sender" in message and "HTTP token" not in message, (name, value, message)
+    await srv.client.aclose()
+
+
 async def test_other_fields_are_bounded_at_admission(server):
     long = "x" * 100_000
     r = await server.client.post("/task", json={"function": long, **CALL})

@@ -290,6 +290,9 @@ def load_config(
     _check(config, source)
     base = Path(path).absolute().parent if path is not None else Path.cwd()
     config.functions.paths = [os.path.normpath(base / entry) for entry in config.functions.paths]
+    missing = [entry for entry in config.functions.paths if not os.path.exists(entry)]
+    if missing:  # a typo would otherwise surface only as a module not found, or not at all
+        raise ConfigError(f"bad config in {source}: functions.paths: no such directory: {', '.join(missing)}")
     return config
 
 

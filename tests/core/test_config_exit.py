@@ -94,3 +94,8 @@ async def test_variables_that_name_keys_are_still_taken(tmp_path, nursery):
 async def test_a_webhook_setting_that_cannot_work_exits_2(tmp_path, toml, key):
     code, out = await serve_with(tmp_path, toml)
     assert_one_line_exit_2(code, out, key)
+
+
+async def test_a_functions_path_that_does_not_exist_exits_2(tmp_path):
+    code, out = await serve_with(tmp_path, '[functions]\npaths = [".", "no-such-dir"]\nmodules = []\n')
+    assert_one_line_exit_2(code, out, "functions.paths", "no-such-dir")

@@ -32,9 +32,10 @@ from ..core.service import ServiceBase
 from ..core.store import StoreError, StoreUnavailable
 from . import builtin  # noqa: F401  registers counter, kv and approval
 from . import store as sql
-from .instance import (
-    Complete, Describe, Instance, InstanceEnv, Interrupt, Invoke, NewKey, Outcome, Release, Remove, Settle,
-    StopAccepting, worker_key,
+from .instance import Instance
+from .messages import (
+    Complete, Describe, InstanceEnv, Interrupt, Invoke, NewKey, Outcome, Release, Remove, Settle, StopAccepting,
+    worker_key,
 )
 from .relay import Outgoing, OwnedElsewhere, OwnerFailed, OwnerUnreachable, Relay, Relayed
 from .models import (

@@ -7,7 +7,8 @@ from amp_runtime.core.actor import supervise
 from amp_runtime.core.store import Store
 from amp_runtime.durable import builtin  # noqa: F401  registers approval
 from amp_runtime.durable import store as sql
-from amp_runtime.durable.instance import Complete, Describe, Instance, InstanceEnv, Interrupt, Invoke, NewKey, worker_key
+from amp_runtime.durable.instance import Instance
+from amp_runtime.durable.messages import Complete, Describe, InstanceEnv, Interrupt, Invoke, NewKey, worker_key
 from amp_runtime.durable.models import WorkerError
 from amp_runtime.durable.templates import by_id, template_id_for
 

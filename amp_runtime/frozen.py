@@ -71,8 +71,12 @@ def prepare() -> None:
     # (run="process" workers, the servers of bench --compare): a parent for PR_SET_PDEATHSIG is
     # the *thread* that started the child, and trio starts processes from its thread cache,
     # whose threads end when idle. Those end by themselves when their parent goes.
-    if _started_by_the_bootloader():
+    top = _started_by_the_bootloader()
+    if top:
         die_with_parent()
+    from . import deferred
+
+    deferred.start(top, die_with_parent)  # before any import needs them, in a worker process too
     import multiprocessing
 
     multiprocessing.freeze_support()  # a spawned worker process runs its work here and exits

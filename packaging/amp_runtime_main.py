@@ -16,6 +16,13 @@ if len(sys.argv) > 2 and sys.argv[1] == "-m" and sys.argv[2].split(".")[0] == "a
     runpy.run_module(module, run_name="__main__", alter_sys=True)
     sys.exit(0)
 
-from amp_runtime.cli import main  # noqa: E402
+from amp_runtime.deferred import UnpackFailed  # noqa: E402
 
-sys.exit(main())
+try:
+    from amp_runtime.cli import main
+
+    code = main()
+except UnpackFailed as exc:  # TMPDIR full or read-only: one line, as a config error
+    print(exc, file=sys.stderr)
+    code = 2
+sys.exit(code)

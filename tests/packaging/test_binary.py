@@ -204,6 +204,11 @@ UNPACK_INTO_FULL_TMPFS = """
 mount -t tmpfs -o size=2m tmpfs "$TMPDIR" || exit 99
 exec "$0" --version
 """
+# Room for what the bootloader unpacks (about 57 MB), not for what the process unpacks itself.
+UNPACK_INTO_A_TMPFS_TOO_SMALL_FOR_THE_REST = """
+mount -t tmpfs -o size=70m tmpfs "$TMPDIR" || exit 99
+exec "$0" serve --bind 127.0.0.1:0 --data-dir data
+"""
 # Every place the bootloader tries read-only: TMPDIR, then /tmp, /var/tmp (and /usr/tmp where it
 # exists). The binary is copied to a tmpfs on /mnt first, as /tmp is hidden.
 UNPACK_WITH_NOWHERE_WRITABLE = """
@@ -238,6 +243,13 @@ async def test_a_full_tmpdir_stops_in_the_bootloader_before_python(place):
     code, out, err = await _in_mount_namespace(place, UNPACK_INTO_FULL_TMPFS)
     assert code == 255 and out == "", err
     assert err and all(re.match(r"\[PYI-\d+:ERROR\] Failed to extract", line) for line in err.splitlines()), err
+
+
+async def test_a_tmpdir_full_for_the_libraries_the_process_unpacks_is_exit_2_in_one_line(place):
+    code, out, err = await _in_mount_namespace(place, UNPACK_INTO_A_TMPFS_TOO_SMALL_FOR_THE_REST)
+    assert code == 2 and out == "", err
+    assert re.fullmatch(r"amp-runtime: cannot unpack \S+ into \S+: \[Errno 28\] No space left on device"
+                        r" \(the binary unpacks into TMPDIR: README, One binary\)\n", err), err
 
 
 async def test_nowhere_to_unpack_is_one_bootloader_line(place):

@@ -5,10 +5,17 @@ number of requests waiting (measured on this runtime: ~120 forwards/s at 64 in f
 ~860/s at 8), and an entry peer may forward every task. This pool does the one thing needed:
 POST a body, read a `Content-Length` response, keep the connection for the next request.
 Streams (open-ended, chunked) still go through httpx.
+
+A POST runs a task: once all of it was written, it is never written again, even on a reused
+connection that then closes without an answer (the peer may have taken it and be running it;
+the caller answers 502, "may have run there"). Only a request the peer cannot have read whole
+is sent again, on a fresh connection. An idle connection the peer already closed is seen
+before it is used (it reads as ready) and dropped.
 """
 
 from __future__ import annotations
 
+import select
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -37,12 +44,21 @@ class Answer:
 
 
 class _Conn:
-    __slots__ = ("stream", "buf", "idle_since")
+    __slots__ = ("stream", "buf", "idle_since", "sent")
 
     def __init__(self, stream: trio.SocketStream):
         self.stream = stream
         self.buf = bytearray()
         self.idle_since = 0.0
+        self.sent = False  # the current request is written whole: it must not be sent again
+
+    def closed_by_peer(self) -> bool:
+        """An idle connection has nothing to read unless the peer closed (or broke) it."""
+        try:
+            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     async def _fill(self) -> None:
         data = await self.stream.receive_some(65536)
@@ -52,7 +68,9 @@ class _Conn:
 
     async def exchange(self, request: bytes) -> tuple[Answer, bool]:
         """Send one request, read its answer; (answer, keep the connection)."""
+        self.sent = False
         await self.stream.send_all(request)
+        self.sent = True
         while (end := self.buf.find(b"\r\n\r\n")) < 0:
             if len(self.buf) > MAX_HEAD:
                 raise BrokenExchange("response head too large")
@@ -100,9 +118,9 @@ class NodeConnections:
             try:
                 return await self._exchange(conn, request)
             except (BrokenExchange, OSError, trio.BrokenResourceError):
-                if conn.buf:  # the node had started answering: not a stale connection
-                    raise BrokenExchange("the node closed the connection mid-answer") from None
-                # an idle connection the node dropped: try once on a fresh one
+                if conn.sent:  # the node may have read it whole and run it: never twice
+                    raise BrokenExchange("the node closed the connection after taking the request") from None
+                # not written whole: the node cannot have taken it; once more on a fresh connection
         try:
             with trio.fail_after(self.connect_timeout_s):
                 stream = await trio.open_tcp_stream(self.host, self.port)
@@ -131,7 +149,7 @@ class NodeConnections:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if now - conn.idle_since < self.reuse_idle_s:
+            if now - conn.idle_since < self.reuse_idle_s and not conn.closed_by_peer():
                 return conn
             conn.stream.socket.close()
         return None

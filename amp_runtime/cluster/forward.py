@@ -21,6 +21,7 @@ import trio
 from quart import Response
 
 from ..core.http import ApiError
+from ..core.sse import sse_event
 from ..tasks.models import TaskError, TaskRequest, TaskResult
 from .auth import FORWARDED_HEADER, INCOMING, bearer
 from .http1 import REUSE_SHARE, BrokenExchange, ConnectFailed, NodeConnections
@@ -150,7 +151,7 @@ class Forwarder:
             log.warning("cluster: stream from peer %s broke: %s", url, why)
             result = TaskResult(id=task_id, status="failed", success=False,
                                 error=TaskError(type="NodeLost", message=f"peer {url} stopped answering ({why})"))
-            return b"\n\nevent: error\ndata: " + _encode(result) + b"\n\n"
+            return b"\n\n" + sse_event(_encode(result), b"error")  # ends a partial event first
 
         async def events():
             chunks = upstream.aiter_raw().__aiter__()

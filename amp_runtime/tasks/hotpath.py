@@ -22,6 +22,7 @@ import trio
 from ..core.http import (
     ApiError, CodedError, decode_body, is_utf8, json_depth_exceeds, key_matches, presented_credential,
 )
+from ..core.sse import sse_event
 from .batch import NDJSON, decode_batch
 from .errors import Rejected, WorkerFailed
 from .models import TaskAccepted, TaskRequest
@@ -175,7 +176,7 @@ class HotPath:
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
             async with aclosing(lines):
                 async for chunk in lines:
-                    data = b"".join([b"data: " + _encode(line) + b"\n\n" for line in chunk]) if sse \
+                    data = b"".join([sse_event(_encode(line)) for line in chunk]) if sse \
                         else _encode_lines(chunk)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})

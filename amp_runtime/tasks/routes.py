@@ -9,6 +9,7 @@ import trio
 from quart import Response, request, websocket
 
 from ..core.http import SEMANTIC_CHECKS, Api, ApiError, CodedError, Reply, bound_service
+from ..core.sse import sse_event
 from . import idempotency
 from .batch import NDJSON, BatchLine, BatchTaskRequest, decode_batch
 from .errors import Rejected, WorkerFailed
@@ -71,7 +72,7 @@ def _encoded(submitted, extra_headers: dict[str, str] | None = None):
             return response
         case Replayed(answer=TaskResult() as result):  # a finished stream: its final event
             event = b"end" if result.status == "completed" else b"error"
-            return Response(b"event: " + event + b"\ndata: " + _encode(result) + b"\n\n",
+            return Response(sse_event(_encode(result), event),
                             content_type="text/event-stream",
                             headers={"Cache-Control": "no-cache", "X-Task-Id": result.id, **idempotency.REPLAYED})
         case Replayed(answer=answer):
@@ -83,10 +84,7 @@ def _stream_response(handle: StreamHandle) -> Response:
         try:
             async with aclosing(handle.events()) as events:
                 async for event, data in events:
-                    if event is None:
-                        yield b"data: " + data + b"\n\n"
-                    else:
-                        yield b"event: " + event + b"\ndata: " + data + b"\n\n"
+                    yield sse_event(data, event)
         finally:
             handle.close()  # the stream's place and, if the reader left, its task
 
@@ -122,7 +120,7 @@ async def submit_batch(service: TaskService):
         async with aclosing(lines):  # closing it cancels the unfinished items (the client left)
             async for chunk in lines:
                 for line in chunk:
-                    yield (b"data: " + _encode(line) + b"\n\n") if sse else _encode(line) + b"\n"
+                    yield sse_event(_encode(line)) if sse else _encode(line) + b"\n"
 
     response = Response(body(), content_type="text/event-stream" if sse else NDJSON,
                         headers={"Cache-Control": "no-cache"})

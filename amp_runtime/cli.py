@@ -135,7 +135,7 @@ def serve_command(args: argparse.Namespace) -> int:
             return 2
         if _find(exc, KeyboardInterrupt) is not None:
             return 0
-        # A crash (the coordinator failed, an actor ran out of restarts): the store was
+        # A crash (the store actor failed, an actor ran out of restarts): the store was
         # flushed and closed on the way out; say what happened and fail loudly.
         logging.getLogger("amp_runtime").critical("fatal: %s", exc, exc_info=exc)
         return 1

@@ -30,7 +30,7 @@ from .wiring import build_services
 
 log = logging.getLogger("amp_runtime.runtime")
 
-STORE_CLOSE_S = 1.0  # after the grace: the coordinator commits what is queued, then it is cut off
+STORE_CLOSE_S = 1.0  # after the grace: the store actor commits what is queued, then it is cut off
 
 
 class Service(Protocol):
@@ -81,7 +81,7 @@ class Runtime:
             # Peers on one PostgreSQL store: a worker id runs in one live process at a time.
             await self.store.claim_worker_ids([worker.id for worker in self.config.workers])
             async with trio.open_nursery() as root:
-                root.start_soon(self._run_coordinator)
+                root.start_soon(self._run_store)
                 if handle_signals:
                     root.start_soon(self._watch_signals)
                 async with trio.open_nursery() as services:
@@ -97,11 +97,11 @@ class Runtime:
                     finally:
                         self.store.stop_waiting()  # a store that does not answer must not hold the exit
                     services.cancel_scope.cancel()
-                self.store.close()  # the coordinator commits what is queued, then returns
+                self.store.close()  # the store actor commits what is queued, then returns
                 root.cancel_scope.deadline = trio.current_time() + STORE_CLOSE_S
         finally:
             # Shielded so a cancelled run still checkpoints; bounded by the DB thread: once the
-            # coordinator has committed, CHECKPOINT and close take milliseconds.
+            # store actor has committed, CHECKPOINT and close take milliseconds.
             with trio.CancelScope(shield=True):
                 await self.store.close_connection()
             log.info("stopped")
@@ -109,8 +109,8 @@ class Runtime:
     def _create_app(self):
         return create_app(self.config, self.services.by_family())
 
-    async def _run_coordinator(self) -> None:
-        # The coordinator outlives a lost store (it reconnects); it ends on close, or past a
+    async def _run_store(self) -> None:
+        # The store actor outlives a lost store (it reconnects); it ends on close, or past a
         # non-zero `[store] reconnect_s` (StoreGone), or when a peer took a worker id meanwhile.
         await self.store.run()
 

@@ -155,7 +155,7 @@ async def wait_until(predicate, *, timeout: float = 10, interval: float = 0.01) 
 
 @asynccontextmanager
 async def running_store(path: Path) -> AsyncIterator[Store]:
-    """A migrated DuckDB store at `path` with its coordinator running: for constructing one
+    """A migrated DuckDB store at `path` with its store actor running: for constructing one
     family's service in a unit test, without the runtime."""
     store = Store(path, group_commit_ms=1)
     await store.open()

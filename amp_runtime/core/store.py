@@ -1,6 +1,6 @@
-"""The coordinator's store: the one database connection, on the one thread that touches it.
+"""The store actor: the one database connection, on the one thread that touches it.
 
-Other actors never see the connection. They send the coordinator work as plain functions of
+Other actors never see the connection. They send the store work as plain functions of
 the connection:
 
 - `await store.read(fn, *args)`   runs `fn(conn, *args)` and returns its result;
@@ -61,7 +61,7 @@ QUEUE_FULL_WAIT_S = 1.0  # a full mailbox is waited on this long, then the ask i
 
 
 class Store(Actor):
-    """The coordinator actor: owns the database connection and batches writes. A broken
+    """The store actor: owns the database connection and batches writes. A broken
     connection is reconnected on the DB thread; the writes of the failed batch are answered at
     once, its reads run again on the new connection (outages: see the module docstring)."""
 
@@ -75,7 +75,7 @@ class Store(Actor):
         reconnect_s: float = 0.0,
         claim_check_s: float = 5.0,
     ):
-        super().__init__("coordinator", mailbox_size=mailbox_size)
+        super().__init__("store", mailbox_size=mailbox_size)
         self.backend: StoreBackend = DuckDBBackend(target) if isinstance(target, Path) else target
         self.group_commit_rows = max(1, group_commit_rows)
         self.linger_s = max(0.0, group_commit_ms) / 1000.0
@@ -433,7 +433,7 @@ class Store(Actor):
             conn.execute("ROLLBACK")
         except Exception as exc:
             # The connection's state is unknown (DuckDB may have ended the transaction itself): a
-            # fresh one is the safe way on, not an error that would end the coordinator.
+            # fresh one is the safe way on, not an error that would end the store actor.
             raise ConnectionLost() from exc
 
     def _commit_together(self, conn, writes) -> list[tuple[bool, Any]]:

@@ -1,6 +1,6 @@
-"""The durable workers' SQL: plain functions of a connection (DuckDB or PostgreSQL), run by the coordinator.
+"""The durable workers' SQL: plain functions of a connection (DuckDB or PostgreSQL), run by the store actor.
 
-Write functions run inside the coordinator's group-commit transaction (never BEGIN here) and
+Write functions run inside the store's group-commit transaction (never BEGIN here) and
 may be re-run alone if their batch fails, so each is self-contained. Every change a worker
 makes lands in one write together with its oplog entry.
 """

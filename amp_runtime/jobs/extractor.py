@@ -85,7 +85,7 @@ def overlapping_file(root: Path, spec: DatasetSpec, start_block: int, end_block:
 
 
 def open_private_connection() -> duckdb.DuckDBPyConnection:
-    """An in-memory connection for one job's bulk work (never the coordinator's store).
+    """An in-memory connection for one job's bulk work (never the store actor's connection).
 
     One thread keeps row order, and so file bytes, the same on every run.
     """

@@ -146,7 +146,7 @@ async def _run(env: RunnerEnv, handle: RunnerHandle, record: JobRecord) -> tuple
         persisted = await env.store.read(jobs_store.progress_of, record.id)
         done = {row.table: row for row in persisted}
         await trio.to_thread.run_sync(remove_temp_files, env.output_dir, spec)
-        # A private connection: the store's connection belongs to the coordinator, never bulk work.
+        # A private connection: the store's connection belongs to the store actor, never bulk work.
         files = JobFiles(record.id, env.output_dir, spec)
         try:
             await files.open()

@@ -1,6 +1,6 @@
-"""The jobs SQL: plain functions of a connection, run by the coordinator (`store.read/write`).
+"""The jobs SQL: plain functions of a connection, run by the store actor (`store.read/write`).
 
-Write functions run inside the coordinator's group-commit transaction (never BEGIN here) and
+Write functions run inside the store's group-commit transaction (never BEGIN here) and
 may be re-run alone if a batch they shared fails, so each is self-contained. The SQL runs on
 DuckDB and PostgreSQL: list parameters and possibly-NULL ones are cast so both know their type.
 """

@@ -1,4 +1,4 @@
-"""The registry's SQL: functions of the store's connection (DuckDB or PostgreSQL), run by its coordinator.
+"""The registry's SQL: functions of the store's connection (DuckDB or PostgreSQL), run by the store actor.
 
 Portable SQL: list parameters are cast (`?::VARCHAR[]`) so PostgreSQL knows their type too."""
 

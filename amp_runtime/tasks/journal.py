@@ -92,7 +92,7 @@ _DELIVERY_COLUMNS = ("task_id", "attempt", "attempted_at", "answered", "status_c
 
 
 class TaskJournal:
-    """The persistence of accepted webhook tasks; every call goes through the coordinator.
+    """The persistence of accepted webhook tasks; every call goes through the store actor.
 
     Every hot-path write is a store `append`: the rows of all callers waiting on one group commit
     become one `INSERT ... SELECT unnest(...)` per table."""

@@ -296,6 +296,7 @@ def load_config(
     return config
 
 
+MIN_JWT_SECRET_BYTES = 32
 MAX_SLOTS = 10_000  # slots of one worker: 10^8 (a typo) ran the process out of memory before it listened
 
 
@@ -327,6 +328,10 @@ def _check(config: Config, source: str) -> None:
         problems.append("tasks.default_timeout_s: must be positive")
     if config.tasks.process_pool_size < 0:
         problems.append("tasks.process_pool_size: must be 0 (the CPU count) or more")
+    if config.auth.jwt_secret and len(config.auth.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+        # PyJWT signs with a shorter one but warns at every token: RFC 7518 3.2 wants the hash's length.
+        problems.append(f"auth.jwt_secret: at least {MIN_JWT_SECRET_BYTES} bytes (HS256, RFC 7518 3.2), or empty"
+                        " for a random one kept in the data dir")
     if config.tasks.crash_retries < 0:
         problems.append("tasks.crash_retries: must be 0 or more")
     if config.http.max_body_bytes < 1:

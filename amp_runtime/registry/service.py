@@ -21,7 +21,7 @@ from ..core.clock import naive_utc, utcnow
 from ..core.http import ApiError
 from ..core.ids import id_list_problems, worker_id_problem
 from ..core.service import ServiceBase
-from . import jwt
+from . import tokens as jwt
 from . import store as sql
 from ..core.actor import is_outage, log_failure
 from ..core.availability import outage_silence_s

@@ -99,3 +99,8 @@ async def test_a_webhook_setting_that_cannot_work_exits_2(tmp_path, toml, key):
 async def test_a_functions_path_that_does_not_exist_exits_2(tmp_path):
     code, out = await serve_with(tmp_path, '[functions]\npaths = [".", "no-such-dir"]\nmodules = []\n')
     assert_one_line_exit_2(code, out, "functions.paths", "no-such-dir")
+
+
+async def test_a_jwt_secret_shorter_than_hs256_wants_exits_2(tmp_path):
+    code, out = await serve_with(tmp_path, '[auth]\njwt_secret = "short"\n')
+    assert_one_line_exit_2(code, out, "auth.jwt_secret", "32 bytes")

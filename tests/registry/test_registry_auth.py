@@ -7,7 +7,7 @@ import time
 import httpx
 import trio
 
-from amp_runtime.registry import jwt
+from amp_runtime.registry import tokens as jwt
 from tests.helpers import start_server, wait_until
 
 KEY = "k-registry"
@@ -71,10 +71,16 @@ async def test_generated_secret_survives_restart(server_factory, tmp_path):
         await again.stop()
 
 
+SECRET, OTHER = "s" * 32, "o" * 32
+
+
 def test_jwt_roundtrip_and_rejections():
-    token = jwt.encode({"exp": time.time() + 10, "iat": time.time()}, "s")
-    assert jwt.decode(token, "s")["exp"] > time.time()
-    for bad, secret in ((token, "other"), ("a.b", "s"), (jwt.encode({"exp": time.time() - 1}, "s"), "s")):
+    token = jwt.encode({"exp": time.time() + 10, "iat": time.time()}, SECRET)
+    assert jwt.decode(token, SECRET)["exp"] > time.time()
+    future_iat = jwt.encode({"exp": time.time() + 10, "iat": time.time() + 30}, SECRET)  # a peer's clock ahead
+    assert jwt.decode(future_iat, SECRET)
+    for bad, secret in ((token, OTHER), ("a.b", SECRET), (jwt.encode({"exp": time.time() - 1}, SECRET), SECRET),
+                        (jwt.encode({"iat": time.time()}, SECRET), SECRET), ("é.é.é", SECRET)):
         try:
             jwt.decode(bad, secret)
         except jwt.InvalidToken:

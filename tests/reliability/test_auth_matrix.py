@@ -224,7 +224,7 @@ def _jwt(payload: dict, secret: str, alg: str = "HS256") -> str:
 async def test_reporting_jwt_is_scoped_signed_and_expires(server_factory):
     import time
 
-    srv = await server_factory(auth={"api_key": KEY, "jwt_secret": "sec", "jwt_ttl_s": 60,
+    srv = await server_factory(auth={"api_key": KEY, "jwt_secret": "sec-" + "x" * 32, "jwt_ttl_s": 60,
                                      "clients": [{"access_key": "ak", "secret_key": "sk"}]})
     bare = httpx.AsyncClient(base_url=srv.url, timeout=30)
     assert (await bare.get("/auth.login", auth=("ak", "wrong"))).status_code == 401
@@ -257,7 +257,7 @@ NON_ASCII = [b"Bearer \xc3\xa9t\xc3\xa9", b"Basic \xc3\xa9t\xc3\xa9", b"Bearer \
 
 
 async def test_non_ascii_credentials_never_500(server_factory):
-    srv = await server_factory(auth={"api_key": KEY, "jwt_secret": "sec",
+    srv = await server_factory(auth={"api_key": KEY, "jwt_secret": "sec-" + "x" * 32,
                                      "clients": [{"access_key": "ak", "secret_key": "sk"}]})
     bare = httpx.AsyncClient(base_url=srv.url, timeout=30)
     spec = (await bare.get("/openapi")).json()

@@ -4,7 +4,7 @@ Every process on one PostgreSQL store is a peer. Each upserts its row (URL, work
 and every `[registry] heartbeat_s`, and deletes it when it drains. Each reads the table when a
 NOTIFY on `amp_peers` wakes it and every heartbeat (notifications are lost across reconnects:
 the table is the truth) and routes to the peers heard from within `[registry] liveness_s`:
-a peer that appears joins the node table and gets a slots watch (`slots.watch_slots`); one
+a peer that appears joins the peer table and gets a slots watch (`slots.watch_slots`); one
 whose row is gone (it drained: forwards in flight there finish) or stale (it died or hangs:
 forwards still waiting there answer 502 `NODE_LEFT`) leaves it, its watch cancelled. A killed
 peer is out of routing at once anyway (its /ws/slots closes) and out of the directory after
@@ -29,7 +29,7 @@ from ..core.availability import outage_silence_s
 from ..core.notify import Listener, Wakeup
 from . import store as peers_store
 from .forward import Forwarder
-from .nodes import NodeTable, WorkerInfo
+from .peers import PeerTable, WorkerInfo
 from .slots import watch_slots
 
 log = logging.getLogger("amp_runtime.cluster")
@@ -45,7 +45,7 @@ class _Watch:
 
 
 class PeerDirectory:
-    def __init__(self, config, store, table: NodeTable, forwarder: Forwarder, *, workers: list[WorkerInfo],
+    def __init__(self, config, store, table: PeerTable, forwarder: Forwarder, *, workers: list[WorkerInfo],
                  url: Callable[[], str], watch_headers: dict[str, str]):
         """`url`: where the other peers reach this one (read once HTTP is bound);
         `watch_headers`: the credentials of a slots watch."""

@@ -24,25 +24,25 @@ from ..core.http import ApiError
 from ..core.sse import sse_event
 from ..tasks.models import TaskError, TaskRequest, TaskResult
 from .auth import FORWARDED_HEADER, INCOMING, bearer
-from .http1 import REUSE_SHARE, BrokenExchange, ConnectFailed, NodeConnections
-from .nodes import NodeTable, Picked
+from .http1 import REUSE_SHARE, BrokenExchange, ConnectFailed, PeerConnections
+from .peers import PeerTable, Picked
 
 log = logging.getLogger("amp_runtime.cluster")
 _encode = msgspec.json.Encoder().encode
 _PASSED_HEADERS = ("retry-after", "x-task-id", "cache-control")
 
 
-class NodeUnreachable(Exception):
+class PeerUnreachable(Exception):
     pass
 
 
 class Forwarder:
-    def __init__(self, table: NodeTable, cluster_key: str, connect_timeout_s: float, keep_alive_s: float = 5.0):
+    def __init__(self, table: PeerTable, cluster_key: str, connect_timeout_s: float, keep_alive_s: float = 5.0):
         self.table = table
         self._cluster_key = cluster_key
         self._connect_timeout_s = connect_timeout_s
         self._keep_alive_s = keep_alive_s  # the peers' [http] keep_alive_s: how long they keep an idle connection
-        self._pools: dict[str, NodeConnections] = {}
+        self._pools: dict[str, PeerConnections] = {}
         self._waiting: dict[str, set[trio.CancelScope]] = {}  # forwards waiting per peer URL
         self._departures: dict[str, int] = {}  # times each peer URL hung (went silent)
         # No read timeout: the peer enforces each function's own timeout.
@@ -60,7 +60,7 @@ class Forwarder:
 
     async def forward(self, picked: Picked, body: TaskRequest, fallback) -> Response:
         """The peer's answer. `fallback(exclude)` returns another `Picked`, or None to run
-        the task on this process (then `NodeUnreachable` is raised for the route to do so).
+        the task on this process (then `PeerUnreachable` is raised for the route to do so).
         A sync or webhook forward still waiting when its peer goes silent (it hung) answers
         502 `NODE_LEFT`."""
         headers = self._headers()
@@ -82,10 +82,10 @@ class Forwarder:
                 self.table.refused(picked.url)
                 self.peer_gone(picked.url)
                 if len(tried) > 1:
-                    raise NodeUnreachable(picked.url) from None
+                    raise PeerUnreachable(picked.url) from None
                 picked = fallback(frozenset(tried))
                 if picked is None:
-                    raise NodeUnreachable(", ".join(tried)) from None
+                    raise PeerUnreachable(", ".join(tried)) from None
                 continue
             if response.status_code != 503 or len(tried) > 1:
                 return response
@@ -99,7 +99,7 @@ class Forwarder:
     async def _send(self, picked: Picked, data: bytes, headers: dict[str, str]) -> Response:
         pool = self._pools.get(picked.url)
         if pool is None:
-            pool = self._pools[picked.url] = NodeConnections(picked.url, self._connect_timeout_s, self._keep_alive_s)
+            pool = self._pools[picked.url] = PeerConnections(picked.url, self._connect_timeout_s, self._keep_alive_s)
         waiting = self._waiting.setdefault(picked.url, set())
         try:
             with trio.CancelScope() as scope:

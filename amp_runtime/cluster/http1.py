@@ -29,11 +29,11 @@ MAX_HEAD = 64 * 1024
 
 
 class ConnectFailed(Exception):
-    """Nothing was sent: the node could not be connected to."""
+    """Nothing was sent: the peer could not be connected to."""
 
 
 class BrokenExchange(Exception):
-    """The node accepted the request but closed or garbled the answer."""
+    """The peer accepted the request but closed or garbled the answer."""
 
 
 @dataclass(slots=True)
@@ -97,8 +97,8 @@ class _Conn:
         return Answer(status, headers, body), keep
 
 
-class NodeConnections:
-    """Idle keep-alive connections to one node, most recently used first."""
+class PeerConnections:
+    """Idle keep-alive connections to one peer, most recently used first."""
 
     def __init__(self, url: str, connect_timeout_s: float, keep_alive_s: float = 5.0):
         parts = urlsplit(url)

@@ -3,7 +3,7 @@
 A cluster runs on PostgreSQL; DuckDB is the one-process default. On DuckDB this service does
 nothing (every task runs here). On PostgreSQL every process is a peer: it keeps its row in the
 peer directory (`directory.PeerDirectory`), follows the other live peers' slots into the node
-table (`nodes.NodeTable`, `slots.watch_slots`) and answers `POST /task` on the peer with the
+table (`nodes.PeerTable`, `slots.watch_slots`) and answers `POST /task` on the peer with the
 most room for the function's group, this one included (`forward.Forwarder`). Jobs, the
 registry and durable workers are shared through the store by their own services.
 """
@@ -20,8 +20,8 @@ from ..core.http import ApiError
 from ..core.service import ServiceBase
 from .auth import INCOMING, PeerGate, bearer
 from .directory import PeerDirectory
-from .forward import Forwarder, NodeUnreachable
-from .nodes import NodeTable, Picked, WorkerInfo
+from .forward import Forwarder, PeerUnreachable
+from .peers import PeerTable, Picked, WorkerInfo
 
 log = logging.getLogger("amp_runtime.cluster")
 
@@ -35,7 +35,7 @@ class ClusterService(ServiceBase):
         self.tasks = tasks
         self.bound_urls = bound_urls
         self.routing = store.backend.name == "postgres"
-        self.table = NodeTable()
+        self.table = PeerTable()
         self._forwarder: Forwarder | None = None
         self._url_ready = trio.Event()
         self.directory: PeerDirectory | None = None  # built by `run` on PostgreSQL
@@ -127,7 +127,7 @@ class ClusterService(ServiceBase):
 
         try:
             return await forwarder.forward(picked, body, another)
-        except NodeUnreachable as exc:
+        except PeerUnreachable as exc:
             if local_room is not None:
                 return None
             raise ApiError(503, "NODE_UNREACHABLE", f"no peer serving group {spec.group!r} could be reached ({exc})",
@@ -153,7 +153,7 @@ class ClusterService(ServiceBase):
             try:
                 return await self._forwarder.forward(Picked(url, body.worker, 0, counted=False), body,
                                                      lambda exclude: None)
-            except NodeUnreachable:
+            except PeerUnreachable:
                 continue
 
 

@@ -3,7 +3,7 @@
 `/ws/slots` is the public slot feed (tasks/routes.py; the dashboard reads it too): each worker's
 `SlotState` on change (coalesced), and for every `ping` received (the watch pings each second:
 under steady load the coalesced changes may leave nothing new to push). One watch per other
-live peer feeds the node table:
+live peer feeds the peer table:
 - a push updates the worker's room (`slots_pushed`);
 - the socket closing (a killed peer's closes at once) or refusing us makes the peer unroutable
   until its next push (`slots_lost`); the watch reconnects every `RETRY_S`;
@@ -21,7 +21,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 
-from .nodes import NodeTable
+from .peers import PeerTable
 
 log = logging.getLogger("amp_runtime.cluster")
 
@@ -52,7 +52,7 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-async def watch_slots(url: str, table: NodeTable, *, headers: dict[str, str], connect_timeout_s: float,
+async def watch_slots(url: str, table: PeerTable, *, headers: dict[str, str], connect_timeout_s: float,
                       on_silent: Callable[[str], None]) -> None:
     """Follow `url`'s /ws/slots into `table` until cancelled (the peer left the directory)."""
     ws_url = ("ws" + url[4:] if url.startswith("http") else url) + "/ws/slots"
@@ -81,7 +81,7 @@ async def watch_slots(url: str, table: NodeTable, *, headers: dict[str, str], co
         await trio.sleep(RETRY_S)
 
 
-async def _follow(url: str, ws_url: str, table: NodeTable, headers: list, connect_timeout_s: float,
+async def _follow(url: str, ws_url: str, table: PeerTable, headers: list, connect_timeout_s: float,
                   opened: list[bool]) -> None:
     async with open_websocket_url(ws_url, extra_headers=headers, disconnect_timeout=1,
                                   connect_timeout=connect_timeout_s) as ws, trio.open_nursery() as nursery:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .nodes import WorkerInfo
+from .peers import WorkerInfo
 
 CHANNEL = "amp_peers"  # NOTIFY when a peer joins or leaves; the table stays the truth
 _NOW = "extract(epoch FROM now())"

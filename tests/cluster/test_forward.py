@@ -9,7 +9,7 @@ import signal
 import trio
 
 from amp_runtime.cluster.forward import Forwarder
-from amp_runtime.cluster.nodes import NodeTable, WorkerInfo
+from amp_runtime.cluster.peers import PeerTable, WorkerInfo
 from amp_runtime.tasks.models import TaskRequest
 
 from ..helpers import wait_until
@@ -17,7 +17,7 @@ from .clusterutil import free_port, start_peers
 
 
 async def test_a_sync_task_is_retried_once_on_another_peer_when_the_first_cannot_be_reached(server):
-    table = NodeTable()
+    table = PeerTable()
     dead = f"http://127.0.0.1:{free_port()}"
     table.join(dead, [WorkerInfo("gone", ["default"], 10, 10)])
     table.join(server.url, [WorkerInfo("worker-01", ["default"], 10, 10)])

@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 import trio
 
-from amp_runtime.cluster.http1 import BrokenExchange, NodeConnections
+from amp_runtime.cluster.http1 import BrokenExchange, PeerConnections
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
@@ -58,7 +58,7 @@ async def serve(nursery: trio.Nursery, peer: FakePeer) -> str:
 
 async def test_a_post_the_peer_took_whole_is_not_sent_again_when_it_closes_without_answering(nursery):
     peer = FakePeer("drop-next")
-    pool = NodeConnections(await serve(nursery, peer), connect_timeout_s=2, keep_alive_s=60)
+    pool = PeerConnections(await serve(nursery, peer), connect_timeout_s=2, keep_alive_s=60)
     assert (await pool.post("/task", b'{"n":1}', {})).status == 200
     with trio.fail_after(10), pytest.raises(BrokenExchange):
         await pool.post("/task", b'{"n":2}', {})
@@ -68,7 +68,7 @@ async def test_a_post_the_peer_took_whole_is_not_sent_again_when_it_closes_witho
 
 async def test_an_idle_connection_the_peer_closed_is_not_used(nursery):
     peer = FakePeer("close")
-    pool = NodeConnections(await serve(nursery, peer), connect_timeout_s=2, keep_alive_s=60)
+    pool = PeerConnections(await serve(nursery, peer), connect_timeout_s=2, keep_alive_s=60)
     assert (await pool.post("/task", b'{"n":1}', {})).status == 200
     with trio.fail_after(10):
         await peer.closed.wait()

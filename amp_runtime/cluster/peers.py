@@ -1,4 +1,4 @@
-"""The node table: which other peer's worker gets the next task.
+"""The peer table: which other peer's worker gets the next task.
 
 Not an actor: one object whose methods never await (atomic between checkpoints), because a
 pick must be atomic with this process's own admission. `ClusterService.route_task` compares
@@ -56,7 +56,7 @@ class _Node:
     refused: bool = False  # a connection was refused: a dead address until its slots push again
 
 
-class NodeTable:
+class PeerTable:
     def __init__(self) -> None:
         self._nodes: dict[str, _Node] = {}
 

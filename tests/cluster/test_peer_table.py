@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from amp_runtime.cluster.nodes import NodeTable, WorkerInfo
+from amp_runtime.cluster.peers import PeerTable, WorkerInfo
 
 
-def table_with_two_nodes() -> NodeTable:
-    table = NodeTable()
+def table_with_two_nodes() -> PeerTable:
+    table = PeerTable()
     table.join("http://a", [WorkerInfo("a1", ["default"], 4, 2)])
     table.join("http://b", [WorkerInfo("b1", ["default", "gpu"], 4, 2)])
     return table

@@ -150,9 +150,11 @@ def _unpack_all(files: list[_File]) -> None:
                 file.inflate()
             except OSError as exc:
                 code = 1
-                try:
-                    with open(file.failed, "w", encoding="utf-8") as failed:
+                part = f"{file.failed}.{os.getpid()}"
+                try:  # whole or not at all: an import that waits reads it as soon as it exists
+                    with open(part, "w", encoding="utf-8") as failed:
                         failed.write(str(exc))
+                    os.replace(part, file.failed)
                 except OSError:
                     pass
     finally:

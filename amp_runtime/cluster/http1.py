@@ -54,11 +54,12 @@ class _Conn:
 
     def closed_by_peer(self) -> bool:
         """An idle connection has nothing to read unless the peer closed (or broke) it."""
+        poller = select.poll()  # not select(): it refuses descriptors past FD_SETSIZE (1024)
         try:
-            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+            poller.register(self.stream.socket.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
     async def _fill(self) -> None:
         data = await self.stream.receive_some(65536)

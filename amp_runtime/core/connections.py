@@ -45,6 +45,7 @@ REFUSAL_LINGER_S = 1.0  # a refused client's request is read this long so the 50
 MAX_REFUSING = 16
 REFUSAL_LOG_EVERY_S = 10.0
 MAX_RECV = 65536
+SEND_PIECE = 16384  # an answer's body goes to the socket in pieces this big, each timed on its own
 
 
 def default_max_connections(process_slots: int) -> int:
@@ -55,24 +56,25 @@ def default_max_connections(process_slots: int) -> int:
     return max(soft - FD_RESERVE - FDS_PER_PROCESS_SLOT * process_slots, 1)
 
 
+class _Exchange:
+    """One request (or WebSocket) being answered on a connection, with its own clocks (HTTP/2
+    answers several at once): the body's, from its first wait to its last part, and the answer's,
+    from each piece handed to the socket until it is taken."""
+
+    __slots__ = ("body_in", "receiving_since", "sending_since")
+
+    def __init__(self, body_in: bool):
+        self.body_in = body_in
+        self.receiving_since: float | None = None
+        self.sending_since: float | None = None
+
+
 @dataclass(eq=False)
 class _Connection:
     stream: trio.SocketStream
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    busy: int = 0  # requests (or a WebSocket) being answered on it
+    exchanges: set[_Exchange] = field(default_factory=set)  # being answered: the connection is busy
     idle_since: float = field(default_factory=trio.current_time)
-    receiving_since: float | None = None  # its request's body is awaited, not all in yet
-    sending_since: float | None = None  # an answer's bytes wait for the client to read
-
-
-class _Request:
-    """Where one request's body stands: its first wait starts the body's clock, its last part stops it."""
-
-    __slots__ = ("connection", "body_in")
-
-    def __init__(self, connection: _Connection | None):
-        self.connection = connection
-        self.body_in = connection is None
 
 
 class Connections:
@@ -158,7 +160,7 @@ class Connections:
             await trio.aclose_forcefully(stream)
 
     def _close_idlest(self) -> bool:
-        idle = [(client, c) for client, c in self._open.items() if not c.busy]
+        idle = [(client, c) for client, c in self._open.items() if not c.exchanges]
         if not idle:
             return False
         client, connection = min(idle, key=lambda item: item[1].idle_since)
@@ -173,10 +175,13 @@ class Connections:
             await trio.sleep(every)
             now = trio.current_time()
             for client, connection in list(self._open.items()):
-                if connection.receiving_since is not None and now - connection.receiving_since > self.body_timeout_s:
-                    self._cut(client, connection, "its request body was not in within [http] body_timeout_s")
-                elif connection.sending_since is not None and now - connection.sending_since > self.send_timeout_s:
-                    self._cut(client, connection, "its client read none of the answer for [http] send_timeout_s")
+                for exchange in connection.exchanges:
+                    if exchange.receiving_since is not None and now - exchange.receiving_since > self.body_timeout_s:
+                        self._cut(client, connection, "a request body was not in within [http] body_timeout_s")
+                        break
+                    if exchange.sending_since is not None and now - exchange.sending_since > self.send_timeout_s:
+                        self._cut(client, connection, "its client read nothing of an answer for [http] send_timeout_s")
+                        break
 
     def _cut(self, client: Any, connection: _Connection, why: str) -> None:
         del self._open[client]
@@ -215,58 +220,71 @@ class Connections:
         if scope["type"] == "lifespan":
             return await self.app(scope, receive, send)
         connection = self._open.get(scope.get("client"))
+        exchange = _Exchange(body_in=connection is None or scope["type"] != "http")
         if connection is not None:
-            connection.busy += 1
-        answering = True
+            connection.exchanges.add(exchange)
 
-        def answered() -> None:  # once its last byte is sent, the connection is idle
-            nonlocal answering
-            if answering and connection is not None:
-                connection.busy -= 1
-                connection.idle_since = trio.current_time()
-                connection.receiving_since = connection.sending_since = None
-            answering = False
+        def answered() -> None:  # once its last byte is sent; without exchanges the connection is idle
+            if connection is not None and exchange in connection.exchanges:
+                connection.exchanges.discard(exchange)
+                if not connection.exchanges:
+                    connection.idle_since = trio.current_time()
 
         try:
             if scope["type"] == "http":
-                await self.app(scope, partial(self._receive, receive, _Request(connection)),
-                               partial(self._send, send, answered, connection))
+                await self.app(scope, partial(self._receive, receive, exchange),
+                               partial(self._send, send, answered, exchange))
             else:
-                await self.app(scope, receive, partial(self._timed_send, send, connection))
+                await self.app(scope, receive, partial(self._timed_send, send, exchange))
         finally:
             answered()
 
-    async def _receive(self, receive: Any, request: _Request) -> dict:
-        if request.body_in:  # after the body only the disconnect is waited for: unbounded
+    @staticmethod
+    async def _receive(receive: Any, exchange: _Exchange) -> dict:
+        if exchange.body_in:  # after the body only the disconnect is waited for: unbounded
             return await receive()
-        connection = request.connection
-        if connection.receiving_since is None:
-            connection.receiving_since = trio.current_time()
+        if exchange.receiving_since is None:
+            exchange.receiving_since = trio.current_time()
         message = await receive()
         if message["type"] != "http.request" or not message.get("more_body", False):
-            request.body_in = True
-            connection.receiving_since = None
+            exchange.body_in = True
+            exchange.receiving_since = None
         return message
 
-    async def _timed_send(self, send: Any, connection: _Connection | None, message: dict) -> None:
-        if connection is None:
-            return await send(message)
-        connection.sending_since = trio.current_time()
-        try:
-            await send(message)
-        finally:
-            connection.sending_since = None
+    @staticmethod
+    async def _timed_send(send: Any, exchange: _Exchange, message: dict) -> None:
+        """A body in pieces of SEND_PIECE, each on its own clock: the bound is on a client that
+        reads nothing, not on one that reads a big answer slowly."""
+        body = message.get("body", b"") if message["type"] == "http.response.body" else b""
+        if len(body) <= SEND_PIECE:
+            exchange.sending_since = trio.current_time()
+            try:
+                await send(message)
+            finally:
+                exchange.sending_since = None
+            return
+        more = message.get("more_body", False)
+        for start in range(0, len(body), SEND_PIECE):
+            end = start + SEND_PIECE
+            exchange.sending_since = trio.current_time()
+            try:
+                await send({"type": "http.response.body", "body": body[start:end],
+                            "more_body": more if end >= len(body) else True})
+            finally:
+                exchange.sending_since = None
 
-    async def _send(self, send: Any, answered: Any, connection: _Connection | None, message: dict) -> None:
-        send = partial(self._timed_send, send, connection)
+    async def _send(self, send: Any, answered: Any, exchange: _Exchange, message: dict) -> None:
+        send = partial(self._timed_send, send, exchange)
         kind = message["type"]
         if kind == "http.response.start" and self.draining:
             headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
             message = {**message, "headers": [*headers, (b"connection", b"close")]}
         elif kind == "http.response.body" and not message.get("more_body", False):
             # Hypercorn reports the stream closed from inside this send, and Quart-Trio then cancels
-            # the handler sending it: the connection would be neither closed nor recycled.
-            with trio.move_on_after(FINAL_SEND_S, shield=True):
+            # the handler sending it: the connection would be neither closed nor recycled. The
+            # shield's bound: each piece gets send_timeout_s (the watcher closes the socket past it).
+            pieces = len(message.get("body", b"")) // SEND_PIECE + 1
+            with trio.move_on_after(FINAL_SEND_S + pieces * self.send_timeout_s, shield=True):
                 await send(message)
             answered()
             return

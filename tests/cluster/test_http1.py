@@ -17,11 +17,12 @@ ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 
 class FakePeer:
     """Answers the first request of each connection, then does what `after_first` says:
     "drop-next" reads the next request whole and closes without answering; "close" closes at
-    once after the first answer (without saying so)."""
+    once after the first answer (without saying so); "keep" answers every request."""
 
     def __init__(self, after_first: str):
         self.after_first = after_first
         self.requests: list[bytes] = []
+        self.connections = 0
         self.closed = trio.Event()
 
     async def _request(self, stream: trio.SocketStream, buffer: bytearray) -> bool:
@@ -39,6 +40,7 @@ class FakePeer:
         return True
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
         buffer = bytearray()
         try:
             if not await self._request(stream, buffer):
@@ -46,6 +48,8 @@ class FakePeer:
             await stream.send_all(ANSWER)
             if self.after_first == "drop-next":
                 await self._request(stream, buffer)
+            while self.after_first == "keep" and await self._request(stream, buffer):
+                await stream.send_all(ANSWER)
         finally:
             await stream.aclose()
             self.closed.set()
@@ -77,3 +81,21 @@ async def test_an_idle_connection_the_peer_closed_is_not_used(nursery):
         assert (await pool.post("/task", b'{"n":2}', {})).status == 200  # on a fresh connection
     assert peer.requests == [b'{"n":1}', b'{"n":2}']
     await pool.aclose()
+
+
+async def test_a_live_idle_connection_past_descriptor_1024_is_reused(nursery):
+    """Staleness is asked with poll(): select() refuses descriptors past FD_SETSIZE, and a busy
+    process (max_connections sized from ulimit -n) has them."""
+    import socket
+
+    peer = FakePeer("keep")
+    pool = PeerConnections(await serve(nursery, peer), connect_timeout_s=2, keep_alive_s=60)
+    filler = [socket.socket() for _ in range(1100)]
+    try:
+        for n in range(3):
+            assert (await pool.post("/task", b'{"n":%d}' % n, {})).status == 200
+    finally:
+        for sock in filler:
+            sock.close()
+        await pool.aclose()
+    assert peer.connections == 1, f"{peer.connections} connections for 3 posts"

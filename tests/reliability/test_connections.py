@@ -325,6 +325,64 @@ async def test_clients_too_slow_to_send_a_body_or_to_read_an_answer_are_closed(s
             await raw.aclose()
 
 
+async def test_a_client_reading_a_big_answer_slowly_but_steadily_is_not_cut(server_factory):
+    """The bound is on reading nothing: a 300 kB answer taken 8 kB at a time, at ~100 kB/s, over
+    several send_timeout_s, arrives whole."""
+    srv = await server_factory(http={"send_timeout_s": 0.5, "keep_alive_s": 600})
+    big = json.dumps({"function": "echo", "input": "x" * 300_000, "contract": 1}).encode()
+    raw = await unread_connection(srv.url)
+    try:
+        await raw.send(request("POST", "/task", body=big))
+        with trio.fail_after(30):
+            while b"\r\n\r\n" not in raw.buffer or len(raw.buffer) < 300_000:
+                chunk = await raw.stream.receive_some(8192)
+                assert chunk, f"cut after {len(raw.buffer)} bytes"
+                raw.buffer += chunk
+                await trio.sleep(0.08)  # the client's pace: slow, never stopped
+            status, _, body = await raw.response()
+        assert status == 200 and json.loads(body)["result"] == "x" * 300_000
+    finally:
+        await raw.aclose()
+
+
+async def test_over_http2_a_quick_request_does_not_reset_a_stalled_bodys_clock(server_factory):
+    """Cleartext HTTP/2 answers several requests on one connection: each has its own clocks, so
+    a /health beside a body that never finishes does not keep the connection."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    srv = await server_factory(http={"body_timeout_s": 1.0, "keep_alive_s": 600})
+    stream = await trio.open_tcp_stream(*address(srv.url))
+    h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    h2conn.initiate_connection()
+    head = [(":scheme", "http"), (":authority", "test")]
+    h2conn.send_headers(1, [(":method", "POST"), (":path", "/tasks"), *head, ("content-length", "1000")])
+    h2conn.send_data(1, b"[{")  # and no more
+    await stream.send_all(h2conn.data_to_send())
+    answered, closed = False, False
+    try:
+        with trio.fail_after(10):
+            while not closed:
+                data = await stream.receive_some(65536)
+                if not data:
+                    closed = True
+                    break
+                for event in h2conn.receive_data(data):
+                    if isinstance(event, h2.events.RemoteSettingsChanged) and not answered:
+                        h2conn.send_headers(3, [(":method", "GET"), (":path", "/health"), *head], end_stream=True)
+                    if isinstance(event, h2.events.StreamEnded) and event.stream_id == 3:
+                        answered = True
+                    if isinstance(event, h2.events.ConnectionTerminated):
+                        closed = True
+                await stream.send_all(h2conn.data_to_send())
+    except trio.BrokenResourceError:
+        closed = True
+    finally:
+        await stream.aclose()
+    assert answered and closed
+
+
 GRACE_S = 6.0
 
 

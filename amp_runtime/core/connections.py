@@ -45,6 +45,10 @@ REFUSAL_LINGER_S = 1.0  # a refused client's request is read this long so the 50
 MAX_REFUSING = 16
 REFUSAL_LOG_EVERY_S = 10.0
 MAX_RECV = 65536
+# WebSockets may hold at most this share of max_connections: a socket the client never reads costs
+# the server nothing to fill for hours (a slots push is ~100 bytes), so it cannot be bounded by a
+# send clock; the rest stays for requests.
+WEBSOCKET_SHARE = 0.5
 SEND_PIECE = 16384  # an answer's body goes to the socket in pieces this big, each timed on its own
 
 
@@ -89,6 +93,8 @@ class Connections:
         self.max_connections = max_connections
         self.body_timeout_s = body_timeout_s
         self.send_timeout_s = send_timeout_s
+        self.max_websockets = max(1, int(max_connections * WEBSOCKET_SHARE))
+        self._websockets = 0
         self.draining = False
         self._open: dict[Any, _Connection] = {}
         self._context = WorkerContext(None)
@@ -102,6 +108,9 @@ class Connections:
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
             b"retry-after: %d\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
         ) % (retry_after_s, len(body), body)
+        self._websocket_refusal = render_coded(ApiError(
+            503, "TOO_MANY_WEBSOCKETS", f"the server holds its limit of {self.max_websockets} WebSockets"))
+        self._retry_after = b"%d" % retry_after_s
 
     def drain(self) -> None:
         """From now on no connection is accepted, every response says `Connection: close`, and
@@ -235,9 +244,22 @@ class Connections:
                 await self.app(scope, partial(self._receive, receive, exchange),
                                partial(self._send, send, answered, exchange))
             else:
-                await self.app(scope, receive, partial(self._timed_send, send, exchange))
+                await self._websocket(scope, receive, partial(self._timed_send, send, exchange))
         finally:
             answered()
+
+    async def _websocket(self, scope: dict, receive: Any, send: Any) -> None:
+        if self._websockets >= self.max_websockets:  # refused as HTTP, before the upgrade
+            await receive()  # websocket.connect
+            await send({"type": "websocket.http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"retry-after", self._retry_after)]})
+            await send({"type": "websocket.http.response.body", "body": self._websocket_refusal})
+            return
+        self._websockets += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._websockets -= 1
 
     @staticmethod
     async def _receive(receive: Any, exchange: _Exchange) -> dict:

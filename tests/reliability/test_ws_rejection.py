@@ -41,3 +41,21 @@ async def test_a_refused_upgrade_leaves_the_server_serving(server_factory):
     assert (await srv.client.get("/health")).status_code == 200
     async with open_websocket_url(base + "/ws/slots", extra_headers=[("Authorization", KEY)]) as ws:
         assert "free" in await ws.get_message()
+
+
+async def test_websockets_hold_at_most_half_of_max_connections(server_factory):
+    """A WebSocket nobody reads costs the server nothing to fill for hours, so no clock bounds it:
+    they may take half the connections (here 2 of 4), and requests keep the rest."""
+    import httpx
+    import trio
+
+    srv = await server_factory(http={"max_connections": 4})
+    url = srv.url.replace("http://", "ws://") + "/ws/slots"
+    async with open_websocket_url(url), open_websocket_url(url):
+        status, body = await rejected_status(url)
+        assert status == 503 and b"TOO_MANY_WEBSOCKETS" in body, body
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as client:
+            assert (await client.get("/health")).status_code == 200
+    with trio.fail_after(10):  # their places are given back
+        async with open_websocket_url(url) as ws:
+            assert await ws.get_message()

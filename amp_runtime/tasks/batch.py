@@ -164,7 +164,10 @@ async def run_batch(service: Any, items: list[BatchItem], *, may_forward: bool =
                         except trio.WouldBlock:
                             break
                     remaining -= len(lines)
-                    yield lines
+                    try:
+                        yield lines
+                    except GeneratorExit:  # closed (the client left): end cleanly, the nursery too
+                        return  # from this frame, GeneratorExit would leave the nursery as a group
                 queued.expire_overdue()
         finally:
             queued.withdraw_all()

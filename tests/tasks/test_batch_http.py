@@ -143,6 +143,38 @@ async def test_disconnect_cancels_unfinished_items_and_frees_slots(server_factor
     await srv.client.aclose()
 
 
+async def test_a_client_leaving_while_lines_wait_to_be_sent_ends_the_batch_without_a_traceback(server_factory):
+    """Closed while its lines wait for a client that reads nothing, the batch's generator ends
+    cleanly (a GeneratorExit leaving its nursery as an exception group was logged as an ASGI
+    error)."""
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
+    srv = await server_factory(workers=[{"id": "two", "slots": 2}])
+    items = [echo("x" * 3500) for _ in range(250)] + [
+        {"function": "test_gate", "input": {"gate": "never-opened", "tag": str(i)}, **CALL} for i in range(2)]
+    body = json.dumps(items).encode()
+    where = urlsplit(srv.url)
+    for _ in range(3):
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect((where.hostname, where.port))
+        stream = trio.SocketStream(sock)
+        await stream.send_all(b"POST /tasks HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        with trio.fail_after(15):  # the gates hold both slots: the echo lines are all out by then
+            while (await srv.client.get("/health")).json()["slots"]["free"] != 0:
+                await trio.sleep(0.05)
+        await stream.aclose()  # never read a byte
+        with trio.fail_after(15):
+            while (await srv.client.get("/health")).json()["slots"]["free"] != 2:
+                await trio.sleep(0.05)
+    logs = "\n".join((await srv.client.get("/logs")).json()["logs"])
+    assert "Traceback" not in logs and "Error in ASGI" not in logs, logs[-3000:]
+    await srv.client.aclose()
+
+
 async def test_queued_item_past_its_deadline_gets_its_line_while_the_slot_stays_busy(server_factory):
     srv = await server_factory(workers=[{"id": "one", "slots": 1}])
     items = [{"function": "test_gate", "input": {"gate": "batch-overdue", "tag": "blocker"}, **CALL},

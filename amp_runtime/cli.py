@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__, build_info
+from .entry import default_sigterm
 from .config import Config, ConfigError, load_config, parse_bind
 from .gc_tuning import tune_gc
 
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         exit_now(serve_command(args))
+    default_sigterm()  # only `serve` drains on SIGTERM (entry.py)
     if args.command == "bench":
         from .bench.cli import bench_command
 

@@ -32,6 +32,7 @@ import trio
 
 from ..config import WebhookConfig
 from ..core.actor import Actor, Reply, log_failure
+from ..core.availability import StoreUnavailable
 from ..core.clock import rfc3339, utcnow
 from ..core.logs import log_ids
 from ..core.secrets import mask_urls_in, masked_url
@@ -127,6 +128,9 @@ class Deliver(msgspec.Struct, tag=True):
     record_outcome: bool = True  # persist the task's outcome before the first attempt
     worker: str | None = None  # the worker it ran on and when it started, journaled with the outcome
     started_at: float | None = None
+
+
+OUTCOME_RETRIES = 3  # store comebacks an outcome waits for before it is delivered unjournaled
 
 
 class _Owed:
@@ -230,10 +234,7 @@ class WebhookSender(Actor):
                  if name.lower() not in SENDER_OWNED]
         payload = self._payload(msg.body)
         if not owed.recorded:  # the outcome row also reserves attempt 1
-            if owed.recording is not None:
-                await self._journal_wait(owed.recording)
-            else:
-                await self._journal("finish", msg.body, worker=msg.worker, started_at=msg.started_at)
+            await self._record_outcome(owed)
             owed.recorded = True
         async with self.limiter:
             if owed.failures and msg.last_attempt_at is not None and owed.attempts == msg.first_attempt - 1:
@@ -297,11 +298,30 @@ class WebhookSender(Actor):
         except Exception as exc:
             log.warning("journal %s failed: %s", method, exc)
 
-    async def _journal_wait(self, write: Any) -> None:
-        try:
-            await write()
-        except Exception as exc:
-            log.warning("journal finish failed: %s", exc)
+    async def _record_outcome(self, owed: _Owed) -> None:
+        """Journal first, then deliver: with the store away, the delivery waits for it to come
+        back (at most OUTCOME_RETRIES times), so an outcome delivered is never one a restart would
+        run again. Past the bound, or on any other failure, it is delivered unrecorded (logged)."""
+        if self.journal is None:
+            return
+        msg, write = owed.msg, owed.recording
+        for retry in range(OUTCOME_RETRIES + 1):
+            try:
+                if write is not None:
+                    await write()
+                else:
+                    await self.journal.finish(msg.body, worker=msg.worker, started_at=msg.started_at)
+                return
+            except StoreUnavailable as exc:
+                if retry == OUTCOME_RETRIES:
+                    log.warning("task %s: its outcome could not be journaled (%s); delivered all the same",
+                                msg.task_id, exc)
+                    return
+                write = None  # asked again once the store is back
+                await self.journal.store.until_available()
+            except Exception as exc:
+                log.warning("journal finish failed: %s", exc)
+                return
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.config.max_delay_s, self.config.base_delay_s * 2 ** (attempt - 1))

@@ -125,3 +125,13 @@ def hold_thread(input: dict) -> str:
     finally:
         with _lock:
             HOLDING[0] -= 1
+
+
+@amp_runtime.function(name="hold_until_released", timeout_s=60)
+async def hold_until_released(input: dict) -> str:
+    """Runs until the file `release` exists, adding a line to the file `runs` when it starts."""
+    with open(input["runs"], "a") as runs:
+        runs.write("ran\n")
+    while not os.path.exists(input["release"]):
+        await trio.sleep(0.01)
+    return "released"

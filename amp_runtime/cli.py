@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__, build_info
-from .entry import default_sigterm
+from .early_signals import default_sigterm
 from .config import Config, ConfigError, load_config, parse_bind
 from .gc_tuning import tune_gc
 

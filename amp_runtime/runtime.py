@@ -19,7 +19,7 @@ from typing import Protocol
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from . import __version__, entry
+from . import __version__, early_signals
 from .config import Config, parse_bind
 from .core.logs import LogRing, setup_logging
 from .app import create_app
@@ -116,7 +116,7 @@ class Runtime:
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            if entry.noted.is_set():  # came while the process started (entry.py)
+            if early_signals.noted.is_set():  # came while the process started (entry.py)
                 log.info("received SIGTERM while starting: draining")
                 self.request_stop()
                 return

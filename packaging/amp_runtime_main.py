@@ -17,7 +17,7 @@ if len(sys.argv) > 2 and sys.argv[1] == "-m" and sys.argv[2].split(".")[0] == "a
     sys.exit(0)
 
 from amp_runtime.deferred import UnpackFailed  # noqa: E402
-from amp_runtime.entry import keep_sigterm  # noqa: E402
+from amp_runtime.early_signals import keep_sigterm  # noqa: E402
 
 keep_sigterm()  # before the CLI's imports: a SIGTERM meanwhile drains once serving (entry.py)
 try:

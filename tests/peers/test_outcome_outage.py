@@ -38,8 +38,12 @@ async def test_an_outcome_settled_during_an_outage_is_journaled_before_it_is_del
         finally:
             await trio.to_thread.run_sync(own_pg_server.resume)
         await wait_until(lambda: receiver.of(task_id), timeout=30)
-        view = (await client.get(f"/tasks/{task_id}")).json()
-        assert (view["status"], view["webhook_status"]) == ("completed", "delivered"), view
+
+        async def delivered() -> bool:  # the attempt's answer is journaled just after it came
+            view = (await client.get(f"/tasks/{task_id}")).json()
+            return (view["status"], view["webhook_status"]) == ("completed", "delivered")
+
+        await wait_until(delivered, timeout=30, interval=0.05)
     server.send_signal(signal.SIGTERM)
     assert await server.wait() == 0
     again = await spawn_server(nursery, data, "--config", str(config), env=env)

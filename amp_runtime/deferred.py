@@ -21,7 +21,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import zlib
 from typing import Callable
 
@@ -108,7 +107,10 @@ class _Unpacker:
             if not self._unpacker_running():
                 self._inflate_here(file)
                 continue
-            time.sleep(WAIT_S)
+            # No file-creation event in the standard library: look again shortly, or at once
+            # when the unpacker ends. Only at start (the unpacker's life, ~1 s), in the
+            # importing thread, which an import blocks anyway.
+            self.unpacked.wait(WAIT_S)
 
     @staticmethod
     def _inflate_here(file: _File) -> None:

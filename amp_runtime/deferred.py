@@ -2,9 +2,11 @@
 
 The bootloader inflates every bundled file on one thread before Python starts, and DuckDB's
 library alone is half of them. So the spec (packaging/deferral.py) bundles most extension
-modules and the libraries they link to as `<file>.z` (zlib again: the bootloader only copies
-them out) with a manifest, `amp_runtime_deferred.txt`: one line per module, its name and the
-files it needs, in the order `serve` imports them. The process the bootloader started forks an
+modules and the libraries they link to as `<file>.z` entries of the executable's archive that
+the bootloader leaves where they are (typecode PKG, zlib-packed by the spec), with a manifest,
+`amp_runtime_deferred.txt`: one line per module, its name and the files it needs, in the order
+`serve` imports them. They are read straight from the executable, through one descriptor
+opened at start (a binary replaced on disk meanwhile does not change what this one reads). The process the bootloader started forks an
 unpacker that inflates them in that order while the runtime imports; a meta path finder makes
 the import of each module wait for its own files. Any other process of the binary (a
 run="process" worker, a server `bench` starts), or this one once the unpacker is gone, inflates a
@@ -19,12 +21,19 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import struct
 import sys
 import threading
 import zlib
 from typing import Callable
 
 SUFFIX = ".z"
+# The archive PyInstaller appends to the bootloader: a cookie at its end, then a table of
+# contents of fixed-size heads each followed by a name (PyInstaller/archive/readers.py).
+_MAGIC = b"MEI\014\013\012\013\016"
+_COOKIE = struct.Struct("!8sIIII64s")  # magic, archive length, toc offset, toc length, python, libpython
+_ENTRY = struct.Struct("!IIIIBc")  # entry length, offset, stored length, length, compressed, typecode
+_STORED = b"a"  # PKG: the bootloader extracts b, x, Z and n entries, never these
 FAILED = ".failed"
 MANIFEST = "amp_runtime_deferred.txt"
 CHUNK = 1 << 20
@@ -36,14 +45,44 @@ class UnpackFailed(ImportError):
     """A deferred library could not be written (TMPDIR full or read-only): one line for the CLI."""
 
 
-def _inflate(packed: str, target: str) -> None:
+def stored_entries(executable: int) -> dict[str, tuple[int, int]]:
+    """name -> (offset in the file, length) of each PKG entry of the executable's archive."""
+    size = os.fstat(executable).st_size
+    tail = os.pread(executable, min(size, 1 << 16), max(0, size - (1 << 16)))
+    at = tail.rfind(_MAGIC)
+    if at < 0:
+        raise OSError(f"{sys.executable}: no PyInstaller archive")
+    cookie_at = size - len(tail) + at
+    _, length, toc_offset, toc_length, _, _ = _COOKIE.unpack(os.pread(executable, _COOKIE.size, cookie_at))
+    start = cookie_at + _COOKIE.size - length
+    toc = os.pread(executable, toc_length, start + toc_offset)
+    entries: dict[str, tuple[int, int]] = {}
+    position = 0
+    while position < len(toc):
+        entry_length, offset, stored, _, _, typecode = _ENTRY.unpack_from(toc, position)
+        if typecode == _STORED:
+            name = toc[position + _ENTRY.size:position + entry_length].rstrip(b"\0").decode("utf-8")
+            entries[name] = (start + offset, stored)
+        position += entry_length
+    return entries
+
+
+def _inflate(executable: int, offset: int, length: int, target: str) -> None:
     part = f"{target}.{os.getpid()}.{threading.get_ident()}.part"
     try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)  # the bootloader made only its own files' folders
         inflater = zlib.decompressobj()
-        with open(packed, "rb") as source, open(part, "wb") as out:
-            while chunk := source.read(CHUNK):
+        with open(part, "wb") as out:
+            end = offset + length
+            while offset < end:
+                chunk = os.pread(executable, min(CHUNK, end - offset), offset)
+                if not chunk:
+                    raise OSError(f"{sys.executable}: shorter than its archive says")
+                offset += len(chunk)
                 out.write(inflater.decompress(chunk))
             out.write(inflater.flush())
+            if not inflater.eof:
+                raise OSError(f"{sys.executable}: {os.path.basename(target)} is cut short")
         os.chmod(part, 0o755)
         os.replace(part, target)
     except BaseException:
@@ -55,20 +94,20 @@ def _inflate(packed: str, target: str) -> None:
 
 
 class _File:
-    __slots__ = ("packed", "target", "failed", "small")
+    __slots__ = ("executable", "offset", "length", "target", "failed", "small")
 
-    def __init__(self, base: str, name: str):
+    def __init__(self, base: str, name: str, executable: int, entries: dict[str, tuple[int, int]]):
+        self.executable = executable
         self.target = os.path.join(base, name)
-        self.packed = self.target + SUFFIX
         self.failed = self.target + FAILED  # the unpacker's error, when it could not write the file
-        try:
-            self.small = os.path.getsize(self.packed) < SMALL_BYTES
-        except OSError:
-            self.small = True
+        self.offset, self.length = entries.get(name + SUFFIX, (0, 0))
+        self.small = self.length < SMALL_BYTES
 
     def inflate(self) -> None:
         if not os.path.exists(self.target):
-            _inflate(self.packed, self.target)
+            if not self.length:
+                raise OSError(f"{sys.executable}: no {os.path.basename(self.target)}{SUFFIX} in its archive")
+            _inflate(self.executable, self.offset, self.length, self.target)
 
 
 class _Unpacker:
@@ -169,12 +208,18 @@ def start(eager: bool, in_child: Callable[[], None]) -> None:
     base = getattr(sys, "_MEIPASS", None)
     if base is None or not os.path.exists(os.path.join(base, MANIFEST)):
         return
+    try:
+        executable = os.open(sys.executable, os.O_RDONLY | os.O_CLOEXEC)  # held for the process's life
+        entries = stored_entries(executable)
+    except OSError as exc:  # the bootloader read it a moment ago: only a file changed meanwhile
+        print(f"amp-runtime: cannot read the libraries bundled in {sys.executable}: {exc}", file=sys.stderr)
+        sys.exit(2)
     files: dict[str, _File] = {}
     modules: dict[str, list[_File]] = {}
     with open(os.path.join(base, MANIFEST), encoding="utf-8") as manifest:
         for line in manifest:
             name, *names = line.split()
-            modules[name] = [files.setdefault(n, _File(base, n)) for n in names]
+            modules[name] = [files.setdefault(n, _File(base, n, executable, entries)) for n in names]
     # The big ones, in the order `serve` imports them; the import that needs a small one
     # inflates it itself, sooner than the unpacker would reach it.
     missing = [file for file in files.values() if not file.small and not os.path.exists(file.target)]

@@ -1,8 +1,9 @@
 """Which bundled libraries the binary unpacks itself (amp_runtime/deferred.py), not the bootloader.
 
 Run by the spec at build time. The bootloader inflates every bundled file on one thread before
-Python starts; the process can do it better: on a thread of its own while the runtime imports,
-each library just before its first import needs it. What must stay with the bootloader is what
+Python starts; the process can do it better: in a process of its own while the runtime imports,
+each library just before its first import needs it, read straight from the executable (the
+bootloader leaves a PKG entry where it is). What must stay with the bootloader is what
 Python needs before `amp_runtime.deferred` runs: libpython, the extension modules that
 PyInstaller's bootstrap, its runtime hooks and the entry script import up to `prepare()`
 (found by importing the same modules in the build's Python), and every library one of those
@@ -56,9 +57,11 @@ def _pack(source: str, target: Path) -> None:
         out.write(deflater.flush())
 
 
-def defer(binaries: list, datas: list, workdir: Path, root: Path) -> list:
-    """The binaries the bootloader still unpacks; the deferred ones go into `datas` as
-    `<dest>.z`, with the manifest (modules in the order `serve` imports them)."""
+def defer(binaries: list, datas: list, workdir: Path, root: Path) -> tuple[list, list]:
+    """The binaries the bootloader still unpacks, and the deferred ones as entries it leaves in
+    the executable: `<dest>.z`, typecode PKG (an archive of its own to the bootloader, which
+    does not extract it), zlib-packed here. The manifest (modules in the order `serve` imports
+    them) goes into `datas`."""
     from PyInstaller.depend.bindepend import get_imports
 
     early = set(_extensions_imported(_EARLY, root))
@@ -75,12 +78,14 @@ def defer(binaries: list, datas: list, workdir: Path, root: Path) -> list:
     groups = {_module_name(dest): [dest, *sorted(needs[dest] & deferred_libs)] for dest in deferred_modules}
     rank = {name: index for index, name in enumerate(order)}
     lines = [" ".join([name, *files]) for name, files in sorted(groups.items(), key=lambda g: (rank.get(g[0], len(rank)), g[0]))]
+    stored = []
     for dest, path, _ in binaries:
         if dest in deferred_modules or dest in deferred_libs:
             packed = workdir / "deferred" / (dest + SUFFIX)
             _pack(path, packed)
-            datas.append((dest + SUFFIX, str(packed), "DATA"))
+            stored.append((dest + SUFFIX, str(packed), "PKG"))
     manifest = workdir / MANIFEST
     manifest.write_text("\n".join(lines) + "\n")
     datas.append((MANIFEST, str(manifest), "DATA"))
-    return [entry for entry in binaries if entry[0] not in deferred_modules and entry[0] not in deferred_libs]
+    kept_binaries = [entry for entry in binaries if entry[0] not in deferred_modules and entry[0] not in deferred_libs]
+    return kept_binaries, stored

@@ -74,7 +74,7 @@ def _pause(proc: psutil.Process, stop: bool) -> None:
         p.suspend() if stop else p.resume()
 
 
-def run(starts: int = 5, rounds: int = 4, part: float = 2.0, concurrency: int = 50) -> dict:
+def run(starts: int = 7, rounds: int = 10, part: float = 2.0, concurrency: int = 50) -> dict:
     binary = binary_path()
     commands = {"binary": [str(binary)], "venv": venv_command()}
     startup: dict[str, list[float]] = {"binary": [], "venv": []}
